@@ -1,0 +1,152 @@
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::{ResponseBody, service::insert_extensions};
+use crate::{
+    extract::AuthenticatedKey,
+    rejection::{Rejection, RejectionBody, RejectionHandler},
+};
+
+type Lookup = Pin<Box<dyn Future<Output = Result<AuthenticatedKey, Rejection>> + Send>>;
+
+pin_project! {
+    /// Response future of [`ApiKeyAuth`](super::ApiKeyAuth).
+    ///
+    /// A cache hit goes straight to the inner service's future; only a cache miss
+    /// allocates, for the store lookup.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Lookup {
+            lookup: Lookup,
+            inner: Option<S>,
+            request: Option<Request<B>>,
+            rejection: Arc<dyn RejectionHandler>,
+        },
+        Inner {
+            #[pin]
+            future: S::Future,
+        },
+        Rejected {
+            response: Option<Response<RejectionBody>>,
+        },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn inner(future: S::Future) -> Self {
+        Self {
+            state: State::Inner { future },
+        }
+    }
+
+    pub(crate) fn rejected(response: Response<RejectionBody>) -> Self {
+        Self {
+            state: State::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn lookup(
+        lookup: Lookup,
+        inner: S,
+        request: Request<B>,
+        rejection: Arc<dyn RejectionHandler>,
+    ) -> Self {
+        Self {
+            state: State::Lookup {
+                lookup,
+                inner: Some(inner),
+                request: Some(request),
+                rejection,
+            },
+        }
+    }
+}
+
+impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Inner { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                StateProj::Rejected { response } => {
+                    let response = response
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(response.map(ResponseBody::rejection)));
+                }
+                StateProj::Lookup {
+                    lookup,
+                    inner,
+                    request,
+                    rejection,
+                } => {
+                    let outcome = ready!(lookup.as_mut().poll(cx));
+                    let next = match outcome {
+                        Ok(key) => {
+                            let mut request = request
+                                .take()
+                                .expect("ResponseFuture polled after completion");
+                            insert_extensions(&mut request, key);
+                            let mut inner = inner
+                                .take()
+                                .expect("ResponseFuture polled after completion");
+                            State::Inner {
+                                future: inner.call(request),
+                            }
+                        }
+                        Err(refused) => {
+                            tracing::debug!(rejection = %refused, "API key rejected");
+                            State::Rejected {
+                                response: Some(rejection.respond(refused)),
+                            }
+                        }
+                    };
+                    this.state.set(next);
+                }
+            }
+        }
+    }
+}

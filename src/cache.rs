@@ -1,0 +1,179 @@
+//! The in-process key cache: positive entries by public key, and a separate,
+//! smaller cache of public keys the store does not know.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use moka::{policy::Expiry, sync::Cache};
+
+use crate::{extract::AuthenticatedKey, hash::SecretHash, store::KeyStatus};
+
+/// What the cache keeps for a known public key.
+pub(crate) struct CachedKey {
+    pub(crate) key: AuthenticatedKey,
+    pub(crate) status: KeyStatus,
+    /// `None` when the stored hash was not 64 hex characters: the key never validates.
+    pub(crate) hash: Option<SecretHash>,
+    /// The key's `expires_at`, on the monotonic clock.
+    pub(crate) expires_at: Option<Instant>,
+    /// After this the entry is stale: used only while the store is failing.
+    pub(crate) fresh_until: Instant,
+    /// When moka drops the entry: `fresh_until` + the stale grace, never past `expires_at`.
+    evict_after: Duration,
+    /// Unix seconds of the last `last_used_at` recorded for this key.
+    pub(crate) last_recorded: AtomicI64,
+}
+
+impl CachedKey {
+    pub(crate) fn new(
+        key: AuthenticatedKey,
+        status: KeyStatus,
+        hash: Option<SecretHash>,
+        expires_at: Option<Instant>,
+        freshness: Freshness,
+        last_recorded: i64,
+    ) -> Self {
+        let Freshness {
+            now,
+            ttl,
+            stale_grace,
+        } = freshness;
+        let mut evict_after = ttl.saturating_add(stale_grace);
+        if let Some(at) = expires_at {
+            evict_after = evict_after.min(at.saturating_duration_since(now));
+        }
+        Self {
+            key,
+            status,
+            hash,
+            expires_at,
+            fresh_until: now + ttl,
+            evict_after,
+            last_recorded: AtomicI64::new(last_recorded),
+        }
+    }
+
+    pub(crate) fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+}
+
+/// When an entry was made and how long it stays fresh, then stale.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Freshness {
+    pub(crate) now: Instant,
+    pub(crate) ttl: Duration,
+    pub(crate) stale_grace: Duration,
+}
+
+struct PerEntryExpiry;
+
+impl Expiry<String, Arc<CachedKey>> for PerEntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<CachedKey>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.evict_after)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Arc<CachedKey>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.evict_after)
+    }
+}
+
+/// Sizes and lifetimes of the two caches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CacheConfig {
+    pub(crate) capacity: u64,
+    pub(crate) negative_capacity: u64,
+    pub(crate) negative_ttl: Duration,
+}
+
+/// Both caches, and the invalidation epoch that keeps a lookup that raced with
+/// an eviction from putting a stale entry back.
+pub(crate) struct KeyCache {
+    positive: Cache<String, Arc<CachedKey>>,
+    negative: Cache<String, ()>,
+    epoch: AtomicU64,
+}
+
+impl KeyCache {
+    pub(crate) fn new(config: CacheConfig) -> Self {
+        Self {
+            positive: Cache::builder()
+                .max_capacity(config.capacity)
+                .expire_after(PerEntryExpiry)
+                .build(),
+            negative: Cache::builder()
+                .max_capacity(config.negative_capacity)
+                .time_to_live(config.negative_ttl)
+                .build(),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn get(&self, public_key: &str) -> Option<Arc<CachedKey>> {
+        self.positive.get(public_key)
+    }
+
+    pub(crate) fn is_known_unknown(&self, public_key: &str) -> bool {
+        self.negative.contains_key(public_key)
+    }
+
+    /// Read before a store lookup; pass to the `insert_*` methods after it.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Caches a lookup result that started at `epoch`. If an invalidation ran in
+    /// between, the entry is removed again: it may predate the change that caused
+    /// the invalidation.
+    pub(crate) fn insert_known(&self, public_key: &str, entry: Arc<CachedKey>, epoch: u64) {
+        self.positive.insert(public_key.to_owned(), entry);
+        if self.epoch() != epoch {
+            self.positive.invalidate(public_key);
+        }
+    }
+
+    /// Remembers that the store does not know `public_key`, as [`Self::insert_known`].
+    pub(crate) fn insert_unknown(&self, public_key: &str, epoch: u64) {
+        self.negative.insert(public_key.to_owned(), ());
+        if self.epoch() != epoch {
+            self.negative.invalidate(public_key);
+        }
+    }
+
+    /// Forgets everything about `public_key`, in both caches.
+    pub(crate) fn invalidate(&self, public_key: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.positive.invalidate(public_key);
+        self.negative.invalidate(public_key);
+    }
+
+    /// Forgets everything.
+    pub(crate) fn invalidate_all(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.positive.invalidate_all();
+        self.negative.invalidate_all();
+    }
+
+    /// Approximate entry counts (positive, negative), after pending maintenance.
+    pub(crate) fn entry_counts(&self) -> (u64, u64) {
+        self.positive.run_pending_tasks();
+        self.negative.run_pending_tasks();
+        (self.positive.entry_count(), self.negative.entry_count())
+    }
+}

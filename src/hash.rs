@@ -1,0 +1,241 @@
+//! Hashing secrets: `lowercase hex(HMAC-SHA256(key = pepper, msg = secret))`.
+//!
+//! # Why HMAC-SHA256 and not a password hash
+//!
+//! Password hashes (Argon2, bcrypt, scrypt) are slow on purpose, to make guessing
+//! *low-entropy* human passwords expensive. Secret keys here are 32 characters drawn
+//! uniformly from 62 by the OS CSPRNG: about 190 bits. No amount of guessing
+//! speed makes a 2^190 search feasible, so a slow hash would buy nothing and would
+//! cost every request milliseconds. The HMAC key (the *pepper*) lives outside the
+//! database, so a stolen table alone does not even allow checking a guess. This is
+//! also the scheme of the reference service, whose rows must validate unchanged.
+
+use std::fmt;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// Minimum length of a pepper, in bytes.
+pub const MIN_PEPPER_LEN: usize = 16;
+
+/// The server-side HMAC key.
+///
+/// Never printed: `Debug` is redacted and the bytes are zeroed on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Pepper(Vec<u8>);
+
+impl Pepper {
+    /// Wraps pepper bytes, refusing an empty pepper or one shorter than
+    /// [`MIN_PEPPER_LEN`] bytes.
+    ///
+    /// The reference service uses the UTF-8 bytes of its configured text, so pass
+    /// `text.as_bytes()` (or use `Pepper::try_from(&str)`) for compatibility.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, PepperError> {
+        let bytes = bytes.into();
+        match bytes.len() {
+            0 => Err(PepperError::Empty),
+            len if len < MIN_PEPPER_LEN => Err(PepperError::TooShort { len }),
+            _ => Ok(Self(bytes)),
+        }
+    }
+
+    /// Generates a random pepper: 48 alphanumeric characters from the OS CSPRNG
+    /// (text, so that it can be stored in a file or an environment variable).
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let pair = crate::key::KeyPair::generate()?;
+        let mut text = String::with_capacity(64);
+        text.push_str(&pair.public_key.as_str()[3..]);
+        text.push_str(&pair.secret_key.expose()[3..]);
+        Ok(Self(text.into_bytes()))
+    }
+
+    /// The pepper bytes. Never log them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for Pepper {
+    type Error = PepperError;
+
+    fn try_from(value: &str) -> Result<Self, Self::Error> {
+        Self::new(value.as_bytes())
+    }
+}
+
+impl fmt::Debug for Pepper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pepper(<redacted>)")
+    }
+}
+
+/// A pepper was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PepperError {
+    /// The pepper is empty.
+    #[error("the API key pepper is empty; configure a secret of at least {MIN_PEPPER_LEN} bytes")]
+    Empty,
+    /// The pepper is shorter than [`MIN_PEPPER_LEN`].
+    #[error("the API key pepper is {len} bytes long; it must be at least {MIN_PEPPER_LEN} bytes")]
+    TooShort {
+        /// Its length in bytes.
+        len: usize,
+    },
+}
+
+/// The stored form of a secret: the 32 bytes of its HMAC-SHA256.
+///
+/// Stored as 64 lowercase hex characters. `Debug` is redacted.
+#[derive(Clone, Copy, Zeroize)]
+pub struct SecretHash([u8; 32]);
+
+impl SecretHash {
+    /// Parses 64 hex characters (either case). `None` for anything else.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            *slot = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
+        }
+        Some(Self(out))
+    }
+
+    /// The 64-character lowercase hex form, as stored in `secret_key_hash`.
+    pub fn to_hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for byte in self.0 {
+            out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+        }
+        out
+    }
+
+    /// Compares two hashes in constant time.
+    pub fn ct_eq(&self, other: &SecretHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretHash(<redacted>)")
+    }
+}
+
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Hashes secrets with a pre-keyed HMAC state, cloned for each use.
+///
+/// Keying HMAC costs two SHA-256 blocks; cloning the keyed state skips that.
+#[derive(Clone)]
+pub struct KeyHasher {
+    keyed: Hmac<Sha256>,
+}
+
+impl KeyHasher {
+    /// Keys the hasher with the pepper.
+    pub fn new(pepper: &Pepper) -> Self {
+        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(pepper.expose())
+            .expect("HMAC accepts keys of any length");
+        Self { keyed }
+    }
+
+    /// `HMAC-SHA256(pepper, secret)`.
+    pub fn hash(&self, secret: &str) -> SecretHash {
+        let mut mac = self.keyed.clone();
+        mac.update(secret.as_bytes());
+        SecretHash(mac.finalize().into_bytes().into())
+    }
+
+    /// Hashes `secret` and compares it with `stored` in constant time.
+    pub fn verify(&self, secret: &str, stored: &SecretHash) -> bool {
+        self.hash(secret).ct_eq(stored)
+    }
+}
+
+impl fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyHasher(<keyed>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pepper_bounds() {
+        assert_eq!(Pepper::new(Vec::new()).err(), Some(PepperError::Empty));
+        assert_eq!(Pepper::try_from("").err(), Some(PepperError::Empty));
+        assert_eq!(
+            Pepper::try_from("fifteen-bytes!!").err(),
+            Some(PepperError::TooShort { len: 15 })
+        );
+        assert!(Pepper::try_from("sixteen-bytes!!!").is_ok());
+        let message = PepperError::TooShort { len: 3 }.to_string();
+        assert!(message.contains("at least 16 bytes"), "{message}");
+    }
+
+    #[test]
+    fn pepper_length_counts_bytes_not_characters() {
+        // 8 characters, 16 bytes.
+        assert!(Pepper::try_from("éééééééé").is_ok());
+        assert!(Pepper::try_from("ééééééé").is_err());
+    }
+
+    #[test]
+    fn generated_pepper_is_long_enough_and_random() {
+        let a = Pepper::generate().unwrap();
+        let b = Pepper::generate().unwrap();
+        assert_eq!(a.expose().len(), 64);
+        assert_ne!(a.expose(), b.expose());
+    }
+
+    #[test]
+    fn debug_redacts() {
+        let pepper = Pepper::try_from("a-very-secret-pepper-value").unwrap();
+        assert!(!format!("{pepper:?}").contains("secret-pepper"));
+        let hash = KeyHasher::new(&pepper).hash("sk_x");
+        assert!(!format!("{hash:?}").contains(&hash.to_hex()[..8]));
+        assert!(!format!("{:?}", KeyHasher::new(&pepper)).contains("pepper"));
+    }
+
+    #[test]
+    fn hex_round_trip_and_refusals() {
+        let hasher = KeyHasher::new(&Pepper::try_from("0123456789abcdef").unwrap());
+        let hash = hasher.hash("sk_abc");
+        let hex = hash.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(hex, hex.to_lowercase());
+        assert!(SecretHash::from_hex(&hex).unwrap().ct_eq(&hash));
+        assert!(
+            SecretHash::from_hex(&hex.to_uppercase())
+                .unwrap()
+                .ct_eq(&hash)
+        );
+        assert!(SecretHash::from_hex(&hex[..63]).is_none());
+        assert!(SecretHash::from_hex(&format!("{}g", &hex[..63])).is_none());
+        assert!(SecretHash::from_hex("").is_none());
+    }
+
+    #[test]
+    fn verify_accepts_only_the_right_secret() {
+        let hasher = KeyHasher::new(&Pepper::try_from("0123456789abcdef").unwrap());
+        let stored = hasher.hash("sk_right");
+        assert!(hasher.verify("sk_right", &stored));
+        assert!(!hasher.verify("sk_wrong", &stored));
+    }
+}

@@ -1,0 +1,335 @@
+//! Key material: generation, the `pk_…:sk_…` credential and its strict parser.
+
+use std::fmt;
+
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// Length of the random part of a public or secret key.
+pub const KEY_BODY_LEN: usize = 32;
+/// Prefix of every public key.
+pub const PUBLIC_KEY_PREFIX: &str = "pk_";
+/// Prefix of every secret key.
+pub const SECRET_KEY_PREFIX: &str = "sk_";
+/// Length of a public or secret key, prefix included (35).
+pub const KEY_LEN: usize = PUBLIC_KEY_PREFIX.len() + KEY_BODY_LEN;
+/// Length of a whole credential `pk_<32>:sk_<32>` (71).
+pub const CREDENTIAL_LEN: usize = 2 * KEY_LEN + 1;
+
+const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A public key, `pk_` followed by 32 characters of `[A-Za-z0-9]`.
+///
+/// The public key identifies a key pair and is not secret: it is stored in clear
+/// and may be logged.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey(String);
+
+impl PublicKey {
+    /// Parses a public key, refusing anything that is not exactly `pk_` + 32 alphanumerics.
+    pub fn parse(value: &str) -> Result<Self, MalformedCredential> {
+        if is_key_shaped(value.as_bytes(), PUBLIC_KEY_PREFIX) {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(MalformedCredential)
+        }
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PublicKey").field(&self.0).finish()
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for PublicKey {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A secret key, `sk_` followed by 32 characters of `[A-Za-z0-9]`.
+///
+/// Its `Debug` output is redacted, it has no `Display`, and its memory is zeroed
+/// on drop. Read it with [`SecretKey::expose`] only where it must leave the process
+/// (the one response that shows it to its owner).
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct SecretKey(String);
+
+impl SecretKey {
+    /// Parses a secret key, refusing anything that is not exactly `sk_` + 32 alphanumerics.
+    pub fn parse(value: &str) -> Result<Self, MalformedCredential> {
+        if is_key_shaped(value.as_bytes(), SECRET_KEY_PREFIX) {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(MalformedCredential)
+        }
+    }
+
+    /// The secret in clear. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+/// A freshly generated key pair.
+#[derive(Clone)]
+pub struct KeyPair {
+    /// The public half, stored in clear.
+    pub public_key: PublicKey,
+    /// The secret half, shown to its owner once and stored only as a hash.
+    pub secret_key: SecretKey,
+}
+
+impl KeyPair {
+    /// Generates a key pair from the operating system's CSPRNG.
+    ///
+    /// One `getrandom` call fills a buffer that is mapped to the alphabet by
+    /// rejection sampling (bytes `>= 248` are skipped so that every character is
+    /// equally likely); a second call happens only when more than 32 of the 96
+    /// bytes were rejected, which is vanishingly rare.
+    ///
+    /// # Errors
+    ///
+    /// Fails only if the operating system's random source fails.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut body = [0u8; 2 * KEY_BODY_LEN];
+        let mut pool = [0u8; 96];
+        let mut filled = 0;
+        while filled < body.len() {
+            getrandom::fill(&mut pool)?;
+            for &byte in &pool {
+                // 248 = 4 * 62: the largest multiple of 62 that fits in a byte.
+                if byte < 248 {
+                    body[filled] = ALPHABET[usize::from(byte % 62)];
+                    filled += 1;
+                    if filled == body.len() {
+                        break;
+                    }
+                }
+            }
+        }
+        pool.zeroize();
+        let mut public = String::with_capacity(KEY_LEN);
+        public.push_str(PUBLIC_KEY_PREFIX);
+        public.extend(body[..KEY_BODY_LEN].iter().map(|&b| char::from(b)));
+        let mut secret = String::with_capacity(KEY_LEN);
+        secret.push_str(SECRET_KEY_PREFIX);
+        secret.extend(body[KEY_BODY_LEN..].iter().map(|&b| char::from(b)));
+        body.zeroize();
+        Ok(Self {
+            public_key: PublicKey(public),
+            secret_key: SecretKey(secret),
+        })
+    }
+
+    /// The credential a client sends: `pk_…:sk_…`. Never log it.
+    pub fn credential(&self) -> String {
+        format!("{}:{}", self.public_key.0, self.secret_key.0)
+    }
+}
+
+impl fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyPair")
+            .field("public_key", &self.public_key)
+            .field("secret_key", &self.secret_key)
+            .finish()
+    }
+}
+
+/// A parsed credential `pk_…:sk_…`, borrowed from the request header.
+///
+/// Parsing checks the exact shape and nothing else; it allocates nothing.
+#[derive(Clone, Copy)]
+pub struct Credential<'a> {
+    public_key: &'a str,
+    secret_key: &'a str,
+}
+
+impl<'a> Credential<'a> {
+    /// Parses `pk_<32 alphanumerics>:sk_<32 alphanumerics>`, exactly 71 bytes.
+    ///
+    /// Everything else is refused: other lengths, other characters, other
+    /// prefixes (`PK_`, `pk-`), whitespace anywhere, a second `:`.
+    pub fn parse(value: &'a str) -> Result<Self, MalformedCredential> {
+        Self::parse_bytes(value.as_bytes())
+    }
+
+    /// Same as [`Credential::parse`], for raw header bytes (which may not be UTF-8).
+    pub fn parse_bytes(value: &'a [u8]) -> Result<Self, MalformedCredential> {
+        if value.len() != CREDENTIAL_LEN || value[KEY_LEN] != b':' {
+            return Err(MalformedCredential);
+        }
+        let (public, rest) = value.split_at(KEY_LEN);
+        let secret = &rest[1..];
+        if !is_key_shaped(public, PUBLIC_KEY_PREFIX) || !is_key_shaped(secret, SECRET_KEY_PREFIX) {
+            return Err(MalformedCredential);
+        }
+        // Both halves are ASCII, checked above.
+        match (std::str::from_utf8(public), std::str::from_utf8(secret)) {
+            (Ok(public_key), Ok(secret_key)) => Ok(Self {
+                public_key,
+                secret_key,
+            }),
+            _ => Err(MalformedCredential),
+        }
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> &'a str {
+        self.public_key
+    }
+
+    /// The secret key in clear. Never log it.
+    pub fn secret_key(&self) -> &'a str {
+        self.secret_key
+    }
+}
+
+impl fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("public_key", &self.public_key)
+            .field("secret_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The credential is not of the shape `pk_<32>:sk_<32>`.
+///
+/// Deliberately carries no copy of the offending value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid API key format, expected pk_xxx:sk_xxx")]
+pub struct MalformedCredential;
+
+fn is_key_shaped(value: &[u8], prefix: &str) -> bool {
+    value.len() == KEY_LEN
+        && value.starts_with(prefix.as_bytes())
+        && value[prefix.len()..].iter().all(u8::is_ascii_alphanumeric)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PK: &str = "pk_yrnTu6uwTKEiuUnscbyAm7BdtEt8Wmij";
+    const SK: &str = "sk_5cQiqrdARB4q5yzCfkxZ60PitIFPL5t6";
+
+    fn good() -> String {
+        format!("{PK}:{SK}")
+    }
+
+    #[test]
+    fn parses_a_well_formed_credential() {
+        let value = good();
+        let credential = Credential::parse(&value).unwrap();
+        assert_eq!(credential.public_key(), PK);
+        assert_eq!(credential.secret_key(), SK);
+    }
+
+    #[test]
+    fn refuses_every_malformed_class() {
+        let long = "x".repeat(4096);
+        let cases: Vec<(String, &str)> = vec![
+            (String::new(), "empty"),
+            (format!("{PK}:{}", &SK[..34]), "short secret"),
+            (format!("{}:{SK}", &PK[..34]), "short public"),
+            (format!("{PK}:{SK}a"), "long secret"),
+            (format!("{PK}a:{SK}"), "long public"),
+            (format!("{PK}:{SK}:"), "extra colon at end"),
+            (format!("{PK}::{}", &SK[1..]), "double colon"),
+            (format!("{PK} : {SK}"), "whitespace around colon"),
+            (
+                format!("{PK}:{}", SK.replace('5', " ")),
+                "whitespace inside",
+            ),
+            (format!("PK_{}:{SK}", &PK[3..]), "uppercase PK prefix"),
+            (format!("pk-{}:{SK}", &PK[3..]), "pk- prefix"),
+            (format!("{PK}:SK_{}", &SK[3..]), "uppercase SK prefix"),
+            (format!("{PK}:sk-{}", &SK[3..]), "sk- prefix"),
+            (format!("{SK}:{PK}"), "halves swapped"),
+            (
+                format!("{PK}:{}", SK.replace('5', "_")),
+                "underscore in body",
+            ),
+            (format!("{PK}:{}", SK.replace('5', "-")), "dash in body"),
+            (format!("{PK}:{}é", &SK[..33]), "non-ascii"),
+            (format!("{PK}{SK}"), "no colon"),
+            (PK.to_owned(), "public only"),
+            (format!("{PK}:"), "public and colon"),
+            (long, "kilobytes"),
+        ];
+        for (value, class) in cases {
+            assert_eq!(
+                Credential::parse(&value).err(),
+                Some(MalformedCredential),
+                "{class} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_non_utf8_bytes() {
+        let mut bytes = good().into_bytes();
+        bytes[10] = 0xff;
+        assert!(Credential::parse_bytes(&bytes).is_err());
+    }
+
+    #[test]
+    fn generated_pairs_have_the_contract_shape_and_differ() {
+        let a = KeyPair::generate().unwrap();
+        let b = KeyPair::generate().unwrap();
+        let credential = a.credential();
+        let parsed = Credential::parse(&credential).unwrap();
+        assert_eq!(parsed.public_key(), a.public_key.as_str());
+        assert_eq!(parsed.secret_key(), a.secret_key.expose());
+        assert_ne!(a.public_key, b.public_key);
+        assert_ne!(a.secret_key.expose(), b.secret_key.expose());
+    }
+
+    #[test]
+    fn generated_characters_cover_the_alphabet() {
+        let mut seen = [false; 128];
+        for _ in 0..200 {
+            let pair = KeyPair::generate().unwrap();
+            for b in pair.public_key.as_str()[3..].bytes() {
+                seen[usize::from(b)] = true;
+            }
+        }
+        assert!(ALPHABET.iter().all(|&c| seen[usize::from(c)]));
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let pair = KeyPair::generate().unwrap();
+        let secret = pair.secret_key.expose().to_owned();
+        let credential = pair.credential();
+        let parsed = Credential::parse(&credential).unwrap();
+        for debug in [
+            format!("{pair:?}"),
+            format!("{:?}", pair.secret_key),
+            format!("{parsed:?}"),
+        ] {
+            assert!(!debug.contains(&secret), "{debug}");
+            assert!(!debug.contains(&secret[3..]), "{debug}");
+        }
+        assert!(format!("{pair:?}").contains(pair.public_key.as_str()));
+    }
+}

@@ -1,0 +1,53 @@
+//! API-key authentication and key management for any Tower stack.
+//!
+//! - [`ApiKeyAuthLayer`] reads `pk_…:sk_…` from `X-API-Key` (or
+//!   `Authorization: Bearer`), validates it through an in-process cache in front
+//!   of a key store, and attaches [`AccountId`], [`ApiKeyId`] and
+//!   [`AuthenticatedKey`] to the request. Refusals are RFC 9457 problem responses.
+//! - [`ApiKeyValidator`] holds the pepper, the cache and the store; the layer and
+//!   the key manager share one.
+//! - [`store`] has the repository trait and its SeaORM implementation (SQLite,
+//!   PostgreSQL, MySQL/MariaDB); [`migration`] the crate's own migrations.
+//!
+//! Secrets are hashed as `hex(HMAC-SHA256(pepper, secret))`, compatible with the
+//! reference service; see [`hash`] for why that, and not a password hash, is
+//! right for 190-bit random secrets.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(unreachable_pub, missing_debug_implementations, rust_2018_idioms)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod auth;
+mod cache;
+pub mod entity;
+mod extract;
+pub mod hash;
+pub mod key;
+mod manager;
+pub mod migration;
+#[cfg(feature = "axum")]
+mod problem;
+mod rejection;
+#[cfg(feature = "axum")]
+pub mod router;
+pub mod store;
+mod usage;
+mod validator;
+
+pub use auth::{
+    ApiKeyAuth, ApiKeyAuthLayer, ResponseBody, ResponseFuture, X_API_KEY, extract_credential,
+};
+#[cfg(feature = "axum")]
+pub use extract::MissingAuthentication;
+pub use extract::{AccountId, ApiKeyId, AuthenticatedKey};
+pub use hash::{Pepper, PepperError};
+pub use key::{Credential, KeyPair, MalformedCredential};
+pub use manager::{
+    ApiKeyInfo, CreatedKey, EXPIRES_IN_DAYS, FieldError, KeyManager, MAX_DESCRIPTION_CHARS,
+    MAX_TITLE_CHARS, ManagerError, NewApiKey,
+};
+pub use rejection::{
+    PROBLEM_JSON, ProblemJson, RETRY_AFTER_SECS, Rejection, RejectionBody, RejectionHandler,
+    WWW_AUTHENTICATE,
+};
+pub use validator::{ApiKeyValidator, ValidatorBuilder};

@@ -1,0 +1,413 @@
+//! Key management for host code: create, list, get, revoke, delete, each scoped
+//! to an account.
+
+use std::{
+    fmt,
+    sync::atomic::{AtomicI64, Ordering},
+};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{
+    extract::{AccountId, ApiKeyId},
+    key::{KeyPair, SecretKey},
+    store::{ApiKeyRecord, EffectiveStatus, KeyStatus, StoreError},
+    validator::ApiKeyValidator,
+};
+
+/// Longest title, in Unicode scalar values (after trimming).
+pub const MAX_TITLE_CHARS: usize = 255;
+/// Longest description, in Unicode scalar values.
+pub const MAX_DESCRIPTION_CHARS: usize = 4096;
+/// Allowed range of `expires_in_days`.
+pub const EXPIRES_IN_DAYS: std::ops::RangeInclusive<i64> = 1..=365;
+
+/// Creates, lists and retires keys of one account at a time.
+///
+/// Shares the [`ApiKeyValidator`]'s cache: revoking or deleting a key evicts it,
+/// so the very next request on this process is refused.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_api_keys::{AccountId, ApiKeyValidator, KeyManager, NewApiKey, Pepper, store::MemoryRepository};
+///
+/// let validator = ApiKeyValidator::new(MemoryRepository::new(), Pepper::try_from("a-pepper-of-at-least-16-bytes")?);
+/// let manager = KeyManager::new(validator.clone());
+/// let account = AccountId::new(uuid::Uuid::new_v4());
+///
+/// let created = manager.create(account, NewApiKey::new("CI deploys")).await?;
+/// let key = validator.validate(&created.credential()).await?;
+/// assert_eq!(key.account_id(), account);
+///
+/// manager.revoke(account, created.key.key_id).await?;
+/// assert!(validator.validate(&created.credential()).await.is_err());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct KeyManager {
+    validator: ApiKeyValidator,
+}
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    /// Trimmed, then 1–255 characters.
+    pub title: String,
+    /// Up to 4,096 characters, stored as given.
+    pub description: Option<String>,
+    /// 1–365 days; `None` for a key that never expires.
+    pub expires_in_days: Option<i64>,
+}
+
+impl NewApiKey {
+    /// A key with this title, no description, that never expires.
+    pub fn new(title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            description: None,
+            expires_in_days: None,
+        }
+    }
+
+    /// Sets the description.
+    #[must_use]
+    pub fn with_description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+
+    /// Makes the key expire after `days` (1–365).
+    #[must_use]
+    pub fn with_expires_in_days(mut self, days: i64) -> Self {
+        self.expires_in_days = Some(days);
+        self
+    }
+
+    /// Checks every rule and returns every violation.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let title = self.title.trim();
+        if title.is_empty() {
+            errors.push(FieldError::new("title", "must not be blank"));
+        } else if title.chars().count() > MAX_TITLE_CHARS {
+            errors.push(FieldError::new(
+                "title",
+                format!("must be at most {MAX_TITLE_CHARS} characters"),
+            ));
+        }
+        if let Some(description) = &self.description
+            && description.chars().count() > MAX_DESCRIPTION_CHARS
+        {
+            errors.push(FieldError::new(
+                "description",
+                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            ));
+        }
+        if let Some(days) = self.expires_in_days
+            && !EXPIRES_IN_DAYS.contains(&days)
+        {
+            errors.push(FieldError::new(
+                "expires_in_days",
+                "must be an integer from 1 to 365, or null",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field's name as sent.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error for `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A key as its owner sees it: no secret, no hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKeyInfo {
+    /// The key's id.
+    pub key_id: ApiKeyId,
+    /// The public key, `pk_…`.
+    pub public_key: String,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: Option<String>,
+    /// `active`, `revoked` or `expired`.
+    pub status: EffectiveStatus,
+    /// Expiry, if any.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Last use, if recorded.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl ApiKeyInfo {
+    fn from_record(record: ApiKeyRecord, now: DateTime<Utc>) -> Self {
+        Self {
+            status: record.effective_status(now),
+            key_id: record.key_id.into(),
+            public_key: record.public_key,
+            title: record.title,
+            description: record.description,
+            expires_at: record.expires_at,
+            last_used_at: record.last_used_at,
+            created_at: record.created_at,
+        }
+    }
+}
+
+/// A key just created: the only time its secret is available.
+#[derive(Clone)]
+pub struct CreatedKey {
+    /// The stored key.
+    pub key: ApiKeyInfo,
+    /// The secret half. Show it to its owner once; it is not stored.
+    pub secret_key: SecretKey,
+}
+
+impl CreatedKey {
+    /// The credential a client sends: `pk_…:sk_…`. Never log it.
+    pub fn credential(&self) -> String {
+        format!("{}:{}", self.key.public_key, self.secret_key.expose())
+    }
+}
+
+impl fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("key", &self.key)
+            .field("secret_key", &self.secret_key)
+            .finish()
+    }
+}
+
+/// A key-management operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// No such key in this account.
+    #[error("API key not found")]
+    NotFound,
+    /// The request broke a rule; one entry per field.
+    #[error("invalid API key request: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+    /// The OS random source failed.
+    #[error("the random source failed: {0}")]
+    Random(getrandom::Error),
+    /// The store failed or timed out.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `created_at` values that strictly increase within this process, at the
+/// microsecond precision every backend keeps, so that "newest first" follows
+/// creation order even for keys created in the same microsecond.
+fn creation_time() -> DateTime<Utc> {
+    static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
+    let now = Utc::now().timestamp_micros();
+    let mut previous = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(previous.saturating_add(1));
+        match LAST.compare_exchange_weak(previous, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return DateTime::from_timestamp_micros(next).unwrap_or_else(Utc::now),
+            Err(actual) => previous = actual,
+        }
+    }
+}
+
+impl KeyManager {
+    /// A manager over the validator's store and cache.
+    pub fn new(validator: ApiKeyValidator) -> Self {
+        Self { validator }
+    }
+
+    /// The validator this manager evicts from.
+    pub fn validator(&self) -> &ApiKeyValidator {
+        &self.validator
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let timeout = self.validator.store_timeout();
+        tokio::time::timeout(timeout, operation)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(timeout)))
+    }
+
+    /// Creates a key for `account`. The returned secret is not stored and cannot
+    /// be read again.
+    pub async fn create(
+        &self,
+        account: AccountId,
+        request: NewApiKey,
+    ) -> Result<CreatedKey, ManagerError> {
+        request.validate().map_err(ManagerError::Invalid)?;
+        let created_at = creation_time();
+        let expires_at = request
+            .expires_in_days
+            .map(|days| created_at + TimeDelta::days(days));
+        let pair = KeyPair::generate().map_err(ManagerError::Random)?;
+        let record = ApiKeyRecord {
+            key_id: Uuid::new_v4(),
+            public_key: pair.public_key.as_str().to_owned(),
+            secret_key_hash: self
+                .validator
+                .hasher()
+                .hash(pair.secret_key.expose())
+                .to_hex(),
+            account_id: account.into_inner(),
+            title: request.title.trim().to_owned(),
+            description: request.description,
+            status: KeyStatus::Active,
+            expires_at,
+            last_used_at: None,
+            created_at,
+        };
+        self.timed(self.validator.repository().insert(record.clone()))
+            .await?;
+        // A probe of this public key before it existed must not linger as "unknown".
+        self.validator.invalidate(&record.public_key);
+        tracing::info!(key_id = %record.key_id, account_id = %account, "API key created");
+        Ok(CreatedKey {
+            key: ApiKeyInfo::from_record(record, created_at),
+            secret_key: pair.secret_key,
+        })
+    }
+
+    /// The account's keys, newest first.
+    pub async fn list(&self, account: AccountId) -> Result<Vec<ApiKeyInfo>, ManagerError> {
+        let records = self
+            .timed(
+                self.validator
+                    .repository()
+                    .list_by_account(account.into_inner()),
+            )
+            .await?;
+        let now = Utc::now();
+        Ok(records
+            .into_iter()
+            .map(|record| ApiKeyInfo::from_record(record, now))
+            .collect())
+    }
+
+    /// One key of the account.
+    pub async fn get(
+        &self,
+        account: AccountId,
+        key_id: ApiKeyId,
+    ) -> Result<ApiKeyInfo, ManagerError> {
+        self.timed(
+            self.validator
+                .repository()
+                .get(account.into_inner(), key_id.into_inner()),
+        )
+        .await?
+        .map(|record| ApiKeyInfo::from_record(record, Utc::now()))
+        .ok_or(ManagerError::NotFound)
+    }
+
+    /// Revokes the key (idempotent). Requests on this process are refused from
+    /// the moment this returns.
+    pub async fn revoke(
+        &self,
+        account: AccountId,
+        key_id: ApiKeyId,
+    ) -> Result<ApiKeyInfo, ManagerError> {
+        let record = self
+            .timed(
+                self.validator
+                    .repository()
+                    .revoke(account.into_inner(), key_id.into_inner()),
+            )
+            .await?
+            .ok_or(ManagerError::NotFound)?;
+        self.validator.invalidate(&record.public_key);
+        tracing::info!(%key_id, account_id = %account, "API key revoked");
+        Ok(ApiKeyInfo::from_record(record, Utc::now()))
+    }
+
+    /// Deletes the key. Requests on this process are refused from the moment
+    /// this returns.
+    pub async fn delete(&self, account: AccountId, key_id: ApiKeyId) -> Result<(), ManagerError> {
+        let record = self
+            .timed(
+                self.validator
+                    .repository()
+                    .delete(account.into_inner(), key_id.into_inner()),
+            )
+            .await?
+            .ok_or(ManagerError::NotFound)?;
+        self.validator.invalidate(&record.public_key);
+        tracing::info!(%key_id, account_id = %account, "API key deleted");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_counts_characters_and_trims() {
+        assert!(NewApiKey::new("  ok  ").validate().is_ok());
+        assert_eq!(
+            NewApiKey::new("   ").validate().unwrap_err()[0].field,
+            "title"
+        );
+        assert!(NewApiKey::new("é".repeat(255)).validate().is_ok());
+        assert!(NewApiKey::new("é".repeat(256)).validate().is_err());
+        assert!(
+            NewApiKey::new(format!("  {}  ", "a".repeat(255)))
+                .validate()
+                .is_ok()
+        );
+        let description = NewApiKey::new("t").with_description("😀".repeat(4096));
+        assert!(description.validate().is_ok());
+        let description = NewApiKey::new("t").with_description("😀".repeat(4097));
+        assert_eq!(description.validate().unwrap_err()[0].field, "description");
+        for days in [0, 366, -1] {
+            let errors = NewApiKey::new("t")
+                .with_expires_in_days(days)
+                .validate()
+                .unwrap_err();
+            assert_eq!(errors[0].field, "expires_in_days");
+        }
+        for days in [1, 365] {
+            assert!(
+                NewApiKey::new("t")
+                    .with_expires_in_days(days)
+                    .validate()
+                    .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn creation_times_strictly_increase() {
+        let times: Vec<_> = (0..1000).map(|_| creation_time()).collect();
+        assert!(times.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(times.iter().all(|t| t.timestamp_subsec_nanos() % 1000 == 0));
+    }
+}

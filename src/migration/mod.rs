@@ -1,0 +1,42 @@
+//! The crate's own schema migrations.
+//!
+//! Run [`Migrator`] (it records its history in `tower_api_keys_migrations`, never
+//! in the host's `seaql_migrations`):
+//!
+//! ```no_run
+//! # async fn run(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+//! use sea_orm_migration::MigratorTrait;
+//! tower_api_keys::migration::Migrator::up(db, None).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! A host that prefers one history table may append [`migrations()`] to its own
+//! `Migrator::migrations()` instead.
+
+use sea_orm_migration::{MigrationTrait, MigratorTrait, sea_orm::DynIden, sea_query::Alias};
+
+mod m20261125_000001_create_api_keys;
+
+/// Name of the table in which [`Migrator`] records applied migrations.
+pub const MIGRATION_TABLE: &str = "tower_api_keys_migrations";
+
+/// Every migration of the crate, oldest first, for hosts that merge them into
+/// their own migrator.
+pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+    vec![Box::new(m20261125_000001_create_api_keys::Migration)]
+}
+
+/// The crate's migrator, with its own history table [`MIGRATION_TABLE`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Migrator;
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        migrations()
+    }
+
+    fn migration_table_name() -> DynIden {
+        Alias::new(MIGRATION_TABLE).into()
+    }
+}

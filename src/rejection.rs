@@ -1,0 +1,159 @@
+//! Why a request was refused, and how the refusal is answered.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// The body type of rejection responses.
+pub type RejectionBody = Full<Bytes>;
+
+/// Why [`ApiKeyAuthLayer`](crate::ApiKeyAuthLayer) refused a request.
+///
+/// The variants are deliberately coarse: an unknown key, a wrong secret, a revoked
+/// key and an expired key are all [`Rejection::InvalidCredential`], so that a
+/// client cannot tell which public keys exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No `X-API-Key` header and no `Authorization: Bearer pk_…`.
+    MissingCredential,
+    /// A credential that is not exactly `pk_<32>:sk_<32>`.
+    MalformedCredential,
+    /// Unknown key, wrong secret, revoked or expired.
+    InvalidCredential,
+    /// The key store failed or timed out and nothing usable was cached.
+    StoreUnavailable,
+}
+
+/// The `WWW-Authenticate` challenge sent with every `401`.
+pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"api\"";
+/// The `Retry-After` value, in seconds, sent with `503`.
+pub const RETRY_AFTER_SECS: u32 = 5;
+/// The problem-document media type.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl Rejection {
+    /// The HTTP status: `401`, or `503` for [`Rejection::StoreUnavailable`].
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The problem document's `detail`, as the reference service words it.
+    pub const fn detail(self) -> &'static str {
+        match self {
+            Self::MissingCredential => "Missing API key",
+            Self::MalformedCredential => "Invalid API key format. Expected format: pk_xxx:sk_xxx",
+            Self::InvalidCredential => "Invalid API key",
+            Self::StoreUnavailable => "Authentication temporarily unavailable",
+        }
+    }
+
+    const fn body(self) -> &'static str {
+        match self {
+            Self::MissingCredential => {
+                r#"{"type":"about:blank","title":"Unauthorized","status":401,"detail":"Missing API key"}"#
+            }
+            Self::MalformedCredential => {
+                r#"{"type":"about:blank","title":"Unauthorized","status":401,"detail":"Invalid API key format. Expected format: pk_xxx:sk_xxx"}"#
+            }
+            Self::InvalidCredential => {
+                r#"{"type":"about:blank","title":"Unauthorized","status":401,"detail":"Invalid API key"}"#
+            }
+            Self::StoreUnavailable => {
+                r#"{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"Authentication temporarily unavailable"}"#
+            }
+        }
+    }
+
+    /// The default answer: an RFC 9457 problem document with
+    /// `Content-Type: application/problem+json`, plus `WWW-Authenticate` on `401`
+    /// and `Retry-After` on `503`.
+    pub fn problem_response(self) -> Response<RejectionBody> {
+        let mut response = Response::new(Full::new(Bytes::from_static(self.body().as_bytes())));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if self.status() == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(WWW_AUTHENTICATE),
+            );
+        } else {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.detail())
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Turns a [`Rejection`] into the response the client gets.
+///
+/// Implemented for every `Fn(Rejection) -> http::Response<RejectionBody>`, so a
+/// closure does:
+///
+/// ```
+/// use tower_api_keys::{Rejection, RejectionBody};
+///
+/// let plain_text = |rejection: Rejection| {
+///     let mut response = http::Response::new(RejectionBody::from(rejection.detail()));
+///     *response.status_mut() = rejection.status();
+///     response
+/// };
+/// # let _: &dyn tower_api_keys::RejectionHandler = &plain_text;
+/// ```
+pub trait RejectionHandler: Send + Sync + 'static {
+    /// The response for `rejection`.
+    fn respond(&self, rejection: Rejection) -> Response<RejectionBody>;
+}
+
+impl<F> RejectionHandler for F
+where
+    F: Fn(Rejection) -> Response<RejectionBody> + Send + Sync + 'static,
+{
+    fn respond(&self, rejection: Rejection) -> Response<RejectionBody> {
+        self(rejection)
+    }
+}
+
+/// The default [`RejectionHandler`]: [`Rejection::problem_response`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProblemJson;
+
+impl RejectionHandler for ProblemJson {
+    fn respond(&self, rejection: Rejection) -> Response<RejectionBody> {
+        rejection.problem_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_valid_problem_documents_matching_status_and_detail() {
+        for rejection in [
+            Rejection::MissingCredential,
+            Rejection::MalformedCredential,
+            Rejection::InvalidCredential,
+            Rejection::StoreUnavailable,
+        ] {
+            let doc: serde_json::Value = serde_json::from_str(rejection.body()).unwrap();
+            assert_eq!(doc["type"], "about:blank");
+            assert_eq!(doc["status"], rejection.status().as_u16());
+            assert_eq!(doc["title"], rejection.status().canonical_reason().unwrap());
+            assert_eq!(doc["detail"], rejection.detail());
+        }
+    }
+}

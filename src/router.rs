@@ -1,0 +1,383 @@
+//! The key-management HTTP API, as an axum [`Router`] the host mounts.
+//!
+//! The owning account comes from an [`AccountId`] request extension that the
+//! **host's own authentication** inserts (a session, a JWT, …); without it every
+//! route answers `401`. By default a request authenticated by an API key is
+//! refused with `403`, so that a leaked key cannot mint more keys; see
+//! [`ManagementRouter::allow_api_key_auth`].
+//!
+//! | method and path | success |
+//! |---|---|
+//! | `POST /` | `201` + `Location`, the key with its secret (shown once) |
+//! | `GET /` | `200`, the account's keys, newest first |
+//! | `GET /{key_id}` | `200`, one key |
+//! | `PATCH /{key_id}/revoke` | `200 {"message":"API key revoked successfully"}` |
+//! | `DELETE /{key_id}` | `200 {"message":"API key deleted successfully"}` |
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::Router;
+//! use tower_api_keys::{ApiKeyValidator, KeyManager, Pepper, router::ManagementRouter, store::MemoryRepository};
+//!
+//! let validator = ApiKeyValidator::new(MemoryRepository::new(), Pepper::try_from("a-pepper-of-at-least-16-bytes")?);
+//! let app: Router = Router::new().nest(
+//!     "/v1/api-keys",
+//!     ManagementRouter::new(KeyManager::new(validator)).build(),
+//!     // .layer(your own authentication, inserting an `AccountId`)
+//! );
+//! # Ok(()) }
+//! ```
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{OriginalUri, Path, Request, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, patch},
+};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    extract::{AccountId, ApiKeyId, AuthenticatedKey},
+    manager::{FieldError, KeyManager, ManagerError, NewApiKey},
+    problem::Problem,
+    rejection::RETRY_AFTER_SECS,
+};
+
+/// Largest accepted request body, in bytes.
+pub const MAX_BODY_BYTES: usize = 65_536;
+
+/// Builds the key-management [`Router`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ManagementRouter {
+    manager: KeyManager,
+    allow_api_key_auth: bool,
+}
+
+#[derive(Clone)]
+struct RouterState {
+    manager: KeyManager,
+    allow_api_key_auth: bool,
+}
+
+impl ManagementRouter {
+    /// Routes over `manager`.
+    pub fn new(manager: KeyManager) -> Self {
+        Self {
+            manager,
+            allow_api_key_auth: false,
+        }
+    }
+
+    /// Accepts requests authenticated by an API key (their
+    /// [`AuthenticatedKey`] extension present) as management requests for the
+    /// key's account. Default: **off** (`403`), so that a leaked key cannot
+    /// create more keys or revoke its owner's others.
+    pub fn allow_api_key_auth(mut self, allow: bool) -> Self {
+        self.allow_api_key_auth = allow;
+        self
+    }
+
+    /// The router, to be nested under a prefix such as `/v1/api-keys`.
+    pub fn build<S>(self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        Router::new()
+            .route("/", get(list).post(create))
+            .route("/{key_id}", get(show).delete(remove))
+            .route("/{key_id}/revoke", patch(revoke))
+            .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "Not found") })
+            .method_not_allowed_fallback(|| async {
+                Problem::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+            })
+            .with_state(RouterState {
+                manager: self.manager,
+                allow_api_key_auth: self.allow_api_key_auth,
+            })
+    }
+}
+
+/// Errors of the management API, each a problem document.
+enum ApiError {
+    Unauthenticated,
+    ApiKeyNotAllowed,
+    BadKeyId,
+    MalformedJson,
+    UnsupportedMediaType,
+    TooLarge,
+    Invalid(Vec<FieldError>),
+    Manager(ManagerError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Unauthenticated => {
+                Problem::new(StatusCode::UNAUTHORIZED, "Authentication required").into_response()
+            }
+            Self::ApiKeyNotAllowed => Problem::new(
+                StatusCode::FORBIDDEN,
+                "API keys cannot be used to manage API keys",
+            )
+            .into_response(),
+            Self::BadKeyId => {
+                Problem::new(StatusCode::BAD_REQUEST, "key_id must be a UUID").into_response()
+            }
+            Self::MalformedJson => {
+                Problem::new(StatusCode::BAD_REQUEST, "Malformed JSON body").into_response()
+            }
+            Self::UnsupportedMediaType => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/json",
+            )
+            .into_response(),
+            Self::TooLarge => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body must be at most {MAX_BODY_BYTES} bytes"),
+            )
+            .into_response(),
+            Self::Invalid(errors) | Self::Manager(ManagerError::Invalid(errors)) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid request body")
+                    .with_errors(errors)
+                    .into_response()
+            }
+            Self::Manager(ManagerError::NotFound) => {
+                Problem::new(StatusCode::NOT_FOUND, "API key not found").into_response()
+            }
+            Self::Manager(err) => {
+                tracing::error!(error = %err, "key management failed");
+                let mut response = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Key store temporarily unavailable",
+                )
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
+                response
+            }
+        }
+    }
+}
+
+impl From<ManagerError> for ApiError {
+    fn from(err: ManagerError) -> Self {
+        Self::Manager(err)
+    }
+}
+
+fn account(
+    state: &RouterState,
+    account: Option<AccountId>,
+    key: Option<AuthenticatedKey>,
+) -> Result<AccountId, ApiError> {
+    if key.is_some() && !state.allow_api_key_auth {
+        return Err(ApiError::ApiKeyNotAllowed);
+    }
+    account.ok_or(ApiError::Unauthenticated)
+}
+
+fn key_id(raw: &str) -> Result<ApiKeyId, ApiError> {
+    raw.parse().map_err(|_| ApiError::BadKeyId)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence.rsplit_once('+').is_some_and(|(ty, suffix)| {
+            ty.starts_with("application/") && suffix.eq_ignore_ascii_case("json")
+        })
+}
+
+/// Reads the body up to [`MAX_BODY_BYTES`], declared or streamed. `None` for an
+/// empty body when none is `required`. A body must be JSON by `Content-Type`.
+async fn json_body(request: Request, required: bool) -> Result<Option<Value>, ApiError> {
+    let (parts, body) = request.into_parts();
+    if required && !is_json(&parts.headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::TooLarge);
+    }
+    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<LengthLimitError>() => return Err(ApiError::TooLarge),
+        Err(_) => return Err(ApiError::MalformedJson),
+    };
+    if bytes.is_empty() && !required {
+        return Ok(None);
+    }
+    if !is_json(&parts.headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|_| ApiError::MalformedJson)
+}
+
+fn body_object(value: Value) -> Result<Map<String, Value>, ApiError> {
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::Invalid(vec![FieldError::new(
+            "body",
+            "must be a JSON object",
+        )])),
+    }
+}
+
+/// Reads `{"title", "description", "expires_in_days"}` field by field, so that
+/// every problem is reported and unknown fields are refused by name.
+fn new_key(body: Map<String, Value>) -> Result<NewApiKey, ApiError> {
+    let mut errors = Vec::new();
+    let mut request = NewApiKey::new("");
+    let mut has_title = false;
+    for (field, value) in body {
+        match field.as_str() {
+            "title" => match value {
+                Value::String(title) => {
+                    request.title = title;
+                    has_title = true;
+                }
+                _ => errors.push(FieldError::new("title", "must be a string")),
+            },
+            "description" => match value {
+                Value::String(description) => request.description = Some(description),
+                Value::Null => {}
+                _ => errors.push(FieldError::new("description", "must be a string or null")),
+            },
+            "expires_in_days" => match value {
+                Value::Null => {}
+                Value::Number(n) if n.as_i64().is_some() => request.expires_in_days = n.as_i64(),
+                Value::Number(n) if n.as_u64().is_some() => {
+                    request.expires_in_days = Some(i64::MAX)
+                }
+                _ => errors.push(FieldError::new(
+                    "expires_in_days",
+                    "must be an integer from 1 to 365, or null",
+                )),
+            },
+            _ => errors.push(FieldError::new(field, "unknown field")),
+        }
+    }
+    if !has_title && !errors.iter().any(|e| e.field == "title") {
+        errors.push(FieldError::new("title", "is required"));
+    } else if let Err(more) = request.validate() {
+        // Type errors above already cover a field; add only the rule violations.
+        for error in more {
+            if !errors.iter().any(|e| e.field == error.field) {
+                errors.push(error);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(request)
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
+}
+
+async fn create(
+    State(state): State<RouterState>,
+    OriginalUri(uri): OriginalUri,
+    account_id: Option<AccountId>,
+    key: Option<AuthenticatedKey>,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
+    let account_id = account(&state, account_id, key)?;
+    let body = json_body(request, true)
+        .await?
+        .ok_or(ApiError::MalformedJson)?;
+    let new = new_key(body_object(body)?)?;
+    let created = state.manager.create(account_id, new).await?;
+    let location = format!(
+        "{}/{}",
+        uri.path().trim_end_matches('/'),
+        created.key.key_id
+    );
+    let body = json!({
+        "key_id": created.key.key_id,
+        "public_key": created.key.public_key,
+        "secret_key": created.secret_key.expose(),
+        "title": created.key.title,
+        "description": created.key.description,
+        "status": created.key.status,
+        "expires_at": created.key.expires_at,
+        "created_at": created.key.created_at,
+    });
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
+}
+
+async fn list(
+    State(state): State<RouterState>,
+    account_id: Option<AccountId>,
+    key: Option<AuthenticatedKey>,
+) -> Result<Response, ApiError> {
+    let account_id = account(&state, account_id, key)?;
+    Ok(Json(state.manager.list(account_id).await?).into_response())
+}
+
+async fn show(
+    State(state): State<RouterState>,
+    account_id: Option<AccountId>,
+    key: Option<AuthenticatedKey>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let account_id = account(&state, account_id, key)?;
+    let key_id = key_id(&raw)?;
+    Ok(Json(state.manager.get(account_id, key_id).await?).into_response())
+}
+
+async fn revoke(
+    State(state): State<RouterState>,
+    account_id: Option<AccountId>,
+    key: Option<AuthenticatedKey>,
+    Path(raw): Path<String>,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
+    let account_id = account(&state, account_id, key)?;
+    let key_id = key_id(&raw)?;
+    if let Some(body) = json_body(request, false).await? {
+        let unknown: Vec<_> = body_object(body)?
+            .into_iter()
+            .map(|(field, _)| FieldError::new(field, "unknown field"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ApiError::Invalid(unknown));
+        }
+    }
+    state.manager.revoke(account_id, key_id).await?;
+    Ok(Json(json!({"message": "API key revoked successfully"})).into_response())
+}
+
+async fn remove(
+    State(state): State<RouterState>,
+    account_id: Option<AccountId>,
+    key: Option<AuthenticatedKey>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let account_id = account(&state, account_id, key)?;
+    let key_id = key_id(&raw)?;
+    state.manager.delete(account_id, key_id).await?;
+    Ok(Json(json!({"message": "API key deleted successfully"})).into_response())
+}

@@ -1,0 +1,118 @@
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{ApiKeyRecord, ApiKeyRepository, KeyStatus, StoreError};
+
+/// An in-memory [`ApiKeyRepository`], for unit tests and examples.
+///
+/// Keys live in insertion order in a `Vec` behind a mutex; nothing is persisted.
+#[derive(Debug, Default)]
+pub struct MemoryRepository {
+    rows: Mutex<Vec<ApiKeyRecord>>,
+}
+
+impl MemoryRepository {
+    /// An empty repository.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn rows(&self) -> MutexGuard<'_, Vec<ApiKeyRecord>> {
+        // A panic while holding the lock cannot leave a row half-written.
+        self.rows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn find(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord> {
+        self.rows()
+            .iter()
+            .find(|row| row.key_id == key_id && row.account_id == account_id)
+            .cloned()
+    }
+}
+
+impl ApiKeyRepository for MemoryRepository {
+    async fn find_by_public_key(
+        &self,
+        public_key: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Ok(self
+            .rows()
+            .iter()
+            .find(|row| row.public_key == public_key)
+            .cloned())
+    }
+
+    async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
+        let mut rows = self.rows();
+        if rows
+            .iter()
+            .any(|row| row.key_id == record.key_id || row.public_key == record.public_key)
+        {
+            return Err(StoreError::Conflict);
+        }
+        rows.push(record);
+        Ok(())
+    }
+
+    async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let mut keys: Vec<_> = self
+            .rows()
+            .iter()
+            .rev()
+            .filter(|row| row.account_id == account_id)
+            .cloned()
+            .collect();
+        // Stable: ties keep newest-inserted first.
+        keys.sort_by_key(|row| std::cmp::Reverse(row.created_at));
+        Ok(keys)
+    }
+
+    async fn get(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Ok(self.find(account_id, key_id))
+    }
+
+    async fn revoke(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let mut rows = self.rows();
+        Ok(rows
+            .iter_mut()
+            .find(|row| row.key_id == key_id && row.account_id == account_id)
+            .map(|row| {
+                row.status = KeyStatus::Revoked;
+                row.clone()
+            }))
+    }
+
+    async fn delete(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let mut rows = self.rows();
+        let position = rows
+            .iter()
+            .position(|row| row.key_id == key_id && row.account_id == account_id);
+        Ok(position.map(|index| rows.remove(index)))
+    }
+
+    async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+        let mut rows = self.rows();
+        for (key_id, used_at) in batch {
+            if let Some(row) = rows.iter_mut().find(|row| row.key_id == *key_id) {
+                row.last_used_at = Some(*used_at);
+            }
+        }
+        Ok(())
+    }
+}

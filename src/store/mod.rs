@@ -1,0 +1,303 @@
+//! The key store: a repository trait at the boundary, and its implementations.
+//!
+//! The layer, the cache and the key manager talk only to [`ApiKeyRepository`].
+//! [`SeaOrmRepository`] is the production implementation (SQLite, PostgreSQL,
+//! MySQL/MariaDB); [`MemoryRepository`] keeps everything in a `HashMap` for unit
+//! tests and examples.
+
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+mod memory;
+mod sql;
+
+pub use self::memory::MemoryRepository;
+pub use self::sql::{SeaOrmRepository, connect_options};
+
+/// The stored status of a key (`status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyStatus {
+    /// The key may be used (unless past `expires_at`).
+    Active,
+    /// The key was revoked and is refused.
+    Revoked,
+}
+
+impl KeyStatus {
+    /// The text stored in the `status` column.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// Reads the `status` column. Anything but `active` is treated as revoked,
+    /// so that an unexpected value fails closed.
+    pub fn from_column(value: &str) -> Self {
+        if value == "active" {
+            Self::Active
+        } else {
+            Self::Revoked
+        }
+    }
+}
+
+/// The status a client sees: `active`, `revoked`, or `expired` for an active key
+/// past its `expires_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EffectiveStatus {
+    /// Usable.
+    Active,
+    /// Revoked by its owner.
+    Revoked,
+    /// Past `expires_at`.
+    Expired,
+}
+
+/// One row of `api_keys`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Primary key.
+    pub key_id: Uuid,
+    /// The public key, `pk_…`.
+    pub public_key: String,
+    /// 64 hex characters: HMAC-SHA256 of the secret under the pepper.
+    pub secret_key_hash: String,
+    /// The owning account.
+    pub account_id: Uuid,
+    /// A human-readable title.
+    pub title: String,
+    /// An optional description.
+    pub description: Option<String>,
+    /// Stored status.
+    pub status: KeyStatus,
+    /// When the key stops working; `None` for never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the key was last used (written in batches).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When the key was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl ApiKeyRecord {
+    /// The status as of `now`.
+    pub fn effective_status(&self, now: DateTime<Utc>) -> EffectiveStatus {
+        match self.status {
+            KeyStatus::Revoked => EffectiveStatus::Revoked,
+            KeyStatus::Active if self.expires_at.is_some_and(|at| at <= now) => {
+                EffectiveStatus::Expired
+            }
+            KeyStatus::Active => EffectiveStatus::Active,
+        }
+    }
+}
+
+impl fmt::Debug for ApiKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyRecord")
+            .field("key_id", &self.key_id)
+            .field("public_key", &self.public_key)
+            .field("secret_key_hash", &"<redacted>")
+            .field("account_id", &self.account_id)
+            .field("title", &self.title)
+            .field("description", &self.description)
+            .field("status", &self.status)
+            .field("expires_at", &self.expires_at)
+            .field("last_used_at", &self.last_used_at)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// A store operation failed. Never carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer within the configured timeout.
+    #[error("the key store did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// A row with the same key id or public key already exists.
+    #[error("an API key with the same id or public key already exists")]
+    Conflict,
+    /// The database reported an error.
+    #[error("key store error: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// The storage boundary for API keys.
+///
+/// Every method but [`find_by_public_key`](Self::find_by_public_key) and
+/// [`record_last_used`](Self::record_last_used) is scoped to an account: a key of
+/// another account behaves as if it did not exist.
+pub trait ApiKeyRepository: Send + Sync + 'static {
+    /// The key with this public key, whatever its status.
+    fn find_by_public_key(
+        &self,
+        public_key: &str,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
+
+    /// Inserts a new key. [`StoreError::Conflict`] if its id or public key exists.
+    fn insert(&self, record: ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The account's keys, newest first (`created_at` descending).
+    fn list_by_account(
+        &self,
+        account_id: Uuid,
+    ) -> impl Future<Output = Result<Vec<ApiKeyRecord>, StoreError>> + Send;
+
+    /// One key of the account.
+    fn get(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
+
+    /// Sets the key's status to revoked (idempotent) and returns the updated key.
+    fn revoke(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
+
+    /// Deletes the key and returns what was deleted.
+    fn delete(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
+
+    /// Writes `last_used_at` for every `(key_id, used_at)` pair, in one batched
+    /// statement where the backend allows it. Unknown ids are ignored.
+    fn record_last_used(
+        &self,
+        batch: &[(Uuid, DateTime<Utc>)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Object-safe mirror of [`ApiKeyRepository`], so that the layer and the manager
+/// are not generic over the store.
+pub(crate) trait DynRepository: Send + Sync + 'static {
+    fn find_by_public_key<'a>(
+        &'a self,
+        public_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ApiKeyRecord>, StoreError>>;
+    fn insert(&self, record: ApiKeyRecord) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn list_by_account(
+        &self,
+        account_id: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<ApiKeyRecord>, StoreError>>;
+    fn get(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreError>>;
+    fn revoke(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreError>>;
+    fn delete(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreError>>;
+    fn record_last_used<'a>(
+        &'a self,
+        batch: &'a [(Uuid, DateTime<Utc>)],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+impl<R: ApiKeyRepository> DynRepository for R {
+    fn find_by_public_key<'a>(
+        &'a self,
+        public_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ApiKeyRecord>, StoreError>> {
+        Box::pin(ApiKeyRepository::find_by_public_key(self, public_key))
+    }
+    fn insert(&self, record: ApiKeyRecord) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(ApiKeyRepository::insert(self, record))
+    }
+    fn list_by_account(
+        &self,
+        account_id: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<ApiKeyRecord>, StoreError>> {
+        Box::pin(ApiKeyRepository::list_by_account(self, account_id))
+    }
+    fn get(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreError>> {
+        Box::pin(ApiKeyRepository::get(self, account_id, key_id))
+    }
+    fn revoke(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreError>> {
+        Box::pin(ApiKeyRepository::revoke(self, account_id, key_id))
+    }
+    fn delete(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreError>> {
+        Box::pin(ApiKeyRepository::delete(self, account_id, key_id))
+    }
+    fn record_last_used<'a>(
+        &'a self,
+        batch: &'a [(Uuid, DateTime<Utc>)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(ApiKeyRepository::record_last_used(self, batch))
+    }
+}
+
+impl<R: ApiKeyRepository> ApiKeyRepository for Arc<R> {
+    fn find_by_public_key(
+        &self,
+        public_key: &str,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send {
+        R::find_by_public_key(self, public_key)
+    }
+    fn insert(&self, record: ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
+        R::insert(self, record)
+    }
+    fn list_by_account(
+        &self,
+        account_id: Uuid,
+    ) -> impl Future<Output = Result<Vec<ApiKeyRecord>, StoreError>> + Send {
+        R::list_by_account(self, account_id)
+    }
+    fn get(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send {
+        R::get(self, account_id, key_id)
+    }
+    fn revoke(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send {
+        R::revoke(self, account_id, key_id)
+    }
+    fn delete(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send {
+        R::delete(self, account_id, key_id)
+    }
+    fn record_last_used(
+        &self,
+        batch: &[(Uuid, DateTime<Utc>)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        R::record_last_used(self, batch)
+    }
+}

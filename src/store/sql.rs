@@ -1,0 +1,214 @@
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, SqlErr,
+    sea_query::{CaseStatement, Expr},
+};
+use uuid::Uuid;
+
+use super::{ApiKeyRecord, ApiKeyRepository, KeyStatus, StoreError};
+use crate::entity::{ActiveModel, Column, Entity, Model};
+
+/// Connection options with the defaults this crate relies on.
+///
+/// - `test_before_acquire(false)`: no ping before every query (a lookup on local
+///   PostgreSQL drops from about 229 µs to 151 µs); a broken connection surfaces as
+///   a store error, which the layer answers with `503`, and the pool replaces it.
+/// - SQLite files: created if missing, WAL journal, `synchronous = NORMAL`, a 5 s
+///   busy timeout and a pool of 4 connections (SeaORM otherwise uses one, which
+///   serializes every lookup). In-memory SQLite keeps a single connection, since
+///   each connection would see its own empty database.
+/// - Other backends: a pool of 10 connections.
+///
+/// Adjust the returned options further before passing them to
+/// [`SeaOrmRepository::connect_with`].
+pub fn connect_options(url: &str) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options.test_before_acquire(false).sqlx_logging(false);
+    if url.starts_with("sqlite:") {
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            options.max_connections(1);
+        } else {
+            options.max_connections(4);
+            #[cfg(feature = "sqlite")]
+            options.map_sqlx_sqlite_opts(|opts| {
+                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                opts.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(std::time::Duration::from_secs(5))
+            });
+        }
+    } else {
+        options.max_connections(10);
+    }
+    options
+}
+
+/// The SeaORM implementation of [`ApiKeyRepository`] over the `api_keys` table.
+///
+/// Works on SQLite, PostgreSQL and MySQL/MariaDB (each behind its cargo feature).
+/// Run [`crate::migration::Migrator`] first, or let [`SeaOrmRepository::connect`]
+/// do it.
+#[derive(Debug, Clone)]
+pub struct SeaOrmRepository {
+    db: DatabaseConnection,
+}
+
+impl SeaOrmRepository {
+    /// Wraps an existing connection (pool). Does not run migrations.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Connects to `url` with [`connect_options`] and runs the crate's migrations.
+    pub async fn connect(url: &str) -> Result<Self, DbErr> {
+        Self::connect_with(connect_options(url)).await
+    }
+
+    /// Connects with the given options and runs the crate's migrations.
+    pub async fn connect_with(options: ConnectOptions) -> Result<Self, DbErr> {
+        use sea_orm_migration::MigratorTrait;
+        let db = Database::connect(options).await?;
+        crate::migration::Migrator::up(&db, None).await?;
+        Ok(Self { db })
+    }
+
+    /// The underlying connection.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+fn database(err: DbErr) -> StoreError {
+    StoreError::Database(Box::new(err))
+}
+
+impl From<Model> for ApiKeyRecord {
+    fn from(model: Model) -> Self {
+        Self {
+            key_id: model.key_id,
+            status: KeyStatus::from_column(&model.status),
+            public_key: model.public_key,
+            secret_key_hash: model.secret_key_hash,
+            account_id: model.account_id,
+            title: model.title,
+            description: model.description,
+            expires_at: model.expires_at,
+            last_used_at: model.last_used_at,
+            created_at: model.created_at,
+        }
+    }
+}
+
+impl ApiKeyRepository for SeaOrmRepository {
+    async fn find_by_public_key(
+        &self,
+        public_key: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Entity::find()
+            .filter(Column::PublicKey.eq(public_key))
+            .one(&self.db)
+            .await
+            .map(|row| row.map(ApiKeyRecord::from))
+            .map_err(database)
+    }
+
+    async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
+        let row = ActiveModel {
+            key_id: Set(record.key_id),
+            public_key: Set(record.public_key),
+            secret_key_hash: Set(record.secret_key_hash),
+            account_id: Set(record.account_id),
+            title: Set(record.title),
+            description: Set(record.description),
+            status: Set(record.status.as_str().to_owned()),
+            expires_at: Set(record.expires_at),
+            last_used_at: Set(record.last_used_at),
+            created_at: Set(record.created_at),
+        };
+        match Entity::insert(row).exec_without_returning(&self.db).await {
+            Ok(_) => Ok(()),
+            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                Err(StoreError::Conflict)
+            }
+            Err(err) => Err(database(err)),
+        }
+    }
+
+    async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        Entity::find()
+            .filter(Column::AccountId.eq(account_id))
+            .order_by_desc(Column::CreatedAt)
+            .all(&self.db)
+            .await
+            .map(|rows| rows.into_iter().map(ApiKeyRecord::from).collect())
+            .map_err(database)
+    }
+
+    async fn get(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Entity::find_by_id(key_id)
+            .filter(Column::AccountId.eq(account_id))
+            .one(&self.db)
+            .await
+            .map(|row| row.map(ApiKeyRecord::from))
+            .map_err(database)
+    }
+
+    async fn revoke(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Entity::update_many()
+            .col_expr(Column::Status, Expr::value(KeyStatus::Revoked.as_str()))
+            .filter(Column::KeyId.eq(key_id))
+            .filter(Column::AccountId.eq(account_id))
+            .exec(&self.db)
+            .await
+            .map_err(database)?;
+        self.get(account_id, key_id).await
+    }
+
+    async fn delete(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let Some(record) = self.get(account_id, key_id).await? else {
+            return Ok(None);
+        };
+        let result = Entity::delete_many()
+            .filter(Column::KeyId.eq(key_id))
+            .filter(Column::AccountId.eq(account_id))
+            .exec(&self.db)
+            .await
+            .map_err(database)?;
+        Ok((result.rows_affected > 0).then_some(record))
+    }
+
+    async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+        // One statement per chunk: UPDATE … SET last_used_at = CASE key_id WHEN … END
+        // WHERE key_id IN (…). Three bound values per key keeps a chunk well below
+        // every backend's parameter limit.
+        for chunk in batch.chunks(5_000) {
+            let mut case = CaseStatement::new();
+            for (key_id, used_at) in chunk {
+                case = case.case(Column::KeyId.eq(*key_id), Expr::value(*used_at));
+            }
+            let case = case.finally(Expr::col(Column::LastUsedAt));
+            Entity::update_many()
+                .col_expr(Column::LastUsedAt, case.into())
+                .filter(Column::KeyId.is_in(chunk.iter().map(|(key_id, _)| *key_id)))
+                .exec(&self.db)
+                .await
+                .map_err(database)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,396 @@
+//! Validation of credentials against the store, through the cache.
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+
+use crate::{
+    cache::{CacheConfig, CachedKey, KeyCache},
+    extract::AuthenticatedKey,
+    hash::{KeyHasher, Pepper, SecretHash},
+    key::Credential,
+    rejection::Rejection,
+    store::{ApiKeyRecord, ApiKeyRepository, DynRepository, KeyStatus, StoreError},
+    usage::{Flusher, UsageShared},
+};
+
+/// Checks credentials: parses them, looks the public key up in the cache or the
+/// store, and verifies the secret's HMAC in constant time.
+///
+/// One validator is shared (it is an `Arc` inside) by the layer and the key
+/// manager, so that revoking or deleting a key evicts it from the very cache the
+/// layer reads.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use tower_api_keys::{ApiKeyValidator, Pepper, store::MemoryRepository};
+///
+/// let validator = ApiKeyValidator::builder(
+///     MemoryRepository::new(),
+///     Pepper::try_from("a-pepper-of-at-least-16-bytes")?,
+/// )
+/// .with_positive_ttl(Duration::from_secs(30))
+/// .build();
+/// assert!(validator.validate("pk_nope").await.is_err());
+/// validator.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ApiKeyValidator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hasher: KeyHasher,
+    /// Compared against when there is no stored hash, so that every refusal costs
+    /// one HMAC.
+    dummy_hash: SecretHash,
+    repository: Arc<dyn DynRepository>,
+    cache: KeyCache,
+    usage: Arc<UsageShared>,
+    flusher: Option<Flusher>,
+    positive_ttl: Duration,
+    stale_if_error: Duration,
+    store_timeout: Duration,
+}
+
+/// Configures an [`ApiKeyValidator`]. Every setting has a default, given with
+/// its method.
+#[must_use]
+pub struct ValidatorBuilder {
+    repository: Arc<dyn DynRepository>,
+    pepper: Pepper,
+    positive_ttl: Duration,
+    capacity: u64,
+    negative_ttl: Duration,
+    negative_capacity: u64,
+    last_used_throttle: Duration,
+    flush_interval: Duration,
+    store_timeout: Duration,
+    stale_if_error: Duration,
+}
+
+impl ValidatorBuilder {
+    /// How long a known key stays cached: default **60 s**, and never past the
+    /// key's `expires_at`. This bounds how long a revocation made by *another*
+    /// process takes to reach this one; revocations through this process's
+    /// [`KeyManager`](crate::KeyManager) take effect at once.
+    pub fn with_positive_ttl(mut self, ttl: Duration) -> Self {
+        self.positive_ttl = ttl;
+        self
+    }
+
+    /// Most known keys kept in the cache: default **100,000**.
+    pub fn with_cache_capacity(mut self, capacity: u64) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// How long a well-formed but unknown public key is remembered as unknown:
+    /// default **30 s**.
+    pub fn with_negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
+    }
+
+    /// Most unknown public keys remembered: default **10,000**. This cache is
+    /// separate from the known keys, so a flood of random keys never evicts a
+    /// valid one.
+    pub fn with_negative_capacity(mut self, capacity: u64) -> Self {
+        self.negative_capacity = capacity;
+        self
+    }
+
+    /// `last_used_at` is recorded at most once per key per this interval:
+    /// default **900 s** (as the reference service).
+    pub fn with_last_used_throttle(mut self, throttle: Duration) -> Self {
+        self.last_used_throttle = throttle;
+        self
+    }
+
+    /// How often recorded `last_used_at` values are written, in one batch:
+    /// default **10 s**. The periodic flush runs only when the validator is built
+    /// inside a tokio runtime; [`ApiKeyValidator::flush`] works everywhere.
+    pub fn with_flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// Longest wait for one store call before it counts as failed: default **2 s**.
+    pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// How long past its TTL a cached key keeps validating while the store is
+    /// failing (stale-if-error): default **300 s**. Never past the key's
+    /// `expires_at`. `Duration::ZERO` turns it off.
+    pub fn with_stale_if_error(mut self, grace: Duration) -> Self {
+        self.stale_if_error = grace;
+        self
+    }
+
+    /// Builds the validator and, inside a tokio runtime, starts its
+    /// `last_used_at` flusher.
+    pub fn build(self) -> ApiKeyValidator {
+        let hasher = KeyHasher::new(&self.pepper);
+        let dummy_hash = hasher.hash("sk_00000000000000000000000000000000");
+        let usage = Arc::new(UsageShared::new(
+            Arc::clone(&self.repository),
+            self.store_timeout,
+            self.last_used_throttle,
+        ));
+        let flusher = Flusher::spawn(Arc::clone(&usage), self.flush_interval);
+        ApiKeyValidator {
+            inner: Arc::new(Inner {
+                hasher,
+                dummy_hash,
+                repository: self.repository,
+                cache: KeyCache::new(CacheConfig {
+                    capacity: self.capacity,
+                    negative_capacity: self.negative_capacity,
+                    negative_ttl: self.negative_ttl,
+                }),
+                usage,
+                flusher,
+                positive_ttl: self.positive_ttl,
+                stale_if_error: self.stale_if_error,
+                store_timeout: self.store_timeout,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for ValidatorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidatorBuilder")
+            .field("positive_ttl", &self.positive_ttl)
+            .field("capacity", &self.capacity)
+            .field("negative_ttl", &self.negative_ttl)
+            .field("negative_capacity", &self.negative_capacity)
+            .field("last_used_throttle", &self.last_used_throttle)
+            .field("flush_interval", &self.flush_interval)
+            .field("store_timeout", &self.store_timeout)
+            .field("stale_if_error", &self.stale_if_error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiKeyValidator {
+    /// A validator over `repository` with every default.
+    pub fn new(repository: impl ApiKeyRepository, pepper: Pepper) -> Self {
+        Self::builder(repository, pepper).build()
+    }
+
+    /// Starts configuring a validator over `repository`.
+    pub fn builder(repository: impl ApiKeyRepository, pepper: Pepper) -> ValidatorBuilder {
+        ValidatorBuilder {
+            repository: Arc::new(repository),
+            pepper,
+            positive_ttl: Duration::from_secs(60),
+            capacity: 100_000,
+            negative_ttl: Duration::from_secs(30),
+            negative_capacity: 10_000,
+            last_used_throttle: Duration::from_secs(900),
+            flush_interval: Duration::from_secs(10),
+            store_timeout: Duration::from_secs(2),
+            stale_if_error: Duration::from_secs(300),
+        }
+    }
+
+    /// Validates a whole credential `pk_…:sk_…`.
+    pub async fn validate(&self, credential: &str) -> Result<AuthenticatedKey, Rejection> {
+        let credential =
+            Credential::parse(credential).map_err(|_| Rejection::MalformedCredential)?;
+        match self.check_cached(&credential) {
+            Some(result) => result,
+            None => {
+                self.check_store(credential.public_key(), credential.secret_key())
+                    .await
+            }
+        }
+    }
+
+    /// Answers from the cache alone, without awaiting: `None` when the store must
+    /// be asked (not cached, or cached but past its TTL).
+    pub(crate) fn check_cached(
+        &self,
+        credential: &Credential<'_>,
+    ) -> Option<Result<AuthenticatedKey, Rejection>> {
+        let inner = &*self.inner;
+        let now = Instant::now();
+        if let Some(entry) = inner.cache.get(credential.public_key()) {
+            return (now < entry.fresh_until)
+                .then(|| self.check_entry(&entry, credential.secret_key(), now));
+        }
+        if inner.cache.is_known_unknown(credential.public_key()) {
+            inner
+                .hasher
+                .verify(credential.secret_key(), &inner.dummy_hash);
+            return Some(Err(Rejection::InvalidCredential));
+        }
+        None
+    }
+
+    /// Looks the key up in the store and caches what it finds.
+    pub(crate) async fn check_store(
+        &self,
+        public_key: &str,
+        secret_key: &str,
+    ) -> Result<AuthenticatedKey, Rejection> {
+        let inner = &*self.inner;
+        let epoch = inner.cache.epoch();
+        let lookup = tokio::time::timeout(
+            inner.store_timeout,
+            inner.repository.find_by_public_key(public_key),
+        )
+        .await
+        .unwrap_or(Err(StoreError::Timeout(inner.store_timeout)));
+        let now = Instant::now();
+        match lookup {
+            Ok(Some(record)) => {
+                let entry = Arc::new(self.entry_from(record, now));
+                inner
+                    .cache
+                    .insert_known(public_key, Arc::clone(&entry), epoch);
+                self.check_entry(&entry, secret_key, now)
+            }
+            Ok(None) => {
+                inner.cache.insert_unknown(public_key, epoch);
+                inner.hasher.verify(secret_key, &inner.dummy_hash);
+                Err(Rejection::InvalidCredential)
+            }
+            Err(err) => {
+                tracing::warn!(public_key, error = %err, "API key lookup failed");
+                // Stale-if-error: a cached entry outlives its TTL by the grace period.
+                match inner.cache.get(public_key) {
+                    Some(entry) if !entry.is_expired(now) => {
+                        self.check_entry(&entry, secret_key, now)
+                    }
+                    _ => Err(Rejection::StoreUnavailable),
+                }
+            }
+        }
+    }
+
+    fn check_entry(
+        &self,
+        entry: &CachedKey,
+        secret_key: &str,
+        now: Instant,
+    ) -> Result<AuthenticatedKey, Rejection> {
+        let inner = &*self.inner;
+        // The HMAC runs whatever the entry says, so that every refusal costs the same.
+        let matches = inner
+            .hasher
+            .verify(secret_key, entry.hash.as_ref().unwrap_or(&inner.dummy_hash));
+        if !matches
+            || entry.hash.is_none()
+            || entry.status != KeyStatus::Active
+            || entry.is_expired(now)
+        {
+            return Err(Rejection::InvalidCredential);
+        }
+        inner.usage.record(entry, Utc::now());
+        Ok(entry.key.clone())
+    }
+
+    fn entry_from(&self, record: ApiKeyRecord, now: Instant) -> CachedKey {
+        let inner = &*self.inner;
+        let hash = SecretHash::from_hex(&record.secret_key_hash);
+        if hash.is_none() {
+            tracing::warn!(key_id = %record.key_id, "stored secret_key_hash is not 64 hex characters; the key cannot validate");
+        }
+        let wall_now = Utc::now();
+        let expires_at = record
+            .expires_at
+            .map(|at| now + (at - wall_now).to_std().unwrap_or(Duration::ZERO));
+        let last_used = record
+            .last_used_at
+            .max(inner.usage.pending_for(record.key_id));
+        CachedKey::new(
+            AuthenticatedKey::new(
+                record.account_id.into(),
+                record.key_id.into(),
+                Arc::from(record.public_key),
+                record.expires_at,
+            ),
+            record.status,
+            hash,
+            expires_at,
+            crate::cache::Freshness {
+                now,
+                ttl: inner.positive_ttl,
+                stale_grace: inner.stale_if_error,
+            },
+            last_used.map_or(i64::MIN, |at| at.timestamp()),
+        )
+    }
+
+    /// Forgets `public_key` in the cache (known and unknown), so that the next
+    /// request asks the store. A lookup already in flight will not put an older
+    /// answer back. The key manager calls this on revoke and delete.
+    pub fn invalidate(&self, public_key: &str) {
+        self.inner.cache.invalidate(public_key);
+    }
+
+    /// Empties the cache.
+    pub fn invalidate_all(&self) {
+        self.inner.cache.invalidate_all();
+    }
+
+    /// Approximate number of cached `(known, unknown)` public keys.
+    pub fn cached_entries(&self) -> (u64, u64) {
+        self.inner.cache.entry_counts()
+    }
+
+    /// Writes every recorded `last_used_at` now, in one batch; returns how many
+    /// keys were written. On failure they stay pending for the next flush.
+    pub async fn flush(&self) -> Result<usize, StoreError> {
+        self.inner.usage.flush().await
+    }
+
+    /// Stops the periodic flusher after a final flush. Call it on shutdown so
+    /// that no recorded use is lost. The validator keeps validating afterwards;
+    /// later uses need an explicit [`flush`](Self::flush).
+    pub async fn shutdown(&self) {
+        match &self.inner.flusher {
+            Some(flusher) => flusher.shutdown().await,
+            None => {
+                let _ = self.flush().await;
+            }
+        }
+        // Anything recorded while the flusher was stopping.
+        if self.inner.usage.pending_len() > 0 {
+            let _ = self.flush().await;
+        }
+    }
+
+    pub(crate) fn hasher(&self) -> &KeyHasher {
+        &self.inner.hasher
+    }
+
+    pub(crate) fn repository(&self) -> &dyn DynRepository {
+        &*self.inner.repository
+    }
+
+    pub(crate) fn store_timeout(&self) -> Duration {
+        self.inner.store_timeout
+    }
+}
+
+impl fmt::Debug for ApiKeyValidator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyValidator")
+            .field("positive_ttl", &self.inner.positive_ttl)
+            .field("stale_if_error", &self.inner.stale_if_error)
+            .field("store_timeout", &self.inner.store_timeout)
+            .finish_non_exhaustive()
+    }
+}
