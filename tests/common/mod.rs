@@ -1,0 +1,351 @@
+//! Shared test support: a fresh database per test on every configured backend,
+//! a counting/failing repository wrapper, and a real HTTP app on loopback.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+};
+
+use axum::{
+    Json, Router,
+    extract::Request,
+    middleware::{self, Next},
+    response::Response,
+    routing::get,
+};
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::json;
+use tower_api_keys::{
+    AccountId, ApiKeyAuthLayer, ApiKeyValidator, AuthenticatedKey, KeyManager, Pepper,
+    router::ManagementRouter,
+    store::{ApiKeyRecord, ApiKeyRepository, SeaOrmRepository, StoreError, connect_options},
+};
+use uuid::Uuid;
+
+pub const PEPPER: &str = "integration-test-pepper";
+
+pub fn pepper() -> Pepper {
+    Pepper::try_from(PEPPER).unwrap()
+}
+
+/// A fresh, migrated database for one test.
+pub struct TestDb {
+    pub repo: SeaOrmRepository,
+    pub backend: &'static str,
+    cleanup: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// Drops the schema or database the test made (SQLite: the temp dir goes on drop).
+    pub async fn cleanup(self) {
+        if let Some((admin_url, statement)) = &self.cleanup {
+            self.repo.connection().clone().close().await.ok();
+            if let Ok(admin) = Database::connect(admin_url.as_str()).await {
+                admin.execute_unprepared(statement).await.ok();
+                admin.close().await.ok();
+            }
+        }
+    }
+}
+
+pub async fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keys.db").display());
+    TestDb {
+        repo: SeaOrmRepository::connect(&url).await.unwrap(),
+        backend: "sqlite",
+        cleanup: None,
+        _dir: Some(dir),
+    }
+}
+
+fn unique_name() -> String {
+    format!("tak_{}", Uuid::new_v4().simple())
+}
+
+pub async fn postgres() -> Option<TestDb> {
+    let url = std::env::var("TEST_POSTGRES_URL").ok()?;
+    if !cfg!(feature = "postgres") {
+        eprintln!("TEST_POSTGRES_URL is set but the `postgres` feature is off");
+        return None;
+    }
+    let schema = unique_name();
+    let admin = Database::connect(url.as_str())
+        .await
+        .expect("TEST_POSTGRES_URL unreachable");
+    admin
+        .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
+        .await
+        .unwrap();
+    admin.close().await.ok();
+    let mut options = connect_options(&url);
+    options.set_schema_search_path(schema.clone());
+    Some(TestDb {
+        repo: SeaOrmRepository::connect_with(options).await.unwrap(),
+        backend: "postgres",
+        cleanup: Some((url, format!("DROP SCHEMA \"{schema}\" CASCADE"))),
+        _dir: None,
+    })
+}
+
+pub async fn mysql() -> Option<TestDb> {
+    let url = std::env::var("TEST_MYSQL_URL").ok()?;
+    if !cfg!(feature = "mysql") {
+        eprintln!("TEST_MYSQL_URL is set but the `mysql` feature is off");
+        return None;
+    }
+    let database = unique_name();
+    let admin = Database::connect(url.as_str())
+        .await
+        .expect("TEST_MYSQL_URL unreachable");
+    admin
+        .execute_unprepared(&format!(
+            "CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        ))
+        .await
+        .unwrap();
+    admin.close().await.ok();
+    let (base, _) = url
+        .rsplit_once('/')
+        .expect("TEST_MYSQL_URL names a database");
+    let test_url = format!("{base}/{database}");
+    Some(TestDb {
+        repo: SeaOrmRepository::connect(&test_url).await.unwrap(),
+        backend: "mysql",
+        cleanup: Some((url, format!("DROP DATABASE `{database}`"))),
+        _dir: None,
+    })
+}
+
+/// Runs `test` against SQLite always, and PostgreSQL / MySQL when their URLs are set.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = $crate::common::sqlite().await;
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = $crate::common::postgres().await else {
+                        eprintln!("TEST_POSTGRES_URL not set; PostgreSQL not exercised");
+                        return;
+                    };
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = $crate::common::mysql().await else {
+                        eprintln!("TEST_MYSQL_URL not set; MySQL not exercised");
+                        return;
+                    };
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+/// Wraps a repository: counts lookups and flushes, and fails on demand.
+#[derive(Clone)]
+pub struct Probe<R> {
+    pub inner: R,
+    pub lookups: Arc<AtomicUsize>,
+    pub flushes: Arc<AtomicUsize>,
+    pub failing: Arc<AtomicBool>,
+}
+
+impl<R> Probe<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            lookups: Arc::default(),
+            flushes: Arc::default(),
+            failing: Arc::default(),
+        }
+    }
+
+    pub fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+
+    pub fn flushes(&self) -> usize {
+        self.flushes.load(Ordering::SeqCst)
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::Database("injected outage".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
+    async fn find_by_public_key(
+        &self,
+        public_key: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        self.inner.find_by_public_key(public_key).await
+    }
+    async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert(record).await
+    }
+    async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_by_account(account_id).await
+    }
+    async fn get(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.get(account_id, key_id).await
+    }
+    async fn revoke(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.revoke(account_id, key_id).await
+    }
+    async fn delete(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.delete(account_id, key_id).await
+    }
+    async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        self.inner.record_last_used(batch).await
+    }
+}
+
+/// Stand-in for a host's own login: `X-Account-Id: <uuid>` becomes an `AccountId`.
+pub async fn host_auth(mut request: Request, next: Next) -> Response {
+    if let Some(account) = request
+        .headers()
+        .get("x-account-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<AccountId>().ok())
+    {
+        request.extensions_mut().insert(account);
+    }
+    next.run(request).await
+}
+
+/// The app the HTTP tests drive: `/v1/whoami` behind the layer, the management
+/// routes behind the stand-in host login.
+pub fn app(layer: ApiKeyAuthLayer, manager: KeyManager) -> Router {
+    let whoami = Router::new()
+        .route(
+            "/v1/whoami",
+            get(|key: AuthenticatedKey| async move {
+                Json(json!({"account_id": key.account_id(), "key_id": key.key_id()}))
+            }),
+        )
+        .layer(layer);
+    Router::new().merge(whoami).nest(
+        "/v1/api-keys",
+        ManagementRouter::new(manager)
+            .build()
+            .layer(middleware::from_fn(host_auth)),
+    )
+}
+
+/// Serves `router` on an ephemeral loopback port until the test ends.
+pub async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    addr
+}
+
+/// A validator, a manager and a served app over `repo`.
+pub struct Harness {
+    pub validator: ApiKeyValidator,
+    pub manager: KeyManager,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Harness {
+    pub async fn start(validator: ApiKeyValidator) -> Self {
+        let manager = KeyManager::new(validator.clone());
+        let addr = serve(app(
+            ApiKeyAuthLayer::new(validator.clone()),
+            manager.clone(),
+        ))
+        .await;
+        Self {
+            validator,
+            manager,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn whoami(&self, credential: &str) -> reqwest::Response {
+        self.client
+            .get(self.url("/v1/whoami"))
+            .header("x-api-key", credential)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Runs `n` copies of `f` concurrently and collects their outputs.
+pub async fn concurrently<F, Fut, T>(n: usize, f: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = (0..n).map(|i| tokio::spawn(f(i))).collect();
+    let mut out = Vec::with_capacity(n);
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
