@@ -55,6 +55,67 @@ impl Pepper {
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
+
+    /// Reads the pepper from a file (UTF-8 text; one trailing newline is
+    /// ignored), or, if the file does not exist, generates one and writes it there
+    /// with mode `0600`. Returns the pepper and whether it was just generated.
+    ///
+    /// The file is created exclusively, so two processes starting at once cannot
+    /// end up with different peppers.
+    pub fn load_or_generate(path: &std::path::Path) -> Result<(Self, bool), PepperFileError> {
+        use std::io::Write;
+        match std::fs::read(path) {
+            Ok(bytes) => return Ok((Self::from_file_bytes(bytes)?, false)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(PepperFileError::Io(err)),
+        }
+        let pepper = Self::generate().map_err(|err| PepperFileError::Io(err.into()))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(path) {
+            Ok(mut file) => {
+                file.write_all(pepper.expose())?;
+                file.write_all(b"\n")?;
+                file.sync_all()?;
+                Ok((pepper, true))
+            }
+            // Another process won the race: use its pepper.
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                Ok((Self::from_file_bytes(std::fs::read(path)?)?, false))
+            }
+            Err(err) => Err(PepperFileError::Io(err)),
+        }
+    }
+
+    fn from_file_bytes(mut bytes: Vec<u8>) -> Result<Self, PepperFileError> {
+        if bytes.ends_with(b"\n") {
+            bytes.pop();
+            if bytes.ends_with(b"\r") {
+                bytes.pop();
+            }
+        }
+        if std::str::from_utf8(&bytes).is_err() {
+            bytes.zeroize();
+            return Err(PepperFileError::NotUtf8);
+        }
+        Ok(Self::new(bytes)?)
+    }
+}
+
+/// A pepper file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PepperFileError {
+    /// Reading or writing the file failed.
+    #[error("pepper file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file is not UTF-8 text.
+    #[error("pepper file is not UTF-8 text")]
+    NotUtf8,
+    /// The file's pepper is refused.
+    #[error(transparent)]
+    Invalid(#[from] PepperError),
 }
 
 impl TryFrom<&str> for Pepper {
@@ -202,6 +263,31 @@ mod tests {
         let b = Pepper::generate().unwrap();
         assert_eq!(a.expose().len(), 64);
         assert_ne!(a.expose(), b.expose());
+    }
+
+    #[test]
+    fn pepper_file_is_generated_once_with_mode_0600_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-keys.pepper");
+        let (first, created) = Pepper::load_or_generate(&path).unwrap();
+        assert!(created);
+        let (second, created) = Pepper::load_or_generate(&path).unwrap();
+        assert!(!created);
+        assert_eq!(first.expose(), second.expose());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, "a-hand-written-pepper-value\n").unwrap();
+        let (read, _) = Pepper::load_or_generate(&path).unwrap();
+        assert_eq!(read.expose(), b"a-hand-written-pepper-value");
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(matches!(
+            Pepper::load_or_generate(&path),
+            Err(PepperFileError::Invalid(PepperError::TooShort { len: 5 }))
+        ));
     }
 
     #[test]

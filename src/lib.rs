@@ -40,7 +40,7 @@ pub use auth::{
 #[cfg(feature = "axum")]
 pub use extract::MissingAuthentication;
 pub use extract::{AccountId, ApiKeyId, AuthenticatedKey};
-pub use hash::{Pepper, PepperError};
+pub use hash::{Pepper, PepperError, PepperFileError};
 pub use key::{Credential, KeyPair, MalformedCredential};
 pub use manager::{
     ApiKeyInfo, CreatedKey, EXPIRES_IN_DAYS, FieldError, KeyManager, MAX_DESCRIPTION_CHARS,
