@@ -54,9 +54,9 @@ pub struct KeyManager {
 /// What to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewApiKey {
-    /// Trimmed, then 1–255 characters.
+    /// Trimmed, then 1–255 characters; no NUL.
     pub title: String,
-    /// Up to 4,096 characters, stored as given.
+    /// Up to 4,096 characters, stored as given; no NUL.
     pub description: Option<String>,
     /// 1–365 days; `None` for a key that never expires.
     pub expires_in_days: Option<i64>,
@@ -90,7 +90,10 @@ impl NewApiKey {
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
         let title = self.title.trim();
-        if title.is_empty() {
+        // PostgreSQL cannot store U+0000 in text; refuse it on every backend alike.
+        if title.contains('\0') {
+            errors.push(FieldError::new("title", "must not contain NUL characters"));
+        } else if title.is_empty() {
             errors.push(FieldError::new("title", "must not be blank"));
         } else if title.chars().count() > MAX_TITLE_CHARS {
             errors.push(FieldError::new(
@@ -99,6 +102,13 @@ impl NewApiKey {
             ));
         }
         if let Some(description) = &self.description
+            && description.contains('\0')
+        {
+            errors.push(FieldError::new(
+                "description",
+                "must not contain NUL characters",
+            ));
+        } else if let Some(description) = &self.description
             && description.chars().count() > MAX_DESCRIPTION_CHARS
         {
             errors.push(FieldError::new(

@@ -1,0 +1,885 @@
+//! The key-management router over real HTTP, on every backend.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use common::{Harness, Probe, TestDb, concurrently, pepper};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use tower_api_keys::{AccountId, ApiKeyValidator, NewApiKey};
+use uuid::Uuid;
+
+struct Api {
+    h: Harness,
+    account: Uuid,
+}
+
+impl Api {
+    async fn start(db: &TestDb) -> Self {
+        Self {
+            h: Harness::start(ApiKeyValidator::new(db.repo.clone(), pepper())).await,
+            account: Uuid::new_v4(),
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.h
+            .client
+            .request(method, self.h.url(&format!("/v1/api-keys{path}")))
+            .header("x-account-id", self.account.to_string())
+    }
+
+    async fn create(&self, body: Value) -> reqwest::Response {
+        self.request(reqwest::Method::POST, "")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn create_ok(&self, title: &str) -> Value {
+        let response = self.create(json!({"title": title})).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+}
+
+async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert_eq!(body["type"], "about:blank");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+fn fields(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+            e["field"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+fn rfc3339_utc(value: &Value) -> DateTime<Utc> {
+    let text = value.as_str().unwrap();
+    assert!(text.ends_with('Z'), "{text} is not UTC");
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+async fn create_returns_the_secret_once(db: &TestDb) {
+    let api = Api::start(db).await;
+    let response = api
+        .create(json!({"title": "  deploy bot  ", "description": "from CI", "expires_in_days": 30}))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let created: Value = response.json().await.unwrap();
+    let key_id = created["key_id"].as_str().unwrap();
+    assert_eq!(location, format!("/v1/api-keys/{key_id}"));
+    assert_eq!(created["title"], "deploy bot");
+    assert_eq!(created["description"], "from CI");
+    assert_eq!(created["status"], "active");
+    let public_key = created["public_key"].as_str().unwrap();
+    let secret_key = created["secret_key"].as_str().unwrap();
+    assert!(tower_api_keys::Credential::parse(&format!("{public_key}:{secret_key}")).is_ok());
+    let created_at = rfc3339_utc(&created["created_at"]);
+    let expires_at = rfc3339_utc(&created["expires_at"]);
+    assert_eq!((expires_at - created_at).num_days(), 30);
+    let mut keys: Vec<_> = created.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "description",
+            "expires_at",
+            "key_id",
+            "public_key",
+            "secret_key",
+            "status",
+            "title"
+        ]
+    );
+
+    // The key works.
+    let whoami = api.h.whoami(&format!("{public_key}:{secret_key}")).await;
+    assert_eq!(whoami.status(), StatusCode::OK);
+
+    // Never again: neither the secret nor its hash appears anywhere later.
+    let shown = api
+        .request(reqwest::Method::GET, &format!("/{key_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.status(), StatusCode::OK);
+    let shown_text = shown.text().await.unwrap();
+    let listed = api
+        .request(reqwest::Method::GET, "")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for text in [&shown_text, &listed] {
+        assert!(!text.contains(secret_key));
+        assert!(!text.contains("secret_key"));
+        assert!(!text.contains("hash"));
+    }
+    let shown: Value = serde_json::from_str(&shown_text).unwrap();
+    let mut keys: Vec<_> = shown.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "description",
+            "expires_at",
+            "key_id",
+            "last_used_at",
+            "public_key",
+            "status",
+            "title"
+        ]
+    );
+    assert_eq!(shown["last_used_at"], Value::Null);
+    assert_eq!(shown["created_at"], created["created_at"]);
+}
+
+async fn list_is_newest_first_and_scoped_to_the_account(db: &TestDb) {
+    let api = Api::start(db).await;
+    let mut ids = Vec::new();
+    for title in ["first", "second", "third"] {
+        ids.push(api.create_ok(title).await["key_id"].clone());
+    }
+    let other = Api {
+        h: Harness::start(api.h.validator.clone()).await,
+        account: Uuid::new_v4(),
+    };
+    other.create_ok("someone else's").await;
+
+    let listed: Vec<Value> = api
+        .request(reqwest::Method::GET, "")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed_ids: Vec<_> = listed.iter().map(|k| k["key_id"].clone()).collect();
+    ids.reverse();
+    assert_eq!(listed_ids, ids);
+    assert_eq!(listed[0]["title"], "third");
+    let empty: Vec<Value> = Api {
+        h: Harness::start(api.h.validator.clone()).await,
+        account: Uuid::new_v4(),
+    }
+    .request(reqwest::Method::GET, "")
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(empty.is_empty());
+}
+
+async fn other_accounts_keys_are_not_found(db: &TestDb) {
+    let api = Api::start(db).await;
+    let key_id = api.create_ok("mine").await["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let intruder = Api {
+        h: Harness::start(api.h.validator.clone()).await,
+        account: Uuid::new_v4(),
+    };
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/{key_id}")),
+        (reqwest::Method::PATCH, format!("/{key_id}/revoke")),
+        (reqwest::Method::DELETE, format!("/{key_id}")),
+    ] {
+        let body = problem(
+            intruder
+                .request(method.clone(), &path)
+                .send()
+                .await
+                .unwrap(),
+            404,
+        )
+        .await;
+        assert_eq!(body["detail"], "API key not found");
+        // And no such key at all.
+        let missing = path.replace(&key_id, &Uuid::new_v4().to_string());
+        let body = problem(api.request(method, &missing).send().await.unwrap(), 404).await;
+        assert_eq!(body["detail"], "API key not found");
+    }
+    // Untouched.
+    let mine: Value = api
+        .request(reqwest::Method::GET, &format!("/{key_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["status"], "active");
+    // A key id that is not a UUID.
+    for path in ["/not-a-uuid", "/not-a-uuid/revoke"] {
+        let method = if path.ends_with("revoke") {
+            reqwest::Method::PATCH
+        } else {
+            reqwest::Method::GET
+        };
+        problem(api.request(method, path).send().await.unwrap(), 400).await;
+    }
+}
+
+async fn revoke_is_idempotent_and_takes_effect_at_once(db: &TestDb) {
+    let api = Api::start(db).await;
+    let created = api.create_ok("k").await;
+    let key_id = created["key_id"].as_str().unwrap();
+    let credential = format!(
+        "{}:{}",
+        created["public_key"].as_str().unwrap(),
+        created["secret_key"].as_str().unwrap()
+    );
+    // Cached a moment before.
+    assert_eq!(api.h.whoami(&credential).await.status(), StatusCode::OK);
+    assert_eq!(api.h.whoami(&credential).await.status(), StatusCode::OK);
+
+    for body in [None, Some(json!({}))] {
+        let mut request = api.request(reqwest::Method::PATCH, &format!("/{key_id}/revoke"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, json!({"message": "API key revoked successfully"}));
+        assert_eq!(
+            api.h.whoami(&credential).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let shown: Value = api
+        .request(reqwest::Method::GET, &format!("/{key_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["status"], "revoked");
+    // An unexpected field in the revoke body is refused.
+    let body = problem(
+        api.request(reqwest::Method::PATCH, &format!("/{key_id}/revoke"))
+            .json(&json!({"reason": "x"}))
+            .send()
+            .await
+            .unwrap(),
+        422,
+    )
+    .await;
+    assert_eq!(fields(&body), ["reason"]);
+}
+
+async fn delete_takes_effect_at_once(db: &TestDb) {
+    let api = Api::start(db).await;
+    let created = api.create_ok("k").await;
+    let key_id = created["key_id"].as_str().unwrap();
+    let credential = format!(
+        "{}:{}",
+        created["public_key"].as_str().unwrap(),
+        created["secret_key"].as_str().unwrap()
+    );
+    assert_eq!(api.h.whoami(&credential).await.status(), StatusCode::OK);
+    let response = api
+        .request(reqwest::Method::DELETE, &format!("/{key_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"message": "API key deleted successfully"})
+    );
+    assert_eq!(
+        api.h.whoami(&credential).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    problem(
+        api.request(reqwest::Method::GET, &format!("/{key_id}"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    problem(
+        api.request(reqwest::Method::DELETE, &format!("/{key_id}"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+}
+
+async fn expired_keys_read_expired(db: &TestDb) {
+    let api = Api::start(db).await;
+    let manager = &api.h.manager;
+    let account = AccountId::new(api.account);
+    let created = manager
+        .create(account, NewApiKey::new("k").with_expires_in_days(1))
+        .await
+        .unwrap();
+    // Age the row by a year, directly in the store.
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+    use tower_api_keys::entity::{Column, Entity};
+    Entity::update_many()
+        .col_expr(
+            Column::ExpiresAt,
+            Expr::value(Utc::now() - chrono::TimeDelta::days(365)),
+        )
+        .filter(Column::KeyId.eq(created.key.key_id.into_inner()))
+        .exec(db.repo.connection())
+        .await
+        .unwrap();
+    let shown: Value = api
+        .request(reqwest::Method::GET, &format!("/{}", created.key.key_id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["status"], "expired");
+    assert_eq!(
+        api.h.whoami(&created.credential()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn bad_bodies_are_refused_and_create_nothing(db: &TestDb) {
+    let api = Api::start(db).await;
+    let cases: Vec<(Value, Vec<&str>)> = vec![
+        (json!({"title": ""}), vec!["title"]),
+        (json!({"title": "   \t "}), vec!["title"]),
+        (json!({}), vec!["title"]),
+        (json!({"title": "x".repeat(256)}), vec!["title"]),
+        (json!({"title": "é".repeat(256)}), vec!["title"]),
+        (json!({"title": 5}), vec!["title"]),
+        (
+            json!({"title": "t", "expires_in_days": 0}),
+            vec!["expires_in_days"],
+        ),
+        (
+            json!({"title": "t", "expires_in_days": 366}),
+            vec!["expires_in_days"],
+        ),
+        (
+            json!({"title": "t", "expires_in_days": -1}),
+            vec!["expires_in_days"],
+        ),
+        (
+            json!({"title": "t", "expires_in_days": 1.5}),
+            vec!["expires_in_days"],
+        ),
+        (
+            json!({"title": "t", "expires_in_days": "30"}),
+            vec!["expires_in_days"],
+        ),
+        (
+            json!({"title": "t", "expires_in_days": 18446744073709551615u64}),
+            vec!["expires_in_days"],
+        ),
+        (
+            json!({"title": "t", "expire_in_days": 30}),
+            vec!["expire_in_days"],
+        ),
+        (
+            json!({"title": "t", "description": "d".repeat(4097)}),
+            vec!["description"],
+        ),
+        (json!({"title": "t", "description": 7}), vec!["description"]),
+        (
+            json!({"title": "nul\u{0}", "description": "d"}),
+            vec!["title"],
+        ),
+        (
+            json!({"title": "t", "description": "nul\u{0}"}),
+            vec!["description"],
+        ),
+        (json!([]), vec!["body"]),
+        (json!("title"), vec!["body"]),
+    ];
+    for (body, expected) in cases {
+        let response = api.create(body.clone()).await;
+        let problem = problem(response, 422).await;
+        let mut got = fields(&problem);
+        got.sort();
+        assert_eq!(got, expected, "{body}");
+    }
+    // Limits hold exactly at the bounds.
+    for body in [
+        json!({"title": "é".repeat(255), "description": "😀".repeat(4096), "expires_in_days": 365}),
+        json!({"title": "t", "expires_in_days": 1, "description": null}),
+        json!({"title": "t", "expires_in_days": null}),
+    ] {
+        assert_eq!(api.create(body).await.status(), StatusCode::CREATED);
+    }
+
+    // Malformed JSON, wrong content type, oversized bodies.
+    let post = || api.request(reqwest::Method::POST, "");
+    problem(
+        post()
+            .header("content-type", "application/json")
+            .body("{\"title\": ")
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    problem(
+        post()
+            .header("content-type", "application/json")
+            .body("")
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    problem(
+        post()
+            .header("content-type", "text/plain")
+            .body("{\"title\":\"t\"}")
+            .send()
+            .await
+            .unwrap(),
+        415,
+    )
+    .await;
+    problem(post().body("{\"title\":\"t\"}").send().await.unwrap(), 415).await;
+    let big = format!(
+        "{{\"title\":\"t\",\"description\":\"{}\"}}",
+        "d".repeat(70_000)
+    );
+    problem(
+        post()
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap(),
+        413,
+    )
+    .await;
+    // Chunked (no Content-Length).
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+        .into_bytes()
+        .chunks(1000)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let stream = futures_util::stream::iter(chunks);
+    problem(
+        post()
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .unwrap(),
+        413,
+    )
+    .await;
+
+    let listed: Vec<Value> = api
+        .request(reqwest::Method::GET, "")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 3, "only the three valid bodies created keys");
+}
+
+async fn titles_are_stored_verbatim(db: &TestDb) {
+    let api = Api::start(db).await;
+    let titles = [
+        "'; DROP TABLE api_keys; --",
+        "Robert\"); DELETE FROM api_keys WHERE ('1'='1",
+        "مفتاح الإنتاج",
+        "🔑 prod 🚀 👩🏽‍💻",
+        "  tab\tand newline\n  ",
+    ];
+    for title in titles {
+        let created = api
+            .create(json!({"title": title, "description": title}))
+            .await;
+        assert_eq!(created.status(), StatusCode::CREATED, "{title:?}");
+        let created: Value = created.json().await.unwrap();
+        let shown: Value = api
+            .request(
+                reqwest::Method::GET,
+                &format!("/{}", created["key_id"].as_str().unwrap()),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(shown["title"], title.trim(), "{title:?}");
+        assert_eq!(shown["description"], title);
+    }
+    let listed: Vec<Value> = api
+        .request(reqwest::Method::GET, "")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), titles.len());
+}
+
+async fn management_needs_host_authentication_not_an_api_key(db: &TestDb) {
+    let api = Api::start(db).await;
+    let created = api.create_ok("k").await;
+    let credential = format!(
+        "{}:{}",
+        created["public_key"].as_str().unwrap(),
+        created["secret_key"].as_str().unwrap()
+    );
+    // No account: 401 on every route.
+    let client = Client::new();
+    for (method, path) in [
+        (reqwest::Method::GET, String::new()),
+        (reqwest::Method::POST, String::new()),
+        (
+            reqwest::Method::GET,
+            format!("/{}", created["key_id"].as_str().unwrap()),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/{}", created["key_id"].as_str().unwrap()),
+        ),
+    ] {
+        let response = client
+            .request(method, api.h.url(&format!("/v1/api-keys{path}")))
+            .header("x-api-key", &credential)
+            .json(&json!({"title": "minted"}))
+            .send()
+            .await
+            .unwrap();
+        problem(response, 401).await;
+    }
+
+    // A route where the API-key layer itself authenticates: refused unless opted in.
+    use axum::Router;
+    use tower_api_keys::{ApiKeyAuthLayer, router::ManagementRouter};
+    let validator = api.h.validator.clone();
+    let manager = api.h.manager.clone();
+    let by_key = |allow: bool| {
+        Router::new().nest(
+            "/v1/api-keys",
+            ManagementRouter::new(manager.clone())
+                .allow_api_key_auth(allow)
+                .build()
+                .layer(ApiKeyAuthLayer::new(validator.clone())),
+        )
+    };
+    let refused = common::serve(by_key(false)).await;
+    let response = client
+        .post(format!("http://{refused}/v1/api-keys"))
+        .header("x-api-key", &credential)
+        .json(&json!({"title": "minted"}))
+        .send()
+        .await
+        .unwrap();
+    problem(response, 403).await;
+    let allowed = common::serve(by_key(true)).await;
+    let response = client
+        .post(format!("http://{allowed}/v1/api-keys"))
+        .header("x-api-key", &credential)
+        .json(&json!({"title": "minted"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let listed: Vec<Value> = api
+        .request(reqwest::Method::GET, "")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.len(),
+        2,
+        "the opted-in router created one key for the key's own account"
+    );
+}
+
+async fn fifty_parallel_creates_all_succeed_and_are_listed(db: &TestDb) {
+    let api = Arc::new(Api::start(db).await);
+    let results = concurrently(50, |i| {
+        let api = Arc::clone(&api);
+        async move {
+            api.create(json!({"title": format!("parallel {i}")}))
+                .await
+                .status()
+        }
+    })
+    .await;
+    assert!(
+        results.iter().all(|s| *s == StatusCode::CREATED),
+        "{results:?}"
+    );
+    let listed: Vec<Value> = api
+        .request(reqwest::Method::GET, "")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 50);
+    let created: Vec<_> = listed
+        .iter()
+        .map(|k| rfc3339_utc(&k["created_at"]))
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first");
+}
+
+/// Many validations of a cached key race with its revocation: once the revoke
+/// call has returned, not one more succeeds.
+async fn revoke_racing_validations_leaves_no_success_after_it(db: &TestDb) {
+    let api = Arc::new(Api::start(db).await);
+    let account = AccountId::new(api.account);
+    let created = api
+        .h
+        .manager
+        .create(account, NewApiKey::new("raced"))
+        .await
+        .unwrap();
+    let credential = Arc::new(created.credential());
+    assert_eq!(api.h.validator.validate(&credential).await.is_ok(), true);
+
+    let revoked = Arc::new(AtomicBool::new(false));
+    let late_successes = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (api, credential, revoked, late, total) = (
+                api.clone(),
+                credential.clone(),
+                revoked.clone(),
+                late_successes.clone(),
+                total.clone(),
+            );
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(600);
+                while tokio::time::Instant::now() < deadline {
+                    // Read the flag *before* starting: a request that starts after the
+                    // revoke returned must fail.
+                    let after = revoked.load(Ordering::SeqCst);
+                    let status = api.h.whoami(&credential).await.status();
+                    total.fetch_add(1, Ordering::Relaxed);
+                    if after && status == StatusCode::OK {
+                        late.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    api.h
+        .manager
+        .revoke(account, created.key.key_id)
+        .await
+        .unwrap();
+    revoked.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert!(total.load(Ordering::Relaxed) > 20, "the race actually ran");
+    assert_eq!(late_successes.load(Ordering::SeqCst), 0);
+}
+
+/// A lookup that read the store before a revoke must not put the active entry
+/// back into the cache after the revoke evicted it.
+async fn a_lookup_from_before_the_revoke_cannot_refill_the_cache(db: &TestDb) {
+    let probe = SlowLookups::new(db.repo.clone());
+    let validator = ApiKeyValidator::new(probe.clone(), pepper());
+    let manager = tower_api_keys::KeyManager::new(validator.clone());
+    let account = AccountId::new(Uuid::new_v4());
+    let created = manager.create(account, NewApiKey::new("k")).await.unwrap();
+    let credential = created.credential();
+
+    // A lookup starts, reads the row (active), and is held before it caches.
+    probe.hold.store(true, Ordering::SeqCst);
+    let in_flight = {
+        let (validator, credential) = (validator.clone(), credential.clone());
+        tokio::spawn(async move { validator.validate(&credential).await.is_ok() })
+    };
+    probe.reached.notified().await;
+    manager.revoke(account, created.key.key_id).await.unwrap();
+    probe.hold.store(false, Ordering::SeqCst);
+    probe.release.notify_one();
+    // The in-flight lookup began before the revoke; whatever it answers, it must
+    // not leave an active entry behind.
+    in_flight.await.unwrap();
+    assert!(validator.validate(&credential).await.is_err());
+}
+
+/// A repository that can hold `find_by_public_key` after it read the row.
+#[derive(Clone)]
+struct SlowLookups {
+    inner: tower_api_keys::store::SeaOrmRepository,
+    hold: Arc<AtomicBool>,
+    reached: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl SlowLookups {
+    fn new(inner: tower_api_keys::store::SeaOrmRepository) -> Self {
+        Self {
+            inner,
+            hold: Arc::default(),
+            reached: Arc::default(),
+            release: Arc::default(),
+        }
+    }
+}
+
+impl tower_api_keys::store::ApiKeyRepository for SlowLookups {
+    async fn find_by_public_key(
+        &self,
+        pk: &str,
+    ) -> Result<Option<tower_api_keys::store::ApiKeyRecord>, tower_api_keys::store::StoreError>
+    {
+        let row = self.inner.find_by_public_key(pk).await;
+        if self.hold.load(Ordering::SeqCst) {
+            self.reached.notify_one();
+            self.release.notified().await;
+        }
+        row
+    }
+    async fn insert(
+        &self,
+        r: tower_api_keys::store::ApiKeyRecord,
+    ) -> Result<(), tower_api_keys::store::StoreError> {
+        self.inner.insert(r).await
+    }
+    async fn list_by_account(
+        &self,
+        a: Uuid,
+    ) -> Result<Vec<tower_api_keys::store::ApiKeyRecord>, tower_api_keys::store::StoreError> {
+        self.inner.list_by_account(a).await
+    }
+    async fn get(
+        &self,
+        a: Uuid,
+        k: Uuid,
+    ) -> Result<Option<tower_api_keys::store::ApiKeyRecord>, tower_api_keys::store::StoreError>
+    {
+        self.inner.get(a, k).await
+    }
+    async fn revoke(
+        &self,
+        a: Uuid,
+        k: Uuid,
+    ) -> Result<Option<tower_api_keys::store::ApiKeyRecord>, tower_api_keys::store::StoreError>
+    {
+        self.inner.revoke(a, k).await
+    }
+    async fn delete(
+        &self,
+        a: Uuid,
+        k: Uuid,
+    ) -> Result<Option<tower_api_keys::store::ApiKeyRecord>, tower_api_keys::store::StoreError>
+    {
+        self.inner.delete(a, k).await
+    }
+    async fn record_last_used(
+        &self,
+        b: &[(Uuid, DateTime<Utc>)],
+    ) -> Result<(), tower_api_keys::store::StoreError> {
+        self.inner.record_last_used(b).await
+    }
+}
+
+async fn store_failure_in_management_is_503(db: &TestDb) {
+    let probe = Probe::new(db.repo.clone());
+    let api = Api {
+        h: Harness::start(ApiKeyValidator::new(probe.clone(), pepper())).await,
+        account: Uuid::new_v4(),
+    };
+    probe.set_failing(true);
+    let response = api.create(json!({"title": "t"})).await;
+    let headers = response.headers().clone();
+    problem(response, 503).await;
+    assert!(headers.contains_key("retry-after"));
+    problem(
+        api.request(reqwest::Method::GET, "").send().await.unwrap(),
+        503,
+    )
+    .await;
+}
+
+backend_tests!(
+    create_returns_the_secret_once,
+    list_is_newest_first_and_scoped_to_the_account,
+    other_accounts_keys_are_not_found,
+    revoke_is_idempotent_and_takes_effect_at_once,
+    delete_takes_effect_at_once,
+    expired_keys_read_expired,
+    bad_bodies_are_refused_and_create_nothing,
+    titles_are_stored_verbatim,
+    management_needs_host_authentication_not_an_api_key,
+    fifty_parallel_creates_all_succeed_and_are_listed,
+    revoke_racing_validations_leaves_no_success_after_it,
+    a_lookup_from_before_the_revoke_cannot_refill_the_cache,
+    store_failure_in_management_is_503,
+);
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problem_documents() {
+    let validator = ApiKeyValidator::new(tower_api_keys::store::MemoryRepository::new(), pepper());
+    let h = Harness::start(validator).await;
+    let response = h
+        .client
+        .put(h.url("/v1/api-keys"))
+        .header("x-account-id", Uuid::new_v4().to_string())
+        .send()
+        .await
+        .unwrap();
+    problem(response, 405).await;
+}
