@@ -1,8 +1,9 @@
 //! Validation of credentials against the store, through the cache.
 
 use std::{
+    collections::HashMap,
     fmt,
-    sync::Arc,
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -53,6 +54,7 @@ struct Inner {
     dummy_hash: SecretHash,
     repository: Arc<dyn DynRepository>,
     cache: KeyCache,
+    in_flight: InFlight,
     usage: Arc<UsageShared>,
     flusher: Option<Flusher>,
     positive_ttl: Duration,
@@ -157,6 +159,7 @@ impl ValidatorBuilder {
                     negative_capacity: self.negative_capacity,
                     negative_ttl: self.negative_ttl,
                 }),
+                in_flight: InFlight::default(),
                 usage,
                 flusher,
                 positive_ttl: self.positive_ttl,
@@ -239,42 +242,71 @@ impl ApiKeyValidator {
     }
 
     /// Looks the key up in the store and caches what it finds.
+    ///
+    /// Single flight: concurrent misses for the same public key share one store
+    /// lookup; each request still verifies its own secret against the result.
+    /// Misses for different keys do not wait for each other.
     pub(crate) async fn check_store(
         &self,
         public_key: &str,
         secret_key: &str,
     ) -> Result<AuthenticatedKey, Rejection> {
         let inner = &*self.inner;
+        let flight = inner.in_flight.join(public_key);
+        let outcome = flight.get_or_init(|| self.lookup(public_key)).await.clone();
+        inner.in_flight.leave(public_key, &flight);
+        let now = Instant::now();
+        match outcome {
+            Lookup::Found(entry) => self.check_entry(&entry, secret_key, now),
+            Lookup::Unknown => {
+                inner.hasher.verify(secret_key, &inner.dummy_hash);
+                Err(Rejection::InvalidCredential)
+            }
+            // Stale-if-error: a cached entry outlives its TTL by the grace period.
+            Lookup::Failed => match inner.cache.get(public_key) {
+                Some(entry) if !entry.is_expired(now) => self.check_entry(&entry, secret_key, now),
+                _ => {
+                    inner.hasher.verify(secret_key, &inner.dummy_hash);
+                    Err(Rejection::StoreUnavailable)
+                }
+            },
+        }
+    }
+
+    /// One store lookup, cached. Runs once per flight.
+    async fn lookup(&self, public_key: &str) -> Lookup {
+        let inner = &*self.inner;
+        // A flight that just landed may have answered already.
+        if let Some(entry) = inner.cache.get(public_key)
+            && Instant::now() < entry.fresh_until
+        {
+            return Lookup::Found(entry);
+        }
+        if inner.cache.is_known_unknown(public_key) {
+            return Lookup::Unknown;
+        }
         let epoch = inner.cache.epoch();
-        let lookup = tokio::time::timeout(
+        let result = tokio::time::timeout(
             inner.store_timeout,
             inner.repository.find_by_public_key(public_key),
         )
         .await
         .unwrap_or(Err(StoreError::Timeout(inner.store_timeout)));
-        let now = Instant::now();
-        match lookup {
+        match result {
             Ok(Some(record)) => {
-                let entry = Arc::new(self.entry_from(record, now));
+                let entry = Arc::new(self.entry_from(record, Instant::now()));
                 inner
                     .cache
                     .insert_known(public_key, Arc::clone(&entry), epoch);
-                self.check_entry(&entry, secret_key, now)
+                Lookup::Found(entry)
             }
             Ok(None) => {
                 inner.cache.insert_unknown(public_key, epoch);
-                inner.hasher.verify(secret_key, &inner.dummy_hash);
-                Err(Rejection::InvalidCredential)
+                Lookup::Unknown
             }
             Err(err) => {
                 tracing::warn!(public_key, error = %err, "API key lookup failed");
-                // Stale-if-error: a cached entry outlives its TTL by the grace period.
-                match inner.cache.get(public_key) {
-                    Some(entry) if !entry.is_expired(now) => {
-                        self.check_entry(&entry, secret_key, now)
-                    }
-                    _ => Err(Rejection::StoreUnavailable),
-                }
+                Lookup::Failed
             }
         }
     }
@@ -382,6 +414,50 @@ impl ApiKeyValidator {
 
     pub(crate) fn store_timeout(&self) -> Duration {
         self.inner.store_timeout
+    }
+}
+
+/// What one store lookup found, shared by every request of its flight.
+#[derive(Clone)]
+enum Lookup {
+    Found(Arc<CachedKey>),
+    Unknown,
+    Failed,
+}
+
+type Flight = Arc<tokio::sync::OnceCell<Lookup>>;
+
+/// Store lookups under way, by public key.
+#[derive(Default)]
+struct InFlight(Mutex<HashMap<Box<str>, Flight>>);
+
+impl InFlight {
+    fn flights(&self) -> MutexGuard<'_, HashMap<Box<str>, Flight>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The flight for `public_key`, joined or started.
+    fn join(&self, public_key: &str) -> Flight {
+        let mut flights = self.flights();
+        if let Some(flight) = flights.get(public_key) {
+            return Arc::clone(flight);
+        }
+        let flight = Flight::default();
+        flights.insert(public_key.into(), Arc::clone(&flight));
+        flight
+    }
+
+    /// Forgets `flight` once it has landed (a newer flight for the key stays).
+    fn leave(&self, public_key: &str, flight: &Flight) {
+        let mut flights = self.flights();
+        if flights
+            .get(public_key)
+            .is_some_and(|current| Arc::ptr_eq(current, flight))
+        {
+            flights.remove(public_key);
+        }
     }
 }
 
