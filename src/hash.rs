@@ -69,7 +69,8 @@ impl Pepper {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(PepperFileError::Io(err)),
         }
-        let pepper = Self::generate().map_err(|err| PepperFileError::Io(err.into()))?;
+        let pepper =
+            Self::generate().map_err(|err| PepperFileError::Io(std::io::Error::other(err)))?;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]

@@ -21,6 +21,9 @@ mod auth;
 mod cache;
 pub mod entity;
 mod extract;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod grpc;
 pub mod hash;
 pub mod key;
 mod manager;

@@ -1,0 +1,294 @@
+//! The tonic example's server, on loopback, against real tonic clients: the
+//! `grpc.health.v1.Health` client of `tonic-health` and a raw unary client of the
+//! example's `WhoAmI` service.
+
+mod common;
+
+#[path = "../examples/tonic.rs"]
+#[allow(dead_code)]
+mod example;
+
+use example::whoami::{GET, WhoAmIReply, WhoAmIRequest};
+use http::uri::PathAndQuery;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{
+    Code, Status,
+    metadata::MetadataValue,
+    transport::{Channel, server::TcpIncoming},
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_prost::ProstCodec;
+use tower_api_keys::{
+    AccountId, ApiKeyValidator, CreatedKey, KeyManager, NewApiKey, Rejection,
+    store::SeaOrmRepository,
+};
+use uuid::Uuid;
+
+use common::Probe;
+
+/// The example's gRPC server over a fresh SQLite file, with a key manager on
+/// the same validator, and a store that can be made to fail.
+struct Grpc {
+    validator: ApiKeyValidator,
+    manager: KeyManager,
+    probe: Probe<SeaOrmRepository>,
+    channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    _db: common::TestDb,
+}
+
+impl Grpc {
+    async fn start() -> Self {
+        let db = common::sqlite().await;
+        let probe = Probe::new(db.repo.clone());
+        let validator = ApiKeyValidator::new(probe.clone(), common::pepper());
+        let manager = KeyManager::new(validator.clone());
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(example::serve(
+            validator.clone(),
+            TcpIncoming::from(listener),
+            async {
+                stopped.await.ok();
+            },
+        ));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            validator,
+            manager,
+            probe,
+            channel,
+            stop: Some(stop),
+            server,
+            _db: db,
+        }
+    }
+
+    async fn create_key(&self, account: AccountId) -> CreatedKey {
+        self.manager
+            .create(account, NewApiKey::new("grpc client"))
+            .await
+            .unwrap()
+    }
+
+    /// `Health/Check` for `service` with these metadata entries.
+    async fn check_service(
+        &self,
+        service: &str,
+        metadata: &[(&'static str, &str)],
+    ) -> Result<ServingStatus, Status> {
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: service.to_owned(),
+        });
+        for &(name, value) in metadata {
+            request
+                .metadata_mut()
+                .append(name, MetadataValue::try_from(value).unwrap());
+        }
+        let response = HealthClient::new(self.channel.clone())
+            .check(request)
+            .await?;
+        Ok(response.into_inner().status())
+    }
+
+    async fn check(&self, credential: Option<&str>) -> Result<ServingStatus, Status> {
+        match credential {
+            Some(credential) => self.check_service("", &[("x-api-key", credential)]).await,
+            None => self.check_service("", &[]).await,
+        }
+    }
+
+    /// `WhoAmI/Get` with `credential` as `x-api-key`.
+    async fn whoami(&self, credential: &str) -> Result<WhoAmIReply, Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|err| Status::unknown(err.to_string()))?;
+        let mut request = tonic::Request::new(WhoAmIRequest {});
+        request
+            .metadata_mut()
+            .insert("x-api-key", MetadataValue::try_from(credential).unwrap());
+        let codec = ProstCodec::<WhoAmIRequest, WhoAmIReply>::default();
+        grpc.unary(request, PathAndQuery::from_static(GET), codec)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Stops the server as a signal would, and checks that it ends cleanly.
+    async fn stop(mut self) {
+        drop(self.channel);
+        self.stop.take().unwrap().send(()).unwrap();
+        self.server.await.unwrap().unwrap();
+        self.validator.shutdown().await;
+    }
+}
+
+fn assert_refused(result: Result<ServingStatus, Status>, code: Code, rejection: Rejection) {
+    let status = result.expect_err("the call should be refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(status.message(), rejection.detail(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_key_reaches_the_services_and_the_handler_reads_the_account() {
+    let grpc = Grpc::start().await;
+    let account = AccountId::new(Uuid::new_v4());
+    let key = grpc.create_key(account).await;
+    let credential = key.credential();
+
+    assert_eq!(
+        grpc.check(Some(&credential)).await.unwrap(),
+        ServingStatus::Serving
+    );
+    assert_eq!(
+        grpc.check_service(example::whoami::SERVICE, &[("x-api-key", &credential)])
+            .await
+            .unwrap(),
+        ServingStatus::Serving
+    );
+
+    let me = grpc.whoami(&credential).await.unwrap();
+    assert_eq!(me.account_id, account.to_string());
+    assert_eq!(me.key_id, key.key.key_id.to_string());
+
+    // `Authorization: Bearer pk_…:sk_…` metadata works too.
+    let bearer = format!("Bearer {credential}");
+    assert_eq!(
+        grpc.check_service("", &[("authorization", &bearer)])
+            .await
+            .unwrap(),
+        ServingStatus::Serving
+    );
+    grpc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_key_is_unauthenticated() {
+    let grpc = Grpc::start().await;
+    assert_refused(
+        grpc.check(None).await,
+        Code::Unauthenticated,
+        Rejection::MissingCredential,
+    );
+    // Someone else's JWT is not an API key.
+    assert_refused(
+        grpc.check_service(
+            "",
+            &[("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig")],
+        )
+        .await,
+        Code::Unauthenticated,
+        Rejection::MissingCredential,
+    );
+    grpc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_key_is_unauthenticated_without_a_lookup() {
+    let grpc = Grpc::start().await;
+    let key = grpc.create_key(AccountId::new(Uuid::new_v4())).await;
+    let credential = key.credential();
+    for malformed in [
+        "pk_short:sk_short".to_owned(),
+        credential.replacen("pk_", "PK_", 1),
+        format!("{credential}:extra"),
+        credential.replacen(':', " : ", 1),
+        "x".repeat(4096),
+    ] {
+        assert_refused(
+            grpc.check(Some(&malformed)).await,
+            Code::Unauthenticated,
+            Rejection::MalformedCredential,
+        );
+    }
+    // Two `x-api-key` entries are malformed too.
+    assert_refused(
+        grpc.check_service(
+            "",
+            &[("x-api-key", &credential), ("x-api-key", &credential)],
+        )
+        .await,
+        Code::Unauthenticated,
+        Rejection::MalformedCredential,
+    );
+    assert_eq!(grpc.probe.lookups(), 0);
+    grpc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_or_unknown_key_is_unauthenticated() {
+    let grpc = Grpc::start().await;
+    let key = grpc.create_key(AccountId::new(Uuid::new_v4())).await;
+    let wrong_secret = format!("{}:sk_{}", key.key.public_key, "A".repeat(32));
+    let unknown = format!("pk_{}:sk_{}", "B".repeat(32), "C".repeat(32));
+    for credential in [&wrong_secret, &unknown] {
+        // Twice: from the store, then from the cache.
+        for _ in 0..2 {
+            assert_refused(
+                grpc.check(Some(credential)).await,
+                Code::Unauthenticated,
+                Rejection::InvalidCredential,
+            );
+        }
+    }
+    grpc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_is_unauthenticated_on_the_next_call() {
+    let grpc = Grpc::start().await;
+    let account = AccountId::new(Uuid::new_v4());
+    let key = grpc.create_key(account).await;
+    let credential = key.credential();
+    assert_eq!(
+        grpc.check(Some(&credential)).await.unwrap(),
+        ServingStatus::Serving
+    );
+
+    grpc.manager.revoke(account, key.key.key_id).await.unwrap();
+    assert_refused(
+        grpc.check(Some(&credential)).await,
+        Code::Unauthenticated,
+        Rejection::InvalidCredential,
+    );
+    let status = grpc.whoami(&credential).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    grpc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_is_unavailable_not_unauthenticated() {
+    let grpc = Grpc::start().await;
+    let key = grpc.create_key(AccountId::new(Uuid::new_v4())).await;
+    let credential = key.credential();
+
+    grpc.probe.set_failing(true);
+    // Nothing cached for this key: the store must answer, and cannot.
+    assert_refused(
+        grpc.check(Some(&credential)).await,
+        Code::Unavailable,
+        Rejection::StoreUnavailable,
+    );
+    let unknown = format!("pk_{}:sk_{}", "D".repeat(32), "E".repeat(32));
+    assert_refused(
+        grpc.check(Some(&unknown)).await,
+        Code::Unavailable,
+        Rejection::StoreUnavailable,
+    );
+
+    grpc.probe.set_failing(false);
+    assert_eq!(
+        grpc.check(Some(&credential)).await.unwrap(),
+        ServingStatus::Serving
+    );
+    grpc.stop().await;
+}
