@@ -44,8 +44,13 @@ impl CachedKey {
             stale_grace,
         } = freshness;
         let mut evict_after = ttl.saturating_add(stale_grace);
-        if let Some(at) = expires_at {
-            evict_after = evict_after.min(at.saturating_duration_since(now));
+        // Never cached past a future `expires_at`. A key already expired is cached
+        // for the whole lifetime (refused on every hit), so that refusing it costs
+        // no more than refusing an unknown or revoked key.
+        if let Some(at) = expires_at
+            && at > now
+        {
+            evict_after = evict_after.min(at - now);
         }
         Self {
             key,

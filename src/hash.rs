@@ -41,7 +41,7 @@ impl Pepper {
         }
     }
 
-    /// Generates a random pepper: 48 alphanumeric characters from the OS CSPRNG
+    /// Generates a random pepper: 64 alphanumeric characters from the OS CSPRNG
     /// (text, so that it can be stored in a file or an environment variable).
     pub fn generate() -> Result<Self, getrandom::Error> {
         let pair = crate::key::KeyPair::generate()?;
