@@ -1,0 +1,158 @@
+//! The cost of authentication per request, through a real axum `Router` driven
+//! with `tower::ServiceExt::oneshot`:
+//!
+//! - (a) no authentication at all (the baseline);
+//! - (b) tower-http's static bearer check (`ValidateRequestHeaderLayer::bearer`);
+//! - (c) `ApiKeyAuthLayer`, cache hit;
+//! - (d) `ApiKeyAuthLayer`, cache miss on a SQLite file;
+//! - (e) `ApiKeyAuthLayer`, malformed credential;
+//! - (f) `ApiKeyAuthLayer`, unknown well-formed key answered from the negative cache.
+//!
+//! Run with `cargo bench --bench auth`.
+
+use std::time::Duration;
+
+use axum::{Router, body::Body, routing::get};
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Request;
+use tower::ServiceExt;
+use tower_api_keys::{
+    AccountId, ApiKeyAuthLayer, ApiKeyValidator, KeyManager, KeyPair, NewApiKey, Pepper,
+    store::SeaOrmRepository,
+};
+
+const BEARER: &str = "static-bearer-token-of-a-realistic-length-0123456789";
+
+fn app() -> Router {
+    Router::new().route("/", get(|| async { "ok" }))
+}
+
+fn request(header: Option<(&'static str, &str)>) -> Request<Body> {
+    let mut builder = Request::get("/");
+    if let Some((name, value)) = header {
+        builder = builder.header(name, value);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+fn bench_auth(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let pepper = || Pepper::try_from("benchmark-pepper-0123456789").unwrap();
+    let (repo, credential) = rt.block_on(async {
+        let repo = SeaOrmRepository::connect(&url).await.unwrap();
+        let manager = KeyManager::new(ApiKeyValidator::new(repo.clone(), pepper()));
+        let created = manager
+            .create(
+                AccountId::new(uuid::Uuid::new_v4()),
+                NewApiKey::new("bench"),
+            )
+            .await
+            .unwrap();
+        (repo, created.credential())
+    });
+    let unknown = KeyPair::generate().unwrap().credential();
+
+    let (hit, miss) = rt.block_on(async {
+        let cached = ApiKeyValidator::new(repo.clone(), pepper());
+        // TTL zero: every request asks the store.
+        let uncached = ApiKeyValidator::builder(repo.clone(), pepper())
+            .with_positive_ttl(Duration::ZERO)
+            .with_stale_if_error(Duration::ZERO)
+            .build();
+        (cached, uncached)
+    });
+    let plain = app();
+    // The baseline the performance target names; tower-http deprecates it as too
+    // basic for real use, which is the point of comparing against it.
+    #[allow(deprecated)]
+    let bearer =
+        app().layer(tower_http::validate_request::ValidateRequestHeaderLayer::bearer(BEARER));
+    let keyed = app().layer(ApiKeyAuthLayer::new(hit));
+    let keyed_miss = app().layer(ApiKeyAuthLayer::new(miss));
+    let bearer_value = format!("Bearer {BEARER}");
+
+    // Warm: the hit path's cache and the negative cache.
+    rt.block_on(async {
+        for value in [&credential, &unknown] {
+            keyed
+                .clone()
+                .oneshot(request(Some(("x-api-key", value))))
+                .await
+                .unwrap();
+        }
+    });
+
+    let mut group = c.benchmark_group("auth");
+    group.bench_function("a_no_auth", |b| {
+        b.to_async(&rt).iter(|| {
+            plain
+                .clone()
+                .oneshot(request(Some(("x-api-key", &credential))))
+        })
+    });
+    group.bench_function("b_tower_http_bearer", |b| {
+        b.to_async(&rt).iter(|| {
+            bearer
+                .clone()
+                .oneshot(request(Some(("authorization", &bearer_value))))
+        })
+    });
+    group.bench_function("c_api_key_cache_hit", |b| {
+        b.to_async(&rt).iter(|| {
+            keyed
+                .clone()
+                .oneshot(request(Some(("x-api-key", &credential))))
+        })
+    });
+    group.bench_function("d_api_key_cache_miss_sqlite", |b| {
+        b.to_async(&rt).iter(|| {
+            keyed_miss
+                .clone()
+                .oneshot(request(Some(("x-api-key", &credential))))
+        })
+    });
+    group.bench_function("e_malformed", |b| {
+        b.to_async(&rt).iter(|| {
+            keyed
+                .clone()
+                .oneshot(request(Some(("x-api-key", "pk_short:sk_short"))))
+        })
+    });
+    group.bench_function("f_unknown_negative_cache", |b| {
+        b.to_async(&rt).iter(|| {
+            keyed
+                .clone()
+                .oneshot(request(Some(("x-api-key", &unknown))))
+        })
+    });
+    group.finish();
+
+    // The parts, for reference.
+    let hasher = tower_api_keys::hash::KeyHasher::new(&pepper());
+    let stored = hasher.hash("sk_5cQiqrdARB4q5yzCfkxZ60PitIFPL5t6");
+    let mut parts = c.benchmark_group("parts");
+    parts.bench_function("hmac_sha256_prekeyed", |b| {
+        b.iter(|| hasher.hash(std::hint::black_box("sk_5cQiqrdARB4q5yzCfkxZ60PitIFPL5t6")))
+    });
+    parts.bench_function("verify_hmac_and_ct_compare", |b| {
+        b.iter(|| {
+            hasher.verify(
+                std::hint::black_box("sk_5cQiqrdARB4q5yzCfkxZ60PitIFPL5t6"),
+                &stored,
+            )
+        })
+    });
+    parts.bench_function("generate_key_pair", |b| b.iter(KeyPair::generate));
+    parts.bench_function("parse_credential", |b| {
+        b.iter(|| tower_api_keys::Credential::parse(std::hint::black_box(&credential)).is_ok())
+    });
+    parts.finish();
+}
+
+criterion_group!(benches, bench_auth);
+criterion_main!(benches);

@@ -1,0 +1,179 @@
+//! The cold path: a cache miss through the validator (SeaORM lookup, HMAC,
+//! caching) against a bare sqlx `SELECT … WHERE public_key = ?` on the same pool,
+//! with 1,000 and then 1,000,000 keys in the table.
+//!
+//! SQLite always; PostgreSQL too when `TEST_POSTGRES_URL` is set (a fresh
+//! schema is made and dropped). Run with `cargo bench --bench store --all-features`.
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use tower_api_keys::{
+    AccountId, ApiKeyValidator, KeyManager, NewApiKey, Pepper,
+    store::{SeaOrmRepository, connect_options},
+};
+
+macro_rules! select_by_public_key {
+    ($placeholder:literal) => {
+        concat!(
+            "SELECT key_id, public_key, secret_key_hash, account_id, title, description, status, ",
+            "expires_at, last_used_at, created_at FROM api_keys WHERE public_key = ",
+            $placeholder
+        )
+    };
+}
+const SIZES: [u64; 2] = [1_000, 1_000_000];
+
+struct Backend {
+    name: &'static str,
+    repo: SeaOrmRepository,
+    cleanup: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cold.db").display());
+    Backend {
+        name: "sqlite",
+        repo: SeaOrmRepository::connect(&url).await.unwrap(),
+        cleanup: None,
+        _dir: Some(dir),
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres() -> Option<Backend> {
+    let url = std::env::var("TEST_POSTGRES_URL").ok()?;
+    let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    let admin = Database::connect(url.as_str()).await.unwrap();
+    admin
+        .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
+        .await
+        .unwrap();
+    let mut options = connect_options(&url);
+    options.set_schema_search_path(schema.clone());
+    Some(Backend {
+        name: "postgres",
+        repo: SeaOrmRepository::connect_with(options).await.unwrap(),
+        cleanup: Some((url, format!("DROP SCHEMA \"{schema}\" CASCADE"))),
+        _dir: None,
+    })
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres() -> Option<Backend> {
+    None
+}
+
+/// Grows `api_keys` to `target` rows with synthetic keys (`pk_` + 32 digits).
+async fn fill(db: &DatabaseConnection, name: &str, from: u64, target: u64) {
+    let sql = if name == "sqlite" {
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT {from} + 1 UNION ALL SELECT i + 1 FROM n WHERE i < {target}) \
+             INSERT INTO api_keys (key_id, public_key, secret_key_hash, account_id, title, status, created_at) \
+             SELECT randomblob(16), 'pk_' || printf('%032d', i), lower(hex(randomblob(32))), randomblob(16), 'bulk', 'active', '2026-01-01T00:00:00+00:00' FROM n"
+        )
+    } else {
+        format!(
+            "INSERT INTO api_keys (key_id, public_key, secret_key_hash, account_id, title, status, created_at) \
+             SELECT gen_random_uuid(), 'pk_' || lpad(i::text, 32, '0'), md5(i::text) || md5(i::text), gen_random_uuid(), 'bulk', 'active', now() \
+             FROM generate_series({} , {target}) AS i",
+            from + 1
+        )
+    };
+    db.execute_unprepared(&sql).await.unwrap();
+    let analyze = if name == "sqlite" {
+        "ANALYZE"
+    } else {
+        "ANALYZE api_keys"
+    };
+    db.execute_unprepared(analyze).await.unwrap();
+}
+
+fn bench_cold(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut backends = vec![rt.block_on(sqlite())];
+    backends.extend(rt.block_on(postgres()));
+    let pepper = || Pepper::try_from("benchmark-pepper-0123456789").unwrap();
+
+    let mut group = c.benchmark_group("cold_path");
+    group.measurement_time(Duration::from_secs(5));
+    for backend in &backends {
+        let validator = ApiKeyValidator::builder(backend.repo.clone(), pepper())
+            .with_positive_ttl(Duration::ZERO)
+            .with_stale_if_error(Duration::ZERO)
+            .build();
+        let credential = rt.block_on(async {
+            KeyManager::new(validator.clone())
+                .create(
+                    AccountId::new(uuid::Uuid::new_v4()),
+                    NewApiKey::new("bench"),
+                )
+                .await
+                .unwrap()
+                .credential()
+        });
+        let public_key = credential[..35].to_owned();
+        let db = backend.repo.connection();
+        let mut rows = 1;
+        for size in SIZES {
+            rt.block_on(fill(db, backend.name, rows, size));
+            rows = size;
+            let label = format!("{}/{size}", backend.name);
+            group.bench_function(BenchmarkId::new("validator_miss", &label), |b| {
+                b.to_async(&rt)
+                    .iter(|| async { validator.validate(&credential).await.unwrap() })
+            });
+            match backend.name {
+                #[cfg(feature = "sqlite")]
+                "sqlite" => {
+                    let pool = db.get_sqlite_connection_pool();
+                    let sql = select_by_public_key!("?");
+                    group.bench_function(BenchmarkId::new("bare_sqlx_select", &label), |b| {
+                        b.to_async(&rt).iter(|| async {
+                            sea_orm::sqlx::query(sql)
+                                .bind(&public_key)
+                                .fetch_optional(pool)
+                                .await
+                                .unwrap()
+                                .unwrap()
+                        })
+                    });
+                }
+                #[cfg(feature = "postgres")]
+                "postgres" => {
+                    let pool = db.get_postgres_connection_pool();
+                    let sql = select_by_public_key!("$1");
+                    group.bench_function(BenchmarkId::new("bare_sqlx_select", &label), |b| {
+                        b.to_async(&rt).iter(|| async {
+                            sea_orm::sqlx::query(sql)
+                                .bind(&public_key)
+                                .fetch_optional(pool)
+                                .await
+                                .unwrap()
+                                .unwrap()
+                        })
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    group.finish();
+    rt.block_on(async {
+        for backend in backends {
+            if let Some((url, statement)) = backend.cleanup {
+                let admin = Database::connect(url.as_str()).await.unwrap();
+                admin.execute_unprepared(&statement).await.ok();
+            }
+        }
+    });
+}
+
+criterion_group!(benches, bench_cold);
+criterion_main!(benches);
