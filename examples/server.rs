@@ -1,1 +1,368 @@
-fn main() {}
+//! A complete API-key service: key management over HTTP and a route protected
+//! by [`ApiKeyAuthLayer`], on a SeaORM key store.
+//!
+//! ```text
+//! cargo run --example server
+//! ```
+//!
+//! With no configuration it keeps its keys in a SQLite file `api-keys.db` and its
+//! pepper in `api-keys.pepper`, both in the working directory, listens on
+//! `127.0.0.1:3000`, and prints a generated admin token to stdout.
+//!
+//! # Environment
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `DATABASE_URL` | key store; `sqlite://…`, or `postgres://…` / `mysql://…` with the crate features `postgres` / `mysql`. Migrations run at start. | `sqlite://api-keys.db` (created if missing) |
+//! | `API_KEY_PEPPER` | the HMAC key for stored secrets (its UTF-8 bytes, at least 16) | generated once, kept in `api-keys.pepper` (mode 0600) and reused |
+//! | `ADMIN_TOKEN` | stands in for the host's own login on the management routes | generated at each start and printed once to stdout as `ADMIN_TOKEN=…` |
+//! | `BIND` | listening address | `127.0.0.1:3000` |
+//! | `RUST_LOG` | log filter (logs go to stderr) | `info` |
+//!
+//! # Routes
+//!
+//! - `GET /healthz`: `ok`, no authentication.
+//! - `GET /v1/whoami`: behind [`ApiKeyAuthLayer`]; send `X-API-Key: pk_…:sk_…`
+//!   (or `Authorization: Bearer pk_…:sk_…`); answers
+//!   `{"account_id": "…", "key_id": "…"}`.
+//! - `/v1/api-keys`: the key-management routes of
+//!   [`ManagementRouter`](tower_api_keys::router::ManagementRouter) (create, list,
+//!   show, revoke, delete). A real host puts its own authentication in front;
+//!   here each request carries `Authorization: Bearer <ADMIN_TOKEN>` and
+//!   `X-Account-Id: <uuid>`, the account whose keys it manages.
+//!
+//! ```text
+//! ADMIN_TOKEN=change-me cargo run --example server
+//!
+//! # in another shell: create a key (the secret is shown this once), then use it
+//! ACCOUNT=6f1c0a52-3b8e-4a51-9a55-2f4a1c2b9d10
+//! KEY=$(curl -s -X POST localhost:3000/v1/api-keys \
+//!   -H 'Authorization: Bearer change-me' -H "X-Account-Id: $ACCOUNT" \
+//!   -H 'Content-Type: application/json' -d '{"title": "my laptop"}' \
+//!   | jq -r '.public_key + ":" + .secret_key')
+//! curl -s localhost:3000/v1/whoami -H "X-API-Key: $KEY"
+//! # {"account_id":"6f1c0a52-…","key_id":"…"}
+//! ```
+//!
+//! Every refusal is an RFC 9457 problem document (`application/problem+json`).
+//! On SIGINT or SIGTERM the server stops accepting connections, finishes the
+//! requests in flight (closing any still open after 30 s), writes pending
+//! `last_used_at` values and exits with status 0. It never logs a secret key,
+//! a credential, a hash or the pepper.
+
+use std::{
+    future::IntoFuture, io::IsTerminal, net::SocketAddr, path::Path, process::ExitCode, sync::Arc,
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+use tower_api_keys::{
+    AccountId, ApiKeyAuthLayer, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair,
+    PROBLEM_JSON, Pepper, router::ManagementRouter, store::SeaOrmRepository,
+};
+use tracing_subscriber::EnvFilter;
+
+const DEFAULT_DATABASE_URL: &str = "sqlite://api-keys.db";
+const DEFAULT_BIND: &str = "127.0.0.1:3000";
+const PEPPER_FILE: &str = "api-keys.pepper";
+/// How long in-flight requests may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the tokio runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    // First, so that a signal during startup still ends in a clean stop.
+    let shutdown = shutdown_signal()?;
+    let database_url = env_or("DATABASE_URL", DEFAULT_DATABASE_URL)?;
+    let bind = env_or("BIND", DEFAULT_BIND)?;
+    let bind: SocketAddr = bind
+        .parse()
+        .map_err(|err| format!("BIND={bind:?} is not a socket address: {err}"))?;
+    let (admin_token, admin_token_generated) = admin_token()?;
+    let pepper = pepper()?;
+
+    let shown_url = redact_url(&database_url);
+    let repo = SeaOrmRepository::connect(&database_url)
+        .await
+        .map_err(|err| {
+            let message = format!("cannot open the key store at {shown_url}: {err}");
+            // Driver errors may quote the URL, password included.
+            if shown_url == database_url {
+                message
+            } else {
+                message.replace(&database_url, &shown_url)
+            }
+        })?;
+    tracing::info!(database = %shown_url, "key store ready");
+
+    let validator = ApiKeyValidator::new(repo.clone(), pepper);
+    let manager = KeyManager::new(validator.clone());
+    let app = app(validator.clone(), manager, admin_token);
+
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|err| format!("cannot listen on {bind}: {err}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|err| format!("cannot read the listening address: {err}"))?;
+
+    if let Some(token) = admin_token_generated {
+        // The one secret this program prints, and only because it made it up.
+        println!("ADMIN_TOKEN={token}");
+        tracing::info!("ADMIN_TOKEN not set: generated one and printed it to stdout");
+    }
+    tracing::info!("listening on http://{local}");
+
+    let mut drain = shutdown.clone();
+    let mut graceful = shutdown;
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = graceful.wait_for(|stop| *stop).await;
+        })
+        .into_future();
+    let served = tokio::select! {
+        served = server => served.map_err(|err| format!("server failed: {err}")),
+        () = async {
+            let _ = drain.wait_for(|stop| *stop).await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => {
+            tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing them");
+            Ok(())
+        }
+    };
+
+    // Writes the pending `last_used_at` values.
+    validator.shutdown().await;
+    if let Err(err) = repo.connection().clone().close().await {
+        tracing::warn!(error = %err, "closing the key store failed");
+    }
+    tracing::info!("stopped");
+    served
+}
+
+/// The whole application: health check, the protected route and key management.
+fn app(validator: ApiKeyValidator, manager: KeyManager, admin_token: String) -> Router {
+    let management = ManagementRouter::new(manager)
+        .build()
+        .layer(middleware::from_fn_with_state(
+            Arc::new(AdminToken(admin_token)),
+            admin_auth,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/v1/whoami",
+            get(whoami).route_layer(ApiKeyAuthLayer::new(validator)),
+        )
+        .nest("/v1/api-keys", management)
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "Not found") })
+        .method_not_allowed_fallback(|| async {
+            problem(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+        })
+}
+
+async fn whoami(key: AuthenticatedKey) -> Json<serde_json::Value> {
+    Json(json!({"account_id": key.account_id(), "key_id": key.key_id()}))
+}
+
+/// The admin token. No `Debug`, so that it cannot be logged by accident.
+struct AdminToken(String);
+
+/// Stand-in for the host's own login: `Authorization: Bearer <ADMIN_TOKEN>`
+/// authenticates, and `X-Account-Id: <uuid>` names the account whose keys the
+/// request manages (inserted as an [`AccountId`] extension for the router).
+async fn admin_auth(
+    State(expected): State<Arc<AdminToken>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let authorized =
+        token.is_some_and(|token| bool::from(token.as_bytes().ct_eq(expected.0.as_bytes())));
+    if !authorized {
+        let mut response = problem(
+            StatusCode::UNAUTHORIZED,
+            "Management requests need Authorization: Bearer <ADMIN_TOKEN>",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"api-keys-admin\""),
+        );
+        return response;
+    }
+    let Some(account) = request.headers().get("x-account-id") else {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "Management requests need an X-Account-Id header",
+        );
+    };
+    let Some(account) = account
+        .to_str()
+        .ok()
+        .and_then(|value| value.trim().parse::<AccountId>().ok())
+    else {
+        return problem(StatusCode::BAD_REQUEST, "X-Account-Id must be a UUID");
+    };
+    request.extensions_mut().insert(account);
+    next.run(request).await
+}
+
+/// An RFC 9457 problem document, fields in the order the crate writes them.
+fn problem(status: StatusCode, detail: &str) -> Response {
+    #[derive(serde::Serialize)]
+    struct Problem<'a> {
+        r#type: &'static str,
+        title: &'static str,
+        status: u16,
+        detail: &'a str,
+    }
+    let body = serde_json::to_string(&Problem {
+        r#type: "about:blank",
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail,
+    })
+    .unwrap_or_default();
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+        body,
+    )
+        .into_response()
+}
+
+/// `name` from the environment, or `default` when it is unset.
+fn env_or(name: &str, default: &str) -> Result<String, String> {
+    match std::env::var(name) {
+        Ok(value) => Ok(value),
+        Err(std::env::VarError::NotPresent) => Ok(default.to_owned()),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+    }
+}
+
+/// `API_KEY_PEPPER`, or the pepper kept in (or first generated into) `api-keys.pepper`.
+fn pepper() -> Result<Pepper, String> {
+    match std::env::var("API_KEY_PEPPER") {
+        Ok(text) => Pepper::try_from(text.as_str()).map_err(|err| format!("API_KEY_PEPPER: {err}")),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err("API_KEY_PEPPER is not valid UTF-8 text".to_owned())
+        }
+        Err(std::env::VarError::NotPresent) => {
+            let (pepper, generated) =
+                Pepper::load_or_generate(Path::new(PEPPER_FILE)).map_err(|err| {
+                    format!("API_KEY_PEPPER is not set, and {PEPPER_FILE} cannot be used: {err}")
+                })?;
+            if generated {
+                tracing::info!(
+                    "API_KEY_PEPPER not set: generated a new pepper and saved it to {PEPPER_FILE} \
+                     (mode 0600); keep that file, keys cannot be validated without it"
+                );
+            } else {
+                tracing::info!("API_KEY_PEPPER not set: loaded the pepper from {PEPPER_FILE}");
+            }
+            Ok(pepper)
+        }
+    }
+}
+
+/// `ADMIN_TOKEN`, or a random one; the second value is the token if it was generated.
+fn admin_token() -> Result<(String, Option<String>), String> {
+    match std::env::var("ADMIN_TOKEN") {
+        Ok(token) if token.trim().is_empty() => {
+            Err("ADMIN_TOKEN is set but empty; unset it to get a generated one".to_owned())
+        }
+        Ok(token) if token.contains(char::is_whitespace) => {
+            Err("ADMIN_TOKEN must not contain whitespace".to_owned())
+        }
+        Ok(token) => Ok((token, None)),
+        Err(std::env::VarError::NotUnicode(_)) => Err("ADMIN_TOKEN is not valid UTF-8".to_owned()),
+        Err(std::env::VarError::NotPresent) => {
+            // 32 characters from the OS CSPRNG, about 190 bits.
+            let pair = KeyPair::generate()
+                .map_err(|err| format!("cannot generate an admin token: {err}"))?;
+            let token = pair.secret_key.expose()["sk_".len()..].to_owned();
+            Ok((token.clone(), Some(token)))
+        }
+    }
+}
+
+/// A database URL fit for logs: any user and password replaced by `***`.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Installs the SIGINT/SIGTERM handlers; the channel turns `true` on the first.
+fn shutdown_signal() -> Result<watch::Receiver<bool>, String> {
+    let (tx, rx) = watch::channel(false);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())
+            .map_err(|err| format!("cannot install the SIGINT handler: {err}"))?;
+        let mut terminate = signal(SignalKind::terminate())
+            .map_err(|err| format!("cannot install the SIGTERM handler: {err}"))?;
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            tracing::info!("{name} received: finishing requests in flight, then stopping");
+            let _ = tx.send(true);
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("Ctrl-C received: finishing requests in flight, then stopping");
+        }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}

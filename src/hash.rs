@@ -77,9 +77,15 @@ impl Pepper {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         match options.open(path) {
             Ok(mut file) => {
-                file.write_all(pepper.expose())?;
-                file.write_all(b"\n")?;
-                file.sync_all()?;
+                let written = file
+                    .write_all(pepper.expose())
+                    .and_then(|()| file.write_all(b"\n"))
+                    .and_then(|()| file.sync_all());
+                if let Err(err) = written {
+                    // Leave no empty or partial pepper behind to fail every later start.
+                    let _ = std::fs::remove_file(path);
+                    return Err(PepperFileError::Io(err));
+                }
                 Ok((pepper, true))
             }
             // Another process won the race: use its pepper.

@@ -1,0 +1,551 @@
+//! The example server (`examples/server.rs`) as a real process over real HTTP:
+//! configuration from the environment, the pepper file, key management behind
+//! the stand-in admin login, `/v1/whoami` behind the layer, graceful shutdown on
+//! SIGTERM and SIGINT (with `last_used_at` flushed), a restart on the same
+//! files, and logs that never show a secret.
+#![cfg(all(unix, feature = "axum", feature = "sqlite"))]
+
+use std::{
+    fs::File,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use tower_api_keys::{Pepper, hash::KeyHasher};
+use uuid::Uuid;
+
+const ADMIN_TOKEN: &str = "test-admin-token-4f9c2e71";
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Builds the example once per test binary, with this test's features, and
+/// returns the executable cargo reports (wherever the target dir is).
+fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // Known features, so that the example links the library as this test does.
+        let features: Vec<&str> = [
+            ("axum", cfg!(feature = "axum")),
+            ("sqlite", cfg!(feature = "sqlite")),
+            ("postgres", cfg!(feature = "postgres")),
+            ("mysql", cfg!(feature = "mysql")),
+            ("rustls", cfg!(feature = "rustls")),
+            ("tonic", cfg!(feature = "tonic")),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--example", "server", "--message-format=json"])
+            .args(["--no-default-features", "--features", &features.join(",")])
+            .arg("--manifest-path")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+        if !cfg!(debug_assertions) {
+            cargo.arg("--release");
+        }
+        let output = cargo.output().expect("cargo runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "building the example failed:\n{}\n{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|message| {
+                message["reason"] == "compiler-artifact"
+                    && message["target"]["name"] == "server"
+                    && message["target"]["kind"]
+                        .as_array()
+                        .is_some_and(|kinds| kinds.iter().any(|kind| kind == "example"))
+            })
+            .and_then(|message| message["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reports the example's executable")
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// One run of the example server. Killed on drop if still running, so that a
+/// failing test leaves no process behind.
+struct Server {
+    child: Child,
+    base: String,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Server {
+    /// Starts the server in `dir` with the default database and pepper file;
+    /// its output goes to `logs/<run>.stdout` and `logs/<run>.stderr`.
+    fn start(dir: &Path, logs: &Path, run: &str, admin_token: Option<&str>) -> Self {
+        let port = free_port();
+        let stdout = logs.join(format!("{run}.stdout"));
+        let stderr = logs.join(format!("{run}.stderr"));
+        let mut command = Command::new(server_binary());
+        command
+            .current_dir(dir)
+            .env("BIND", format!("127.0.0.1:{port}"))
+            .env_remove("DATABASE_URL")
+            .env_remove("API_KEY_PEPPER")
+            .env_remove("ADMIN_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).unwrap())
+            .stderr(File::create(&stderr).unwrap());
+        if let Some(token) = admin_token {
+            command.env("ADMIN_TOKEN", token);
+        }
+        let child = command.spawn().expect("the example server starts");
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            stdout,
+            stderr,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap()
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr()
+        )
+    }
+
+    /// Waits until `/healthz` answers `ok`.
+    async fn wait_ready(&mut self, client: &reqwest::Client) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the server exited early ({status}):\n{}", self.output());
+            }
+            if let Ok(response) = client.get(self.url("/healthz")).send().await
+                && response.status() == 200
+            {
+                assert_eq!(response.text().await.unwrap(), "ok");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not answer /healthz within {READY_TIMEOUT:?}:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) and waits for the process to exit.
+    async fn stop(&mut self, signal: &str) -> ExitStatus {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal} failed");
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {EXIT_TIMEOUT:?} of SIG{signal}:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A management request as the stand-in host login expects it.
+fn admin(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    account: Uuid,
+) -> reqwest::RequestBuilder {
+    client
+        .request(method, url)
+        .bearer_auth(token)
+        .header("x-account-id", account.to_string())
+}
+
+/// Checks an RFC 9457 problem response and returns its document.
+async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "{content_type}"
+    );
+    let document: Value = response.json().await.unwrap();
+    assert_eq!(document["type"], "about:blank", "{document}");
+    assert_eq!(document["status"], status, "{document}");
+    assert!(document["title"].is_string(), "{document}");
+    assert!(document["detail"].is_string(), "{document}");
+    document
+}
+
+struct Created {
+    key_id: String,
+    secret_key: String,
+    credential: String,
+}
+
+async fn create_key(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    account: Uuid,
+    title: &str,
+) -> Created {
+    let response = admin(
+        client,
+        reqwest::Method::POST,
+        server.url("/v1/api-keys"),
+        token,
+        account,
+    )
+    .json(&json!({"title": title}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    let key_id = body["key_id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/api-keys/{key_id}"));
+    assert_eq!(body["title"], title);
+    assert_eq!(body["status"], "active");
+    let public_key = body["public_key"].as_str().unwrap();
+    let secret_key = body["secret_key"].as_str().unwrap().to_owned();
+    assert!(public_key.starts_with("pk_") && secret_key.starts_with("sk_"));
+    Created {
+        key_id,
+        credential: format!("{public_key}:{secret_key}"),
+        secret_key,
+    }
+}
+
+async fn whoami(client: &reqwest::Client, server: &Server, credential: &str) -> reqwest::Response {
+    client
+        .get(server.url("/v1/whoami"))
+        .header("x-api-key", credential)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn assert_whoami(client: &reqwest::Client, server: &Server, key: &Created, account: Uuid) {
+    let response = whoami(client, server, &key.credential).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"account_id": account.to_string(), "key_id": key.key_id})
+    );
+}
+
+/// Length of the longest run of hex digits in `text`.
+fn longest_hex_run(text: &str) -> usize {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in text.chars() {
+        if c.is_ascii_hexdigit() {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    longest
+}
+
+#[test]
+fn hex_runs_are_measured() {
+    assert_eq!(longest_hex_run("key_id=0b1c-ffff ab"), 4);
+    assert_eq!(longest_hex_run(&"a".repeat(64)), 64);
+    assert_eq!(longest_hex_run("xyz"), 0);
+}
+
+#[tokio::test]
+async fn serves_manages_keys_shuts_down_gracefully_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let client = client();
+    let account = Uuid::new_v4();
+
+    // First run: fresh directory, so a pepper file and a database are created.
+    let mut server = Server::start(dir.path(), logs.path(), "first", Some(ADMIN_TOKEN));
+    server.wait_ready(&client).await;
+
+    let first = create_key(&client, &server, ADMIN_TOKEN, account, "first").await;
+    let second = create_key(&client, &server, ADMIN_TOKEN, account, "second").await;
+    assert_whoami(&client, &server, &first, account).await;
+    assert_whoami(&client, &server, &second, account).await;
+    let bearer = client
+        .get(server.url("/v1/whoami"))
+        .bearer_auth(&first.credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+
+    // The layer's refusals and the fallback are problem documents.
+    let missing = client.get(server.url("/v1/whoami")).send().await.unwrap();
+    assert_eq!(problem(missing, 401).await["detail"], "Missing API key");
+    let unknown = client
+        .get(server.url("/no-such-route"))
+        .send()
+        .await
+        .unwrap();
+    problem(unknown, 404).await;
+
+    // The stand-in host login on the management routes.
+    let list = server.url("/v1/api-keys");
+    let wrong = admin(
+        &client,
+        reqwest::Method::GET,
+        list.clone(),
+        "wrong-token",
+        account,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert!(wrong.headers().contains_key("www-authenticate"));
+    problem(wrong, 401).await;
+    let no_token = client
+        .get(&list)
+        .header("x-account-id", account.to_string())
+        .send()
+        .await
+        .unwrap();
+    problem(no_token, 401).await;
+    let no_account = client
+        .get(&list)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    problem(no_account, 401).await;
+    let bad_account = client
+        .get(&list)
+        .bearer_auth(ADMIN_TOKEN)
+        .header("x-account-id", "not-a-uuid")
+        .send()
+        .await
+        .unwrap();
+    problem(bad_account, 400).await;
+    // An API key is not a management credential.
+    let with_key = client
+        .get(&list)
+        .bearer_auth(&first.credential)
+        .header("x-account-id", account.to_string())
+        .send()
+        .await
+        .unwrap();
+    problem(with_key, 401).await;
+    let listed: Value = admin(&client, reqwest::Method::GET, list, ADMIN_TOKEN, account)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert!(!listed.to_string().contains("sk_"));
+
+    // Revocation takes effect on the very next request.
+    let revoked = admin(
+        &client,
+        reqwest::Method::PATCH,
+        server.url(&format!("/v1/api-keys/{}/revoke", second.key_id)),
+        ADMIN_TOKEN,
+        account,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let refused = whoami(&client, &server, &second.credential).await;
+    assert_eq!(problem(refused, 401).await["detail"], "Invalid API key");
+
+    let status = server.stop("TERM").await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", server.output());
+    let first_run = server.output();
+    assert_eq!(server.stdout(), "", "a given ADMIN_TOKEN is not printed");
+    assert!(
+        server
+            .stderr()
+            .contains("generated a new pepper and saved it to api-keys.pepper"),
+        "{first_run}"
+    );
+    assert!(server.stderr().contains("listening on http://127.0.0.1:"));
+    drop(server);
+
+    let pepper_file = dir.path().join("api-keys.pepper");
+    let mode = std::fs::metadata(&pepper_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "pepper file mode {mode:o}");
+    let pepper_text = std::fs::read_to_string(&pepper_file).unwrap();
+    let pepper_text = pepper_text.trim_end_matches('\n');
+    assert!(pepper_text.len() >= 16);
+
+    // Second run on the same directory: same pepper, same database.
+    let mut server = Server::start(dir.path(), logs.path(), "second", Some(ADMIN_TOKEN));
+    server.wait_ready(&client).await;
+    assert_whoami(&client, &server, &first, account).await;
+    let refused = whoami(&client, &server, &second.credential).await;
+    assert_eq!(problem(refused, 401).await["detail"], "Invalid API key");
+    let shown: Value = admin(
+        &client,
+        reqwest::Method::GET,
+        server.url(&format!("/v1/api-keys/{}", first.key_id)),
+        ADMIN_TOKEN,
+        account,
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(shown["status"], "active");
+    assert!(
+        shown["last_used_at"].is_string(),
+        "last_used_at was written by the first run: {shown}"
+    );
+    let shown: Value = admin(
+        &client,
+        reqwest::Method::GET,
+        server.url(&format!("/v1/api-keys/{}", second.key_id)),
+        ADMIN_TOKEN,
+        account,
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(shown["status"], "revoked");
+
+    let status = server.stop("INT").await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", server.output());
+    assert_eq!(server.stdout(), "");
+    assert!(
+        server
+            .stderr()
+            .contains("loaded the pepper from api-keys.pepper"),
+        "{}",
+        server.output()
+    );
+    let second_run = server.output();
+    drop(server);
+
+    // Nothing secret in any log.
+    let logs = format!("{first_run}\n{second_run}");
+    let hasher = KeyHasher::new(&Pepper::try_from(pepper_text).unwrap());
+    for key in [&first, &second] {
+        let hash = hasher.hash(&key.secret_key).to_hex();
+        for secret in [&key.secret_key, &key.credential, &hash] {
+            assert!(
+                !logs.contains(secret.as_str()),
+                "a secret was logged:\n{logs}"
+            );
+        }
+    }
+    assert!(!logs.contains(pepper_text), "the pepper was logged");
+    assert!(!logs.contains(ADMIN_TOKEN), "the admin token was logged");
+    assert!(
+        longest_hex_run(&logs) < 64,
+        "a 64-hex-character string was logged:\n{logs}"
+    );
+}
+
+#[tokio::test]
+async fn generates_and_prints_an_admin_token_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let client = client();
+    let account = Uuid::new_v4();
+
+    let mut server = Server::start(dir.path(), logs.path(), "generated", None);
+    server.wait_ready(&client).await;
+    let stdout = server.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout: {stdout:?}");
+    let token = lines[0]
+        .strip_prefix("ADMIN_TOKEN=")
+        .expect("an ADMIN_TOKEN= line");
+    assert!(token.len() >= 32, "a long random token");
+
+    let list = server.url("/v1/api-keys");
+    let listed = admin(&client, reqwest::Method::GET, list.clone(), token, account)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    assert_eq!(listed.json::<Value>().await.unwrap(), json!([]));
+    let wrong = admin(&client, reqwest::Method::GET, list, &token[1..], account)
+        .send()
+        .await
+        .unwrap();
+    problem(wrong, 401).await;
+    let key = create_key(&client, &server, token, account, "with a generated token").await;
+    assert_whoami(&client, &server, &key, account).await;
+
+    let status = server.stop("TERM").await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", server.output());
+    assert_eq!(server.stdout(), stdout, "the token is printed once");
+    let stderr = server.stderr();
+    assert!(!stderr.contains(token), "the token was logged:\n{stderr}");
+    assert!(!stderr.contains(&key.secret_key));
+    assert!(longest_hex_run(&stderr) < 64, "{stderr}");
+}
