@@ -11,7 +11,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tower_api_keys::{
     AccountId, ApiKeyValidator, KeyManager, NewApiKey, Pepper,
-    store::{SeaOrmRepository, connect_options},
+    store::{ApiKeyRepository, SeaOrmRepository, connect_options},
 };
 
 macro_rules! select_by_public_key {
@@ -23,7 +23,18 @@ macro_rules! select_by_public_key {
         )
     };
 }
-const SIZES: [u64; 2] = [1_000, 1_000_000];
+/// Table sizes to measure at, from `BENCH_STORE_SIZES` (default `1000,1000000`).
+fn sizes() -> Vec<u64> {
+    std::env::var("BENCH_STORE_SIZES")
+        .unwrap_or_else(|_| "1000,1000000".to_owned())
+        .split(',')
+        .map(|size| {
+            size.trim()
+                .parse()
+                .expect("BENCH_STORE_SIZES: comma-separated row counts")
+        })
+        .collect()
+}
 
 struct Backend {
     name: &'static str,
@@ -121,13 +132,23 @@ fn bench_cold(c: &mut Criterion) {
         let public_key = credential[..35].to_owned();
         let db = backend.repo.connection();
         let mut rows = 1;
-        for size in SIZES {
+        for size in sizes() {
             rt.block_on(fill(db, backend.name, rows, size));
             rows = size;
             let label = format!("{}/{size}", backend.name);
             group.bench_function(BenchmarkId::new("validator_miss", &label), |b| {
                 b.to_async(&rt)
                     .iter(|| async { validator.validate(&credential).await.unwrap() })
+            });
+            group.bench_function(BenchmarkId::new("repository_lookup", &label), |b| {
+                b.to_async(&rt).iter(|| async {
+                    backend
+                        .repo
+                        .find_by_public_key(&public_key)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                })
             });
             match backend.name {
                 #[cfg(feature = "sqlite")]

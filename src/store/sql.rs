@@ -54,12 +54,93 @@ pub fn connect_options(url: &str) -> ConnectOptions {
 #[derive(Debug, Clone)]
 pub struct SeaOrmRepository {
     db: DatabaseConnection,
+    pool: Pool,
+}
+
+/// The sqlx pool under the connection, for the one query on the request path.
+#[derive(Debug, Clone)]
+enum Pool {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sea_orm::sqlx::SqlitePool),
+    #[cfg(feature = "postgres")]
+    Postgres(sea_orm::sqlx::PgPool),
+    #[cfg(feature = "mysql")]
+    MySql(sea_orm::sqlx::MySqlPool),
+    /// Mock, proxy or other connections: through SeaORM.
+    Other,
+}
+
+impl Pool {
+    fn of(db: &DatabaseConnection) -> Self {
+        use sea_orm::DatabaseConnectionType as Type;
+        // Each getter is called only for its own variant, so none can panic.
+        match &db.inner {
+            #[cfg(feature = "sqlite")]
+            Type::SqlxSqlitePoolConnection(_) => {
+                Self::Sqlite(db.get_sqlite_connection_pool().clone())
+            }
+            #[cfg(feature = "postgres")]
+            Type::SqlxPostgresPoolConnection(_) => {
+                Self::Postgres(db.get_postgres_connection_pool().clone())
+            }
+            #[cfg(feature = "mysql")]
+            Type::SqlxMySqlPoolConnection(_) => Self::MySql(db.get_mysql_connection_pool().clone()),
+            #[allow(unreachable_patterns)]
+            _ => Self::Other,
+        }
+    }
+}
+
+/// The lookup by public key, straight through sqlx: SeaORM's query building and
+/// row mapping cost as much as the query itself on a local database
+/// (`benches/store.rs`).
+macro_rules! select_by_public_key {
+    ($placeholder:literal) => {
+        concat!(
+            "SELECT key_id, public_key, secret_key_hash, account_id, title, description, ",
+            "status, expires_at, last_used_at, created_at FROM api_keys WHERE public_key = ",
+            $placeholder
+        )
+    };
+}
+
+macro_rules! fetch_by_public_key {
+    ($pool:expr, $placeholder:literal, $public_key:expr) => {{
+        use sea_orm::sqlx::Row;
+        match sea_orm::sqlx::query(select_by_public_key!($placeholder))
+            .bind($public_key)
+            .fetch_optional($pool)
+            .await
+        {
+            Ok(None) => Ok(None),
+            Ok(Some(row)) => (|| -> Result<ApiKeyRecord, sea_orm::sqlx::Error> {
+                Ok(ApiKeyRecord {
+                    key_id: row.try_get("key_id")?,
+                    public_key: row.try_get("public_key")?,
+                    secret_key_hash: row.try_get("secret_key_hash")?,
+                    account_id: row.try_get("account_id")?,
+                    title: row.try_get("title")?,
+                    description: row.try_get("description")?,
+                    status: KeyStatus::from_column(row.try_get::<&str, _>("status")?),
+                    expires_at: row.try_get("expires_at")?,
+                    last_used_at: row.try_get("last_used_at")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })()
+            .map(Some)
+            .map_err(|err| StoreError::Database(Box::new(err))),
+            Err(err) => Err(StoreError::Database(Box::new(err))),
+        }
+    }};
 }
 
 impl SeaOrmRepository {
     /// Wraps an existing connection (pool). Does not run migrations.
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            pool: Pool::of(&db),
+            db,
+        }
     }
 
     /// Connects to `url` with [`connect_options`] and runs the crate's migrations.
@@ -72,7 +153,7 @@ impl SeaOrmRepository {
         use sea_orm_migration::MigratorTrait;
         let db = Database::connect(options).await?;
         crate::migration::Migrator::up(&db, None).await?;
-        Ok(Self { db })
+        Ok(Self::new(db))
     }
 
     /// The underlying connection.
@@ -107,6 +188,15 @@ impl ApiKeyRepository for SeaOrmRepository {
         &self,
         public_key: &str,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        match &self.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(pool) => return fetch_by_public_key!(pool, "?", public_key),
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => return fetch_by_public_key!(pool, "$1", public_key),
+            #[cfg(feature = "mysql")]
+            Pool::MySql(pool) => return fetch_by_public_key!(pool, "?", public_key),
+            Pool::Other => {}
+        }
         Entity::find()
             .filter(Column::PublicKey.eq(public_key))
             .one(&self.db)
