@@ -63,11 +63,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tower_api_keys::{
-    AccountId, ApiKeyAuthLayer, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair,
+    AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair,
     PROBLEM_JSON, Pepper, router::ManagementRouter, store::SeaOrmRepository,
 };
 use tracing_subscriber::EnvFilter;
@@ -193,8 +192,18 @@ fn app(validator: ApiKeyValidator, manager: KeyManager, admin_token: String) -> 
         })
 }
 
-async fn whoami(key: AuthenticatedKey) -> Json<serde_json::Value> {
-    Json(json!({"account_id": key.account_id(), "key_id": key.key_id()}))
+/// The body of `GET /v1/whoami`.
+#[derive(serde::Serialize)]
+struct WhoAmI {
+    account_id: AccountId,
+    key_id: ApiKeyId,
+}
+
+async fn whoami(key: AuthenticatedKey) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        account_id: key.account_id(),
+        key_id: key.key_id(),
+    })
 }
 
 /// The admin token. No `Debug`, so that it cannot be logged by accident.

@@ -54,3 +54,8 @@ pub use rejection::{
     WWW_AUTHENTICATE,
 };
 pub use validator::{ApiKeyValidator, ValidatorBuilder};
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
