@@ -33,10 +33,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let database_url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://api-keys.db".to_owned());
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3001".to_owned());
-    let pepper = match std::env::var("API_KEY_PEPPER") {
-        Ok(text) => Pepper::try_from(text.as_str())?,
-        Err(_) => Pepper::load_or_generate(Path::new("api-keys.pepper"))?.0,
-    };
+    let (pepper, _source) =
+        Pepper::from_env_or_file("API_KEY_PEPPER", Path::new("api-keys.pepper"))?;
     let validator = ApiKeyValidator::new(SeaOrmRepository::connect(&database_url).await?, pepper);
 
     let service = tower::ServiceBuilder::new()

@@ -67,7 +67,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair,
-    PROBLEM_JSON, Pepper, router::ManagementRouter, store::SeaOrmRepository,
+    PROBLEM_JSON, Pepper, PepperSource, router::ManagementRouter, store::SeaOrmRepository,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -289,27 +289,19 @@ fn env_or(name: &str, default: &str) -> Result<String, String> {
 
 /// `API_KEY_PEPPER`, or the pepper kept in (or first generated into) `api-keys.pepper`.
 fn pepper() -> Result<Pepper, String> {
-    match std::env::var("API_KEY_PEPPER") {
-        Ok(text) => Pepper::try_from(text.as_str()).map_err(|err| format!("API_KEY_PEPPER: {err}")),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            Err("API_KEY_PEPPER is not valid UTF-8 text".to_owned())
-        }
-        Err(std::env::VarError::NotPresent) => {
-            let (pepper, generated) =
-                Pepper::load_or_generate(Path::new(PEPPER_FILE)).map_err(|err| {
-                    format!("API_KEY_PEPPER is not set, and {PEPPER_FILE} cannot be used: {err}")
-                })?;
-            if generated {
-                tracing::info!(
-                    "API_KEY_PEPPER not set: generated a new pepper and saved it to {PEPPER_FILE} \
-                     (mode 0600); keep that file, keys cannot be validated without it"
-                );
-            } else {
-                tracing::info!("API_KEY_PEPPER not set: loaded the pepper from {PEPPER_FILE}");
-            }
-            Ok(pepper)
+    let (pepper, source) = Pepper::from_env_or_file("API_KEY_PEPPER", Path::new(PEPPER_FILE))
+        .map_err(|err| format!("cannot load the pepper: {err}"))?;
+    match source {
+        PepperSource::Environment => {}
+        PepperSource::Generated => tracing::info!(
+            "API_KEY_PEPPER not set: generated a new pepper and saved it to {PEPPER_FILE} \
+             (mode 0600); keep that file, keys cannot be validated without it"
+        ),
+        PepperSource::File => {
+            tracing::info!("API_KEY_PEPPER not set: loaded the pepper from {PEPPER_FILE}")
         }
     }
+    Ok(pepper)
 }
 
 /// `ADMIN_TOKEN`, or a random one; the second value is the token if it was generated.

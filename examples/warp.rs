@@ -128,17 +128,9 @@ pub async fn serve(
 
 /// The pepper from `API_KEY_PEPPER`, or else from the `api-keys.pepper` file.
 fn pepper() -> Result<Pepper, Box<dyn Error>> {
-    if let Ok(text) = std::env::var("API_KEY_PEPPER") {
-        tracing::info!("using the pepper from API_KEY_PEPPER");
-        return Ok(Pepper::try_from(text.as_str())?);
-    }
     let path = Path::new("api-keys.pepper");
-    let (pepper, generated) = Pepper::load_or_generate(path)?;
-    if generated {
-        tracing::info!(path = %path.display(), "generated a new pepper and saved it (mode 0600)");
-    } else {
-        tracing::info!(path = %path.display(), "using the pepper kept in the pepper file");
-    }
+    let (pepper, source) = Pepper::from_env_or_file("API_KEY_PEPPER", path)?;
+    tracing::info!(?source, path = %path.display(), "pepper loaded");
     Ok(pepper)
 }
 

@@ -96,6 +96,32 @@ impl Pepper {
         }
     }
 
+    /// The pepper from the environment variable `var` (its UTF-8 text) if it is
+    /// set, or else [`Pepper::load_or_generate`] at `path`. Says where it came from,
+    /// so that the caller can log it (never the pepper itself).
+    pub fn from_env_or_file(
+        var: &str,
+        path: &std::path::Path,
+    ) -> Result<(Self, PepperSource), PepperFileError> {
+        match std::env::var(var) {
+            Ok(text) => Self::try_from(text.as_str())
+                .map(|pepper| (pepper, PepperSource::Environment))
+                .map_err(|err| PepperFileError::Env(var.to_owned(), err)),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(PepperFileError::EnvNotUtf8(var.to_owned()))
+            }
+            Err(std::env::VarError::NotPresent) => {
+                let (pepper, generated) = Self::load_or_generate(path)?;
+                let source = if generated {
+                    PepperSource::Generated
+                } else {
+                    PepperSource::File
+                };
+                Ok((pepper, source))
+            }
+        }
+    }
+
     fn from_file_bytes(mut bytes: Vec<u8>) -> Result<Self, PepperFileError> {
         if bytes.ends_with(b"\n") {
             bytes.pop();
@@ -111,9 +137,26 @@ impl Pepper {
     }
 }
 
-/// A pepper file could not be read or written.
+/// Where [`Pepper::from_env_or_file`] found the pepper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PepperSource {
+    /// The environment variable.
+    Environment,
+    /// The pepper file, as it was.
+    File,
+    /// Generated just now and saved to the pepper file.
+    Generated,
+}
+
+/// A pepper could not be loaded from the environment or a pepper file.
 #[derive(Debug, thiserror::Error)]
 pub enum PepperFileError {
+    /// The environment variable holds a refused pepper.
+    #[error("{0}: {1}")]
+    Env(String, PepperError),
+    /// The environment variable is not UTF-8 text.
+    #[error("{0} is not valid UTF-8 text")]
+    EnvNotUtf8(String),
     /// Reading or writing the file failed.
     #[error("pepper file: {0}")]
     Io(#[from] std::io::Error),
@@ -295,6 +338,18 @@ mod tests {
             Pepper::load_or_generate(&path),
             Err(PepperFileError::Invalid(PepperError::TooShort { len: 5 }))
         ));
+    }
+
+    #[test]
+    fn from_env_or_file_falls_back_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-keys.pepper");
+        let unset = "TOWER_API_KEYS_TEST_PEPPER_THAT_IS_NEVER_SET";
+        let (first, source) = Pepper::from_env_or_file(unset, &path).unwrap();
+        assert_eq!(source, PepperSource::Generated);
+        let (second, source) = Pepper::from_env_or_file(unset, &path).unwrap();
+        assert_eq!(source, PepperSource::File);
+        assert_eq!(first.expose(), second.expose());
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub use auth::{
 #[cfg(feature = "axum")]
 pub use extract::MissingAuthentication;
 pub use extract::{AccountId, ApiKeyId, AuthenticatedKey};
-pub use hash::{Pepper, PepperError, PepperFileError};
+pub use hash::{Pepper, PepperError, PepperFileError, PepperSource};
 pub use key::{Credential, KeyPair, MalformedCredential};
 pub use manager::{
     ApiKeyInfo, CreatedKey, EXPIRES_IN_DAYS, FieldError, KeyManager, MAX_DESCRIPTION_CHARS,
