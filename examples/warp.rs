@@ -26,7 +26,10 @@
 //! SIGINT or SIGTERM stops accepting, lets in-flight requests finish, flushes
 //! the pending `last_used_at` writes and exits with status 0.
 
-use std::{convert::Infallible, error::Error, future::Future, net::SocketAddr, path::Path};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::{convert::Infallible, error::Error, future::Future};
 
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -35,11 +38,7 @@ use hyper_util::{
 };
 use serde_json::json;
 use tokio::net::TcpListener;
-use tower_api_keys::{
-    AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, PROBLEM_JSON, Pepper,
-    store::SeaOrmRepository,
-};
-use tracing_subscriber::EnvFilter;
+use tower_api_keys::{AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, PROBLEM_JSON};
 use warp::{
     Filter, Rejection, Reply, ext::MissingExtension, http::StatusCode, reject::MethodNotAllowed,
 };
@@ -126,67 +125,15 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// The pepper from `API_KEY_PEPPER`, or else from the `api-keys.pepper` file.
-fn pepper() -> Result<Pepper, Box<dyn Error>> {
-    let path = Path::new("api-keys.pepper");
-    let (pepper, source) = Pepper::from_env_or_file("API_KEY_PEPPER", path)?;
-    tracing::info!(?source, path = %path.display(), "pepper loaded");
-    Ok(pepper)
-}
-
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-
-    let database_url =
-        std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://api-keys.db".to_owned());
-    let bind: SocketAddr = std::env::var("BIND")
-        .unwrap_or_else(|_| "127.0.0.1:3030".to_owned())
-        .parse()?;
-
-    let pepper = pepper()?;
-    // The URL may carry a database password: log only its scheme.
-    let backend = database_url.split(':').next().unwrap_or_default();
-    let repository = SeaOrmRepository::connect(&database_url).await?;
-    tracing::info!(backend, "key store connected and migrated");
-    let validator = ApiKeyValidator::new(repository, pepper);
+    support::init_tracing();
+    let bind = support::bind_address("127.0.0.1:3030")?;
+    let validator = support::validator().await?;
 
     let listener = TcpListener::bind(bind).await?;
     tracing::info!(address = %listener.local_addr()?, "warp server listening");
-    serve(validator.clone(), listener, shutdown_signal()).await;
+    serve(validator.clone(), listener, support::shutdown_signal()).await;
 
     validator.shutdown().await;
     tracing::info!("stopped");
