@@ -4,92 +4,28 @@
 mod common;
 
 use std::{
-    collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use axum::{Router, body::Body, routing::get};
-use chrono::{DateTime, Utc};
 use common::{Probe, pepper};
 use http::{Request, StatusCode};
 use tokio::sync::{Barrier, Semaphore};
 use tower::ServiceExt;
 use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyValidator, KeyManager, KeyPair, NewApiKey,
-    store::{ApiKeyRecord, ApiKeyRepository, MemoryRepository, StoreError},
+    store::MemoryRepository,
 };
 use uuid::Uuid;
 
-/// Lookups wait at a gate (closed until released), and are counted per key.
-#[derive(Clone)]
-struct Gated {
-    inner: Arc<MemoryRepository>,
-    gate: Arc<Semaphore>,
-    barrier: Option<Arc<Barrier>>,
-    lookups: Arc<Mutex<HashMap<String, usize>>>,
-}
+type Repo = Probe<Arc<MemoryRepository>>;
 
-impl Default for Gated {
-    fn default() -> Self {
-        Self {
-            inner: Arc::default(),
-            gate: Arc::new(Semaphore::new(0)),
-            barrier: None,
-            lookups: Arc::default(),
-        }
-    }
-}
-
-impl Gated {
-    fn lookups_of(&self, public_key: &str) -> usize {
-        self.lookups
-            .lock()
-            .unwrap()
-            .get(public_key)
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-impl ApiKeyRepository for Gated {
-    async fn find_by_public_key(
-        &self,
-        public_key: &str,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        *self
-            .lookups
-            .lock()
-            .unwrap()
-            .entry(public_key.to_owned())
-            .or_default() += 1;
-        if let Some(barrier) = &self.barrier {
-            barrier.wait().await;
-        }
-        drop(self.gate.acquire().await.unwrap());
-        self.inner.find_by_public_key(public_key).await
-    }
-    async fn insert(&self, r: ApiKeyRecord) -> Result<(), StoreError> {
-        self.inner.insert(r).await
-    }
-    async fn list_by_account(&self, a: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.inner.list_by_account(a).await
-    }
-    async fn get(&self, a: Uuid, k: Uuid) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.inner.get(a, k).await
-    }
-    async fn revoke(&self, a: Uuid, k: Uuid) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.inner.revoke(a, k).await
-    }
-    async fn delete(&self, a: Uuid, k: Uuid) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.inner.delete(a, k).await
-    }
-    async fn record_last_used(&self, b: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
-        self.inner.record_last_used(b).await
-    }
+fn repo() -> Repo {
+    Probe::new(Arc::new(MemoryRepository::new()))
 }
 
 fn whoami_app(validator: ApiKeyValidator) -> Router {
@@ -110,7 +46,15 @@ fn request(credential: &str) -> Request<Body> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_for_one_key_make_one_lookup() {
-    let repo = Gated::default();
+    // Lookups wait at a gate until every request has arrived.
+    let gate = Arc::new(Semaphore::new(0));
+    let repo = repo().with_after_lookup({
+        let gate = gate.clone();
+        move |_| {
+            let gate = gate.clone();
+            async move { drop(gate.acquire().await.unwrap()) }
+        }
+    });
     let validator = ApiKeyValidator::new(repo.clone(), pepper());
     let manager = KeyManager::new(validator.clone());
     let account = AccountId::new(Uuid::new_v4());
@@ -129,7 +73,7 @@ async fn concurrent_misses_for_one_key_make_one_lookup() {
         .collect();
     // Let every request reach the store (or its flight) before the store answers.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    repo.gate.add_permits(1_000);
+    gate.add_permits(1_000);
     for handle in handles {
         assert_eq!(handle.await.unwrap(), StatusCode::OK);
     }
@@ -141,11 +85,13 @@ async fn misses_for_different_keys_are_not_serialized() {
     const KEYS: usize = 16;
     // Every lookup waits until all KEYS lookups are under way at once: if misses
     // for different keys were serialized, this would never complete.
-    let repo = Gated {
-        barrier: Some(Arc::new(Barrier::new(KEYS))),
-        gate: Arc::new(Semaphore::new(1_000)),
-        ..Gated::default()
-    };
+    let barrier = Arc::new(Barrier::new(KEYS));
+    let repo = repo().with_after_lookup(move |_| {
+        let barrier = barrier.clone();
+        async move {
+            barrier.wait().await;
+        }
+    });
     let validator = ApiKeyValidator::new(repo.clone(), pepper());
     let app = whoami_app(validator);
     let handles: Vec<_> = (0..KEYS)
@@ -222,10 +168,7 @@ fn peak_rss_kib() -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unknown_keys_never_evicts_a_valid_one() {
-    let repo = Gated {
-        gate: Arc::new(Semaphore::new(1_000)),
-        ..Gated::default()
-    };
+    let repo = repo();
     let validator = ApiKeyValidator::builder(repo.clone(), pepper())
         .with_negative_capacity(10_000)
         .with_cache_capacity(1_000)

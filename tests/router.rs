@@ -736,7 +736,22 @@ async fn revoke_racing_validations_leaves_no_success_after_it(db: &TestDb) {
 /// A lookup that read the store before a revoke must not put the active entry
 /// back into the cache after the revoke evicted it.
 async fn a_lookup_from_before_the_revoke_cannot_refill_the_cache(db: &TestDb) {
-    let probe = SlowLookups::new(db.repo.clone());
+    // Lookups can be held after they read the row, before they cache it.
+    let hold = Arc::new(AtomicBool::new(false));
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let probe = Probe::new(db.repo.clone()).with_after_lookup({
+        let (hold, reached, release) = (hold.clone(), reached.clone(), release.clone());
+        move |_| {
+            let (hold, reached, release) = (hold.clone(), reached.clone(), release.clone());
+            async move {
+                if hold.load(Ordering::SeqCst) {
+                    reached.notify_one();
+                    release.notified().await;
+                }
+            }
+        }
+    });
     let validator = ApiKeyValidator::new(probe.clone(), pepper());
     let manager = tower_api_keys::KeyManager::new(validator.clone());
     let account = AccountId::new(Uuid::new_v4());
@@ -744,96 +759,19 @@ async fn a_lookup_from_before_the_revoke_cannot_refill_the_cache(db: &TestDb) {
     let credential = created.credential();
 
     // A lookup starts, reads the row (active), and is held before it caches.
-    probe.hold.store(true, Ordering::SeqCst);
+    hold.store(true, Ordering::SeqCst);
     let in_flight = {
         let (validator, credential) = (validator.clone(), credential.clone());
         tokio::spawn(async move { validator.validate(&credential).await.is_ok() })
     };
-    probe.reached.notified().await;
+    reached.notified().await;
     manager.revoke(account, created.key.key_id).await.unwrap();
-    probe.hold.store(false, Ordering::SeqCst);
-    probe.release.notify_one();
+    hold.store(false, Ordering::SeqCst);
+    release.notify_one();
     // The in-flight lookup began before the revoke; whatever it answers, it must
     // not leave an active entry behind.
     in_flight.await.unwrap();
     assert!(validator.validate(&credential).await.is_err());
-}
-
-/// A repository that can hold `find_by_public_key` after it read the row.
-#[derive(Clone)]
-struct SlowLookups {
-    inner: tower_api_keys::store::SeaOrmRepository,
-    hold: Arc<AtomicBool>,
-    reached: Arc<tokio::sync::Notify>,
-    release: Arc<tokio::sync::Notify>,
-}
-
-impl SlowLookups {
-    fn new(inner: tower_api_keys::store::SeaOrmRepository) -> Self {
-        Self {
-            inner,
-            hold: Arc::default(),
-            reached: Arc::default(),
-            release: Arc::default(),
-        }
-    }
-}
-
-impl tower_api_keys::store::ApiKeyRepository for SlowLookups {
-    async fn find_by_public_key(
-        &self,
-        pk: &str,
-    ) -> Result<Option<tower_api_keys::store::ApiKeyRecord>, tower_api_keys::store::StoreError>
-    {
-        let row = self.inner.find_by_public_key(pk).await;
-        if self.hold.load(Ordering::SeqCst) {
-            self.reached.notify_one();
-            self.release.notified().await;
-        }
-        row
-    }
-    async fn insert(
-        &self,
-        r: tower_api_keys::store::ApiKeyRecord,
-    ) -> Result<(), tower_api_keys::store::StoreError> {
-        self.inner.insert(r).await
-    }
-    async fn list_by_account(
-        &self,
-        a: Uuid,
-    ) -> Result<Vec<tower_api_keys::store::ApiKeyRecord>, tower_api_keys::store::StoreError> {
-        self.inner.list_by_account(a).await
-    }
-    async fn get(
-        &self,
-        a: Uuid,
-        k: Uuid,
-    ) -> Result<Option<tower_api_keys::store::ApiKeyRecord>, tower_api_keys::store::StoreError>
-    {
-        self.inner.get(a, k).await
-    }
-    async fn revoke(
-        &self,
-        a: Uuid,
-        k: Uuid,
-    ) -> Result<Option<tower_api_keys::store::ApiKeyRecord>, tower_api_keys::store::StoreError>
-    {
-        self.inner.revoke(a, k).await
-    }
-    async fn delete(
-        &self,
-        a: Uuid,
-        k: Uuid,
-    ) -> Result<Option<tower_api_keys::store::ApiKeyRecord>, tower_api_keys::store::StoreError>
-    {
-        self.inner.delete(a, k).await
-    }
-    async fn record_last_used(
-        &self,
-        b: &[(Uuid, DateTime<Utc>)],
-    ) -> Result<(), tower_api_keys::store::StoreError> {
-        self.inner.record_last_used(b).await
-    }
 }
 
 async fn store_failure_in_management_is_503(db: &TestDb) {

@@ -3,10 +3,12 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
+    collections::HashMap,
     future::Future,
     net::SocketAddr,
+    pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
@@ -167,13 +169,19 @@ macro_rules! backend_tests {
     };
 }
 
-/// Wraps a repository: counts lookups and flushes, and fails on demand.
+/// Runs after a lookup has read the store, before its answer is returned.
+pub type LookupHook = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Wraps a repository: counts lookups (in all and per public key) and flushes,
+/// fails on demand, and can hold lookups in a hook.
 #[derive(Clone)]
 pub struct Probe<R> {
     pub inner: R,
     pub lookups: Arc<AtomicUsize>,
     pub flushes: Arc<AtomicUsize>,
     pub failing: Arc<AtomicBool>,
+    per_key: Arc<Mutex<HashMap<String, usize>>>,
+    after_lookup: Option<LookupHook>,
 }
 
 impl<R> Probe<R> {
@@ -183,11 +191,32 @@ impl<R> Probe<R> {
             lookups: Arc::default(),
             flushes: Arc::default(),
             failing: Arc::default(),
+            per_key: Arc::default(),
+            after_lookup: None,
         }
+    }
+
+    /// Awaits `hook(public_key)` after every lookup has read the store.
+    pub fn with_after_lookup<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.after_lookup = Some(Arc::new(move |public_key| Box::pin(hook(public_key))));
+        self
     }
 
     pub fn lookups(&self) -> usize {
         self.lookups.load(Ordering::SeqCst)
+    }
+
+    pub fn lookups_of(&self, public_key: &str) -> usize {
+        self.per_key
+            .lock()
+            .unwrap()
+            .get(public_key)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn flushes(&self) -> usize {
@@ -213,8 +242,18 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         public_key: &str,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
+        *self
+            .per_key
+            .lock()
+            .unwrap()
+            .entry(public_key.to_owned())
+            .or_default() += 1;
         self.check()?;
-        self.inner.find_by_public_key(public_key).await
+        let row = self.inner.find_by_public_key(public_key).await;
+        if let Some(hook) = &self.after_lookup {
+            hook(public_key.to_owned()).await;
+        }
+        row
     }
     async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
         self.check()?;
