@@ -252,20 +252,11 @@ async fn nothing_secret_is_ever_logged(db: &TestDb) {
         expired.secret_key.expose(),
     ));
     db.repo
-        .insert(ApiKeyRecord {
-            key_id: Uuid::new_v4(),
-            public_key: expired.public_key.as_str().to_owned(),
-            secret_key_hash: KeyHasher::new(&pepper())
-                .hash(expired.secret_key.expose())
-                .to_hex(),
-            account_id: account.into_inner(),
-            title: "expired".into(),
-            description: None,
-            status: KeyStatus::Active,
-            expires_at: Some(Utc::now() - TimeDelta::hours(1)),
-            last_used_at: None,
-            created_at: Utc::now() - TimeDelta::days(2),
-        })
+        .insert(common::row(
+            &expired,
+            account.into_inner(),
+            Some(Utc::now() - TimeDelta::hours(1)),
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -288,16 +279,8 @@ async fn nothing_secret_is_ever_logged(db: &TestDb) {
     forbidden.push((corrupt_hash[..63].to_owned(), "a corrupt stored hash"));
     db.repo
         .insert(ApiKeyRecord {
-            key_id: Uuid::new_v4(),
-            public_key: corrupt.public_key.as_str().to_owned(),
             secret_key_hash: corrupt_hash.clone(),
-            account_id: account.into_inner(),
-            title: "corrupt".into(),
-            description: None,
-            status: KeyStatus::Active,
-            expires_at: None,
-            last_used_at: None,
-            created_at: Utc::now(),
+            ..common::row(&corrupt, account.into_inner(), None)
         })
         .await
         .unwrap();
@@ -632,20 +615,11 @@ async fn bearer_refusals_are_byte_identical_cold_and_warm(db: &TestDb) {
     h.manager.revoke(account, revoked.key.key_id).await.unwrap();
     let expired = KeyPair::generate().unwrap();
     db.repo
-        .insert(ApiKeyRecord {
-            key_id: Uuid::new_v4(),
-            public_key: expired.public_key.as_str().to_owned(),
-            secret_key_hash: KeyHasher::new(&pepper())
-                .hash(expired.secret_key.expose())
-                .to_hex(),
-            account_id: account.into_inner(),
-            title: "expired".into(),
-            description: None,
-            status: KeyStatus::Active,
-            expires_at: Some(Utc::now() - TimeDelta::minutes(5)),
-            last_used_at: None,
-            created_at: Utc::now() - TimeDelta::days(1),
-        })
+        .insert(common::row(
+            &expired,
+            account.into_inner(),
+            Some(Utc::now() - TimeDelta::minutes(5)),
+        ))
         .await
         .unwrap();
     let unknown = KeyPair::generate().unwrap();

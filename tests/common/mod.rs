@@ -24,9 +24,12 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::json;
 use tower_api_keys::{
-    AccountId, ApiKeyAuthLayer, ApiKeyValidator, AuthenticatedKey, KeyManager, Pepper,
+    AccountId, ApiKeyAuthLayer, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair, Pepper,
+    hash::KeyHasher,
     router::ManagementRouter,
-    store::{ApiKeyRecord, ApiKeyRepository, SeaOrmRepository, StoreError, connect_options},
+    store::{
+        ApiKeyRecord, ApiKeyRepository, KeyStatus, SeaOrmRepository, StoreError, connect_options,
+    },
 };
 use uuid::Uuid;
 
@@ -387,4 +390,24 @@ where
         out.push(handle.await.unwrap());
     }
     out
+}
+
+/// A row for `pair` written straight to the store, as another process (or the
+/// reference service) would: the secret hashed under [`PEPPER`], status active.
+pub fn row(pair: &KeyPair, account_id: Uuid, expires_at: Option<DateTime<Utc>>) -> ApiKeyRecord {
+    let now = Utc::now();
+    ApiKeyRecord {
+        key_id: Uuid::new_v4(),
+        public_key: pair.public_key.as_str().to_owned(),
+        secret_key_hash: KeyHasher::new(&pepper())
+            .hash(pair.secret_key.expose())
+            .to_hex(),
+        account_id,
+        title: "written directly".into(),
+        description: None,
+        status: KeyStatus::Active,
+        expires_at,
+        last_used_at: None,
+        created_at: expires_at.map_or(now, |at| at.min(now) - chrono::TimeDelta::days(1)),
+    }
 }
