@@ -237,7 +237,11 @@ fn creation_time() -> DateTime<Utc> {
     let now = Utc::now().timestamp_micros();
     let mut previous = LAST.load(Ordering::Relaxed);
     loop {
-        let next = now.max(previous.saturating_add(1));
+        let mut next = now.max(previous.saturating_add(1));
+        if next % 1_000_000 == 0 {
+            // Off the whole second: see `storage_time`.
+            next += 1;
+        }
         match LAST.compare_exchange_weak(previous, next, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return DateTime::from_timestamp_micros(next).unwrap_or_else(Utc::now),
             Err(actual) => previous = actual,
@@ -419,5 +423,6 @@ mod tests {
         let times: Vec<_> = (0..1000).map(|_| creation_time()).collect();
         assert!(times.windows(2).all(|pair| pair[0] < pair[1]));
         assert!(times.iter().all(|t| t.timestamp_subsec_nanos() % 1000 == 0));
+        assert!(times.iter().all(|t| t.timestamp_subsec_nanos() != 0));
     }
 }

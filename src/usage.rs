@@ -61,7 +61,10 @@ impl UsageShared {
             .compare_exchange(last, now_secs, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
         {
-            self.pending().insert(entry.key.key_id().into_inner(), now);
+            self.pending().insert(
+                entry.key.key_id().into_inner(),
+                crate::store::storage_time(now),
+            );
         }
     }
 

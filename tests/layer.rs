@@ -184,20 +184,12 @@ async fn refusals_are_byte_identical(db: &TestDb) {
     h.manager.revoke(account, revoked.key.key_id).await.unwrap();
     // An expired row, as another process might have written it.
     let expired = tower_api_keys::KeyPair::generate().unwrap();
-    let hasher = KeyHasher::new(&pepper());
     db.repo
-        .insert(ApiKeyRecord {
-            key_id: Uuid::new_v4(),
-            public_key: expired.public_key.as_str().to_owned(),
-            secret_key_hash: hasher.hash(expired.secret_key.expose()).to_hex(),
-            account_id: account.into_inner(),
-            title: "expired".into(),
-            description: None,
-            status: KeyStatus::Active,
-            expires_at: Some(Utc::now() - TimeDelta::hours(1)),
-            last_used_at: None,
-            created_at: Utc::now() - TimeDelta::days(2),
-        })
+        .insert(common::row(
+            &expired,
+            account.into_inner(),
+            Some(Utc::now() - TimeDelta::hours(1)),
+        ))
         .await
         .unwrap();
     let unknown = tower_api_keys::KeyPair::generate().unwrap();
@@ -278,20 +270,11 @@ async fn cached_key_is_refused_after_it_expires(db: &TestDb) {
     let h = Harness::start(ApiKeyValidator::new(probe.clone(), pepper())).await;
     let pair = tower_api_keys::KeyPair::generate().unwrap();
     db.repo
-        .insert(ApiKeyRecord {
-            key_id: Uuid::new_v4(),
-            public_key: pair.public_key.as_str().to_owned(),
-            secret_key_hash: KeyHasher::new(&pepper())
-                .hash(pair.secret_key.expose())
-                .to_hex(),
-            account_id: Uuid::new_v4(),
-            title: "short-lived".into(),
-            description: None,
-            status: KeyStatus::Active,
-            expires_at: Some(Utc::now() + TimeDelta::milliseconds(1500)),
-            last_used_at: None,
-            created_at: Utc::now(),
-        })
+        .insert(common::row(
+            &pair,
+            Uuid::new_v4(),
+            Some(Utc::now() + TimeDelta::milliseconds(1500)),
+        ))
         .await
         .unwrap();
     assert_eq!(h.whoami(&pair.credential()).await.status(), StatusCode::OK);
@@ -489,6 +472,7 @@ backend_tests!(
     failed_flush_is_retried_not_dropped,
     cached_key_survives_a_store_outage_within_the_grace,
     reference_vectors_validate_from_stored_rows,
+    migrations_keep_their_own_history_table,
 );
 
 #[test]
@@ -598,4 +582,75 @@ async fn custom_rejection_replaces_the_response() {
     let response = reqwest::get(format!("http://{addr}/")).await.unwrap();
     assert_eq!(response.status().as_u16(), 418);
     assert_eq!(response.text().await.unwrap(), "nope: MissingCredential");
+}
+
+/// CONTRACT §3: the crate's own migration history table, never `seaql_migrations`.
+async fn migrations_keep_their_own_history_table(db: &TestDb) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let conn = db.repo.connection();
+    let backend = conn.get_database_backend();
+    let count =
+        |table: &str| Statement::from_string(backend, format!("SELECT COUNT(*) AS n FROM {table}"));
+    let applied = conn
+        .query_one_raw(count(tower_api_keys::migration::MIGRATION_TABLE))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(applied.try_get::<i64>("", "n").unwrap(), 1);
+    assert!(
+        conn.query_one_raw(count("seaql_migrations")).await.is_err(),
+        "the host's seaql_migrations must not be created"
+    );
+}
+
+
+/// CONTRACT §3: on SQLite, timestamps are RFC 3339 text beginning with the
+/// four-digit year, with at least millisecond precision.
+#[tokio::test]
+async fn sqlite_stores_timestamps_as_rfc3339_text_with_milliseconds() {
+    let db = common::sqlite().await;
+    let validator = ApiKeyValidator::new(db.repo.clone(), pepper());
+    let manager = KeyManager::new(validator.clone());
+    let account = AccountId::new(Uuid::new_v4());
+    for i in 0..200 {
+        let created = manager
+            .create(
+                account,
+                NewApiKey::new(format!("k{i}")).with_expires_in_days(30),
+            )
+            .await
+            .unwrap();
+        if i < 5 {
+            validator.validate(&created.credential()).await.unwrap();
+        }
+    }
+    validator.flush().await.unwrap();
+    let rows: Vec<(String, String, String, Option<String>)> = sea_orm::sqlx::query_as(
+        "SELECT typeof(created_at), created_at, expires_at, last_used_at FROM api_keys",
+    )
+    .fetch_all(db.repo.connection().get_sqlite_connection_pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 200);
+    let is_rfc3339_ms = |text: &str| {
+        let b = text.as_bytes();
+        b.len() >= 24
+            && b[..4].iter().all(u8::is_ascii_digit)
+            && b[4] == b'-'
+            && b[10] == b'T'
+            && b[19] == b'.'
+            && b[20..23].iter().all(u8::is_ascii_digit)
+            && chrono::DateTime::parse_from_rfc3339(text).is_ok()
+    };
+    let mut used = 0;
+    for (kind, created_at, expires_at, last_used_at) in &rows {
+        assert_eq!(kind, "text");
+        assert!(is_rfc3339_ms(created_at), "{created_at}");
+        assert!(is_rfc3339_ms(expires_at), "{expires_at}");
+        if let Some(last_used_at) = last_used_at {
+            assert!(is_rfc3339_ms(last_used_at), "{last_used_at}");
+            used += 1;
+        }
+    }
+    assert_eq!(used, 5);
 }

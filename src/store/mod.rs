@@ -16,6 +16,20 @@ mod sql;
 pub use self::memory::MemoryRepository;
 pub use self::sql::{SeaOrmRepository, connect_options};
 
+/// A timestamp as the crate stores it: microsecond precision (what every backend
+/// keeps), moved off a whole second by one microsecond if it lands on one, so that
+/// the RFC 3339 text SQLite stores always carries its fraction (the contract asks
+/// for at least millisecond precision; sqlx omits a zero fraction).
+pub(crate) fn storage_time(at: DateTime<Utc>) -> DateTime<Utc> {
+    let micros = at.timestamp_micros();
+    let micros = if micros % 1_000_000 == 0 {
+        micros + 1
+    } else {
+        micros
+    };
+    DateTime::from_timestamp_micros(micros).unwrap_or(at)
+}
+
 /// The stored status of a key (`status` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyStatus {
