@@ -237,11 +237,7 @@ fn creation_time() -> DateTime<Utc> {
     let now = Utc::now().timestamp_micros();
     let mut previous = LAST.load(Ordering::Relaxed);
     loop {
-        let mut next = now.max(previous.saturating_add(1));
-        if next % 1_000_000 == 0 {
-            // Off the whole second: see `storage_time`.
-            next += 1;
-        }
+        let next = crate::store::off_whole_second(now.max(previous.saturating_add(1)));
         match LAST.compare_exchange_weak(previous, next, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return DateTime::from_timestamp_micros(next).unwrap_or_else(Utc::now),
             Err(actual) => previous = actual,

@@ -603,7 +603,6 @@ async fn migrations_keep_their_own_history_table(db: &TestDb) {
     );
 }
 
-
 /// CONTRACT §3: on SQLite, timestamps are RFC 3339 text beginning with the
 /// four-digit year, with at least millisecond precision.
 #[tokio::test]

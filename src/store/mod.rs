@@ -21,13 +21,16 @@ pub use self::sql::{SeaOrmRepository, connect_options};
 /// the RFC 3339 text SQLite stores always carries its fraction (the contract asks
 /// for at least millisecond precision; sqlx omits a zero fraction).
 pub(crate) fn storage_time(at: DateTime<Utc>) -> DateTime<Utc> {
-    let micros = at.timestamp_micros();
-    let micros = if micros % 1_000_000 == 0 {
+    DateTime::from_timestamp_micros(off_whole_second(at.timestamp_micros())).unwrap_or(at)
+}
+
+/// Unix microseconds moved one microsecond off a whole second; see [`storage_time`].
+pub(crate) const fn off_whole_second(micros: i64) -> i64 {
+    if micros % 1_000_000 == 0 {
         micros + 1
     } else {
         micros
-    };
-    DateTime::from_timestamp_micros(micros).unwrap_or(at)
+    }
 }
 
 /// The stored status of a key (`status` column).
