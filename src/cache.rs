@@ -2,10 +2,7 @@
 //! smaller cache of public keys the store does not know.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicI64, AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::AtomicI64},
     time::{Duration, Instant},
 };
 
@@ -107,12 +104,11 @@ pub(crate) struct CacheConfig {
     pub(crate) negative_ttl: Duration,
 }
 
-/// Both caches, and the invalidation epoch that keeps a lookup that raced with
-/// an eviction from putting a stale entry back.
+/// Both caches. Writes that race with invalidations are ordered by the
+/// caller (see [`crate::flight`]): this type only stores.
 pub(crate) struct KeyCache {
     positive: Cache<String, Arc<CachedKey>>,
     negative: Cache<String, ()>,
-    epoch: AtomicU64,
 }
 
 impl KeyCache {
@@ -126,7 +122,6 @@ impl KeyCache {
                 .max_capacity(config.negative_capacity)
                 .time_to_live(config.negative_ttl)
                 .build(),
-            epoch: AtomicU64::new(0),
         }
     }
 
@@ -138,39 +133,28 @@ impl KeyCache {
         self.negative.contains_key(public_key)
     }
 
-    /// Read before a store lookup; pass to the `insert_*` methods after it.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
-    }
-
-    /// Caches a lookup result that started at `epoch`. If an invalidation ran in
-    /// between, the entry is removed again: it may predate the change that caused
-    /// the invalidation.
-    pub(crate) fn insert_known(&self, public_key: &str, entry: Arc<CachedKey>, epoch: u64) {
+    /// Caches a key the store knows (and forgets it as unknown).
+    pub(crate) fn insert_known(&self, public_key: &str, entry: Arc<CachedKey>) {
+        self.negative.invalidate(public_key);
         self.positive.insert(public_key.to_owned(), entry);
-        if self.epoch() != epoch {
-            self.positive.invalidate(public_key);
-        }
     }
 
-    /// Remembers that the store does not know `public_key`, as [`Self::insert_known`].
-    pub(crate) fn insert_unknown(&self, public_key: &str, epoch: u64) {
+    /// Remembers that the store does not know `public_key`, and forgets any
+    /// entry for it as known (it was deleted behind this process's back: a
+    /// later outage must not serve it as stale-if-error).
+    pub(crate) fn insert_unknown(&self, public_key: &str) {
+        self.positive.invalidate(public_key);
         self.negative.insert(public_key.to_owned(), ());
-        if self.epoch() != epoch {
-            self.negative.invalidate(public_key);
-        }
     }
 
     /// Forgets everything about `public_key`, in both caches.
-    pub(crate) fn invalidate(&self, public_key: &str) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+    pub(crate) fn remove(&self, public_key: &str) {
         self.positive.invalidate(public_key);
         self.negative.invalidate(public_key);
     }
 
     /// Forgets everything.
-    pub(crate) fn invalidate_all(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+    pub(crate) fn clear(&self) {
         self.positive.invalidate_all();
         self.negative.invalidate_all();
     }

@@ -21,6 +21,7 @@ mod auth;
 mod cache;
 pub mod entity;
 mod extract;
+mod flight;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod grpc;
@@ -34,6 +35,9 @@ mod rejection;
 #[cfg(feature = "axum")]
 pub mod router;
 pub mod store;
+mod sync;
+#[cfg(test)]
+mod test_support;
 mod usage;
 mod validator;
 

@@ -1,9 +1,8 @@
 //! Validation of credentials against the store, through the cache.
 
 use std::{
-    collections::HashMap,
     fmt,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -12,6 +11,7 @@ use chrono::Utc;
 use crate::{
     cache::{CacheConfig, CachedKey, KeyCache},
     extract::AuthenticatedKey,
+    flight::{Flight, Flights},
     hash::{KeyHasher, Pepper, SecretHash},
     key::Credential,
     rejection::Rejection,
@@ -54,7 +54,7 @@ struct Inner {
     dummy_hash: SecretHash,
     repository: Arc<dyn DynRepository>,
     cache: KeyCache,
-    in_flight: InFlight,
+    flights: Flights<StoreAnswer>,
     usage: Arc<UsageShared>,
     flusher: Option<Flusher>,
     positive_ttl: Duration,
@@ -159,7 +159,7 @@ impl ValidatorBuilder {
                     negative_capacity: self.negative_capacity,
                     negative_ttl: self.negative_ttl,
                 }),
-                in_flight: InFlight::default(),
+                flights: Flights::default(),
                 usage,
                 flusher,
                 positive_ttl: self.positive_ttl,
@@ -245,25 +245,30 @@ impl ApiKeyValidator {
     ///
     /// Single flight: concurrent misses for the same public key share one store
     /// lookup; each request still verifies its own secret against the result.
-    /// Misses for different keys do not wait for each other.
+    /// Misses for different keys do not wait for each other. A request that
+    /// arrives after an invalidation of its key never joins a lookup that
+    /// started before it.
     pub(crate) async fn check_store(
         &self,
         public_key: &str,
         secret_key: &str,
     ) -> Result<AuthenticatedKey, Rejection> {
         let inner = &*self.inner;
-        let flight = inner.in_flight.join(public_key);
-        let outcome = flight.get_or_init(|| self.lookup(public_key)).await.clone();
-        inner.in_flight.leave(public_key, &flight);
+        let flight = inner.flights.join(public_key);
+        let answer = flight
+            .answer(|| self.lookup(public_key, &flight))
+            .await
+            .clone();
+        drop(flight);
         let now = Instant::now();
-        match outcome {
-            Lookup::Found(entry) => self.check_entry(&entry, secret_key, now),
-            Lookup::Unknown => {
+        match answer {
+            StoreAnswer::Found(entry) => self.check_entry(&entry, secret_key, now),
+            StoreAnswer::Unknown => {
                 inner.hasher.verify(secret_key, &inner.dummy_hash);
                 Err(Rejection::InvalidCredential)
             }
             // Stale-if-error: a cached entry outlives its TTL by the grace period.
-            Lookup::Failed => match inner.cache.get(public_key) {
+            StoreAnswer::Failed => match inner.cache.get(public_key) {
                 Some(entry) if !entry.is_expired(now) => self.check_entry(&entry, secret_key, now),
                 _ => {
                     inner.hasher.verify(secret_key, &inner.dummy_hash);
@@ -273,19 +278,19 @@ impl ApiKeyValidator {
         }
     }
 
-    /// One store lookup, cached. Runs once per flight.
-    async fn lookup(&self, public_key: &str) -> Lookup {
+    /// One store lookup, cached unless an invalidation of the key ran since the
+    /// flight started. Runs once per flight.
+    async fn lookup(&self, public_key: &str, flight: &Flight<StoreAnswer>) -> StoreAnswer {
         let inner = &*self.inner;
         // A flight that just landed may have answered already.
         if let Some(entry) = inner.cache.get(public_key)
             && Instant::now() < entry.fresh_until
         {
-            return Lookup::Found(entry);
+            return StoreAnswer::Found(entry);
         }
         if inner.cache.is_known_unknown(public_key) {
-            return Lookup::Unknown;
+            return StoreAnswer::Unknown;
         }
-        let epoch = inner.cache.epoch();
         let result = tokio::time::timeout(
             inner.store_timeout,
             inner.repository.find_by_public_key(public_key),
@@ -293,20 +298,29 @@ impl ApiKeyValidator {
         .await
         .unwrap_or(Err(StoreError::Timeout(inner.store_timeout)));
         match result {
-            Ok(Some(record)) => {
+            // A case-insensitive collation (MySQL) may match another spelling:
+            // only the exact public key is this key.
+            Ok(Some(record)) if record.public_key == public_key => {
                 let entry = Arc::new(self.entry_from(record, Instant::now()));
-                inner
-                    .cache
-                    .insert_known(public_key, Arc::clone(&entry), epoch);
-                Lookup::Found(entry)
+                flight.land(|current| {
+                    if current {
+                        inner.cache.insert_known(public_key, Arc::clone(&entry));
+                    }
+                });
+                StoreAnswer::Found(entry)
             }
-            Ok(None) => {
-                inner.cache.insert_unknown(public_key, epoch);
-                Lookup::Unknown
+            Ok(_) => {
+                flight.land(|current| {
+                    if current {
+                        inner.cache.insert_unknown(public_key);
+                    }
+                });
+                StoreAnswer::Unknown
             }
             Err(err) => {
+                flight.land(|_| ());
                 tracing::warn!(public_key, error = %err, "API key lookup failed");
-                Lookup::Failed
+                StoreAnswer::Failed
             }
         }
     }
@@ -369,12 +383,16 @@ impl ApiKeyValidator {
     /// request asks the store. A lookup already in flight will not put an older
     /// answer back. The key manager calls this on revoke and delete.
     pub fn invalidate(&self, public_key: &str) {
-        self.inner.cache.invalidate(public_key);
+        let inner = &*self.inner;
+        inner
+            .flights
+            .retire(public_key, || inner.cache.remove(public_key));
     }
 
-    /// Empties the cache.
+    /// Empties the cache. Lookups under way will not put older answers back.
     pub fn invalidate_all(&self) {
-        self.inner.cache.invalidate_all();
+        let inner = &*self.inner;
+        inner.flights.retire_all(|| inner.cache.clear());
     }
 
     /// Approximate number of cached `(known, unknown)` public keys.
@@ -419,46 +437,10 @@ impl ApiKeyValidator {
 
 /// What one store lookup found, shared by every request of its flight.
 #[derive(Clone)]
-enum Lookup {
+enum StoreAnswer {
     Found(Arc<CachedKey>),
     Unknown,
     Failed,
-}
-
-type Flight = Arc<tokio::sync::OnceCell<Lookup>>;
-
-/// Store lookups under way, by public key.
-#[derive(Default)]
-struct InFlight(Mutex<HashMap<Box<str>, Flight>>);
-
-impl InFlight {
-    fn flights(&self) -> MutexGuard<'_, HashMap<Box<str>, Flight>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The flight for `public_key`, joined or started.
-    fn join(&self, public_key: &str) -> Flight {
-        let mut flights = self.flights();
-        if let Some(flight) = flights.get(public_key) {
-            return Arc::clone(flight);
-        }
-        let flight = Flight::default();
-        flights.insert(public_key.into(), Arc::clone(&flight));
-        flight
-    }
-
-    /// Forgets `flight` once it has landed (a newer flight for the key stays).
-    fn leave(&self, public_key: &str, flight: &Flight) {
-        let mut flights = self.flights();
-        if flights
-            .get(public_key)
-            .is_some_and(|current| Arc::ptr_eq(current, flight))
-        {
-            flights.remove(public_key);
-        }
-    }
 }
 
 impl fmt::Debug for ApiKeyValidator {
@@ -468,5 +450,101 @@ impl fmt::Debug for ApiKeyValidator {
             .field("stale_if_error", &self.inner.stale_if_error)
             .field("store_timeout", &self.inner.store_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use futures_util::FutureExt;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::{
+        key::KeyPair,
+        test_support::{Scripted, pepper, row},
+    };
+
+    #[tokio::test]
+    async fn cancelled_lookups_leave_no_flight_behind() {
+        let repository = Scripted::default();
+        repository.stalled.store(true, Ordering::SeqCst);
+        let validator = ApiKeyValidator::new(repository.clone(), pepper());
+        for _ in 0..10_000 {
+            let credential = KeyPair::generate().unwrap().credential();
+            // Polled once (the lookup starts and stalls), then dropped, as a
+            // disconnected client's request is.
+            let request = tokio::task::unconstrained(validator.validate(&credential));
+            assert!(request.now_or_never().is_none());
+        }
+        assert_eq!(repository.lookups(), 10_000);
+        assert_eq!(validator.inner.flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_key_deleted_elsewhere_is_not_served_stale_in_a_later_outage() {
+        let repository = Scripted::default();
+        let validator = ApiKeyValidator::builder(repository.clone(), pepper())
+            .with_positive_ttl(Duration::from_millis(20))
+            .with_stale_if_error(Duration::from_secs(300))
+            .build();
+        let pair = KeyPair::generate().unwrap();
+        let record = row(&pair, Uuid::new_v4());
+        ApiKeyRepository::insert(&*repository.inner, record.clone())
+            .await
+            .unwrap();
+        assert!(validator.validate(&pair.credential()).await.is_ok());
+
+        // Deleted by another process; the store says so once the entry is stale.
+        ApiKeyRepository::delete(&*repository.inner, record.account_id, record.key_id)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(
+            validator.validate(&pair.credential()).await,
+            Err(Rejection::InvalidCredential)
+        );
+        // Then the store fails: the old entry must not come back as stale-if-error.
+        validator.invalidate_all();
+        repository.failing.store(true, Ordering::SeqCst);
+        assert_eq!(
+            validator.validate(&pair.credential()).await,
+            Err(Rejection::StoreUnavailable)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_row_found_under_another_spelling_is_unknown() {
+        let repository = Scripted::default();
+        let validator = ApiKeyValidator::new(repository.clone(), pepper());
+        let pair = KeyPair::generate().unwrap();
+        let record = row(&pair, Uuid::new_v4());
+        // A case-insensitive collation: any spelling finds the row.
+        repository.answer_with(move |public_key| {
+            public_key
+                .eq_ignore_ascii_case(&record.public_key)
+                .then(|| record.clone())
+        });
+        let credential = pair.credential();
+        let swapped: String = credential[..35]
+            .chars()
+            .map(|c| {
+                if c.is_ascii_lowercase() {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        let swapped = format!("pk_{}{}", &swapped[3..], &credential[35..]);
+        assert_ne!(swapped, credential);
+        assert_eq!(
+            validator.validate(&swapped).await,
+            Err(Rejection::InvalidCredential)
+        );
+        assert!(validator.validate(&credential).await.is_ok());
+        // Each spelling is cached on its own: the right one as known.
+        assert_eq!(validator.cached_entries(), (1, 1));
     }
 }

@@ -774,6 +774,63 @@ async fn a_lookup_from_before_the_revoke_cannot_refill_the_cache(db: &TestDb) {
     assert!(validator.validate(&credential).await.is_err());
 }
 
+/// A lookup that read the row before a revoke must not answer a request sent
+/// after the revoke returned: that request never joins the older lookup.
+async fn a_request_after_the_revoke_never_joins_an_older_lookup(db: &TestDb) {
+    let hold = Arc::new(AtomicBool::new(false));
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let probe = Probe::new(db.repo.clone()).with_after_lookup({
+        let (hold, reached, release) = (hold.clone(), reached.clone(), release.clone());
+        move |_| {
+            let (hold, reached, release) = (hold.clone(), reached.clone(), release.clone());
+            async move {
+                // Only the first lookup is held.
+                if hold.swap(false, Ordering::SeqCst) {
+                    reached.notify_one();
+                    release.notified().await;
+                }
+            }
+        }
+    });
+    let validator = ApiKeyValidator::new(probe.clone(), pepper());
+    let manager = tower_api_keys::KeyManager::new(validator.clone());
+    let account = AccountId::new(Uuid::new_v4());
+    let created = manager.create(account, NewApiKey::new("k")).await.unwrap();
+    let credential = created.credential();
+
+    // Request A misses the cache, reads the row while it is active, and is held.
+    hold.store(true, Ordering::SeqCst);
+    let a = {
+        let (validator, credential) = (validator.clone(), credential.clone());
+        tokio::spawn(async move { validator.validate(&credential).await.is_ok() })
+    };
+    reached.notified().await;
+    manager.revoke(account, created.key.key_id).await.unwrap();
+
+    // Request B is sent after the revoke returned, while A is still held.
+    let mut b = {
+        let (validator, credential) = (validator.clone(), credential.clone());
+        tokio::spawn(async move { validator.validate(&credential).await.is_ok() })
+    };
+    // B must not wait for A: it does a lookup of its own. (Were it to join A's
+    // flight it would wait here, then get A's stale answer once A is released.)
+    let early = tokio::time::timeout(Duration::from_secs(5), &mut b).await;
+    release.notify_one();
+    let b_passed = match early {
+        Ok(joined) => joined.unwrap(),
+        Err(_) => b.await.unwrap(),
+    };
+    assert!(
+        !b_passed,
+        "a request sent after revoke returned was let through"
+    );
+    assert_eq!(probe.lookups_of(&created.key.public_key), 2);
+    // A began before the revoke; whatever it answers, nothing stale is cached.
+    a.await.unwrap();
+    assert!(validator.validate(&credential).await.is_err());
+}
+
 async fn store_failure_in_management_is_503(db: &TestDb) {
     let probe = Probe::new(db.repo.clone());
     let api = Api {
@@ -805,6 +862,7 @@ backend_tests!(
     fifty_parallel_creates_all_succeed_and_are_listed,
     revoke_racing_validations_leaves_no_success_after_it,
     a_lookup_from_before_the_revoke_cannot_refill_the_cache,
+    a_request_after_the_revoke_never_joins_an_older_lookup,
     store_failure_in_management_is_503,
 );
 
@@ -820,4 +878,40 @@ async fn unknown_routes_and_methods_are_problem_documents() {
         .await
         .unwrap();
     problem(response, 405).await;
+}
+
+/// CONTRACT §4: every status ≥ 400 is a problem document, including the
+/// router's own path rejections (a `key_id` segment that is not UTF-8 once
+/// percent-decoded, or not a UUID) — and authentication is checked first.
+#[tokio::test]
+async fn path_rejections_are_problem_documents() {
+    let validator = ApiKeyValidator::new(tower_api_keys::store::MemoryRepository::new(), pepper());
+    let h = Harness::start(validator).await;
+    let account = Uuid::new_v4().to_string();
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/api-keys/%FF"),
+        (reqwest::Method::PATCH, "/v1/api-keys/%FF/revoke"),
+        (reqwest::Method::DELETE, "/v1/api-keys/%FF"),
+        (reqwest::Method::GET, "/v1/api-keys/%C3%28"),
+        (reqwest::Method::GET, "/v1/api-keys/not-a-uuid"),
+        (reqwest::Method::DELETE, "/v1/api-keys/123"),
+    ] {
+        let response = h
+            .client
+            .request(method.clone(), h.url(path))
+            .header("x-account-id", &account)
+            .send()
+            .await
+            .unwrap();
+        let body = problem(response, 400).await;
+        assert_eq!(body["detail"], "key_id must be a UUID", "{method} {path}");
+        // Without the host's authentication: 401 first.
+        let response = h
+            .client
+            .request(method.clone(), h.url(path))
+            .send()
+            .await
+            .unwrap();
+        problem(response, 401).await;
+    }
 }

@@ -1,0 +1,141 @@
+//! Repositories for the crate's own unit tests.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{
+    hash::{KeyHasher, Pepper},
+    key::KeyPair,
+    store::{ApiKeyRecord, ApiKeyRepository, KeyStatus, MemoryRepository, StoreError},
+    sync::lock,
+};
+
+pub(crate) const PEPPER: &str = "unit-test-pepper-0123456789";
+
+pub(crate) fn pepper() -> Pepper {
+    Pepper::try_from(PEPPER).unwrap()
+}
+
+/// A row for `pair`, as another process would have written it.
+pub(crate) fn row(pair: &KeyPair, account_id: Uuid) -> ApiKeyRecord {
+    ApiKeyRecord {
+        key_id: Uuid::new_v4(),
+        public_key: pair.public_key.as_str().to_owned(),
+        secret_key_hash: KeyHasher::new(&pepper())
+            .hash(pair.secret_key.expose())
+            .to_hex(),
+        account_id,
+        title: "unit".into(),
+        description: None,
+        status: KeyStatus::Active,
+        expires_at: None,
+        last_used_at: None,
+        created_at: Utc::now(),
+    }
+}
+
+type Answer = Box<dyn Fn(&str) -> Option<ApiKeyRecord> + Send + Sync>;
+
+/// A [`MemoryRepository`] whose lookups can be counted, failed, stalled
+/// forever, or answered by a script.
+#[derive(Clone, Default)]
+pub(crate) struct Scripted {
+    pub(crate) inner: Arc<MemoryRepository>,
+    pub(crate) lookups: Arc<AtomicUsize>,
+    pub(crate) failing: Arc<AtomicBool>,
+    pub(crate) stalled: Arc<AtomicBool>,
+    answer: Arc<Mutex<Option<Answer>>>,
+}
+
+impl Scripted {
+    /// Answers every lookup with `answer(public_key)` instead of the rows.
+    pub(crate) fn answer_with(
+        &self,
+        answer: impl Fn(&str) -> Option<ApiKeyRecord> + Send + Sync + 'static,
+    ) {
+        *lock(&self.answer) = Some(Box::new(answer));
+    }
+
+    pub(crate) fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::Database("injected failure".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl ApiKeyRepository for Scripted {
+    async fn find_by_public_key(
+        &self,
+        public_key: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        if self.stalled.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.check()?;
+        if let Some(answer) = &*lock(&self.answer) {
+            return Ok(answer(public_key));
+        }
+        self.inner.find_by_public_key(public_key).await
+    }
+
+    fn insert(&self, record: ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let checked = self.check();
+        let inner = Arc::clone(&self.inner);
+        async move {
+            checked?;
+            inner.insert(record).await
+        }
+    }
+
+    async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_by_account(account_id).await
+    }
+
+    async fn get(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.get(account_id, key_id).await
+    }
+
+    async fn revoke(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.revoke(account_id, key_id).await
+    }
+
+    async fn delete(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.delete(account_id, key_id).await
+    }
+
+    async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.record_last_used(batch).await
+    }
+}
