@@ -32,8 +32,8 @@
 use axum::{
     Json, Router,
     body::Body,
-    extract::{OriginalUri, Path, Request, State},
-    http::{HeaderMap, StatusCode, header},
+    extract::{FromRequestParts, OriginalUri, Path, Request, State},
+    http::{HeaderMap, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, patch},
 };
@@ -171,19 +171,43 @@ impl From<ManagerError> for ApiError {
     }
 }
 
-fn account(
-    state: &RouterState,
-    account: Option<AccountId>,
-    key: Option<AuthenticatedKey>,
-) -> Result<AccountId, ApiError> {
-    if key.is_some() && !state.allow_api_key_auth {
-        return Err(ApiError::ApiKeyNotAllowed);
+/// The account whose keys a request manages, from the host's authentication.
+/// Extracted before anything else, so that an unauthenticated request gets
+/// `401` whatever else is wrong with it.
+struct Owner(AccountId);
+
+impl FromRequestParts<RouterState> for Owner {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &RouterState,
+    ) -> Result<Self, Self::Rejection> {
+        if parts.extensions.get::<AuthenticatedKey>().is_some() && !state.allow_api_key_auth {
+            return Err(ApiError::ApiKeyNotAllowed);
+        }
+        parts
+            .extensions
+            .get::<AccountId>()
+            .copied()
+            .map(Self)
+            .ok_or(ApiError::Unauthenticated)
     }
-    account.ok_or(ApiError::Unauthenticated)
 }
 
-fn key_id(raw: &str) -> Result<ApiKeyId, ApiError> {
-    raw.parse().map_err(|_| ApiError::BadKeyId)
+/// The `{key_id}` path segment. Anything but a UUID (including a segment that
+/// is not UTF-8 once percent-decoded) is a `400` problem document.
+struct KeyIdParam(ApiKeyId);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyIdParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::BadKeyId)?;
+        raw.parse().map(Self).map_err(|_| ApiError::BadKeyId)
+    }
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -293,13 +317,11 @@ fn new_key(body: Map<String, Value>) -> Result<NewApiKey, ApiError> {
 }
 
 async fn create(
+    Owner(account_id): Owner,
     State(state): State<RouterState>,
     OriginalUri(uri): OriginalUri,
-    account_id: Option<AccountId>,
-    key: Option<AuthenticatedKey>,
     request: Request<Body>,
 ) -> Result<Response, ApiError> {
-    let account_id = account(&state, account_id, key)?;
     let body = json_body(request, true)
         .await?
         .ok_or(ApiError::MalformedJson)?;
@@ -329,34 +351,26 @@ async fn create(
 }
 
 async fn list(
+    Owner(account_id): Owner,
     State(state): State<RouterState>,
-    account_id: Option<AccountId>,
-    key: Option<AuthenticatedKey>,
 ) -> Result<Response, ApiError> {
-    let account_id = account(&state, account_id, key)?;
     Ok(Json(state.manager.list(account_id).await?).into_response())
 }
 
 async fn show(
+    Owner(account_id): Owner,
     State(state): State<RouterState>,
-    account_id: Option<AccountId>,
-    key: Option<AuthenticatedKey>,
-    Path(raw): Path<String>,
+    KeyIdParam(key_id): KeyIdParam,
 ) -> Result<Response, ApiError> {
-    let account_id = account(&state, account_id, key)?;
-    let key_id = key_id(&raw)?;
     Ok(Json(state.manager.get(account_id, key_id).await?).into_response())
 }
 
 async fn revoke(
+    Owner(account_id): Owner,
     State(state): State<RouterState>,
-    account_id: Option<AccountId>,
-    key: Option<AuthenticatedKey>,
-    Path(raw): Path<String>,
+    KeyIdParam(key_id): KeyIdParam,
     request: Request<Body>,
 ) -> Result<Response, ApiError> {
-    let account_id = account(&state, account_id, key)?;
-    let key_id = key_id(&raw)?;
     if let Some(body) = json_body(request, false).await? {
         let unknown: Vec<_> = body_object(body)?
             .into_iter()
@@ -371,13 +385,10 @@ async fn revoke(
 }
 
 async fn remove(
+    Owner(account_id): Owner,
     State(state): State<RouterState>,
-    account_id: Option<AccountId>,
-    key: Option<AuthenticatedKey>,
-    Path(raw): Path<String>,
+    KeyIdParam(key_id): KeyIdParam,
 ) -> Result<Response, ApiError> {
-    let account_id = account(&state, account_id, key)?;
-    let key_id = key_id(&raw)?;
     state.manager.delete(account_id, key_id).await?;
     Ok(Json(json!({"message": "API key deleted successfully"})).into_response())
 }
