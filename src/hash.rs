@@ -60,34 +60,27 @@ impl Pepper {
     /// ignored), or, if the file does not exist, generates one and writes it there
     /// with mode `0600`. Returns the pepper and whether it was just generated.
     ///
-    /// The file is created exclusively, so two processes starting at once cannot
-    /// end up with different peppers.
+    /// A new pepper is written whole to a temporary file beside `path` and then
+    /// linked into place, so no process ever reads a partly written pepper, a
+    /// crash leaves no empty file behind, and of two processes starting at once
+    /// the second uses the first one's pepper. An existing file that group or
+    /// others may read is used, with a warning.
     pub fn load_or_generate(path: &std::path::Path) -> Result<(Self, bool), PepperFileError> {
-        use std::io::Write;
         match std::fs::read(path) {
-            Ok(bytes) => return Ok((Self::from_file_bytes(bytes)?, false)),
+            Ok(bytes) => {
+                warn_if_shared(path);
+                return Ok((Self::from_file_bytes(bytes)?, false));
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(PepperFileError::Io(err)),
         }
         let pepper =
             Self::generate().map_err(|err| PepperFileError::Io(std::io::Error::other(err)))?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(path) {
-            Ok(mut file) => {
-                let written = file
-                    .write_all(pepper.expose())
-                    .and_then(|()| file.write_all(b"\n"))
-                    .and_then(|()| file.sync_all());
-                if let Err(err) = written {
-                    // Leave no empty or partial pepper behind to fail every later start.
-                    let _ = std::fs::remove_file(path);
-                    return Err(PepperFileError::Io(err));
-                }
-                Ok((pepper, true))
-            }
+        let temporary = write_temporary(path, pepper.expose())?;
+        let linked = std::fs::hard_link(&temporary, path);
+        let _ = std::fs::remove_file(&temporary);
+        match linked {
+            Ok(()) => Ok((pepper, true)),
             // Another process won the race: use its pepper.
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
                 Ok((Self::from_file_bytes(std::fs::read(path)?)?, false))
@@ -135,6 +128,58 @@ impl Pepper {
         }
         Ok(Self::new(bytes)?)
     }
+}
+
+/// Writes `pepper` and a newline to a new file with mode `0600` beside `path`,
+/// synced to disk, and returns its path.
+fn write_temporary(
+    path: &std::path::Path,
+    pepper: &[u8],
+) -> Result<std::path::PathBuf, PepperFileError> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .map_or_else(|| "pepper".into(), |name| name.to_string_lossy());
+    let nonce = crate::key::KeyPair::generate()
+        .map_err(|err| PepperFileError::Io(std::io::Error::other(err)))?;
+    let temporary = path.with_file_name(format!(
+        ".{name}.{}.tmp",
+        &nonce.public_key.as_str()["pk_".len()..]
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&temporary)?;
+    let written = file
+        .write_all(pepper)
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all());
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(PepperFileError::Io(err));
+    }
+    Ok(temporary)
+}
+
+/// Warns when the pepper file may be read by its group or by others.
+fn warn_if_shared(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(path) {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{mode:03o}"),
+                    "the pepper file is readable by group or others; restrict it with chmod 600"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// Where [`Pepper::from_env_or_file`] found the pepper.
@@ -338,6 +383,70 @@ mod tests {
             Pepper::load_or_generate(&path),
             Err(PepperFileError::Invalid(PepperError::TooShort { len: 5 }))
         ));
+    }
+
+    #[test]
+    fn concurrent_first_starts_agree_on_one_pepper_and_leave_no_temporary_file() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("api-keys.pepper");
+            let peppers: Vec<Vec<u8>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| scope.spawn(|| Pepper::load_or_generate(&path).unwrap()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| handle.join().unwrap().0.expose().to_vec())
+                    .collect()
+            });
+            assert!(peppers.iter().all(|pepper| pepper == &peppers[0]));
+            assert_eq!(peppers[0].len(), 64);
+            let files: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name())
+                .collect();
+            assert_eq!(files, vec![std::ffi::OsString::from("api-keys.pepper")]);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_pepper_file_readable_by_others_is_used_with_a_warning() {
+        use std::{
+            os::unix::fs::PermissionsExt,
+            sync::{Arc, Mutex},
+        };
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-keys.pepper");
+        std::fs::write(&path, "a-hand-written-pepper-value\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let buffer = buffer.clone();
+                move || buffer.clone()
+            })
+            .finish();
+        let (pepper, generated) = tracing::subscriber::with_default(subscriber, || {
+            Pepper::load_or_generate(&path).unwrap()
+        });
+        assert!(!generated);
+        assert_eq!(pepper.expose(), b"a-hand-written-pepper-value");
+        let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("readable by group or others"), "{log}");
+        assert!(log.contains("644"), "{log}");
+        assert!(!log.contains("a-hand-written-pepper-value"), "{log}");
     }
 
     #[test]
