@@ -15,7 +15,7 @@
 //! |---|---|---|
 //! | `DATABASE_URL` | key store; `sqlite://…`, or `postgres://…` / `mysql://…` with the crate features `postgres` / `mysql`. Migrations run at start. | `sqlite://api-keys.db` (created if missing) |
 //! | `API_KEY_PEPPER` | the HMAC key for stored secrets (its UTF-8 bytes, at least 16) | generated once, kept in `api-keys.pepper` (mode 0600) and reused |
-//! | `ADMIN_TOKEN` | stands in for the host's own login on the management routes | generated at each start and printed once to stdout as `ADMIN_TOKEN=…` |
+//! | `ADMIN_TOKEN` | stands in for the host's own login on the management routes (at least 16 bytes, no whitespace) | generated at each start and printed once to stdout as `ADMIN_TOKEN=…` |
 //! | `BIND` | listening address | `127.0.0.1:3000` |
 //! | `RUST_LOG` | log filter (logs go to stderr) | `info` |
 //!
@@ -32,12 +32,12 @@
 //!   `X-Account-Id: <uuid>`, the account whose keys it manages.
 //!
 //! ```text
-//! ADMIN_TOKEN=change-me cargo run --example server
+//! ADMIN_TOKEN=change-me-to-a-long-secret cargo run --example server
 //!
 //! # in another shell: create a key (the secret is shown this once), then use it
 //! ACCOUNT=6f1c0a52-3b8e-4a51-9a55-2f4a1c2b9d10
 //! KEY=$(curl -s -X POST localhost:3000/v1/api-keys \
-//!   -H 'Authorization: Bearer change-me' -H "X-Account-Id: $ACCOUNT" \
+//!   -H 'Authorization: Bearer change-me-to-a-long-secret' -H "X-Account-Id: $ACCOUNT" \
 //!   -H 'Content-Type: application/json' -d '{"title": "my laptop"}' \
 //!   | jq -r '.public_key + ":" + .secret_key')
 //! curl -s localhost:3000/v1/whoami -H "X-API-Key: $KEY"
@@ -67,13 +67,17 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair,
-    PROBLEM_JSON, Pepper, PepperSource, router::ManagementRouter, store::SeaOrmRepository,
+    PROBLEM_JSON, Pepper, PepperSource,
+    router::ManagementRouter,
+    store::{SeaOrmRepository, redact_url},
 };
 use tracing_subscriber::EnvFilter;
 
 const DEFAULT_DATABASE_URL: &str = "sqlite://api-keys.db";
 const DEFAULT_BIND: &str = "127.0.0.1:3000";
 const PEPPER_FILE: &str = "api-keys.pepper";
+/// Shortest `ADMIN_TOKEN` accepted, in bytes.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -313,6 +317,11 @@ fn admin_token() -> Result<(String, Option<String>), String> {
         Ok(token) if token.contains(char::is_whitespace) => {
             Err("ADMIN_TOKEN must not contain whitespace".to_owned())
         }
+        Ok(token) if token.len() < MIN_ADMIN_TOKEN_LEN => Err(format!(
+            "ADMIN_TOKEN is {} bytes long; it must be at least {MIN_ADMIN_TOKEN_LEN} bytes \
+             (unset it to get a generated one)",
+            token.len()
+        )),
         Ok(token) => Ok((token, None)),
         Err(std::env::VarError::NotUnicode(_)) => Err("ADMIN_TOKEN is not valid UTF-8".to_owned()),
         Err(std::env::VarError::NotPresent) => {
@@ -322,20 +331,6 @@ fn admin_token() -> Result<(String, Option<String>), String> {
             let token = pair.secret_key.expose()["sk_".len()..].to_owned();
             Ok((token.clone(), Some(token)))
         }
-    }
-}
-
-/// A database URL fit for logs: any user and password replaced by `***`.
-fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-                None => url.to_owned(),
-            }
-        }
-        None => url.to_owned(),
     }
 }
 

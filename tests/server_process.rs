@@ -99,6 +99,15 @@ impl Server {
     /// Starts the server in `dir` with the default database and pepper file;
     /// its output goes to `logs/<run>.stdout` and `logs/<run>.stderr`.
     fn start(dir: &Path, logs: &Path, run: &str, admin_token: Option<&str>) -> Self {
+        let env: Vec<_> = admin_token
+            .map(|token| ("ADMIN_TOKEN", token))
+            .into_iter()
+            .collect();
+        Self::start_with(dir, logs, run, &env)
+    }
+
+    /// As [`Server::start`], with these variables set on top.
+    fn start_with(dir: &Path, logs: &Path, run: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let stdout = logs.join(format!("{run}.stdout"));
         let stderr = logs.join(format!("{run}.stderr"));
@@ -113,9 +122,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).unwrap())
             .stderr(File::create(&stderr).unwrap());
-        if let Some(token) = admin_token {
-            command.env("ADMIN_TOKEN", token);
-        }
+        command.envs(env.iter().copied());
         let child = command.spawn().expect("the example server starts");
         Self {
             child,
@@ -164,6 +171,22 @@ impl Server {
                 self.output()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for a process that is expected to exit on its own.
+    async fn exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {READY_TIMEOUT:?}:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -548,4 +571,41 @@ async fn generates_and_prints_an_admin_token_once() {
     assert!(!stderr.contains(token), "the token was logged:\n{stderr}");
     assert!(!stderr.contains(&key.secret_key));
     assert!(longest_hex_run(&stderr) < 64, "{stderr}");
+}
+
+#[tokio::test]
+async fn refuses_an_admin_token_under_16_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), logs.path(), "short", Some("fifteen-bytes!!"));
+    let status = server.exit().await;
+    assert!(!status.success(), "{status}:\n{}", server.output());
+    let stderr = server.stderr();
+    assert!(stderr.contains("ADMIN_TOKEN"), "{stderr}");
+    assert!(stderr.contains("at least 16 bytes"), "{stderr}");
+    assert!(
+        !stderr.contains("fifteen-bytes!!"),
+        "the token was printed:\n{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn never_shows_a_database_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: the connection fails and the server says so.
+    let url =
+        "postgres://keys:pw-in-userinfo@127.0.0.1:1/keys?sslmode=disable&password=pw-in-query";
+    let mut server = Server::start_with(
+        dir.path(),
+        logs.path(),
+        "password",
+        &[("ADMIN_TOKEN", ADMIN_TOKEN), ("DATABASE_URL", url)],
+    );
+    let status = server.exit().await;
+    assert!(!status.success(), "{status}:\n{}", server.output());
+    let output = server.output();
+    assert!(output.contains("127.0.0.1:1"), "{output}");
+    assert!(!output.contains("pw-in-userinfo"), "{output}");
+    assert!(!output.contains("pw-in-query"), "{output}");
 }

@@ -11,9 +11,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 mod memory;
+mod redact;
 mod sql;
 
 pub use self::memory::MemoryRepository;
+pub use self::redact::redact_url;
 pub use self::sql::{SeaOrmRepository, connect_options};
 
 /// A timestamp as the crate stores it: microsecond precision (what every backend
