@@ -452,16 +452,61 @@ async fn reference_vectors_validate_from_stored_rows(db: &TestDb) {
     }
 }
 
+/// The reference service's vectors: a copy of the contract's
+/// `vectors/seed_hmac.json` kept in this repository (`.ci/run` checks that the
+/// copy is current).
 fn common_vectors() -> Value {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/seed_hmac.json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seed_hmac.json");
     serde_json::from_str(
         &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
     )
     .unwrap()
 }
 
+/// On MySQL a case-insensitive collation finds a row by any spelling of its
+/// public key; only the exact spelling may validate (and be cached), so that a
+/// revoke, which evicts the stored spelling, leaves no other spelling usable.
+async fn only_the_exact_public_key_validates_under_a_case_insensitive_collation(db: &TestDb) {
+    use sea_orm::ConnectionTrait;
+    if db.backend == "mysql" {
+        // As an adopted table with the server's default collation would be.
+        db.repo
+            .connection()
+            .execute_unprepared(
+                "ALTER TABLE api_keys MODIFY public_key VARCHAR(64) \
+                 CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL",
+            )
+            .await
+            .unwrap();
+    }
+    let h = Harness::start(ApiKeyValidator::new(db.repo.clone(), pepper())).await;
+    let account = AccountId::new(Uuid::new_v4());
+    let created = h
+        .manager
+        .create(account, NewApiKey::new("ci"))
+        .await
+        .unwrap();
+    let credential = created.credential();
+    let swapped_public: String = credential[3..35]
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    let swapped = format!("pk_{swapped_public}{}", &credential[35..]);
+    assert_problem(h.whoami(&swapped).await, 401, "Invalid API key").await;
+    assert_eq!(h.whoami(&credential).await.status(), StatusCode::OK);
+    h.manager.revoke(account, created.key.key_id).await.unwrap();
+    assert_problem(h.whoami(&credential).await, 401, "Invalid API key").await;
+    assert_problem(h.whoami(&swapped).await, 401, "Invalid API key").await;
+}
+
 backend_tests!(
+    only_the_exact_public_key_validates_under_a_case_insensitive_collation,
     valid_key_reaches_the_handler_with_its_ids,
     every_rejection_class_has_its_status_and_detail,
     refusals_are_byte_identical,
