@@ -67,7 +67,8 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair,
-    PROBLEM_JSON, Pepper, PepperSource,
+    Pepper, PepperSource,
+    headers::PROBLEM_JSON,
     router::ManagementRouter,
     store::{SeaOrmRepository, redact_url},
 };

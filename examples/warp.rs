@@ -38,7 +38,9 @@ use hyper_util::{
 };
 use serde_json::json;
 use tokio::net::TcpListener;
-use tower_api_keys::{AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, PROBLEM_JSON};
+use tower_api_keys::{
+    AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, headers::PROBLEM_JSON,
+};
 use warp::{
     Filter, Rejection, Reply, ext::MissingExtension, http::StatusCode, reject::MethodNotAllowed,
 };

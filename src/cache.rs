@@ -8,7 +8,7 @@ use std::{
 
 use moka::{policy::Expiry, sync::Cache};
 
-use crate::{extract::AuthenticatedKey, hash::SecretHash, store::KeyStatus};
+use crate::{hash::SecretHash, identity::AuthenticatedKey, store::KeyStatus};
 
 /// What the cache keeps for a known public key.
 pub(crate) struct CachedKey {
@@ -96,6 +96,16 @@ impl Expiry<String, Arc<CachedKey>> for PerEntryExpiry {
     }
 }
 
+/// How many public keys a validator's caches hold (approximately: the cache
+/// settles pending work first, but concurrent requests may change it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CachedEntries {
+    /// Keys the store knows (whatever their state).
+    pub known: u64,
+    /// Well-formed public keys the store does not know.
+    pub unknown: u64,
+}
+
 /// Sizes and lifetimes of the two caches.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CacheConfig {
@@ -159,10 +169,13 @@ impl KeyCache {
         self.negative.invalidate_all();
     }
 
-    /// Approximate entry counts (positive, negative), after pending maintenance.
-    pub(crate) fn entry_counts(&self) -> (u64, u64) {
+    /// Approximate entry counts, after pending maintenance.
+    pub(crate) fn entry_counts(&self) -> CachedEntries {
         self.positive.run_pending_tasks();
         self.negative.run_pending_tasks();
-        (self.positive.entry_count(), self.negative.entry_count())
+        CachedEntries {
+            known: self.positive.entry_count(),
+            unknown: self.negative.entry_count(),
+        }
     }
 }

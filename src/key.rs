@@ -108,12 +108,12 @@ impl KeyPair {
     /// # Errors
     ///
     /// Fails only if the operating system's random source fails.
-    pub fn generate() -> Result<Self, getrandom::Error> {
+    pub fn generate() -> Result<Self, RandomSourceError> {
         let mut body = [0u8; 2 * KEY_BODY_LEN];
         let mut pool = [0u8; 96];
         let mut filled = 0;
         while filled < body.len() {
-            getrandom::fill(&mut pool)?;
+            getrandom::fill(&mut pool).map_err(RandomSourceError)?;
             for &byte in &pool {
                 // 248 = 4 * 62: the largest multiple of 62 that fits in a byte.
                 if byte < 248 {
@@ -141,7 +141,7 @@ impl KeyPair {
 
     /// The credential a client sends: `pk_…:sk_…`. Never log it.
     pub fn credential(&self) -> String {
-        format!("{}:{}", self.public_key.0, self.secret_key.0)
+        credential(&self.public_key.0, &self.secret_key)
     }
 }
 
@@ -211,6 +211,16 @@ impl fmt::Debug for Credential<'_> {
             .finish()
     }
 }
+
+/// The credential `pk_…:sk_…` for a public key and its secret.
+pub(crate) fn credential(public_key: &str, secret_key: &SecretKey) -> String {
+    format!("{public_key}:{}", secret_key.expose())
+}
+
+/// The operating system's random source failed (it practically never does).
+#[derive(Debug, thiserror::Error)]
+#[error("the operating system's random source failed: {0}")]
+pub struct RandomSourceError(getrandom::Error);
 
 /// The credential is not of the shape `pk_<32>:sk_<32>`.
 ///

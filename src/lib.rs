@@ -20,20 +20,26 @@
 mod auth;
 mod cache;
 pub mod entity;
+#[cfg(feature = "axum")]
 mod extract;
 mod flight;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod grpc;
 pub mod hash;
+pub mod headers;
+mod identity;
 pub mod key;
+pub mod limits;
 mod manager;
 pub mod migration;
+mod pepper;
 #[cfg(feature = "axum")]
 mod problem;
 mod rejection;
 #[cfg(feature = "axum")]
 pub mod router;
+mod rules;
 pub mod store;
 mod sync;
 #[cfg(test)]
@@ -41,22 +47,16 @@ mod test_support;
 mod usage;
 mod validator;
 
-pub use auth::{
-    ApiKeyAuth, ApiKeyAuthLayer, ResponseBody, ResponseFuture, X_API_KEY, extract_credential,
-};
+pub use auth::{ApiKeyAuth, ApiKeyAuthLayer, ResponseBody, ResponseFuture, extract_credential};
+pub use cache::CachedEntries;
 #[cfg(feature = "axum")]
 pub use extract::MissingAuthentication;
-pub use extract::{AccountId, ApiKeyId, AuthenticatedKey};
-pub use hash::{Pepper, PepperError, PepperFileError, PepperSource};
+pub use identity::{AccountId, ApiKeyId, AuthenticatedKey};
 pub use key::{Credential, KeyPair, MalformedCredential};
-pub use manager::{
-    ApiKeyInfo, CreatedKey, EXPIRES_IN_DAYS, FieldError, KeyManager, MAX_DESCRIPTION_CHARS,
-    MAX_TITLE_CHARS, ManagerError, NewApiKey,
-};
-pub use rejection::{
-    PROBLEM_JSON, ProblemJson, RETRY_AFTER_SECS, Rejection, RejectionBody, RejectionHandler,
-    WWW_AUTHENTICATE,
-};
+pub use manager::{ApiKeyInfo, CreatedKey, KeyManager, ManagerError};
+pub use pepper::{Pepper, PepperError, PepperFileError, PepperSource};
+pub use rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
+pub use rules::{FieldError, NewApiKey};
 pub use validator::{ApiKeyValidator, ValidatorBuilder};
 
 /// The README's Rust examples, compiled and run as doctests.

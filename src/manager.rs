@@ -11,18 +11,12 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    extract::{AccountId, ApiKeyId},
-    key::{KeyPair, SecretKey},
+    identity::{AccountId, ApiKeyId},
+    key::{KeyPair, RandomSourceError, SecretKey},
+    rules::{FieldError, NewApiKey},
     store::{ApiKeyRecord, EffectiveStatus, KeyStatus, StoreError},
     validator::ApiKeyValidator,
 };
-
-/// Longest title, in Unicode scalar values (after trimming).
-pub const MAX_TITLE_CHARS: usize = 255;
-/// Longest description, in Unicode scalar values.
-pub const MAX_DESCRIPTION_CHARS: usize = 4096;
-/// Allowed range of `expires_in_days`.
-pub const EXPIRES_IN_DAYS: std::ops::RangeInclusive<i64> = 1..=365;
 
 /// Creates, lists and retires keys of one account at a time.
 ///
@@ -49,106 +43,6 @@ pub const EXPIRES_IN_DAYS: std::ops::RangeInclusive<i64> = 1..=365;
 #[derive(Debug, Clone)]
 pub struct KeyManager {
     validator: ApiKeyValidator,
-}
-
-/// What to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewApiKey {
-    /// Trimmed, then 1–255 characters; no NUL.
-    pub title: String,
-    /// Up to 4,096 characters, stored as given; no NUL.
-    pub description: Option<String>,
-    /// 1–365 days; `None` for a key that never expires.
-    pub expires_in_days: Option<i64>,
-}
-
-impl NewApiKey {
-    /// A key with this title, no description, that never expires.
-    pub fn new(title: impl Into<String>) -> Self {
-        Self {
-            title: title.into(),
-            description: None,
-            expires_in_days: None,
-        }
-    }
-
-    /// Sets the description.
-    #[must_use]
-    pub fn with_description(mut self, description: impl Into<String>) -> Self {
-        self.description = Some(description.into());
-        self
-    }
-
-    /// Makes the key expire after `days` (1–365).
-    #[must_use]
-    pub fn with_expires_in_days(mut self, days: i64) -> Self {
-        self.expires_in_days = Some(days);
-        self
-    }
-
-    /// Checks every rule and returns every violation.
-    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errors = Vec::new();
-        let title = self.title.trim();
-        // PostgreSQL cannot store U+0000 in text; refuse it on every backend alike.
-        if title.contains('\0') {
-            errors.push(FieldError::new("title", "must not contain NUL characters"));
-        } else if title.is_empty() {
-            errors.push(FieldError::new("title", "must not be blank"));
-        } else if title.chars().count() > MAX_TITLE_CHARS {
-            errors.push(FieldError::new(
-                "title",
-                format!("must be at most {MAX_TITLE_CHARS} characters"),
-            ));
-        }
-        if let Some(description) = &self.description
-            && description.contains('\0')
-        {
-            errors.push(FieldError::new(
-                "description",
-                "must not contain NUL characters",
-            ));
-        } else if let Some(description) = &self.description
-            && description.chars().count() > MAX_DESCRIPTION_CHARS
-        {
-            errors.push(FieldError::new(
-                "description",
-                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
-            ));
-        }
-        if let Some(days) = self.expires_in_days
-            && !EXPIRES_IN_DAYS.contains(&days)
-        {
-            errors.push(FieldError::new(
-                "expires_in_days",
-                "must be an integer from 1 to 365, or null",
-            ));
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
-    }
-}
-
-/// One invalid field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    /// The field's name as sent.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl FieldError {
-    /// An error for `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
 }
 
 /// A key as its owner sees it: no secret, no hash.
@@ -199,7 +93,7 @@ pub struct CreatedKey {
 impl CreatedKey {
     /// The credential a client sends: `pk_…:sk_…`. Never log it.
     pub fn credential(&self) -> String {
-        format!("{}:{}", self.key.public_key, self.secret_key.expose())
+        crate::key::credential(&self.key.public_key, &self.secret_key)
     }
 }
 
@@ -222,8 +116,8 @@ pub enum ManagerError {
     #[error("invalid API key request: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldError>),
     /// The OS random source failed.
-    #[error("the random source failed: {0}")]
-    Random(getrandom::Error),
+    #[error(transparent)]
+    Random(#[from] RandomSourceError),
     /// The store failed or timed out.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -278,7 +172,7 @@ impl KeyManager {
         let expires_at = request
             .expires_in_days
             .map(|days| created_at + TimeDelta::days(days));
-        let pair = KeyPair::generate().map_err(ManagerError::Random)?;
+        let pair = KeyPair::generate()?;
         let record = ApiKeyRecord {
             key_id: Uuid::new_v4(),
             public_key: pair.public_key.as_str().to_owned(),
@@ -378,41 +272,6 @@ impl KeyManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn validation_counts_characters_and_trims() {
-        assert!(NewApiKey::new("  ok  ").validate().is_ok());
-        assert_eq!(
-            NewApiKey::new("   ").validate().unwrap_err()[0].field,
-            "title"
-        );
-        assert!(NewApiKey::new("é".repeat(255)).validate().is_ok());
-        assert!(NewApiKey::new("é".repeat(256)).validate().is_err());
-        assert!(
-            NewApiKey::new(format!("  {}  ", "a".repeat(255)))
-                .validate()
-                .is_ok()
-        );
-        let description = NewApiKey::new("t").with_description("😀".repeat(4096));
-        assert!(description.validate().is_ok());
-        let description = NewApiKey::new("t").with_description("😀".repeat(4097));
-        assert_eq!(description.validate().unwrap_err()[0].field, "description");
-        for days in [0, 366, -1] {
-            let errors = NewApiKey::new("t")
-                .with_expires_in_days(days)
-                .validate()
-                .unwrap_err();
-            assert_eq!(errors[0].field, "expires_in_days");
-        }
-        for days in [1, 365] {
-            assert!(
-                NewApiKey::new("t")
-                    .with_expires_in_days(days)
-                    .validate()
-                    .is_ok()
-            );
-        }
-    }
 
     #[test]
     fn creation_times_strictly_increase() {

@@ -1,13 +1,75 @@
 //! Why a request was refused, and how the refusal is answered.
 
-use std::fmt;
+use std::{
+    convert::Infallible,
+    fmt,
+    pin::Pin,
+    task::{Context, Poll},
+};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 
-/// The body type of rejection responses.
-pub type RejectionBody = Full<Bytes>;
+use crate::headers::{PROBLEM_JSON, RETRY_AFTER_SECS, WWW_AUTHENTICATE};
+
+/// The body of rejection responses: a whole body held in memory (the problem
+/// document, or empty for gRPC). Build it from a `&'static str`, a `String`,
+/// a `Vec<u8>` or [`Bytes`].
+#[derive(Debug, Clone, Default)]
+pub struct RejectionBody(Full<Bytes>);
+
+impl RejectionBody {
+    /// A body of `bytes`.
+    pub fn new(bytes: impl Into<Bytes>) -> Self {
+        Self(Full::new(bytes.into()))
+    }
+}
+
+impl From<&'static str> for RejectionBody {
+    fn from(text: &'static str) -> Self {
+        Self::new(text)
+    }
+}
+
+impl From<String> for RejectionBody {
+    fn from(text: String) -> Self {
+        Self::new(text)
+    }
+}
+
+impl From<Vec<u8>> for RejectionBody {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::new(bytes)
+    }
+}
+
+impl From<Bytes> for RejectionBody {
+    fn from(bytes: Bytes) -> Self {
+        Self::new(bytes)
+    }
+}
+
+impl Body for RejectionBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
 
 /// Why [`ApiKeyAuthLayer`](crate::ApiKeyAuthLayer) refused a request.
 ///
@@ -26,13 +88,6 @@ pub enum Rejection {
     /// The key store failed or timed out and nothing usable was cached.
     StoreUnavailable,
 }
-
-/// The `WWW-Authenticate` challenge sent with every `401`.
-pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"api\"";
-/// The `Retry-After` value, in seconds, sent with `503`.
-pub const RETRY_AFTER_SECS: u32 = 5;
-/// The problem-document media type.
-pub const PROBLEM_JSON: &str = "application/problem+json";
 
 impl Rejection {
     /// The HTTP status: `401`, or `503` for [`Rejection::StoreUnavailable`].
@@ -74,7 +129,7 @@ impl Rejection {
     /// `Content-Type: application/problem+json`, plus `WWW-Authenticate` on `401`
     /// and `Retry-After` on `503`.
     pub fn problem_response(self) -> Response<RejectionBody> {
-        let mut response = Response::new(Full::new(Bytes::from_static(self.body().as_bytes())));
+        let mut response = Response::new(RejectionBody::from(self.body()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

@@ -41,10 +41,11 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value, json};
 
 use crate::{
-    extract::{AccountId, ApiKeyId, AuthenticatedKey},
-    manager::{FieldError, KeyManager, ManagerError, NewApiKey},
+    headers::RETRY_AFTER_SECS,
+    identity::{AccountId, ApiKeyId, AuthenticatedKey},
+    manager::{KeyManager, ManagerError},
     problem::Problem,
-    rejection::RETRY_AFTER_SECS,
+    rules::{FieldError, NewApiKey},
 };
 
 /// Largest accepted request body, in bytes.

@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    hash::{KeyHasher, Pepper},
+    hash::KeyHasher,
     key::KeyPair,
+    pepper::Pepper,
     store::{ApiKeyRecord, ApiKeyRepository, KeyStatus, MemoryRepository, StoreError},
     sync::lock,
 };

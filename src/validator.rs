@@ -9,11 +9,12 @@ use std::{
 use chrono::Utc;
 
 use crate::{
-    cache::{CacheConfig, CachedKey, KeyCache},
-    extract::AuthenticatedKey,
+    cache::{CacheConfig, CachedEntries, CachedKey, KeyCache},
     flight::{Flight, Flights},
-    hash::{KeyHasher, Pepper, SecretHash},
+    hash::{KeyHasher, SecretHash},
+    identity::AuthenticatedKey,
     key::Credential,
+    pepper::Pepper,
     rejection::Rejection,
     store::{ApiKeyRecord, ApiKeyRepository, DynRepository, KeyStatus, StoreError},
     usage::{Flusher, UsageShared},
@@ -395,8 +396,8 @@ impl ApiKeyValidator {
         inner.flights.retire_all(|| inner.cache.clear());
     }
 
-    /// Approximate number of cached `(known, unknown)` public keys.
-    pub fn cached_entries(&self) -> (u64, u64) {
+    /// Approximate number of cached public keys, known and unknown.
+    pub fn cached_entries(&self) -> CachedEntries {
         self.inner.cache.entry_counts()
     }
 
@@ -545,6 +546,12 @@ mod tests {
         );
         assert!(validator.validate(&credential).await.is_ok());
         // Each spelling is cached on its own: the right one as known.
-        assert_eq!(validator.cached_entries(), (1, 1));
+        assert_eq!(
+            validator.cached_entries(),
+            CachedEntries {
+                known: 1,
+                unknown: 1
+            }
+        );
     }
 }

@@ -223,7 +223,7 @@ async fn a_flood_of_unknown_keys_never_evicts_a_valid_one() {
         );
     }
     assert_eq!(refused.load(Ordering::Relaxed), 200_000);
-    let (known, unknown) = validator.cached_entries();
+    let tower_api_keys::CachedEntries { known, unknown } = validator.cached_entries();
     println!(
         "flood of 200000 unknown keys: cached known={known} unknown={unknown}, peak RSS {} KiB",
         peak_rss_kib().unwrap_or(0)

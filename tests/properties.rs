@@ -5,8 +5,9 @@
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use proptest::prelude::*;
 use tower_api_keys::{
-    Credential, KeyPair, MalformedCredential, Pepper, X_API_KEY, extract_credential,
+    Credential, KeyPair, MalformedCredential, Pepper, extract_credential,
     hash::{KeyHasher, SecretHash},
+    headers::X_API_KEY,
     key::{PublicKey, SecretKey},
 };
 

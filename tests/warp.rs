@@ -10,8 +10,8 @@ use reqwest::{StatusCode, header};
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower_api_keys::{
-    AccountId, ApiKeyValidator, CreatedKey, KeyManager, NewApiKey, PROBLEM_JSON, Rejection,
-    store::SeaOrmRepository,
+    AccountId, ApiKeyValidator, CreatedKey, KeyManager, NewApiKey, Rejection,
+    headers::PROBLEM_JSON, store::SeaOrmRepository,
 };
 use uuid::Uuid;
 

@@ -11,11 +11,11 @@ use tower_service::Service;
 
 use super::{ResponseBody, service::insert_extensions};
 use crate::{
-    extract::AuthenticatedKey,
+    identity::AuthenticatedKey,
     rejection::{Rejection, RejectionBody, RejectionHandler},
 };
 
-type Lookup = Pin<Box<dyn Future<Output = Result<AuthenticatedKey, Rejection>> + Send>>;
+type StoreCheck = Pin<Box<dyn Future<Output = Result<AuthenticatedKey, Rejection>> + Send>>;
 
 pin_project! {
     /// Response future of [`ApiKeyAuth`](super::ApiKeyAuth).
@@ -37,8 +37,8 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        Lookup {
-            lookup: Lookup,
+        Checking {
+            check: StoreCheck,
             inner: Option<S>,
             request: Option<Request<B>>,
             rejection: Arc<dyn RejectionHandler>,
@@ -71,15 +71,15 @@ where
         }
     }
 
-    pub(crate) fn lookup(
-        lookup: Lookup,
+    pub(crate) fn checking(
+        check: StoreCheck,
         inner: S,
         request: Request<B>,
         rejection: Arc<dyn RejectionHandler>,
     ) -> Self {
         Self {
-            state: State::Lookup {
-                lookup,
+            state: State::Checking {
+                check,
                 inner: Some(inner),
                 request: Some(request),
                 rejection,
@@ -117,13 +117,13 @@ where
                         .expect("ResponseFuture polled after completion");
                     return Poll::Ready(Ok(response.map(ResponseBody::rejection)));
                 }
-                StateProj::Lookup {
-                    lookup,
+                StateProj::Checking {
+                    check,
                     inner,
                     request,
                     rejection,
                 } => {
-                    let outcome = ready!(lookup.as_mut().poll(cx));
+                    let outcome = ready!(check.as_mut().poll(cx));
                     let next = match outcome {
                         Ok(key) => {
                             let mut request = request

@@ -1,9 +1,9 @@
-use http::{HeaderMap, HeaderName, header::AUTHORIZATION};
+use http::{HeaderMap, header::AUTHORIZATION};
 
-use crate::key::{Credential, MalformedCredential};
-
-/// The reference service's header, `X-API-Key: pk_…:sk_…`.
-pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+use crate::{
+    headers::X_API_KEY,
+    key::{Credential, MalformedCredential},
+};
 
 /// Finds the API-key credential in a request's headers.
 ///
@@ -63,7 +63,7 @@ fn trim(value: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
+    use http::{HeaderName, HeaderValue};
 
     use super::*;
 

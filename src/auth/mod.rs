@@ -23,9 +23,6 @@ mod layer;
 mod service;
 
 pub use self::{
-    body::ResponseBody,
-    future::ResponseFuture,
-    header::{X_API_KEY, extract_credential},
-    layer::ApiKeyAuthLayer,
+    body::ResponseBody, future::ResponseFuture, header::extract_credential, layer::ApiKeyAuthLayer,
     service::ApiKeyAuth,
 };

@@ -6,7 +6,7 @@ use zeroize::Zeroizing;
 
 use super::{ResponseBody, ResponseFuture, extract_credential, layer::AuthConfig};
 use crate::{
-    extract::AuthenticatedKey,
+    identity::AuthenticatedKey,
     rejection::{Rejection, RejectionHandler},
     validator::ApiKeyValidator,
 };
@@ -121,9 +121,9 @@ where
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 let validator = self.config.validator.clone();
-                let lookup =
+                let check =
                     Box::pin(async move { validator.check_store(&public_key, &secret_key).await });
-                ResponseFuture::lookup(lookup, inner, request, self.config.rejection.clone())
+                ResponseFuture::checking(check, inner, request, self.config.rejection.clone())
             }
         }
     }

@@ -1,0 +1,12 @@
+//! The header names and values of the wire contract.
+
+use http::HeaderName;
+
+/// The reference service's header, `X-API-Key: pk_…:sk_…`.
+pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// The `WWW-Authenticate` challenge sent with every `401`.
+pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"api\"";
+/// The `Retry-After` value, in seconds, sent with `503`.
+pub const RETRY_AFTER_SECS: u32 = 5;
+/// The problem-document media type (`Content-Type` of every refusal).
+pub const PROBLEM_JSON: &str = "application/problem+json";

@@ -1,0 +1,128 @@
+//! Who a request is: the identity types a successful authentication attaches.
+//!
+//! [`ApiKeyAuthLayer`](crate::ApiKeyAuthLayer) inserts an [`AccountId`], an
+//! [`ApiKeyId`] and an [`AuthenticatedKey`] into the request extensions. They sit
+//! at the bottom of the crate's module graph: every other module may use them,
+//! they use none. (With the `axum` feature the `extract` module makes them
+//! extractors.)
+
+use std::{fmt, str::FromStr, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+macro_rules! uuid_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// Wraps a UUID.
+            pub const fn new(id: Uuid) -> Self {
+                Self(id)
+            }
+
+            /// The UUID.
+            pub const fn into_inner(self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                Self(id)
+            }
+        }
+
+        impl From<$name> for Uuid {
+            fn from(id: $name) -> Self {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+uuid_newtype!(
+    /// The account that owns the key the request was authenticated with.
+    ///
+    /// The key-management router also reads the account from this extension, put
+    /// there by the host's own authentication.
+    AccountId
+);
+
+uuid_newtype!(
+    /// The id (`key_id`) of the key the request was authenticated with.
+    ApiKeyId
+);
+
+/// The key a request was authenticated with. Cheap to clone; carries no secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthenticatedKey {
+    account_id: AccountId,
+    key_id: ApiKeyId,
+    public_key: Arc<str>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl AuthenticatedKey {
+    pub(crate) fn new(
+        account_id: AccountId,
+        key_id: ApiKeyId,
+        public_key: Arc<str>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            account_id,
+            key_id,
+            public_key,
+            expires_at,
+        }
+    }
+
+    /// The owning account.
+    pub fn account_id(&self) -> AccountId {
+        self.account_id
+    }
+
+    /// The key's id.
+    pub fn key_id(&self) -> ApiKeyId {
+        self.key_id
+    }
+
+    /// The key's public half, `pk_…` (not secret).
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    /// When the key expires, if it does.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.expires_at
+    }
+}
+
+impl fmt::Debug for AuthenticatedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthenticatedKey")
+            .field("account_id", &self.account_id)
+            .field("key_id", &self.key_id)
+            .field("public_key", &&*self.public_key)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}

@@ -1,0 +1,10 @@
+//! Limits on what a key may carry, as the contract fixes them.
+
+/// Longest title, in Unicode scalar values (after trimming).
+pub const MAX_TITLE_CHARS: usize = 255;
+/// Longest description, in Unicode scalar values.
+pub const MAX_DESCRIPTION_CHARS: usize = 4096;
+/// Allowed range of `expires_in_days`.
+pub const EXPIRES_IN_DAYS: std::ops::RangeInclusive<i64> = 1..=365;
+/// Shortest pepper accepted, in bytes.
+pub const MIN_PEPPER_LEN: usize = 16;

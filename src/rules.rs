@@ -1,0 +1,147 @@
+//! The rules every key request obeys, and the error that names the field that
+//! breaks one. Shared by [`KeyManager`](crate::KeyManager), which enforces them,
+//! and the management router, which reports them.
+
+use serde::Serialize;
+
+use crate::limits::{EXPIRES_IN_DAYS, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    /// Trimmed, then 1–255 characters; no NUL.
+    pub title: String,
+    /// Up to 4,096 characters, stored as given; no NUL.
+    pub description: Option<String>,
+    /// 1–365 days; `None` for a key that never expires.
+    pub expires_in_days: Option<i64>,
+}
+
+impl NewApiKey {
+    /// A key with this title, no description, that never expires.
+    pub fn new(title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            description: None,
+            expires_in_days: None,
+        }
+    }
+
+    /// Sets the description.
+    #[must_use]
+    pub fn with_description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+
+    /// Makes the key expire after `days` (1–365).
+    #[must_use]
+    pub fn with_expires_in_days(mut self, days: i64) -> Self {
+        self.expires_in_days = Some(days);
+        self
+    }
+
+    /// Checks every rule and returns every violation.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let title = self.title.trim();
+        // PostgreSQL cannot store U+0000 in text; refuse it on every backend alike.
+        if title.contains('\0') {
+            errors.push(FieldError::new("title", "must not contain NUL characters"));
+        } else if title.is_empty() {
+            errors.push(FieldError::new("title", "must not be blank"));
+        } else if title.chars().count() > MAX_TITLE_CHARS {
+            errors.push(FieldError::new(
+                "title",
+                format!("must be at most {MAX_TITLE_CHARS} characters"),
+            ));
+        }
+        if let Some(description) = &self.description
+            && description.contains('\0')
+        {
+            errors.push(FieldError::new(
+                "description",
+                "must not contain NUL characters",
+            ));
+        } else if let Some(description) = &self.description
+            && description.chars().count() > MAX_DESCRIPTION_CHARS
+        {
+            errors.push(FieldError::new(
+                "description",
+                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            ));
+        }
+        if let Some(days) = self.expires_in_days
+            && !EXPIRES_IN_DAYS.contains(&days)
+        {
+            errors.push(FieldError::new(
+                "expires_in_days",
+                "must be an integer from 1 to 365, or null",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field's name as sent.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error for `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_counts_characters_and_trims() {
+        assert!(NewApiKey::new("  ok  ").validate().is_ok());
+        assert_eq!(
+            NewApiKey::new("   ").validate().unwrap_err()[0].field,
+            "title"
+        );
+        assert!(NewApiKey::new("é".repeat(255)).validate().is_ok());
+        assert!(NewApiKey::new("é".repeat(256)).validate().is_err());
+        assert!(
+            NewApiKey::new(format!("  {}  ", "a".repeat(255)))
+                .validate()
+                .is_ok()
+        );
+        let description = NewApiKey::new("t").with_description("😀".repeat(4096));
+        assert!(description.validate().is_ok());
+        let description = NewApiKey::new("t").with_description("😀".repeat(4097));
+        assert_eq!(description.validate().unwrap_err()[0].field, "description");
+        for days in [0, 366, -1] {
+            let errors = NewApiKey::new("t")
+                .with_expires_in_days(days)
+                .validate()
+                .unwrap_err();
+            assert_eq!(errors[0].field, "expires_in_days");
+        }
+        for days in [1, 365] {
+            assert!(
+                NewApiKey::new("t")
+                    .with_expires_in_days(days)
+                    .validate()
+                    .is_ok()
+            );
+        }
+    }
+}
