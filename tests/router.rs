@@ -23,6 +23,19 @@ struct Api {
 }
 
 impl Api {
+    /// How many keys the account has.
+    async fn count(&self) -> usize {
+        let listed: Vec<Value> = self
+            .request(reqwest::Method::GET, "")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        listed.len()
+    }
+
     async fn start(db: &TestDb) -> Self {
         Self {
             h: Harness::start(ApiKeyValidator::new(db.repo.clone(), pepper())).await,
@@ -383,7 +396,7 @@ async fn expired_keys_read_expired(db: &TestDb) {
     );
 }
 
-async fn bad_bodies_are_refused_and_create_nothing(db: &TestDb) {
+async fn invalid_fields_are_422_naming_each_field_and_create_nothing(db: &TestDb) {
     let api = Api::start(db).await;
     let cases: Vec<(Value, Vec<&str>)> = vec![
         (json!({"title": ""}), vec!["title"]),
@@ -443,7 +456,11 @@ async fn bad_bodies_are_refused_and_create_nothing(db: &TestDb) {
         got.sort();
         assert_eq!(got, expected, "{body}");
     }
-    // Limits hold exactly at the bounds.
+    assert_eq!(api.count().await, 0);
+}
+
+async fn limits_hold_exactly_at_the_bounds(db: &TestDb) {
+    let api = Api::start(db).await;
     for body in [
         json!({"title": "é".repeat(255), "description": "😀".repeat(4096), "expires_in_days": 365}),
         json!({"title": "t", "expires_in_days": 1, "description": null}),
@@ -451,29 +468,27 @@ async fn bad_bodies_are_refused_and_create_nothing(db: &TestDb) {
     ] {
         assert_eq!(api.create(body).await.status(), StatusCode::CREATED);
     }
+    assert_eq!(api.count().await, 3);
+}
 
-    // Malformed JSON, wrong content type, oversized bodies.
+async fn malformed_json_is_400_and_creates_nothing(db: &TestDb) {
+    let api = Api::start(db).await;
+    for body in ["{\"title\": ", "", "{\"title\": \"t\"} trailing"] {
+        let response = api
+            .request(reqwest::Method::POST, "")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        problem(response, 400).await;
+    }
+    assert_eq!(api.count().await, 0);
+}
+
+async fn a_body_that_is_not_declared_json_is_415(db: &TestDb) {
+    let api = Api::start(db).await;
     let post = || api.request(reqwest::Method::POST, "");
-    problem(
-        post()
-            .header("content-type", "application/json")
-            .body("{\"title\": ")
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    problem(
-        post()
-            .header("content-type", "application/json")
-            .body("")
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
     problem(
         post()
             .header("content-type", "text/plain")
@@ -485,6 +500,12 @@ async fn bad_bodies_are_refused_and_create_nothing(db: &TestDb) {
     )
     .await;
     problem(post().body("{\"title\":\"t\"}").send().await.unwrap(), 415).await;
+    assert_eq!(api.count().await, 0);
+}
+
+async fn an_oversized_body_is_413_declared_or_chunked(db: &TestDb) {
+    let api = Api::start(db).await;
+    let post = || api.request(reqwest::Method::POST, "");
     let big = format!(
         "{{\"title\":\"t\",\"description\":\"{}\"}}",
         "d".repeat(70_000)
@@ -516,16 +537,7 @@ async fn bad_bodies_are_refused_and_create_nothing(db: &TestDb) {
         413,
     )
     .await;
-
-    let listed: Vec<Value> = api
-        .request(reqwest::Method::GET, "")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed.len(), 3, "only the three valid bodies created keys");
+    assert_eq!(api.count().await, 0);
 }
 
 async fn titles_are_stored_verbatim(db: &TestDb) {
@@ -856,7 +868,11 @@ backend_tests!(
     revoke_is_idempotent_and_takes_effect_at_once,
     delete_takes_effect_at_once,
     expired_keys_read_expired,
-    bad_bodies_are_refused_and_create_nothing,
+    invalid_fields_are_422_naming_each_field_and_create_nothing,
+    limits_hold_exactly_at_the_bounds,
+    malformed_json_is_400_and_creates_nothing,
+    a_body_that_is_not_declared_json_is_415,
+    an_oversized_body_is_413_declared_or_chunked,
     titles_are_stored_verbatim,
     management_needs_host_authentication_not_an_api_key,
     fifty_parallel_creates_all_succeed_and_are_listed,
