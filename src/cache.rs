@@ -179,3 +179,101 @@ impl KeyCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::identity::{AccountId, ApiKeyId};
+
+    const TTL: Duration = Duration::from_secs(60);
+    const GRACE: Duration = Duration::from_secs(300);
+
+    fn entry(now: Instant, expires_at: Option<Instant>) -> CachedKey {
+        CachedKey::new(
+            AuthenticatedKey::new(
+                AccountId::new(Uuid::new_v4()),
+                ApiKeyId::new(Uuid::new_v4()),
+                Arc::from("pk_x"),
+                None,
+            ),
+            KeyStatus::Active,
+            None,
+            expires_at,
+            Freshness {
+                now,
+                ttl: TTL,
+                stale_grace: GRACE,
+            },
+            i64::MIN,
+        )
+    }
+
+    fn cache() -> KeyCache {
+        KeyCache::new(CacheConfig {
+            capacity: 100,
+            negative_capacity: 100,
+            negative_ttl: Duration::from_secs(30),
+        })
+    }
+
+    #[test]
+    fn an_entry_is_kept_for_its_ttl_plus_the_stale_grace() {
+        let now = Instant::now();
+        let entry = entry(now, None);
+        assert_eq!(entry.fresh_until, now + TTL);
+        assert_eq!(entry.evict_after, TTL + GRACE);
+        assert!(!entry.is_expired(now + Duration::from_secs(1_000_000)));
+    }
+
+    #[test]
+    fn an_entry_never_outlives_a_future_expiry() {
+        let now = Instant::now();
+        let expires = now + Duration::from_secs(5);
+        let entry = entry(now, Some(expires));
+        assert_eq!(entry.evict_after, Duration::from_secs(5));
+        assert!(!entry.is_expired(now));
+        assert!(entry.is_expired(expires));
+    }
+
+    #[test]
+    fn an_already_expired_key_is_cached_like_any_refused_key() {
+        let now = Instant::now();
+        let entry = entry(now + Duration::from_secs(10), Some(now));
+        assert_eq!(entry.evict_after, TTL + GRACE);
+        assert!(entry.is_expired(now + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn known_and_unknown_exclude_each_other() {
+        let cache = cache();
+        cache.insert_unknown("pk_a");
+        assert!(cache.is_known_unknown("pk_a"));
+        cache.insert_known("pk_a", Arc::new(entry(Instant::now(), None)));
+        assert!(cache.get("pk_a").is_some());
+        assert!(!cache.is_known_unknown("pk_a"));
+        cache.insert_unknown("pk_a");
+        assert!(cache.get("pk_a").is_none());
+        assert!(cache.is_known_unknown("pk_a"));
+    }
+
+    #[test]
+    fn remove_and_clear_forget_both_kinds() {
+        let cache = cache();
+        cache.insert_known("pk_a", Arc::new(entry(Instant::now(), None)));
+        cache.insert_unknown("pk_b");
+        cache.remove("pk_a");
+        assert!(cache.get("pk_a").is_none());
+        assert_eq!(
+            cache.entry_counts(),
+            CachedEntries {
+                known: 0,
+                unknown: 1
+            }
+        );
+        cache.insert_known("pk_a", Arc::new(entry(Instant::now(), None)));
+        cache.clear();
+        assert_eq!(cache.entry_counts(), CachedEntries::default());
+    }
+}

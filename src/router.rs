@@ -393,3 +393,118 @@ async fn remove(
     state.manager.delete(account_id, key_id).await?;
     Ok(Json(json!({"message": "API key deleted successfully"})).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderValue, Request};
+    use tower::ServiceExt;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::{ApiKeyValidator, store::MemoryRepository, test_support::pepper};
+
+    fn app() -> Router {
+        let validator = ApiKeyValidator::new(MemoryRepository::new(), pepper());
+        Router::new().nest(
+            "/v1/api-keys",
+            ManagementRouter::new(KeyManager::new(validator)).build(),
+        )
+    }
+
+    fn post(body: &'static str) -> Request<Body> {
+        Request::post("/v1/api-keys")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    async fn json(response: Response) -> Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn json_content_types() {
+        let accepts = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            is_json(&headers)
+        };
+        assert!(accepts("application/json"));
+        assert!(accepts("Application/JSON; charset=utf-8"));
+        assert!(accepts("application/merge-patch+json"));
+        assert!(!accepts("text/json"));
+        assert!(!accepts("text/plain"));
+        assert!(!accepts("application/jsonx"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[tokio::test]
+    async fn create_answers_201_with_the_location_under_the_mount_point() {
+        let mut request = post(r#"{"title": "ci"}"#);
+        request
+            .extensions_mut()
+            .insert(AccountId::new(Uuid::new_v4()));
+        let response = app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let location = response.headers()[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = json(response).await;
+        assert_eq!(
+            location,
+            format!("/v1/api-keys/{}", body["key_id"].as_str().unwrap())
+        );
+        assert!(body["secret_key"].as_str().unwrap().starts_with("sk_"));
+    }
+
+    #[tokio::test]
+    async fn without_the_hosts_account_every_route_is_401() {
+        for request in [
+            post(r#"{"title": "ci"}"#),
+            Request::get("/v1/api-keys").body(Body::empty()).unwrap(),
+            Request::delete(format!("/v1/api-keys/{}", Uuid::new_v4()))
+                .body(Body::empty())
+                .unwrap(),
+        ] {
+            let response = app().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(json(response).await["detail"], "Authentication required");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_authenticated_by_an_api_key_is_403_unless_allowed() {
+        let validator = ApiKeyValidator::new(MemoryRepository::new(), pepper());
+        let manager = KeyManager::new(validator);
+        let account = AccountId::new(Uuid::new_v4());
+        let created = manager.create(account, NewApiKey::new("k")).await.unwrap();
+        let key = crate::AuthenticatedKey::new(
+            account,
+            created.key.key_id,
+            created.key.public_key.as_str().into(),
+            None,
+        );
+        for (allowed, status) in [(false, StatusCode::FORBIDDEN), (true, StatusCode::OK)] {
+            let app = ManagementRouter::new(manager.clone())
+                .allow_api_key_auth(allowed)
+                .build::<()>();
+            let mut request = Request::get("/").body(Body::empty()).unwrap();
+            request.extensions_mut().insert(account);
+            request.extensions_mut().insert(key.clone());
+            assert_eq!(app.oneshot(request).await.unwrap().status(), status);
+        }
+    }
+
+    #[test]
+    fn new_key_reports_every_field_error_at_once() {
+        let body = json!({"title": "", "expires_in_days": 0, "colour": "red"});
+        let Err(ApiError::Invalid(errors)) = new_key(body.as_object().unwrap().clone()) else {
+            panic!("expected field errors");
+        };
+        let mut fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        fields.sort_unstable();
+        assert_eq!(fields, ["colour", "expires_in_days", "title"]);
+    }
+}

@@ -150,3 +150,71 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{convert::Infallible, sync::atomic::Ordering};
+
+    use bytes::Bytes;
+    use http::{HeaderValue, StatusCode, header};
+    use http_body_util::{BodyExt, Full};
+    use tower::ServiceExt;
+
+    use crate::{
+        ApiKeyAuth, ApiKeyValidator, Rejection, RejectionBody,
+        headers::X_API_KEY,
+        key::KeyPair,
+        test_support::{Scripted, pepper},
+    };
+
+    async fn ok(_: http::Request<Full<Bytes>>) -> Result<http::Response<Full<Bytes>>, Infallible> {
+        Ok(http::Response::new(Full::from("inner")))
+    }
+
+    fn request(credential: &str) -> http::Request<Full<Bytes>> {
+        let mut request = http::Request::new(Full::default());
+        request
+            .headers_mut()
+            .insert(X_API_KEY, HeaderValue::from_str(credential).unwrap());
+        request
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_while_checking_is_a_503_with_retry_after() {
+        let repository = Scripted::default();
+        repository.failing.store(true, Ordering::SeqCst);
+        let service = ApiKeyAuth::new(
+            tower::service_fn(ok),
+            ApiKeyValidator::new(repository.clone(), pepper()),
+        );
+        let credential = KeyPair::generate().unwrap().credential();
+        let response = service.oneshot(request(&credential)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        assert_eq!(repository.lookups(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_rejection_handler_answers_after_a_store_check() {
+        let repository = Scripted::default();
+        let service = ApiKeyAuth::new(
+            tower::service_fn(ok),
+            ApiKeyValidator::new(repository.clone(), pepper()),
+        )
+        .with_rejection(|rejection: Rejection| {
+            let mut response = http::Response::new(RejectionBody::from(format!("{rejection:?}")));
+            *response.status_mut() = StatusCode::IM_A_TEAPOT;
+            response
+        });
+        let credential = KeyPair::generate().unwrap().credential();
+        let response = service.oneshot(request(&credential)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::IM_A_TEAPOT);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "InvalidCredential");
+        assert_eq!(
+            repository.lookups(),
+            1,
+            "the refusal came from the store check"
+        );
+    }
+}

@@ -128,3 +128,141 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http::{HeaderValue, StatusCode, header};
+    use http_body_util::{BodyExt, Full};
+    use tower::ServiceExt;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::{
+        headers::{PROBLEM_JSON, WWW_AUTHENTICATE, X_API_KEY},
+        identity::{AccountId, ApiKeyId},
+        key::KeyPair,
+        store::ApiKeyRepository,
+        test_support::{Scripted, pepper, row},
+    };
+
+    /// Answers with the authenticated account, checking that the three
+    /// extensions agree, or `anonymous`.
+    async fn echo(request: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+        let extensions = request.extensions();
+        let text = match extensions.get::<AuthenticatedKey>() {
+            Some(key) => {
+                assert_eq!(extensions.get::<AccountId>(), Some(&key.account_id()));
+                assert_eq!(extensions.get::<ApiKeyId>(), Some(&key.key_id()));
+                key.account_id().to_string()
+            }
+            None => "anonymous".to_owned(),
+        };
+        Ok(Response::new(Full::from(text)))
+    }
+
+    fn request(credential: Option<&str>) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::default());
+        if let Some(credential) = credential {
+            request
+                .headers_mut()
+                .insert(X_API_KEY, HeaderValue::from_str(credential).unwrap());
+        }
+        request
+    }
+
+    async fn text<B: http_body::Body>(response: Response<B>) -> String
+    where
+        B::Error: std::fmt::Debug,
+    {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    async fn stored_key(repository: &Scripted) -> (KeyPair, Uuid) {
+        let pair = KeyPair::generate().unwrap();
+        let account = Uuid::new_v4();
+        ApiKeyRepository::insert(&*repository.inner, row(&pair, account))
+            .await
+            .unwrap();
+        (pair, account)
+    }
+
+    #[tokio::test]
+    async fn a_missing_credential_is_a_401_problem_without_a_lookup() {
+        let repository = Scripted::default();
+        let service = ApiKeyAuth::new(
+            tower::service_fn(echo),
+            ApiKeyValidator::new(repository.clone(), pepper()),
+        );
+        let response = service.oneshot(request(None)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            WWW_AUTHENTICATE
+        );
+        assert!(text(response).await.contains("\"Missing API key\""));
+        assert_eq!(repository.lookups(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_credential_is_refused_before_any_lookup() {
+        let repository = Scripted::default();
+        let service = ApiKeyAuth::new(
+            tower::service_fn(echo),
+            ApiKeyValidator::new(repository.clone(), pepper()),
+        );
+        let response = service.oneshot(request(Some("pk_short:sk_short"))).await;
+        let response = response.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            text(response)
+                .await
+                .contains("Expected format: pk_xxx:sk_xxx")
+        );
+        assert_eq!(repository.lookups(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_valid_key_reaches_the_inner_service_and_then_hits_the_cache() {
+        let repository = Scripted::default();
+        let (pair, account) = stored_key(&repository).await;
+        let service = ApiKeyAuth::new(
+            tower::service_fn(echo),
+            ApiKeyValidator::new(repository.clone(), pepper()),
+        );
+        for _ in 0..3 {
+            let response = service
+                .clone()
+                .oneshot(request(Some(&pair.credential())))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(text(response).await, account.to_string());
+        }
+        assert_eq!(
+            repository.lookups(),
+            1,
+            "only the first request asks the store"
+        );
+    }
+
+    #[tokio::test]
+    async fn anonymous_mode_passes_only_requests_without_a_credential() {
+        let repository = Scripted::default();
+        let service = ApiKeyAuth::new(
+            tower::service_fn(echo),
+            ApiKeyValidator::new(repository.clone(), pepper()),
+        )
+        .allow_anonymous(true);
+        let response = service.clone().oneshot(request(None)).await.unwrap();
+        assert_eq!(text(response).await, "anonymous");
+        let unknown = KeyPair::generate().unwrap().credential();
+        let response = service.oneshot(request(Some(&unknown))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(text(response).await.contains("\"Invalid API key\""));
+    }
+}
