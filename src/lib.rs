@@ -12,6 +12,17 @@
 //! Secrets are hashed as `hex(HMAC-SHA256(pepper, secret))`, compatible with the
 //! reference service; see [`hash`] for why that, and not a password hash, is
 //! right for 190-bit random secrets.
+//!
+//! # Where things are
+//!
+//! The types every host uses sit at the crate root: the layer and its service
+//! and future, the validator and its builder, the key manager and its request
+//! and result types, the identity types a request carries, the key material, the
+//! pepper and every error type. Parts a host plugs in or swaps out live in
+//! modules of their own: [`store`] (the repository trait and its
+//! implementations), [`migration`] and [`entity`] (the schema), [`router`]
+//! (the management API, feature `axum`), [`grpc`] (feature `tonic`), [`hash`],
+//! [`key`], and the fixed values of the contract in [`headers`] and [`limits`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(unreachable_pub, missing_debug_implementations, rust_2018_idioms)]
@@ -22,6 +33,7 @@ mod cache;
 pub mod entity;
 #[cfg(feature = "axum")]
 mod extract;
+pub mod feed;
 mod flight;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]

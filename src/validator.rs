@@ -2,7 +2,7 @@
 
 use std::{
     fmt,
-    sync::Arc,
+    sync::{Arc, OnceLock, Weak},
     time::{Duration, Instant},
 };
 
@@ -10,6 +10,7 @@ use chrono::Utc;
 
 use crate::{
     cache::{CacheConfig, CachedEntries, CachedKey, KeyCache},
+    feed::{ChangeSource, Evict, Feed, FeedStatus},
     flight::{Flight, Flights},
     hash::{KeyHasher, SecretHash},
     identity::AuthenticatedKey,
@@ -58,6 +59,9 @@ struct Inner {
     flights: Flights<StoreAnswer>,
     usage: Arc<UsageShared>,
     flusher: Option<Flusher>,
+    /// Set once, right after the validator is built (the feed holds a weak
+    /// reference to it).
+    feed: OnceLock<Feed>,
     positive_ttl: Duration,
     stale_if_error: Duration,
     store_timeout: Duration,
@@ -68,6 +72,9 @@ struct Inner {
 #[must_use]
 pub struct ValidatorBuilder {
     repository: Arc<dyn DynRepository>,
+    change_source: Option<ChangeSource>,
+    change_feed: bool,
+    poll_interval: Duration,
     pepper: Pepper,
     positive_ttl: Duration,
     capacity: u64,
@@ -139,8 +146,28 @@ impl ValidatorBuilder {
         self
     }
 
+    /// Whether the validator follows the store's change feed, so that a key
+    /// changed by any writer (another replica, the reference service, plain
+    /// SQL) is dropped from this process's cache at once: default **on** when
+    /// the repository has a feed (the crate's [`SeaOrmRepository`] on every
+    /// backend; see [`crate::feed`]). Off, a change made elsewhere reaches this
+    /// process within the positive TTL.
+    ///
+    /// [`SeaOrmRepository`]: crate::store::SeaOrmRepository
+    pub fn with_change_feed(mut self, enabled: bool) -> Self {
+        self.change_feed = enabled;
+        self
+    }
+
+    /// How often the change log is polled on MySQL/MariaDB and SQLite: default
+    /// **1 s** (PostgreSQL pushes changes and is not polled).
+    pub fn with_change_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
     /// Builds the validator and, inside a tokio runtime, starts its
-    /// `last_used_at` flusher.
+    /// `last_used_at` flusher and its change feed.
     pub fn build(self) -> ApiKeyValidator {
         let hasher = KeyHasher::new(&self.pepper);
         let dummy_hash = hasher.hash("sk_00000000000000000000000000000000");
@@ -150,7 +177,7 @@ impl ValidatorBuilder {
             self.last_used_throttle,
         ));
         let flusher = Flusher::spawn(Arc::clone(&usage), self.flush_interval);
-        ApiKeyValidator {
+        let validator = ApiKeyValidator {
             inner: Arc::new(Inner {
                 hasher,
                 dummy_hash,
@@ -163,11 +190,19 @@ impl ValidatorBuilder {
                 flights: Flights::default(),
                 usage,
                 flusher,
+                feed: OnceLock::new(),
                 positive_ttl: self.positive_ttl,
                 stale_if_error: self.stale_if_error,
                 store_timeout: self.store_timeout,
             }),
+        };
+        if let Some(source) = self.change_source.filter(|_| self.change_feed) {
+            let target: Weak<dyn Evict> = Arc::downgrade(&validator.inner) as Weak<dyn Evict>;
+            if let Some(feed) = Feed::spawn(source, target, self.poll_interval) {
+                let _ = validator.inner.feed.set(feed);
+            }
         }
+        validator
     }
 }
 
@@ -182,6 +217,11 @@ impl fmt::Debug for ValidatorBuilder {
             .field("flush_interval", &self.flush_interval)
             .field("store_timeout", &self.store_timeout)
             .field("stale_if_error", &self.stale_if_error)
+            .field(
+                "change_feed",
+                &self.change_source.as_ref().filter(|_| self.change_feed),
+            )
+            .field("poll_interval", &self.poll_interval)
             .finish_non_exhaustive()
     }
 }
@@ -195,6 +235,9 @@ impl ApiKeyValidator {
     /// Starts configuring a validator over `repository`.
     pub fn builder(repository: impl ApiKeyRepository, pepper: Pepper) -> ValidatorBuilder {
         ValidatorBuilder {
+            change_source: repository.change_source(),
+            change_feed: true,
+            poll_interval: Duration::from_secs(1),
             repository: Arc::new(repository),
             pepper,
             positive_ttl: Duration::from_secs(60),
@@ -384,16 +427,12 @@ impl ApiKeyValidator {
     /// request asks the store. A lookup already in flight will not put an older
     /// answer back. The key manager calls this on revoke and delete.
     pub fn invalidate(&self, public_key: &str) {
-        let inner = &*self.inner;
-        inner
-            .flights
-            .retire(public_key, || inner.cache.remove(public_key));
+        self.inner.evict(public_key);
     }
 
     /// Empties the cache. Lookups under way will not put older answers back.
     pub fn invalidate_all(&self) {
-        let inner = &*self.inner;
-        inner.flights.retire_all(|| inner.cache.clear());
+        self.inner.evict_all();
     }
 
     /// Approximate number of cached public keys, known and unknown.
@@ -407,10 +446,22 @@ impl ApiKeyValidator {
         self.inner.usage.flush().await
     }
 
-    /// Stops the periodic flusher after a final flush. Call it on shutdown so
-    /// that no recorded use is lost. The validator keeps validating afterwards;
-    /// later uses need an explicit [`flush`](Self::flush).
+    /// The change feed's state: connected or not, changes seen, lag. `None`
+    /// when the validator has no feed (turned off, a repository without one, or
+    /// built outside a tokio runtime).
+    pub fn change_feed(&self) -> Option<FeedStatus> {
+        self.inner.feed.get().map(Feed::status)
+    }
+
+    /// Stops the change feed, and the periodic flusher after a final flush.
+    /// Call it on shutdown so that no recorded use is lost. The validator keeps
+    /// validating afterwards; later uses need an explicit
+    /// [`flush`](Self::flush), and changes made elsewhere reach it within the
+    /// positive TTL.
     pub async fn shutdown(&self) {
+        if let Some(feed) = self.inner.feed.get() {
+            feed.shutdown().await;
+        }
         match &self.inner.flusher {
             Some(flusher) => flusher.shutdown().await,
             None => {
@@ -433,6 +484,17 @@ impl ApiKeyValidator {
 
     pub(crate) fn store_timeout(&self) -> Duration {
         self.inner.store_timeout
+    }
+}
+
+impl Evict for Inner {
+    fn evict(&self, public_key: &str) {
+        self.flights
+            .retire(public_key, || self.cache.remove(public_key));
+    }
+
+    fn evict_all(&self) {
+        self.flights.retire_all(|| self.cache.clear());
     }
 }
 

@@ -16,6 +16,8 @@
 use sea_orm_migration::{MigrationTrait, MigratorTrait, sea_orm::DynIden, sea_query::Alias};
 
 mod m20261125_000001_create_api_keys;
+mod m20261127_000002_change_feed;
+mod triggers;
 
 /// Name of the table in which [`Migrator`] records applied migrations.
 pub const MIGRATION_TABLE: &str = "tower_api_keys_migrations";
@@ -23,7 +25,10 @@ pub const MIGRATION_TABLE: &str = "tower_api_keys_migrations";
 /// Every migration of the crate, oldest first, for hosts that merge them into
 /// their own migrator.
 pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-    vec![Box::new(m20261125_000001_create_api_keys::Migration)]
+    vec![
+        Box::new(m20261125_000001_create_api_keys::Migration),
+        Box::new(m20261127_000002_change_feed::Migration),
+    ]
 }
 
 /// The crate's migrator, with its own history table [`MIGRATION_TABLE`].

@@ -10,6 +10,8 @@ use std::{fmt, future::Future, pin::Pin, sync::Arc};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::feed::ChangeSource;
+
 mod memory;
 mod redact;
 mod sql;
@@ -194,6 +196,14 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         &self,
         batch: &[(Uuid, DateTime<Utc>)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Where the validator learns of changes made by other writers (see
+    /// [`crate::feed`]). Default: none, so changes made elsewhere reach a
+    /// validator within its positive TTL. A wrapper around another repository
+    /// should pass its inner repository's source on.
+    fn change_source(&self) -> Option<ChangeSource> {
+        None
+    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -318,5 +328,8 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Arc<R> {
         batch: &[(Uuid, DateTime<Utc>)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         R::record_last_used(self, batch)
+    }
+    fn change_source(&self) -> Option<ChangeSource> {
+        R::change_source(self)
     }
 }

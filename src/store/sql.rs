@@ -282,6 +282,10 @@ impl ApiKeyRepository for SeaOrmRepository {
         Ok((result.rows_affected > 0).then_some(record))
     }
 
+    fn change_source(&self) -> Option<crate::feed::ChangeSource> {
+        crate::feed::ChangeSource::of(&self.db)
+    }
+
     async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
         // One statement per chunk: UPDATE … SET last_used_at = CASE key_id WHEN … END
         // WHERE key_id IN (…). Three bound values per key keeps a chunk well below

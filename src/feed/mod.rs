@@ -1,0 +1,397 @@
+//! The change feed: changes to `api_keys`, made by any writer, reach every
+//! validator, which drops the changed public key from its caches.
+//!
+//! The feed comes from the database itself, through triggers the crate's
+//! migrations create (so a change made by another process, the reference
+//! service or plain SQL is seen like one made by this crate's manager):
+//!
+//! - **PostgreSQL (push):** the triggers `NOTIFY` channel `tower_api_keys` with
+//!   the public key as the payload. Each validator holds one dedicated listening
+//!   connection (its own pool of one, not a connection of the query pool) and
+//!   evicts each key it is told about. While the listener is disconnected,
+//!   notifications are lost, so after every (re)connection the validator empties
+//!   its cache before it trusts entries again; it reconnects with backoff.
+//! - **MySQL/MariaDB and SQLite (poll):** the triggers append the public key to
+//!   `tower_api_keys_changes`, and each validator reads the new rows every poll
+//!   interval (default 1 s). Ids are assigned when a row is inserted but become
+//!   visible when its transaction commits, so a poll that sees id 12 but not 11
+//!   remembers 11 as a *gap* and asks for it again on every poll until it
+//!   appears or the gap is older than [`GAP_WINDOW`]: a slow writer that commits
+//!   late is not skipped. Rows older than [`RETENTION`] are pruned.
+//!
+//! Whatever the feed's state, a cached entry is never trusted past the
+//! positive TTL (default 60 s): a broken feed costs freshness, never more.
+
+// Without a database driver there is nothing to follow.
+#![cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(dead_code)
+)]
+
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::sync::lock;
+
+#[cfg(feature = "postgres")]
+mod listen;
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+mod poll;
+
+/// The PostgreSQL `NOTIFY` channel the triggers write to.
+pub const CHANNEL: &str = "tower_api_keys";
+/// How long a missing change-log id is asked for again before it is taken for
+/// a rolled-back transaction.
+pub const GAP_WINDOW: Duration = Duration::from_secs(600);
+/// How long change-log rows are kept.
+pub const RETENTION: Duration = Duration::from_secs(3600);
+
+/// Longest wait between two reconnection attempts.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(dead_code)
+)]
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// First wait after a failure.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(dead_code)
+)]
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Where a validator's change feed comes from: a database connection pool of
+/// the crate's [`SeaOrmRepository`](crate::store::SeaOrmRepository).
+///
+/// Repositories hand one to the validator through
+/// [`ApiKeyRepository::change_source`](crate::store::ApiKeyRepository::change_source);
+/// a repository without one (such as
+/// [`MemoryRepository`](crate::store::MemoryRepository)) has no feed.
+#[derive(Clone)]
+pub struct ChangeSource(pub(crate) Source);
+
+#[derive(Clone)]
+pub(crate) enum Source {
+    #[cfg(feature = "postgres")]
+    Postgres(sea_orm::sqlx::PgPool),
+    #[cfg(feature = "mysql")]
+    MySql(sea_orm::sqlx::MySqlPool),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sea_orm::sqlx::SqlitePool),
+}
+
+impl fmt::Debug for ChangeSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ChangeSource").field(&self.mode()).finish()
+    }
+}
+
+impl ChangeSource {
+    /// The feed for a SeaORM connection to a database the crate's migrations
+    /// ran on; `None` for a backend whose driver feature is off, or a mock.
+    pub fn of(db: &sea_orm::DatabaseConnection) -> Option<Self> {
+        #[allow(unused_imports)]
+        use sea_orm::DatabaseConnectionType as Type;
+        // Each getter is called only for its own variant, so none can panic.
+        match &db.inner {
+            #[cfg(feature = "postgres")]
+            Type::SqlxPostgresPoolConnection(_) => Some(Self(Source::Postgres(
+                db.get_postgres_connection_pool().clone(),
+            ))),
+            #[cfg(feature = "mysql")]
+            Type::SqlxMySqlPoolConnection(_) => {
+                Some(Self(Source::MySql(db.get_mysql_connection_pool().clone())))
+            }
+            #[cfg(feature = "sqlite")]
+            Type::SqlxSqlitePoolConnection(_) => Some(Self(Source::Sqlite(
+                db.get_sqlite_connection_pool().clone(),
+            ))),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// How this source delivers changes.
+    pub fn mode(&self) -> FeedMode {
+        match self.0 {
+            #[cfg(feature = "postgres")]
+            Source::Postgres(_) => FeedMode::Listen,
+            #[cfg(feature = "mysql")]
+            Source::MySql(_) => FeedMode::Poll,
+            #[cfg(feature = "sqlite")]
+            Source::Sqlite(_) => FeedMode::Poll,
+        }
+    }
+}
+
+/// How a change feed learns of changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeedMode {
+    /// PostgreSQL `LISTEN`/`NOTIFY` on a dedicated connection.
+    Listen,
+    /// Polling the change-log table `tower_api_keys_changes`.
+    Poll,
+}
+
+/// A snapshot of a validator's change feed, for health checks and dashboards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedStatus {
+    /// How the feed learns of changes.
+    pub mode: FeedMode,
+    /// Whether the feed is working now: the listener is connected, or the last
+    /// poll succeeded.
+    pub connected: bool,
+    /// Changes received since the validator started (each evicts one key, or
+    /// the whole cache for a `TRUNCATE`).
+    pub events: u64,
+    /// When the last change was received, if any.
+    pub last_event: Option<SystemTime>,
+    /// How far behind the feed may be: for polling, the time since the last
+    /// successful poll; for listening, zero while connected. `None` before the
+    /// feed first connected or while it is disconnected.
+    pub lag: Option<Duration>,
+    /// Times the feed (re)connected; every reconnection empties the cache.
+    pub connections: u64,
+}
+
+/// Where the feed sends what it learns: the validator's caches.
+pub(crate) trait Evict: Send + Sync + 'static {
+    /// Forgets one public key.
+    fn evict(&self, public_key: &str);
+    /// Forgets every key.
+    fn evict_all(&self);
+}
+
+/// The feed's state, shared between its task and the validator.
+#[derive(Default)]
+pub(crate) struct FeedState {
+    connected: AtomicBool,
+    events: AtomicU64,
+    connections: AtomicU64,
+    last_event: Mutex<Option<SystemTime>>,
+    last_ok: Mutex<Option<Instant>>,
+}
+
+impl FeedState {
+    fn connected(&self) {
+        self.connected.store(true, Ordering::SeqCst);
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.ok();
+    }
+
+    fn disconnected(&self) {
+        self.connected.store(false, Ordering::SeqCst);
+    }
+
+    fn ok(&self) {
+        *lock(&self.last_ok) = Some(Instant::now());
+    }
+
+    fn event(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_event) = Some(SystemTime::now());
+    }
+
+    fn snapshot(&self, mode: FeedMode) -> FeedStatus {
+        let connected = self.connected.load(Ordering::SeqCst);
+        let lag = connected.then(|| match mode {
+            FeedMode::Listen => Duration::ZERO,
+            FeedMode::Poll => lock(&self.last_ok).map_or(Duration::ZERO, |at| at.elapsed()),
+        });
+        FeedStatus {
+            mode,
+            connected,
+            events: self.events.load(Ordering::Relaxed),
+            last_event: *lock(&self.last_event),
+            lag,
+            connections: self.connections.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A running change feed. Dropping it (with the validator) stops the task.
+pub(crate) struct Feed {
+    mode: FeedMode,
+    state: Arc<FeedState>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Feed {
+    /// Starts the feed on the current tokio runtime; `None` outside one.
+    pub(crate) fn spawn(
+        source: ChangeSource,
+        target: Weak<dyn Evict>,
+        poll_interval: Duration,
+    ) -> Option<Self> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let mode = source.mode();
+        let state = Arc::new(FeedState::default());
+        let (stop, stopped) = watch::channel(false);
+        let task = {
+            let state = Arc::clone(&state);
+            runtime.spawn(async move {
+                let worker = Worker {
+                    target,
+                    state,
+                    stopped,
+                };
+                #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+                drop(worker);
+                match source.0 {
+                    #[cfg(feature = "postgres")]
+                    Source::Postgres(pool) => listen::run(worker, pool).await,
+                    #[cfg(feature = "mysql")]
+                    Source::MySql(pool) => {
+                        poll::run(worker, poll::Backend::MySql(pool), poll_interval).await
+                    }
+                    #[cfg(feature = "sqlite")]
+                    Source::Sqlite(pool) => {
+                        poll::run(worker, poll::Backend::Sqlite(pool), poll_interval).await
+                    }
+                }
+            })
+        };
+        #[cfg(not(any(feature = "mysql", feature = "sqlite")))]
+        let _ = poll_interval;
+        Some(Self {
+            mode,
+            state,
+            stop,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    pub(crate) fn status(&self) -> FeedStatus {
+        self.state.snapshot(self.mode)
+    }
+
+    /// Stops the task and waits for it.
+    pub(crate) async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// What a feed task works with.
+struct Worker {
+    target: Weak<dyn Evict>,
+    state: Arc<FeedState>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Worker {
+    /// `false` once the validator is gone or the feed was stopped.
+    fn running(&self) -> bool {
+        !*self.stopped.borrow() && self.target.strong_count() > 0
+    }
+
+    /// A change to `public_key`; an empty one means "everything".
+    fn changed(&self, public_key: &str) {
+        self.state.event();
+        if let Some(target) = self.target.upgrade() {
+            if public_key.is_empty() {
+                target.evict_all();
+            } else {
+                target.evict(public_key);
+            }
+        }
+    }
+
+    /// The feed (re)connected: changes may have been missed, so nothing cached
+    /// before this moment is trusted.
+    fn connected(&self) {
+        if let Some(target) = self.target.upgrade() {
+            target.evict_all();
+        }
+        self.state.connected();
+    }
+
+    fn disconnected(&self) {
+        self.state.disconnected();
+    }
+
+    /// Waits `delay`, or less if the feed is stopped; `false` if it was.
+    async fn sleep(&mut self, delay: Duration) -> bool {
+        let stopped = tokio::select! {
+            () = tokio::time::sleep(delay) => false,
+            _ = self.stopped.wait_for(|stop| *stop) => true,
+        };
+        !stopped && self.running()
+    }
+}
+
+/// Exponential backoff between reconnection attempts.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(dead_code)
+)]
+struct Backoff(Duration);
+
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(dead_code)
+)]
+impl Backoff {
+    fn new() -> Self {
+        Self(FIRST_BACKOFF)
+    }
+
+    fn reset(&mut self) {
+        self.0 = FIRST_BACKOFF;
+    }
+
+    fn next(&mut self) -> Duration {
+        let delay = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound_and_resets() {
+        let mut backoff = Backoff::new();
+        let delays: Vec<_> = (0..8).map(|_| backoff.next()).collect();
+        assert_eq!(delays[0], FIRST_BACKOFF);
+        assert_eq!(delays[1], FIRST_BACKOFF * 2);
+        assert_eq!(*delays.last().unwrap(), MAX_BACKOFF);
+        backoff.reset();
+        assert_eq!(backoff.next(), FIRST_BACKOFF);
+    }
+
+    #[test]
+    fn status_reports_lag_only_while_connected() {
+        let state = FeedState::default();
+        assert_eq!(state.snapshot(FeedMode::Poll).lag, None);
+        state.connected();
+        state.event();
+        let status = state.snapshot(FeedMode::Listen);
+        assert!(status.connected);
+        assert_eq!(status.lag, Some(Duration::ZERO));
+        assert_eq!(status.events, 1);
+        assert_eq!(status.connections, 1);
+        assert!(status.last_event.is_some());
+        state.disconnected();
+        assert_eq!(state.snapshot(FeedMode::Poll).lag, None);
+    }
+}

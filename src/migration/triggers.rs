@@ -1,0 +1,179 @@
+//! The change-feed triggers on `api_keys`, per backend.
+//!
+//! PostgreSQL notifies on any change of a row but a write of `last_used_at`
+//! alone (it compares whole rows, so columns added later are covered without a
+//! new trigger). MySQL and SQLite compare the columns validation reads, listed
+//! by each migration that adds one; [`update_trigger`] recreates the trigger
+//! with the new list.
+
+use sea_orm_migration::{
+    prelude::*,
+    sea_orm::{ConnectionTrait, DatabaseBackend},
+};
+
+/// Runs each statement on its own (MySQL takes one statement per call).
+pub(super) async fn execute(
+    manager: &SchemaManager<'_>,
+    statements: &[String],
+) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    for statement in statements {
+        db.execute_unprepared(statement).await?;
+    }
+    Ok(())
+}
+
+/// The change log, the notify function and every trigger, for `columns`.
+pub(super) fn create(backend: DatabaseBackend, columns: &[&str]) -> Vec<String> {
+    match backend {
+        DatabaseBackend::Postgres => postgres(),
+        DatabaseBackend::MySql => {
+            let mut statements = vec![
+                "CREATE TABLE IF NOT EXISTS tower_api_keys_changes (\
+                 id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+                 public_key VARCHAR(64) NOT NULL, \
+                 changed_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), \
+                 INDEX idx_tower_api_keys_changes_changed_at (changed_at)\
+                 ) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                    .to_owned(),
+            ];
+            for (name, event, row) in [
+                ("tower_api_keys_inserted", "INSERT", "NEW"),
+                ("tower_api_keys_deleted", "DELETE", "OLD"),
+            ] {
+                statements.push(format!("DROP TRIGGER IF EXISTS {name}"));
+                statements.push(format!(
+                    "CREATE TRIGGER {name} AFTER {event} ON api_keys FOR EACH ROW \
+                     INSERT INTO tower_api_keys_changes (public_key) VALUES ({row}.public_key)"
+                ));
+            }
+            statements.extend(update_trigger(backend, columns));
+            statements
+        }
+        _ => {
+            let mut statements = vec![
+                "CREATE TABLE IF NOT EXISTS tower_api_keys_changes (\
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, \
+                 public_key TEXT NOT NULL, \
+                 changed_at INTEGER NOT NULL DEFAULT (CAST(strftime('%s', 'now') AS INTEGER)))"
+                    .to_owned(),
+                "CREATE INDEX IF NOT EXISTS idx_tower_api_keys_changes_changed_at \
+                 ON tower_api_keys_changes (changed_at)"
+                    .to_owned(),
+            ];
+            for (name, event, row) in [
+                ("tower_api_keys_inserted", "INSERT", "NEW"),
+                ("tower_api_keys_deleted", "DELETE", "OLD"),
+            ] {
+                statements.push(format!("DROP TRIGGER IF EXISTS {name}"));
+                statements.push(format!(
+                    "CREATE TRIGGER {name} AFTER {event} ON api_keys BEGIN \
+                     INSERT INTO tower_api_keys_changes (public_key) VALUES ({row}.public_key); END"
+                ));
+            }
+            statements.extend(update_trigger(backend, columns));
+            statements
+        }
+    }
+}
+
+/// The `UPDATE` trigger of MySQL and SQLite, comparing `columns` (PostgreSQL's
+/// compares whole rows and needs no update: an empty list there).
+pub(super) fn update_trigger(backend: DatabaseBackend, columns: &[&str]) -> Vec<String> {
+    const NAME: &str = "tower_api_keys_updated";
+    match backend {
+        DatabaseBackend::Postgres => Vec::new(),
+        DatabaseBackend::MySql => {
+            let unchanged = columns
+                .iter()
+                .map(|column| format!("OLD.{column} <=> NEW.{column}"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            vec![
+                format!("DROP TRIGGER IF EXISTS {NAME}"),
+                format!(
+                    "CREATE TRIGGER {NAME} AFTER UPDATE ON api_keys FOR EACH ROW \
+                     BEGIN \
+                       IF NOT ({unchanged}) THEN \
+                         INSERT INTO tower_api_keys_changes (public_key) VALUES (NEW.public_key); \
+                         IF NOT (OLD.public_key <=> NEW.public_key) THEN \
+                           INSERT INTO tower_api_keys_changes (public_key) VALUES (OLD.public_key); \
+                         END IF; \
+                       END IF; \
+                     END"
+                ),
+            ]
+        }
+        _ => {
+            let changed = columns
+                .iter()
+                .map(|column| format!("OLD.{column} IS NOT NEW.{column}"))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            vec![
+                format!("DROP TRIGGER IF EXISTS {NAME}"),
+                format!(
+                    "CREATE TRIGGER {NAME} AFTER UPDATE ON api_keys WHEN {changed} BEGIN \
+                     INSERT INTO tower_api_keys_changes (public_key) VALUES (NEW.public_key); \
+                     INSERT INTO tower_api_keys_changes (public_key) \
+                       SELECT OLD.public_key WHERE OLD.public_key IS NOT NEW.public_key; \
+                     END"
+                ),
+            ]
+        }
+    }
+}
+
+/// Drops what [`create`] made.
+pub(super) fn drop(backend: DatabaseBackend) -> Vec<String> {
+    match backend {
+        DatabaseBackend::Postgres => vec![
+            "DROP TRIGGER IF EXISTS tower_api_keys_changed ON api_keys".to_owned(),
+            "DROP TRIGGER IF EXISTS tower_api_keys_updated ON api_keys".to_owned(),
+            "DROP TRIGGER IF EXISTS tower_api_keys_truncated ON api_keys".to_owned(),
+            "DROP FUNCTION IF EXISTS tower_api_keys_notify()".to_owned(),
+        ],
+        _ => vec![
+            "DROP TRIGGER IF EXISTS tower_api_keys_inserted".to_owned(),
+            "DROP TRIGGER IF EXISTS tower_api_keys_deleted".to_owned(),
+            "DROP TRIGGER IF EXISTS tower_api_keys_updated".to_owned(),
+            "DROP TABLE IF EXISTS tower_api_keys_changes".to_owned(),
+        ],
+    }
+}
+
+fn postgres() -> Vec<String> {
+    vec![
+        "CREATE OR REPLACE FUNCTION tower_api_keys_notify() RETURNS trigger \
+         LANGUAGE plpgsql AS $$ \
+         BEGIN \
+           IF TG_OP = 'INSERT' THEN \
+             PERFORM pg_notify('tower_api_keys', NEW.public_key::text); \
+           ELSIF TG_OP = 'DELETE' THEN \
+             PERFORM pg_notify('tower_api_keys', OLD.public_key::text); \
+           ELSIF TG_OP = 'UPDATE' THEN \
+             PERFORM pg_notify('tower_api_keys', NEW.public_key::text); \
+             IF NEW.public_key IS DISTINCT FROM OLD.public_key THEN \
+               PERFORM pg_notify('tower_api_keys', OLD.public_key::text); \
+             END IF; \
+           ELSE \
+             PERFORM pg_notify('tower_api_keys', ''); \
+           END IF; \
+           RETURN NULL; \
+         END $$"
+            .to_owned(),
+        "DROP TRIGGER IF EXISTS tower_api_keys_changed ON api_keys".to_owned(),
+        "CREATE TRIGGER tower_api_keys_changed AFTER INSERT OR DELETE ON api_keys \
+         FOR EACH ROW EXECUTE FUNCTION tower_api_keys_notify()"
+            .to_owned(),
+        "DROP TRIGGER IF EXISTS tower_api_keys_updated ON api_keys".to_owned(),
+        "CREATE TRIGGER tower_api_keys_updated AFTER UPDATE ON api_keys FOR EACH ROW \
+         WHEN ((to_jsonb(OLD) - 'last_used_at') IS DISTINCT FROM (to_jsonb(NEW) - 'last_used_at')) \
+         EXECUTE FUNCTION tower_api_keys_notify()"
+            .to_owned(),
+        "DROP TRIGGER IF EXISTS tower_api_keys_truncated ON api_keys".to_owned(),
+        "CREATE TRIGGER tower_api_keys_truncated AFTER TRUNCATE ON api_keys \
+         FOR EACH STATEMENT EXECUTE FUNCTION tower_api_keys_notify()"
+            .to_owned(),
+    ]
+}
