@@ -4,12 +4,12 @@
 //! so rows it wrote are read as they are. Hosts may query this entity directly;
 //! the crate itself goes through [`crate::store::SeaOrmRepository`].
 
-use std::fmt;
+use std::{fmt, ops::Deref};
 
 use sea_orm::entity::prelude::*;
 
 /// One row of `api_keys`.
-#[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "api_keys")]
 pub struct Model {
     /// Primary key (UUID v4).
@@ -18,8 +18,9 @@ pub struct Model {
     /// The public key, `pk_…`; unique.
     #[sea_orm(unique)]
     pub public_key: String,
-    /// Lowercase hex HMAC-SHA256 of the secret key under the pepper.
-    pub secret_key_hash: String,
+    /// Lowercase hex HMAC-SHA256 of the secret key under the pepper; `Debug`
+    /// prints it redacted.
+    pub secret_key_hash: StoredHash,
     /// The owning account.
     pub account_id: Uuid,
     /// Trimmed title, 1–255 characters.
@@ -36,25 +37,140 @@ pub struct Model {
     pub created_at: DateTimeUtc,
 }
 
-impl fmt::Debug for Model {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Model")
-            .field("key_id", &self.key_id)
-            .field("public_key", &self.public_key)
-            .field("secret_key_hash", &"<redacted>")
-            .field("account_id", &self.account_id)
-            .field("title", &self.title)
-            .field("description", &self.description)
-            .field("status", &self.status)
-            .field("expires_at", &self.expires_at)
-            .field("last_used_at", &self.last_used_at)
-            .field("created_at", &self.created_at)
-            .finish()
-    }
-}
-
 /// `api_keys` has no relations.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// The stored `secret_key_hash`: 64 lowercase hex characters.
+///
+/// Not a secret key, but it lets whoever also holds the pepper test guesses, so
+/// its `Debug` prints `StoredHash(<redacted>)`; [`as_str`](Self::as_str) (or
+/// `Deref` to `str`) gives the text.
+#[derive(Clone, PartialEq, Eq, Hash, Default, DeriveValueType)]
+pub struct StoredHash(String);
+
+impl StoredHash {
+    /// Wraps the hex text of a hash.
+    pub fn new(hex: impl Into<String>) -> Self {
+        Self(hex.into())
+    }
+
+    /// The hex text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The hex text, owned.
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Debug for StoredHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoredHash(<redacted>)")
+    }
+}
+
+impl Deref for StoredHash {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for StoredHash {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for StoredHash {
+    fn from(hex: String) -> Self {
+        Self(hex)
+    }
+}
+
+impl From<&str> for StoredHash {
+    fn from(hex: &str) -> Self {
+        Self(hex.to_owned())
+    }
+}
+
+impl PartialEq<str> for StoredHash {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for StoredHash {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for StoredHash {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use sea_orm::ActiveValue::Set;
+
+    use super::*;
+
+    const HASH: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn model() -> Model {
+        Model {
+            key_id: Uuid::new_v4(),
+            public_key: format!("pk_{}", "a".repeat(32)),
+            secret_key_hash: StoredHash::new(HASH),
+            account_id: Uuid::new_v4(),
+            title: "t".into(),
+            description: None,
+            status: "active".into(),
+            expires_at: None,
+            last_used_at: None,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn debug_of_model_and_active_model_redacts_the_hash() {
+        let model = model();
+        let active = ActiveModel::from(model.clone());
+        let partial = ActiveModel {
+            secret_key_hash: Set(StoredHash::new(HASH)),
+            ..Default::default()
+        };
+        for printed in [
+            format!("{model:?}"),
+            format!("{model:#?}"),
+            format!("{active:?}"),
+            format!("{partial:?}"),
+            format!("{:?}", model.secret_key_hash),
+        ] {
+            assert!(!printed.contains(HASH), "{printed}");
+            assert!(!printed.contains(&HASH[..16]), "{printed}");
+            assert!(printed.contains("<redacted>"), "{printed}");
+        }
+        // The rest of the row is still there to debug with.
+        assert!(format!("{active:?}").contains(&model.public_key));
+    }
+
+    #[test]
+    fn stored_hash_reads_as_its_text() {
+        let hash = StoredHash::from(HASH);
+        assert_eq!(hash.as_str(), HASH);
+        assert_eq!(&*hash, HASH);
+        assert_eq!(hash, HASH);
+        assert_eq!(hash.clone().into_inner(), HASH);
+    }
+}

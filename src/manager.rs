@@ -286,7 +286,8 @@ impl KeyManager {
                 .validator
                 .hasher()
                 .hash(pair.secret_key.expose())
-                .to_hex(),
+                .to_hex()
+                .into(),
             account_id: account.into_inner(),
             title: request.title.trim().to_owned(),
             description: request.description,

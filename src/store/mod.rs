@@ -5,7 +5,7 @@
 //! MySQL/MariaDB); [`MemoryRepository`] keeps everything in a `HashMap` for unit
 //! tests and examples.
 
-use std::{fmt, future::Future, pin::Pin, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -15,6 +15,7 @@ mod sql;
 
 pub use self::memory::MemoryRepository;
 pub use self::sql::{SeaOrmRepository, connect_options};
+pub use crate::entity::StoredHash;
 
 /// A timestamp as the crate stores it: microsecond precision (what every backend
 /// keeps), moved off a whole second by one microsecond if it lands on one, so that
@@ -75,15 +76,15 @@ pub enum EffectiveStatus {
     Expired,
 }
 
-/// One row of `api_keys`.
-#[derive(Clone, PartialEq, Eq)]
+/// One row of `api_keys`. `Debug` prints the hash redacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
     /// Primary key.
     pub key_id: Uuid,
     /// The public key, `pk_…`.
     pub public_key: String,
     /// 64 hex characters: HMAC-SHA256 of the secret under the pepper.
-    pub secret_key_hash: String,
+    pub secret_key_hash: StoredHash,
     /// The owning account.
     pub account_id: Uuid,
     /// A human-readable title.
@@ -110,23 +111,6 @@ impl ApiKeyRecord {
             }
             KeyStatus::Active => EffectiveStatus::Active,
         }
-    }
-}
-
-impl fmt::Debug for ApiKeyRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKeyRecord")
-            .field("key_id", &self.key_id)
-            .field("public_key", &self.public_key)
-            .field("secret_key_hash", &"<redacted>")
-            .field("account_id", &self.account_id)
-            .field("title", &self.title)
-            .field("description", &self.description)
-            .field("status", &self.status)
-            .field("expires_at", &self.expires_at)
-            .field("last_used_at", &self.last_used_at)
-            .field("created_at", &self.created_at)
-            .finish()
     }
 }
 

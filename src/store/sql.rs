@@ -7,7 +7,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{ApiKeyRecord, ApiKeyRepository, KeyStatus, StoreError};
+use super::{ApiKeyRecord, ApiKeyRepository, KeyStatus, StoreError, StoredHash};
 use crate::entity::{ActiveModel, Column, Entity, Model};
 
 /// Connection options with the defaults this crate relies on.
@@ -117,7 +117,7 @@ macro_rules! fetch_by_public_key {
                 Ok(ApiKeyRecord {
                     key_id: row.try_get("key_id")?,
                     public_key: row.try_get("public_key")?,
-                    secret_key_hash: row.try_get("secret_key_hash")?,
+                    secret_key_hash: StoredHash::new(row.try_get::<String, _>("secret_key_hash")?),
                     account_id: row.try_get("account_id")?,
                     title: row.try_get("title")?,
                     description: row.try_get("description")?,

@@ -401,7 +401,8 @@ pub fn row(pair: &KeyPair, account_id: Uuid, expires_at: Option<DateTime<Utc>>) 
         public_key: pair.public_key.as_str().to_owned(),
         secret_key_hash: KeyHasher::new(&pepper())
             .hash(pair.secret_key.expose())
-            .to_hex(),
+            .to_hex()
+            .into(),
         account_id,
         title: "written directly".into(),
         description: None,
