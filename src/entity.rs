@@ -3,12 +3,22 @@
 //! Column names and types follow the reference service (see the crate's README),
 //! so rows it wrote are read as they are. Hosts may query this entity directly;
 //! the crate itself goes through [`crate::store::SeaOrmRepository`].
+//!
+//! On a table adopted from the reference service (PostgreSQL), `status` is an
+//! ENUM column: plain `Entity::find()` cannot decode it into a `String`. Use
+//! [`find`], which reads it as text on every backend. To write `status`, inline
+//! the value as an SQL literal (`Expr::cust("'revoked'")`): PostgreSQL casts an
+//! untyped literal to an enum or a text column alike, but not a bound text
+//! parameter.
 
 use std::{fmt, ops::Deref};
 
-use sea_orm::entity::prelude::*;
+use sea_orm::{DatabaseBackend, Iterable, QuerySelect, entity::prelude::*, sea_query::ExprTrait};
 
 /// One row of `api_keys`.
+///
+/// `status` and `created_at` are nullable: the reference service's table allows
+/// NULL in both (a NULL `status` means `active`, its default).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "api_keys")]
 pub struct Model {
@@ -27,14 +37,14 @@ pub struct Model {
     pub title: String,
     /// Optional description.
     pub description: Option<String>,
-    /// `active` or `revoked`.
-    pub status: String,
+    /// `active`, `revoked` or `expired`; `None` (NULL) reads as `active`.
+    pub status: Option<String>,
     /// Expiry; `None` for never.
     pub expires_at: Option<DateTimeUtc>,
     /// Last use, written in batches.
     pub last_used_at: Option<DateTimeUtc>,
-    /// Creation time.
-    pub created_at: DateTimeUtc,
+    /// Creation time; `None` only in rows written by another program.
+    pub created_at: Option<DateTimeUtc>,
 }
 
 /// `api_keys` has no relations.
@@ -42,6 +52,30 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// `Entity::find()` that reads `status` as text whatever the column's type: on
+/// PostgreSQL it selects `CAST(status AS text)`, so that a table adopted from the
+/// reference service (where `status` is the ENUM `api_key_status`) decodes; on
+/// SQLite and MySQL `status` is read as it is.
+///
+/// ```
+/// # async fn list(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+/// use sea_orm::{ConnectionTrait, EntityTrait};
+/// let rows = tower_api_keys::entity::find(db.get_database_backend()).all(db).await?;
+/// # Ok(()) }
+/// ```
+pub fn find(backend: DatabaseBackend) -> Select<Entity> {
+    if backend != DatabaseBackend::Postgres {
+        return Entity::find();
+    }
+    Entity::find()
+        .select_only()
+        .columns(Column::iter().filter(|column| !matches!(column, Column::Status)))
+        .expr_as(
+            Expr::col((Entity, Column::Status)).cast_as("text"),
+            "status",
+        )
+}
 
 /// The stored `secret_key_hash`: 64 lowercase hex characters.
 ///
@@ -135,10 +169,10 @@ mod tests {
             account_id: Uuid::new_v4(),
             title: "t".into(),
             description: None,
-            status: "active".into(),
+            status: Some("active".into()),
             expires_at: None,
             last_used_at: None,
-            created_at: Utc::now(),
+            created_at: Some(Utc::now()),
         }
     }
 

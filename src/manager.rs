@@ -168,8 +168,10 @@ pub struct ApiKeyInfo {
     pub expires_at: Option<DateTime<Utc>>,
     /// Last use, if recorded.
     pub last_used_at: Option<DateTime<Utc>>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
+    /// Creation time; `None` (serialized as `null`) only for a row written by
+    /// another program into a table that allows it, such as the reference
+    /// service's.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl ApiKeyInfo {
@@ -294,7 +296,7 @@ impl KeyManager {
             status: KeyStatus::Active,
             expires_at,
             last_used_at: None,
-            created_at,
+            created_at: Some(created_at),
         };
         self.timed(self.validator.repository().insert(record.clone()))
             .await?;

@@ -369,7 +369,7 @@ async fn nothing_secret_is_ever_logged(db: &TestDb) {
         status: KeyStatus::Active,
         expires_at: None,
         last_used_at: None,
-        created_at: Utc::now(),
+        created_at: Some(Utc::now()),
     };
     let err = db.repo.insert(duplicate.clone()).await.unwrap_err();
     let manager_err = ManagerError::from(err);
@@ -442,7 +442,7 @@ async fn debug_and_errors_redact_every_secret() {
         account_id: record.account_id,
         title: record.title.clone(),
         description: None,
-        status: "active".into(),
+        status: Some("active".into()),
         expires_at: None,
         last_used_at: None,
         created_at: record.created_at,

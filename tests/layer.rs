@@ -440,7 +440,7 @@ async fn reference_vectors_validate_from_stored_rows(db: &TestDb) {
                 status: KeyStatus::Active,
                 expires_at: None,
                 last_used_at: None,
-                created_at: Utc::now(),
+                created_at: Some(Utc::now()),
             })
             .await
             .unwrap();

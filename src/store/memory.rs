@@ -66,7 +66,7 @@ impl ApiKeyRepository for MemoryRepository {
             .filter(|row| row.account_id == account_id)
             .cloned()
             .collect();
-        // Stable: ties keep newest-inserted first.
+        // Stable: ties keep newest-inserted first; no `created_at` sorts last.
         keys.sort_by_key(|row| std::cmp::Reverse(row.created_at));
         Ok(keys)
     }

@@ -41,6 +41,9 @@ pub enum KeyStatus {
     Active,
     /// The key was revoked and is refused.
     Revoked,
+    /// Marked expired in the store (the reference service's `expired` label);
+    /// refused like a key past its `expires_at`.
+    Expired,
 }
 
 impl KeyStatus {
@@ -49,22 +52,35 @@ impl KeyStatus {
         match self {
             Self::Active => "active",
             Self::Revoked => "revoked",
+            Self::Expired => "expired",
         }
     }
 
-    /// Reads the `status` column. Anything but `active` is treated as revoked,
-    /// so that an unexpected value fails closed.
-    pub fn from_column(value: &str) -> Self {
-        if value == "active" {
-            Self::Active
-        } else {
-            Self::Revoked
+    /// The value as an untyped SQL string literal, inlined in statements: PostgreSQL
+    /// casts such a literal to the column's type, a text column and the reference
+    /// service's ENUM `api_key_status` alike, where a bound text parameter fails.
+    pub(crate) const fn sql_literal(self) -> &'static str {
+        match self {
+            Self::Active => "'active'",
+            Self::Revoked => "'revoked'",
+            Self::Expired => "'expired'",
+        }
+    }
+
+    /// Reads the `status` column: NULL is `active` (the reference service's
+    /// default), and a value other than `active`, `revoked` or `expired` is treated
+    /// as revoked, so that it fails closed.
+    pub(crate) fn from_column(value: Option<&str>) -> Self {
+        match value {
+            None | Some("active") => Self::Active,
+            Some("expired") => Self::Expired,
+            Some(_) => Self::Revoked,
         }
     }
 }
 
 /// The status a client sees: `active`, `revoked`, or `expired` for an active key
-/// past its `expires_at`.
+/// past its `expires_at` (or stored as `expired`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EffectiveStatus {
@@ -72,7 +88,7 @@ pub enum EffectiveStatus {
     Active,
     /// Revoked by its owner.
     Revoked,
-    /// Past `expires_at`.
+    /// Past `expires_at`, or stored as `expired`.
     Expired,
 }
 
@@ -97,8 +113,10 @@ pub struct ApiKeyRecord {
     pub expires_at: Option<DateTime<Utc>>,
     /// When the key was last used (written in batches).
     pub last_used_at: Option<DateTime<Utc>>,
-    /// When the key was created.
-    pub created_at: DateTime<Utc>,
+    /// When the key was created. `None` only for rows written by another program
+    /// into a table that allows it (the reference service's `created_at` is
+    /// nullable); keys this crate creates always have one.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl ApiKeyRecord {
@@ -106,6 +124,7 @@ impl ApiKeyRecord {
     pub fn effective_status(&self, now: DateTime<Utc>) -> EffectiveStatus {
         match self.status {
             KeyStatus::Revoked => EffectiveStatus::Revoked,
+            KeyStatus::Expired => EffectiveStatus::Expired,
             KeyStatus::Active if self.expires_at.is_some_and(|at| at <= now) => {
                 EffectiveStatus::Expired
             }
@@ -143,7 +162,8 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     /// Inserts a new key. [`StoreError::Conflict`] if its id or public key exists.
     fn insert(&self, record: ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The account's keys, newest first (`created_at` descending).
+    /// The account's keys, newest first (`created_at` descending; rows without a
+    /// `created_at` last).
     fn list_by_account(
         &self,
         account_id: Uuid,

@@ -1,14 +1,13 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, SqlErr,
-    sea_query::{CaseStatement, Expr},
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
+    DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr,
+    sea_query::{CaseStatement, Expr, NullOrdering, Order, Query},
 };
 use uuid::Uuid;
 
 use super::{ApiKeyRecord, ApiKeyRepository, KeyStatus, StoreError, StoredHash};
-use crate::entity::{ActiveModel, Column, Entity, Model};
+use crate::entity::{self, Column, Entity, Model};
 
 /// Connection options with the defaults this crate relies on.
 ///
@@ -93,21 +92,23 @@ impl Pool {
 
 /// The lookup by public key, straight through sqlx: SeaORM's query building and
 /// row mapping cost as much as the query itself on a local database
-/// (`benches/store.rs`).
+/// (`benches/store.rs`). `$status` reads the `status` column as text: on
+/// PostgreSQL it is cast, since an adopted table's column is an ENUM.
 macro_rules! select_by_public_key {
-    ($placeholder:literal) => {
+    ($status:literal, $placeholder:literal) => {
         concat!(
             "SELECT key_id, public_key, secret_key_hash, account_id, title, description, ",
-            "status, expires_at, last_used_at, created_at FROM api_keys WHERE public_key = ",
+            $status,
+            " AS status, expires_at, last_used_at, created_at FROM api_keys WHERE public_key = ",
             $placeholder
         )
     };
 }
 
 macro_rules! fetch_by_public_key {
-    ($pool:expr, $placeholder:literal, $public_key:expr) => {{
+    ($pool:expr, $status:literal, $placeholder:literal, $public_key:expr) => {{
         use sea_orm::sqlx::Row;
-        match sea_orm::sqlx::query(select_by_public_key!($placeholder))
+        match sea_orm::sqlx::query(select_by_public_key!($status, $placeholder))
             .bind($public_key)
             .fetch_optional($pool)
             .await
@@ -121,7 +122,7 @@ macro_rules! fetch_by_public_key {
                     account_id: row.try_get("account_id")?,
                     title: row.try_get("title")?,
                     description: row.try_get("description")?,
-                    status: KeyStatus::from_column(row.try_get::<&str, _>("status")?),
+                    status: KeyStatus::from_column(row.try_get::<Option<&str>, _>("status")?),
                     expires_at: row.try_get("expires_at")?,
                     last_used_at: row.try_get("last_used_at")?,
                     created_at: row.try_get("created_at")?,
@@ -160,6 +161,10 @@ impl SeaOrmRepository {
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
+
+    fn backend(&self) -> DatabaseBackend {
+        self.db.get_database_backend()
+    }
 }
 
 fn database(err: DbErr) -> StoreError {
@@ -170,7 +175,7 @@ impl From<Model> for ApiKeyRecord {
     fn from(model: Model) -> Self {
         Self {
             key_id: model.key_id,
-            status: KeyStatus::from_column(&model.status),
+            status: KeyStatus::from_column(model.status.as_deref()),
             public_key: model.public_key,
             secret_key_hash: model.secret_key_hash,
             account_id: model.account_id,
@@ -190,14 +195,16 @@ impl ApiKeyRepository for SeaOrmRepository {
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         match &self.pool {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => return fetch_by_public_key!(pool, "?", public_key),
+            Pool::Sqlite(pool) => return fetch_by_public_key!(pool, "status", "?", public_key),
             #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => return fetch_by_public_key!(pool, "$1", public_key),
+            Pool::Postgres(pool) => {
+                return fetch_by_public_key!(pool, "status::text", "$1", public_key);
+            }
             #[cfg(feature = "mysql")]
-            Pool::MySql(pool) => return fetch_by_public_key!(pool, "?", public_key),
+            Pool::MySql(pool) => return fetch_by_public_key!(pool, "status", "?", public_key),
             Pool::Other => {}
         }
-        Entity::find()
+        entity::find(self.backend())
             .filter(Column::PublicKey.eq(public_key))
             .one(&self.db)
             .await
@@ -206,19 +213,37 @@ impl ApiKeyRepository for SeaOrmRepository {
     }
 
     async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
-        let row = ActiveModel {
-            key_id: Set(record.key_id),
-            public_key: Set(record.public_key),
-            secret_key_hash: Set(record.secret_key_hash),
-            account_id: Set(record.account_id),
-            title: Set(record.title),
-            description: Set(record.description),
-            status: Set(record.status.as_str().to_owned()),
-            expires_at: Set(record.expires_at),
-            last_used_at: Set(record.last_used_at),
-            created_at: Set(record.created_at),
-        };
-        match Entity::insert(row).exec_without_returning(&self.db).await {
+        // Built by hand rather than from an `ActiveModel`: `status` goes in as an
+        // SQL literal, which an adopted table's ENUM column accepts.
+        let mut statement = Query::insert();
+        statement
+            .into_table(Entity)
+            .columns([
+                Column::KeyId,
+                Column::PublicKey,
+                Column::SecretKeyHash,
+                Column::AccountId,
+                Column::Title,
+                Column::Description,
+                Column::Status,
+                Column::ExpiresAt,
+                Column::LastUsedAt,
+                Column::CreatedAt,
+            ])
+            .values([
+                Expr::value(record.key_id),
+                Expr::value(record.public_key),
+                Expr::value(record.secret_key_hash),
+                Expr::value(record.account_id),
+                Expr::value(record.title),
+                Expr::value(record.description),
+                Expr::cust(record.status.sql_literal()),
+                Expr::value(record.expires_at),
+                Expr::value(record.last_used_at),
+                Expr::value(record.created_at),
+            ])
+            .map_err(|err| StoreError::Database(Box::new(err)))?;
+        match self.db.execute(&statement).await {
             Ok(_) => Ok(()),
             Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 Err(StoreError::Conflict)
@@ -228,9 +253,9 @@ impl ApiKeyRepository for SeaOrmRepository {
     }
 
     async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        Entity::find()
+        entity::find(self.backend())
             .filter(Column::AccountId.eq(account_id))
-            .order_by_desc(Column::CreatedAt)
+            .order_by_with_nulls(Column::CreatedAt, Order::Desc, NullOrdering::Last)
             .all(&self.db)
             .await
             .map(|rows| rows.into_iter().map(ApiKeyRecord::from).collect())
@@ -242,7 +267,8 @@ impl ApiKeyRepository for SeaOrmRepository {
         account_id: Uuid,
         key_id: Uuid,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        Entity::find_by_id(key_id)
+        entity::find(self.backend())
+            .filter(Column::KeyId.eq(key_id))
             .filter(Column::AccountId.eq(account_id))
             .one(&self.db)
             .await
@@ -256,7 +282,7 @@ impl ApiKeyRepository for SeaOrmRepository {
         key_id: Uuid,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         Entity::update_many()
-            .col_expr(Column::Status, Expr::value(KeyStatus::Revoked.as_str()))
+            .col_expr(Column::Status, Expr::cust(KeyStatus::Revoked.sql_literal()))
             .filter(Column::KeyId.eq(key_id))
             .filter(Column::AccountId.eq(account_id))
             .exec(&self.db)
