@@ -190,13 +190,21 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         key_id: Uuid,
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
 
-    /// Writes `last_used_at` for every `(key_id, used_at)` pair, in one batched
-    /// statement where the backend allows it. Unknown ids are ignored.
+    /// Writes `last_used_at` for every `(key_id, used_at)` pair where that moves
+    /// it forward (the stored value is NULL or older); unknown ids are ignored.
+    ///
+    /// [`SeaOrmRepository`] writes each 5,000 pairs with one statement whose
+    /// cost is linear in the pairs.
     fn record_last_used(
         &self,
         batch: &[(Uuid, DateTime<Utc>)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// Most `(key_id, used_at)` pairs written by one statement.
+/// Two bound values per pair stay well below SQLite's 32,766 and MySQL's 65,535
+/// parameters.
+pub(crate) const LAST_USED_CHUNK: usize = 5_000;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

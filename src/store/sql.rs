@@ -1,12 +1,12 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr,
-    sea_query::{CaseStatement, Expr, NullOrdering, Order, Query},
+    DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr, Statement, Value,
+    sea_query::{Expr, NullOrdering, Order, Query},
 };
 use uuid::Uuid;
 
-use super::{ApiKeyRecord, ApiKeyRepository, KeyStatus, StoreError, StoredHash};
+use super::{ApiKeyRecord, ApiKeyRepository, KeyStatus, LAST_USED_CHUNK, StoreError, StoredHash};
 use crate::entity::{self, Column, Entity, Model};
 
 /// Connection options with the defaults this crate relies on.
@@ -188,6 +188,98 @@ impl From<Model> for ApiKeyRecord {
     }
 }
 
+/// `last_used_at` on PostgreSQL: the pairs as two arrays, joined by `UNNEST`.
+const POSTGRES_LAST_USED: &str = "UPDATE api_keys AS k SET last_used_at = v.used_at \
+     FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(key_id, used_at) \
+     WHERE k.key_id = v.key_id AND (k.last_used_at IS NULL OR k.last_used_at < v.used_at)";
+
+/// `UPDATE … last_used_at` for one chunk of pairs, joined against the pairs so
+/// that its cost is linear in them; it writes only where `last_used_at` moves
+/// forward. UUIDs and timestamps are bound as SeaORM binds them everywhere else
+/// (SQLite: 16-byte blobs and RFC 3339 text; MySQL: `binary(16)` and
+/// `datetime(6)`; PostgreSQL: `uuid` and `timestamptz`).
+fn last_used_statement(backend: DatabaseBackend, chunk: &[(Uuid, DateTime<Utc>)]) -> Statement {
+    use std::fmt::Write as _;
+    match backend {
+        DatabaseBackend::Postgres => {
+            // The sqlx pool binds the arrays natively (`POSTGRES_LAST_USED`); this
+            // path, for other PostgreSQL connections, passes them as text array
+            // literals: SeaORM has array values only with its `sqlx-postgres` feature.
+            let mut ids = String::with_capacity(2 + chunk.len() * 37);
+            let mut times = String::with_capacity(2 + chunk.len() * 28);
+            for (index, (key_id, used_at)) in chunk.iter().enumerate() {
+                let separator = if index == 0 { '{' } else { ',' };
+                ids.push(separator);
+                times.push(separator);
+                let _ = write!(ids, "{}", key_id.hyphenated());
+                let _ = write!(times, "{}", used_at.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+            }
+            if chunk.is_empty() {
+                ids.push('{');
+                times.push('{');
+            }
+            ids.push('}');
+            times.push('}');
+            Statement::from_sql_and_values(
+                backend,
+                POSTGRES_LAST_USED
+                    .replace("$1::", "$1::text::")
+                    .replace("$2::", "$2::text::"),
+                [Value::from(ids), Value::from(times)],
+            )
+        }
+        DatabaseBackend::MySql => {
+            // A derived table of the pairs (MySQL 8 and MariaDB spell VALUES rows
+            // differently; UNION ALL is read by both). The casts fix the derived
+            // columns' types so that the join uses the primary key.
+            let mut sql = String::with_capacity(160 + chunk.len() * 64);
+            sql.push_str("UPDATE api_keys AS k JOIN (");
+            for index in 0..chunk.len() {
+                if index > 0 {
+                    sql.push_str(" UNION ALL ");
+                }
+                sql.push_str(
+                    "SELECT CAST(? AS BINARY(16)) AS key_id, CAST(? AS DATETIME(6)) AS used_at",
+                );
+            }
+            sql.push_str(
+                ") AS v ON k.key_id = v.key_id SET k.last_used_at = v.used_at \
+                 WHERE k.last_used_at IS NULL OR k.last_used_at < v.used_at",
+            );
+            Statement::from_sql_and_values(backend, sql, pair_values(chunk))
+        }
+        // SQLite (a backend SeaORM may add later gets an error from its database).
+        _ => {
+            // UPDATE … FROM needs SQLite 3.33. Timestamps are RFC 3339 text: compared
+            // through julianday(), so that text written by another program in another
+            // RFC 3339 spelling compares by time too; a stored value that is not a
+            // time at all is overwritten.
+            let mut sql = String::with_capacity(200 + chunk.len() * 8);
+            sql.push_str("WITH v(key_id, used_at) AS (VALUES ");
+            for index in 0..chunk.len() {
+                if index > 0 {
+                    sql.push(',');
+                }
+                sql.push_str("(?, ?)");
+            }
+            sql.push_str(
+                ") UPDATE api_keys SET last_used_at = v.used_at FROM v \
+                 WHERE api_keys.key_id = v.key_id AND (api_keys.last_used_at IS NULL \
+                 OR julianday(api_keys.last_used_at) IS NULL \
+                 OR julianday(api_keys.last_used_at) < julianday(v.used_at))",
+            );
+            Statement::from_sql_and_values(backend, sql, pair_values(chunk))
+        }
+    }
+}
+
+fn pair_values(chunk: &[(Uuid, DateTime<Utc>)]) -> Vec<Value> {
+    chunk
+        .iter()
+        .flat_map(|(key_id, used_at)| [Value::from(*key_id), Value::from(*used_at)])
+        .collect()
+}
+
 impl ApiKeyRepository for SeaOrmRepository {
     async fn find_by_public_key(
         &self,
@@ -309,19 +401,25 @@ impl ApiKeyRepository for SeaOrmRepository {
     }
 
     async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
-        // One statement per chunk: UPDATE … SET last_used_at = CASE key_id WHEN … END
-        // WHERE key_id IN (…). Three bound values per key keeps a chunk well below
-        // every backend's parameter limit.
-        for chunk in batch.chunks(5_000) {
-            let mut case = CaseStatement::new();
-            for (key_id, used_at) in chunk {
-                case = case.case(Column::KeyId.eq(*key_id), Expr::value(*used_at));
+        let backend = self.backend();
+        // In key order: each statement then reads a narrow range of the primary
+        // key's index (on MySQL the table itself), not pages all over it.
+        let mut batch = batch.to_vec();
+        batch.sort_unstable_by_key(|(key_id, _)| *key_id);
+        for chunk in batch.chunks(LAST_USED_CHUNK) {
+            #[cfg(feature = "postgres")]
+            if let Pool::Postgres(pool) = &self.pool {
+                let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = chunk.iter().copied().unzip();
+                sea_orm::sqlx::query(POSTGRES_LAST_USED)
+                    .bind(ids)
+                    .bind(times)
+                    .execute(pool)
+                    .await
+                    .map_err(|err| StoreError::Database(Box::new(err)))?;
+                continue;
             }
-            let case = case.finally(Expr::col(Column::LastUsedAt));
-            Entity::update_many()
-                .col_expr(Column::LastUsedAt, case.into())
-                .filter(Column::KeyId.is_in(chunk.iter().map(|(key_id, _)| *key_id)))
-                .exec(&self.db)
+            self.db
+                .execute_raw(last_used_statement(backend, chunk))
                 .await
                 .map_err(database)?;
         }
