@@ -193,15 +193,17 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     /// Writes `last_used_at` for every `(key_id, used_at)` pair where that moves
     /// it forward (the stored value is NULL or older); unknown ids are ignored.
     ///
-    /// [`SeaOrmRepository`] writes each 5,000 pairs with one statement whose
-    /// cost is linear in the pairs.
+    /// The usage writer calls it with at most 5,000 pairs at a time, each call
+    /// under the store timeout; [`SeaOrmRepository`] writes each 5,000 pairs with
+    /// one statement whose cost is linear in the pairs.
     fn record_last_used(
         &self,
         batch: &[(Uuid, DateTime<Utc>)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Most `(key_id, used_at)` pairs written by one statement.
+/// Most `(key_id, used_at)` pairs written by one statement, and handed to
+/// [`ApiKeyRepository::record_last_used`] by one call of the usage writer.
 /// Two bound values per pair stay well below SQLite's 32,766 and MySQL's 65,535
 /// parameters.
 pub(crate) const LAST_USED_CHUNK: usize = 5_000;
