@@ -3,13 +3,23 @@
 //! Column names and types follow the reference service (see the crate's README),
 //! so rows it wrote are read as they are. Hosts may query this entity directly;
 //! the crate itself goes through [`crate::store::SeaOrmRepository`].
+//!
+//! On a table adopted from the reference service (PostgreSQL), `status` is an
+//! ENUM column: plain `Entity::find()` cannot decode it into a `String`. Use
+//! [`find`], which reads it as text on every backend. To write `status`, inline
+//! the value as an SQL literal (`Expr::cust("'revoked'")`): PostgreSQL casts an
+//! untyped literal to an enum or a text column alike, but not a bound text
+//! parameter.
 
-use std::fmt;
+use std::{fmt, ops::Deref};
 
-use sea_orm::entity::prelude::*;
+use sea_orm::{DatabaseBackend, Iterable, QuerySelect, entity::prelude::*, sea_query::ExprTrait};
 
 /// One row of `api_keys`.
-#[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+///
+/// `status` and `created_at` are nullable: the reference service's table allows
+/// NULL in both (a NULL `status` means `active`, its default).
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "api_keys")]
 pub struct Model {
     /// Primary key (UUID v4).
@@ -18,39 +28,23 @@ pub struct Model {
     /// The public key, `pk_…`; unique.
     #[sea_orm(unique)]
     pub public_key: String,
-    /// Lowercase hex HMAC-SHA256 of the secret key under the pepper.
-    pub secret_key_hash: String,
+    /// Lowercase hex HMAC-SHA256 of the secret key under the pepper; `Debug`
+    /// prints it redacted.
+    pub secret_key_hash: StoredHash,
     /// The owning account.
     pub account_id: Uuid,
     /// Trimmed title, 1–255 characters.
     pub title: String,
     /// Optional description.
     pub description: Option<String>,
-    /// `active` or `revoked`.
-    pub status: String,
+    /// `active`, `revoked` or `expired`; `None` (NULL) reads as `active`.
+    pub status: Option<String>,
     /// Expiry; `None` for never.
     pub expires_at: Option<DateTimeUtc>,
     /// Last use, written in batches.
     pub last_used_at: Option<DateTimeUtc>,
-    /// Creation time.
-    pub created_at: DateTimeUtc,
-}
-
-impl fmt::Debug for Model {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Model")
-            .field("key_id", &self.key_id)
-            .field("public_key", &self.public_key)
-            .field("secret_key_hash", &"<redacted>")
-            .field("account_id", &self.account_id)
-            .field("title", &self.title)
-            .field("description", &self.description)
-            .field("status", &self.status)
-            .field("expires_at", &self.expires_at)
-            .field("last_used_at", &self.last_used_at)
-            .field("created_at", &self.created_at)
-            .finish()
-    }
+    /// Creation time; `None` only in rows written by another program.
+    pub created_at: Option<DateTimeUtc>,
 }
 
 /// `api_keys` has no relations.
@@ -58,3 +52,159 @@ impl fmt::Debug for Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// `Entity::find()` that reads `status` as text whatever the column's type: on
+/// PostgreSQL it selects `CAST(status AS text)`, so that a table adopted from the
+/// reference service (where `status` is the ENUM `api_key_status`) decodes; on
+/// SQLite and MySQL `status` is read as it is.
+///
+/// ```
+/// # async fn list(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+/// use sea_orm::{ConnectionTrait, EntityTrait};
+/// let rows = tower_api_keys::entity::find(db.get_database_backend()).all(db).await?;
+/// # Ok(()) }
+/// ```
+pub fn find(backend: DatabaseBackend) -> Select<Entity> {
+    if backend != DatabaseBackend::Postgres {
+        return Entity::find();
+    }
+    Entity::find()
+        .select_only()
+        .columns(Column::iter().filter(|column| !matches!(column, Column::Status)))
+        .expr_as(
+            Expr::col((Entity, Column::Status)).cast_as("text"),
+            "status",
+        )
+}
+
+/// The stored `secret_key_hash`: 64 lowercase hex characters.
+///
+/// Not a secret key, but it lets whoever also holds the pepper test guesses, so
+/// its `Debug` prints `StoredHash(<redacted>)`; [`as_str`](Self::as_str) (or
+/// `Deref` to `str`) gives the text.
+#[derive(Clone, PartialEq, Eq, Hash, Default, DeriveValueType)]
+pub struct StoredHash(String);
+
+impl StoredHash {
+    /// Wraps the hex text of a hash.
+    pub fn new(hex: impl Into<String>) -> Self {
+        Self(hex.into())
+    }
+
+    /// The hex text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The hex text, owned.
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Debug for StoredHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoredHash(<redacted>)")
+    }
+}
+
+impl Deref for StoredHash {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for StoredHash {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for StoredHash {
+    fn from(hex: String) -> Self {
+        Self(hex)
+    }
+}
+
+impl From<&str> for StoredHash {
+    fn from(hex: &str) -> Self {
+        Self(hex.to_owned())
+    }
+}
+
+impl PartialEq<str> for StoredHash {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for StoredHash {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for StoredHash {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use sea_orm::ActiveValue::Set;
+
+    use super::*;
+
+    const HASH: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn model() -> Model {
+        Model {
+            key_id: Uuid::new_v4(),
+            public_key: format!("pk_{}", "a".repeat(32)),
+            secret_key_hash: StoredHash::new(HASH),
+            account_id: Uuid::new_v4(),
+            title: "t".into(),
+            description: None,
+            status: Some("active".into()),
+            expires_at: None,
+            last_used_at: None,
+            created_at: Some(Utc::now()),
+        }
+    }
+
+    #[test]
+    fn debug_of_model_and_active_model_redacts_the_hash() {
+        let model = model();
+        let active = ActiveModel::from(model.clone());
+        let partial = ActiveModel {
+            secret_key_hash: Set(StoredHash::new(HASH)),
+            ..Default::default()
+        };
+        for printed in [
+            format!("{model:?}"),
+            format!("{model:#?}"),
+            format!("{active:?}"),
+            format!("{partial:?}"),
+            format!("{:?}", model.secret_key_hash),
+        ] {
+            assert!(!printed.contains(HASH), "{printed}");
+            assert!(!printed.contains(&HASH[..16]), "{printed}");
+            assert!(printed.contains("<redacted>"), "{printed}");
+        }
+        // The rest of the row is still there to debug with.
+        assert!(format!("{active:?}").contains(&model.public_key));
+    }
+
+    #[test]
+    fn stored_hash_reads_as_its_text() {
+        let hash = StoredHash::from(HASH);
+        assert_eq!(hash.as_str(), HASH);
+        assert_eq!(&*hash, HASH);
+        assert_eq!(hash, HASH);
+        assert_eq!(hash.clone().into_inner(), HASH);
+    }
+}

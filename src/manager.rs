@@ -62,8 +62,10 @@ pub struct ApiKeyInfo {
     pub expires_at: Option<DateTime<Utc>>,
     /// Last use, if recorded.
     pub last_used_at: Option<DateTime<Utc>>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
+    /// Creation time; `None` (serialized as `null`) only for a row written by
+    /// another program into a table that allows it, such as the reference
+    /// service's.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl ApiKeyInfo {
@@ -180,14 +182,15 @@ impl KeyManager {
                 .validator
                 .hasher()
                 .hash(pair.secret_key.expose())
-                .to_hex(),
+                .to_hex()
+                .into(),
             account_id: account.into_inner(),
             title: request.title.trim().to_owned(),
             description: request.description,
             status: KeyStatus::Active,
             expires_at,
             last_used_at: None,
-            created_at,
+            created_at: Some(created_at),
         };
         self.timed(self.validator.repository().insert(record.clone()))
             .await?;

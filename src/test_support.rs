@@ -32,14 +32,15 @@ pub(crate) fn row(pair: &KeyPair, account_id: Uuid) -> ApiKeyRecord {
         public_key: pair.public_key.as_str().to_owned(),
         secret_key_hash: KeyHasher::new(&pepper())
             .hash(pair.secret_key.expose())
-            .to_hex(),
+            .to_hex()
+            .into(),
         account_id,
         title: "unit".into(),
         description: None,
         status: KeyStatus::Active,
         expires_at: None,
         last_used_at: None,
-        created_at: Utc::now(),
+        created_at: Some(Utc::now()),
     }
 }
 

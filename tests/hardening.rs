@@ -279,7 +279,7 @@ async fn nothing_secret_is_ever_logged(db: &TestDb) {
     forbidden.push((corrupt_hash[..63].to_owned(), "a corrupt stored hash"));
     db.repo
         .insert(ApiKeyRecord {
-            secret_key_hash: corrupt_hash.clone(),
+            secret_key_hash: corrupt_hash.clone().into(),
             ..common::row(&corrupt, account.into_inner(), None)
         })
         .await
@@ -361,14 +361,15 @@ async fn nothing_secret_is_ever_logged(db: &TestDb) {
         public_key: by_manager.key.public_key.clone(),
         secret_key_hash: KeyHasher::new(&pepper())
             .hash(by_manager.secret_key.expose())
-            .to_hex(),
+            .to_hex()
+            .into(),
         account_id: account.into_inner(),
         title: "duplicate".into(),
         description: None,
         status: KeyStatus::Active,
         expires_at: None,
         last_used_at: None,
-        created_at: Utc::now(),
+        created_at: Some(Utc::now()),
     };
     let err = db.repo.insert(duplicate.clone()).await.unwrap_err();
     let manager_err = ManagerError::from(err);
@@ -441,11 +442,12 @@ async fn debug_and_errors_redact_every_secret() {
         account_id: record.account_id,
         title: record.title.clone(),
         description: None,
-        status: "active".into(),
+        status: Some("active".into()),
         expires_at: None,
         last_used_at: None,
         created_at: record.created_at,
     };
+    let active_model = entity::ActiveModel::from(model.clone());
     assert_eq!(record.secret_key_hash, hash_hex);
 
     let printed = [
@@ -466,6 +468,7 @@ async fn debug_and_errors_redact_every_secret() {
         ("KeyHasher", format!("{hasher:?}")),
         ("ApiKeyRecord", format!("{record:?}")),
         ("entity::Model", format!("{model:?}")),
+        ("entity::ActiveModel", format!("{active_model:?}")),
         ("ApiKeyValidator", format!("{validator:?}")),
         (
             "ValidatorBuilder",

@@ -437,14 +437,14 @@ async fn reference_vectors_validate_from_stored_rows(db: &TestDb) {
             .insert(ApiKeyRecord {
                 key_id,
                 public_key: case["public_key"].as_str().unwrap().to_owned(),
-                secret_key_hash: case["secret_key_hash"].as_str().unwrap().to_owned(),
+                secret_key_hash: case["secret_key_hash"].as_str().unwrap().into(),
                 account_id: account,
                 title: "reference".into(),
                 description: None,
                 status: KeyStatus::Active,
                 expires_at: None,
                 last_used_at: None,
-                created_at: Utc::now(),
+                created_at: Some(Utc::now()),
             })
             .await
             .unwrap();

@@ -1,10 +1,13 @@
 use sea_orm_migration::{
     prelude::*,
-    sea_orm::{DatabaseBackend, DeriveMigrationName},
+    sea_orm::{ConnectionTrait, DatabaseBackend, DeriveMigrationName, Statement},
 };
 
 /// Creates `api_keys` as the reference service has it. `IF NOT EXISTS`, so a
-/// database that already holds the reference service's table is adopted as is.
+/// database that already holds the reference service's table is adopted as is:
+/// its column types (the ENUM `status`), defaults and constraints are left alone,
+/// and on PostgreSQL no second index on `account_id` is added when the table
+/// already has one.
 #[derive(DeriveMigrationName)]
 pub(super) struct Migration;
 
@@ -86,6 +89,11 @@ impl MigrationTrait for Migration {
             table.character_set("utf8mb4").collate("utf8mb4_bin");
         }
         manager.create_table(table).await?;
+        if manager.get_database_backend() == DatabaseBackend::Postgres
+            && has_index_leading_with_account_id(manager).await?
+        {
+            return Ok(());
+        }
         manager
             .create_index(
                 Index::create()
@@ -103,4 +111,19 @@ impl MigrationTrait for Migration {
             .drop_table(Table::drop().table(ApiKeys::Table).to_owned())
             .await
     }
+}
+
+/// Whether `api_keys` (as the search path resolves it) already has an index whose
+/// first column is `account_id`, under whatever name (PostgreSQL).
+async fn has_index_leading_with_account_id(manager: &SchemaManager<'_>) -> Result<bool, DbErr> {
+    let found = manager
+        .get_connection()
+        .query_one_raw(Statement::from_string(
+            DatabaseBackend::Postgres,
+            "SELECT 1 FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+             WHERE i.indrelid = to_regclass('api_keys') AND a.attname = 'account_id'",
+        ))
+        .await?;
+    Ok(found.is_some())
 }

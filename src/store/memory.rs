@@ -1,4 +1,7 @@
-use std::sync::{Mutex, MutexGuard};
+use std::{
+    collections::HashMap,
+    sync::{Mutex, MutexGuard},
+};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -66,7 +69,7 @@ impl ApiKeyRepository for MemoryRepository {
             .filter(|row| row.account_id == account_id)
             .cloned()
             .collect();
-        // Stable: ties keep newest-inserted first.
+        // Stable: ties keep newest-inserted first; no `created_at` sorts last.
         keys.sort_by_key(|row| std::cmp::Reverse(row.created_at));
         Ok(keys)
     }
@@ -107,9 +110,15 @@ impl ApiKeyRepository for MemoryRepository {
     }
 
     async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
-        let mut rows = self.rows();
-        for (key_id, used_at) in batch {
-            if let Some(row) = rows.iter_mut().find(|row| row.key_id == *key_id) {
+        let mut newest: HashMap<Uuid, DateTime<Utc>> = HashMap::with_capacity(batch.len());
+        for &(key_id, used_at) in batch {
+            let at = newest.entry(key_id).or_insert(used_at);
+            *at = (*at).max(used_at);
+        }
+        for row in self.rows().iter_mut() {
+            if let Some(used_at) = newest.get(&row.key_id)
+                && row.last_used_at.is_none_or(|stored| stored < *used_at)
+            {
                 row.last_used_at = Some(*used_at);
             }
         }

@@ -5,7 +5,7 @@
 //! MySQL/MariaDB); [`MemoryRepository`] keeps everything in a `HashMap` for unit
 //! tests and examples.
 
-use std::{fmt, future::Future, pin::Pin, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -19,6 +19,7 @@ mod sql;
 pub use self::memory::MemoryRepository;
 pub use self::redact::redact_url;
 pub use self::sql::{SeaOrmRepository, connect_options};
+pub use crate::entity::StoredHash;
 
 /// A timestamp as the crate stores it: microsecond precision (what every backend
 /// keeps), moved off a whole second by one microsecond if it lands on one, so that
@@ -44,6 +45,9 @@ pub enum KeyStatus {
     Active,
     /// The key was revoked and is refused.
     Revoked,
+    /// Marked expired in the store (the reference service's `expired` label);
+    /// refused like a key past its `expires_at`.
+    Expired,
 }
 
 impl KeyStatus {
@@ -52,22 +56,35 @@ impl KeyStatus {
         match self {
             Self::Active => "active",
             Self::Revoked => "revoked",
+            Self::Expired => "expired",
         }
     }
 
-    /// Reads the `status` column. Anything but `active` is treated as revoked,
-    /// so that an unexpected value fails closed.
-    pub fn from_column(value: &str) -> Self {
-        if value == "active" {
-            Self::Active
-        } else {
-            Self::Revoked
+    /// The value as an untyped SQL string literal, inlined in statements: PostgreSQL
+    /// casts such a literal to the column's type, a text column and the reference
+    /// service's ENUM `api_key_status` alike, where a bound text parameter fails.
+    pub(crate) const fn sql_literal(self) -> &'static str {
+        match self {
+            Self::Active => "'active'",
+            Self::Revoked => "'revoked'",
+            Self::Expired => "'expired'",
+        }
+    }
+
+    /// Reads the `status` column: NULL is `active` (the reference service's
+    /// default), and a value other than `active`, `revoked` or `expired` is treated
+    /// as revoked, so that it fails closed.
+    pub(crate) fn from_column(value: Option<&str>) -> Self {
+        match value {
+            None | Some("active") => Self::Active,
+            Some("expired") => Self::Expired,
+            Some(_) => Self::Revoked,
         }
     }
 }
 
 /// The status a client sees: `active`, `revoked`, or `expired` for an active key
-/// past its `expires_at`.
+/// past its `expires_at` (or stored as `expired`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EffectiveStatus {
@@ -75,19 +92,19 @@ pub enum EffectiveStatus {
     Active,
     /// Revoked by its owner.
     Revoked,
-    /// Past `expires_at`.
+    /// Past `expires_at`, or stored as `expired`.
     Expired,
 }
 
-/// One row of `api_keys`.
-#[derive(Clone, PartialEq, Eq)]
+/// One row of `api_keys`. `Debug` prints the hash redacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
     /// Primary key.
     pub key_id: Uuid,
     /// The public key, `pk_…`.
     pub public_key: String,
     /// 64 hex characters: HMAC-SHA256 of the secret under the pepper.
-    pub secret_key_hash: String,
+    pub secret_key_hash: StoredHash,
     /// The owning account.
     pub account_id: Uuid,
     /// A human-readable title.
@@ -100,8 +117,10 @@ pub struct ApiKeyRecord {
     pub expires_at: Option<DateTime<Utc>>,
     /// When the key was last used (written in batches).
     pub last_used_at: Option<DateTime<Utc>>,
-    /// When the key was created.
-    pub created_at: DateTime<Utc>,
+    /// When the key was created. `None` only for rows written by another program
+    /// into a table that allows it (the reference service's `created_at` is
+    /// nullable); keys this crate creates always have one.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl ApiKeyRecord {
@@ -109,28 +128,12 @@ impl ApiKeyRecord {
     pub fn effective_status(&self, now: DateTime<Utc>) -> EffectiveStatus {
         match self.status {
             KeyStatus::Revoked => EffectiveStatus::Revoked,
+            KeyStatus::Expired => EffectiveStatus::Expired,
             KeyStatus::Active if self.expires_at.is_some_and(|at| at <= now) => {
                 EffectiveStatus::Expired
             }
             KeyStatus::Active => EffectiveStatus::Active,
         }
-    }
-}
-
-impl fmt::Debug for ApiKeyRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKeyRecord")
-            .field("key_id", &self.key_id)
-            .field("public_key", &self.public_key)
-            .field("secret_key_hash", &"<redacted>")
-            .field("account_id", &self.account_id)
-            .field("title", &self.title)
-            .field("description", &self.description)
-            .field("status", &self.status)
-            .field("expires_at", &self.expires_at)
-            .field("last_used_at", &self.last_used_at)
-            .field("created_at", &self.created_at)
-            .finish()
     }
 }
 
@@ -163,7 +166,8 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     /// Inserts a new key. [`StoreError::Conflict`] if its id or public key exists.
     fn insert(&self, record: ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The account's keys, newest first (`created_at` descending).
+    /// The account's keys, newest first (`created_at` descending; rows without a
+    /// `created_at` last).
     fn list_by_account(
         &self,
         account_id: Uuid,
@@ -190,8 +194,12 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         key_id: Uuid,
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
 
-    /// Writes `last_used_at` for every `(key_id, used_at)` pair, in one batched
-    /// statement where the backend allows it. Unknown ids are ignored.
+    /// Writes `last_used_at` for every `(key_id, used_at)` pair where that moves
+    /// it forward (the stored value is NULL or older); unknown ids are ignored.
+    ///
+    /// The usage writer calls it with at most 5,000 pairs at a time, each call
+    /// under the store timeout; [`SeaOrmRepository`] writes each 5,000 pairs with
+    /// one statement whose cost is linear in the pairs.
     fn record_last_used(
         &self,
         batch: &[(Uuid, DateTime<Utc>)],
@@ -205,6 +213,12 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         None
     }
 }
+
+/// Most `(key_id, used_at)` pairs written by one statement, and handed to
+/// [`ApiKeyRepository::record_last_used`] by one call of the usage writer.
+/// Two bound values per pair stay well below SQLite's 32,766 and MySQL's 65,535
+/// parameters.
+pub(crate) const LAST_USED_CHUNK: usize = 5_000;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

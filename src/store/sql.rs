@@ -1,14 +1,13 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, SqlErr,
-    sea_query::{CaseStatement, Expr},
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
+    DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr, Statement, Value,
+    sea_query::{Expr, NullOrdering, Order, Query},
 };
 use uuid::Uuid;
 
-use super::{ApiKeyRecord, ApiKeyRepository, KeyStatus, StoreError};
-use crate::entity::{ActiveModel, Column, Entity, Model};
+use super::{ApiKeyRecord, ApiKeyRepository, KeyStatus, LAST_USED_CHUNK, StoreError, StoredHash};
+use crate::entity::{self, Column, Entity, Model};
 
 /// Connection options with the defaults this crate relies on.
 ///
@@ -93,21 +92,23 @@ impl Pool {
 
 /// The lookup by public key, straight through sqlx: SeaORM's query building and
 /// row mapping cost as much as the query itself on a local database
-/// (`benches/store.rs`).
+/// (`benches/store.rs`). `$status` reads the `status` column as text: on
+/// PostgreSQL it is cast, since an adopted table's column is an ENUM.
 macro_rules! select_by_public_key {
-    ($placeholder:literal) => {
+    ($status:literal, $placeholder:literal) => {
         concat!(
             "SELECT key_id, public_key, secret_key_hash, account_id, title, description, ",
-            "status, expires_at, last_used_at, created_at FROM api_keys WHERE public_key = ",
+            $status,
+            " AS status, expires_at, last_used_at, created_at FROM api_keys WHERE public_key = ",
             $placeholder
         )
     };
 }
 
 macro_rules! fetch_by_public_key {
-    ($pool:expr, $placeholder:literal, $public_key:expr) => {{
+    ($pool:expr, $status:literal, $placeholder:literal, $public_key:expr) => {{
         use sea_orm::sqlx::Row;
-        match sea_orm::sqlx::query(select_by_public_key!($placeholder))
+        match sea_orm::sqlx::query(select_by_public_key!($status, $placeholder))
             .bind($public_key)
             .fetch_optional($pool)
             .await
@@ -117,11 +118,11 @@ macro_rules! fetch_by_public_key {
                 Ok(ApiKeyRecord {
                     key_id: row.try_get("key_id")?,
                     public_key: row.try_get("public_key")?,
-                    secret_key_hash: row.try_get("secret_key_hash")?,
+                    secret_key_hash: StoredHash::new(row.try_get::<String, _>("secret_key_hash")?),
                     account_id: row.try_get("account_id")?,
                     title: row.try_get("title")?,
                     description: row.try_get("description")?,
-                    status: KeyStatus::from_column(row.try_get::<&str, _>("status")?),
+                    status: KeyStatus::from_column(row.try_get::<Option<&str>, _>("status")?),
                     expires_at: row.try_get("expires_at")?,
                     last_used_at: row.try_get("last_used_at")?,
                     created_at: row.try_get("created_at")?,
@@ -160,6 +161,10 @@ impl SeaOrmRepository {
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
+
+    fn backend(&self) -> DatabaseBackend {
+        self.db.get_database_backend()
+    }
 }
 
 fn database(err: DbErr) -> StoreError {
@@ -170,7 +175,7 @@ impl From<Model> for ApiKeyRecord {
     fn from(model: Model) -> Self {
         Self {
             key_id: model.key_id,
-            status: KeyStatus::from_column(&model.status),
+            status: KeyStatus::from_column(model.status.as_deref()),
             public_key: model.public_key,
             secret_key_hash: model.secret_key_hash,
             account_id: model.account_id,
@@ -183,6 +188,98 @@ impl From<Model> for ApiKeyRecord {
     }
 }
 
+/// `last_used_at` on PostgreSQL: the pairs as two arrays, joined by `UNNEST`.
+const POSTGRES_LAST_USED: &str = "UPDATE api_keys AS k SET last_used_at = v.used_at \
+     FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(key_id, used_at) \
+     WHERE k.key_id = v.key_id AND (k.last_used_at IS NULL OR k.last_used_at < v.used_at)";
+
+/// `UPDATE … last_used_at` for one chunk of pairs, joined against the pairs so
+/// that its cost is linear in them; it writes only where `last_used_at` moves
+/// forward. UUIDs and timestamps are bound as SeaORM binds them everywhere else
+/// (SQLite: 16-byte blobs and RFC 3339 text; MySQL: `binary(16)` and
+/// `datetime(6)`; PostgreSQL: `uuid` and `timestamptz`).
+fn last_used_statement(backend: DatabaseBackend, chunk: &[(Uuid, DateTime<Utc>)]) -> Statement {
+    use std::fmt::Write as _;
+    match backend {
+        DatabaseBackend::Postgres => {
+            // The sqlx pool binds the arrays natively (`POSTGRES_LAST_USED`); this
+            // path, for other PostgreSQL connections, passes them as text array
+            // literals: SeaORM has array values only with its `sqlx-postgres` feature.
+            let mut ids = String::with_capacity(2 + chunk.len() * 37);
+            let mut times = String::with_capacity(2 + chunk.len() * 28);
+            for (index, (key_id, used_at)) in chunk.iter().enumerate() {
+                let separator = if index == 0 { '{' } else { ',' };
+                ids.push(separator);
+                times.push(separator);
+                let _ = write!(ids, "{}", key_id.hyphenated());
+                let _ = write!(times, "{}", used_at.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+            }
+            if chunk.is_empty() {
+                ids.push('{');
+                times.push('{');
+            }
+            ids.push('}');
+            times.push('}');
+            Statement::from_sql_and_values(
+                backend,
+                POSTGRES_LAST_USED
+                    .replace("$1::", "$1::text::")
+                    .replace("$2::", "$2::text::"),
+                [Value::from(ids), Value::from(times)],
+            )
+        }
+        DatabaseBackend::MySql => {
+            // A derived table of the pairs (MySQL 8 and MariaDB spell VALUES rows
+            // differently; UNION ALL is read by both). The casts fix the derived
+            // columns' types so that the join uses the primary key.
+            let mut sql = String::with_capacity(160 + chunk.len() * 64);
+            sql.push_str("UPDATE api_keys AS k JOIN (");
+            for index in 0..chunk.len() {
+                if index > 0 {
+                    sql.push_str(" UNION ALL ");
+                }
+                sql.push_str(
+                    "SELECT CAST(? AS BINARY(16)) AS key_id, CAST(? AS DATETIME(6)) AS used_at",
+                );
+            }
+            sql.push_str(
+                ") AS v ON k.key_id = v.key_id SET k.last_used_at = v.used_at \
+                 WHERE k.last_used_at IS NULL OR k.last_used_at < v.used_at",
+            );
+            Statement::from_sql_and_values(backend, sql, pair_values(chunk))
+        }
+        // SQLite (a backend SeaORM may add later gets an error from its database).
+        _ => {
+            // UPDATE … FROM needs SQLite 3.33. Timestamps are RFC 3339 text: compared
+            // through julianday(), so that text written by another program in another
+            // RFC 3339 spelling compares by time too; a stored value that is not a
+            // time at all is overwritten.
+            let mut sql = String::with_capacity(200 + chunk.len() * 8);
+            sql.push_str("WITH v(key_id, used_at) AS (VALUES ");
+            for index in 0..chunk.len() {
+                if index > 0 {
+                    sql.push(',');
+                }
+                sql.push_str("(?, ?)");
+            }
+            sql.push_str(
+                ") UPDATE api_keys SET last_used_at = v.used_at FROM v \
+                 WHERE api_keys.key_id = v.key_id AND (api_keys.last_used_at IS NULL \
+                 OR julianday(api_keys.last_used_at) IS NULL \
+                 OR julianday(api_keys.last_used_at) < julianday(v.used_at))",
+            );
+            Statement::from_sql_and_values(backend, sql, pair_values(chunk))
+        }
+    }
+}
+
+fn pair_values(chunk: &[(Uuid, DateTime<Utc>)]) -> Vec<Value> {
+    chunk
+        .iter()
+        .flat_map(|(key_id, used_at)| [Value::from(*key_id), Value::from(*used_at)])
+        .collect()
+}
+
 impl ApiKeyRepository for SeaOrmRepository {
     async fn find_by_public_key(
         &self,
@@ -190,14 +287,16 @@ impl ApiKeyRepository for SeaOrmRepository {
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         match &self.pool {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => return fetch_by_public_key!(pool, "?", public_key),
+            Pool::Sqlite(pool) => return fetch_by_public_key!(pool, "status", "?", public_key),
             #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => return fetch_by_public_key!(pool, "$1", public_key),
+            Pool::Postgres(pool) => {
+                return fetch_by_public_key!(pool, "status::text", "$1", public_key);
+            }
             #[cfg(feature = "mysql")]
-            Pool::MySql(pool) => return fetch_by_public_key!(pool, "?", public_key),
+            Pool::MySql(pool) => return fetch_by_public_key!(pool, "status", "?", public_key),
             Pool::Other => {}
         }
-        Entity::find()
+        entity::find(self.backend())
             .filter(Column::PublicKey.eq(public_key))
             .one(&self.db)
             .await
@@ -206,19 +305,37 @@ impl ApiKeyRepository for SeaOrmRepository {
     }
 
     async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
-        let row = ActiveModel {
-            key_id: Set(record.key_id),
-            public_key: Set(record.public_key),
-            secret_key_hash: Set(record.secret_key_hash),
-            account_id: Set(record.account_id),
-            title: Set(record.title),
-            description: Set(record.description),
-            status: Set(record.status.as_str().to_owned()),
-            expires_at: Set(record.expires_at),
-            last_used_at: Set(record.last_used_at),
-            created_at: Set(record.created_at),
-        };
-        match Entity::insert(row).exec_without_returning(&self.db).await {
+        // Built by hand rather than from an `ActiveModel`: `status` goes in as an
+        // SQL literal, which an adopted table's ENUM column accepts.
+        let mut statement = Query::insert();
+        statement
+            .into_table(Entity)
+            .columns([
+                Column::KeyId,
+                Column::PublicKey,
+                Column::SecretKeyHash,
+                Column::AccountId,
+                Column::Title,
+                Column::Description,
+                Column::Status,
+                Column::ExpiresAt,
+                Column::LastUsedAt,
+                Column::CreatedAt,
+            ])
+            .values([
+                Expr::value(record.key_id),
+                Expr::value(record.public_key),
+                Expr::value(record.secret_key_hash),
+                Expr::value(record.account_id),
+                Expr::value(record.title),
+                Expr::value(record.description),
+                Expr::cust(record.status.sql_literal()),
+                Expr::value(record.expires_at),
+                Expr::value(record.last_used_at),
+                Expr::value(record.created_at),
+            ])
+            .map_err(|err| StoreError::Database(Box::new(err)))?;
+        match self.db.execute(&statement).await {
             Ok(_) => Ok(()),
             Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 Err(StoreError::Conflict)
@@ -228,9 +345,9 @@ impl ApiKeyRepository for SeaOrmRepository {
     }
 
     async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        Entity::find()
+        entity::find(self.backend())
             .filter(Column::AccountId.eq(account_id))
-            .order_by_desc(Column::CreatedAt)
+            .order_by_with_nulls(Column::CreatedAt, Order::Desc, NullOrdering::Last)
             .all(&self.db)
             .await
             .map(|rows| rows.into_iter().map(ApiKeyRecord::from).collect())
@@ -242,7 +359,8 @@ impl ApiKeyRepository for SeaOrmRepository {
         account_id: Uuid,
         key_id: Uuid,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        Entity::find_by_id(key_id)
+        entity::find(self.backend())
+            .filter(Column::KeyId.eq(key_id))
             .filter(Column::AccountId.eq(account_id))
             .one(&self.db)
             .await
@@ -256,7 +374,7 @@ impl ApiKeyRepository for SeaOrmRepository {
         key_id: Uuid,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         Entity::update_many()
-            .col_expr(Column::Status, Expr::value(KeyStatus::Revoked.as_str()))
+            .col_expr(Column::Status, Expr::cust(KeyStatus::Revoked.sql_literal()))
             .filter(Column::KeyId.eq(key_id))
             .filter(Column::AccountId.eq(account_id))
             .exec(&self.db)
@@ -287,19 +405,25 @@ impl ApiKeyRepository for SeaOrmRepository {
     }
 
     async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
-        // One statement per chunk: UPDATE … SET last_used_at = CASE key_id WHEN … END
-        // WHERE key_id IN (…). Three bound values per key keeps a chunk well below
-        // every backend's parameter limit.
-        for chunk in batch.chunks(5_000) {
-            let mut case = CaseStatement::new();
-            for (key_id, used_at) in chunk {
-                case = case.case(Column::KeyId.eq(*key_id), Expr::value(*used_at));
+        let backend = self.backend();
+        // In key order: each statement then reads a narrow range of the primary
+        // key's index (on MySQL the table itself), not pages all over it.
+        let mut batch = batch.to_vec();
+        batch.sort_unstable_by_key(|(key_id, _)| *key_id);
+        for chunk in batch.chunks(LAST_USED_CHUNK) {
+            #[cfg(feature = "postgres")]
+            if let Pool::Postgres(pool) = &self.pool {
+                let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = chunk.iter().copied().unzip();
+                sea_orm::sqlx::query(POSTGRES_LAST_USED)
+                    .bind(ids)
+                    .bind(times)
+                    .execute(pool)
+                    .await
+                    .map_err(|err| StoreError::Database(Box::new(err)))?;
+                continue;
             }
-            let case = case.finally(Expr::col(Column::LastUsedAt));
-            Entity::update_many()
-                .col_expr(Column::LastUsedAt, case.into())
-                .filter(Column::KeyId.is_in(chunk.iter().map(|(key_id, _)| *key_id)))
-                .exec(&self.db)
+            self.db
+                .execute_raw(last_used_statement(backend, chunk))
                 .await
                 .map_err(database)?;
         }

@@ -100,6 +100,63 @@ pub async fn postgres() -> Option<TestDb> {
     })
 }
 
+/// The reference service's own `api_keys` table (PostgreSQL), created in
+/// `schema` before the crate's migration runs on top of it: `status` is the ENUM
+/// `api_key_status` (nullable, default `active`), `key_id` and `created_at` have
+/// database defaults, two CHECK constraints hold, and the indexes have names of
+/// their own.
+pub fn reference_table_ddl(schema: &str) -> String {
+    format!(
+        r#"CREATE TYPE "{schema}".api_key_status AS ENUM ('active', 'revoked', 'expired');
+CREATE TABLE "{schema}".api_keys (
+    key_id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    public_key VARCHAR(64) NOT NULL UNIQUE,
+    secret_key_hash VARCHAR(64) NOT NULL,
+    account_id UUID NOT NULL,
+    title VARCHAR(255) NOT NULL,
+    description TEXT,
+    status "{schema}".api_key_status DEFAULT 'active',
+    expires_at TIMESTAMPTZ,
+    last_used_at TIMESTAMPTZ,
+    created_at TIMESTAMPTZ DEFAULT NOW(),
+    CONSTRAINT api_keys_title_not_blank CHECK (LENGTH(TRIM(title)) > 0),
+    CONSTRAINT api_keys_public_key_format CHECK (public_key ~ '^pk_[a-zA-Z0-9]{{32}}$')
+);
+CREATE INDEX ix_api_keys_account_id ON "{schema}".api_keys (account_id);
+CREATE INDEX ix_api_keys_public_key ON "{schema}".api_keys (public_key);"#
+    )
+}
+
+/// A fresh PostgreSQL schema holding the reference service's table
+/// ([`reference_table_ddl`]), adopted by the crate: its migration runs on top.
+pub async fn postgres_adopted() -> Option<TestDb> {
+    let url = std::env::var("TEST_POSTGRES_URL").ok()?;
+    if !cfg!(feature = "postgres") {
+        eprintln!("TEST_POSTGRES_URL is set but the `postgres` feature is off");
+        return None;
+    }
+    let schema = unique_name();
+    let admin = Database::connect(url.as_str())
+        .await
+        .expect("TEST_POSTGRES_URL unreachable");
+    admin
+        .execute_unprepared(&format!(
+            "CREATE SCHEMA \"{schema}\"; {}",
+            reference_table_ddl(&schema)
+        ))
+        .await
+        .unwrap();
+    admin.close().await.ok();
+    let mut options = connect_options(&url);
+    options.set_schema_search_path(schema.clone());
+    Some(TestDb {
+        repo: SeaOrmRepository::connect_with(options).await.unwrap(),
+        backend: "postgres_adopted",
+        cleanup: Some((url, format!("DROP SCHEMA \"{schema}\" CASCADE"))),
+        _dir: None,
+    })
+}
+
 pub async fn mysql() -> Option<TestDb> {
     let url = std::env::var("TEST_MYSQL_URL").ok()?;
     if !cfg!(feature = "mysql") {
@@ -129,7 +186,8 @@ pub async fn mysql() -> Option<TestDb> {
     })
 }
 
-/// Runs `test` against SQLite always, and PostgreSQL / MySQL when their URLs are set.
+/// Runs `test` against SQLite always, and PostgreSQL (the crate's own table and
+/// the reference service's adopted one) / MySQL when their URLs are set.
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
@@ -149,6 +207,19 @@ macro_rules! backend_tests {
                 async fn $name() {
                     let Some(db) = $crate::common::postgres().await else {
                         eprintln!("TEST_POSTGRES_URL not set; PostgreSQL not exercised");
+                        return;
+                    };
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+        mod postgres_adopted {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = $crate::common::postgres_adopted().await else {
+                        eprintln!("TEST_POSTGRES_URL not set; the adopted PostgreSQL table not exercised");
                         return;
                     };
                     super::$name(&db).await;
@@ -401,13 +472,14 @@ pub fn row(pair: &KeyPair, account_id: Uuid, expires_at: Option<DateTime<Utc>>) 
         public_key: pair.public_key.as_str().to_owned(),
         secret_key_hash: KeyHasher::new(&pepper())
             .hash(pair.secret_key.expose())
-            .to_hex(),
+            .to_hex()
+            .into(),
         account_id,
         title: "written directly".into(),
         description: None,
         status: KeyStatus::Active,
         expires_at,
         last_used_at: None,
-        created_at: expires_at.map_or(now, |at| at.min(now) - chrono::TimeDelta::days(1)),
+        created_at: Some(expires_at.map_or(now, |at| at.min(now) - chrono::TimeDelta::days(1))),
     }
 }
