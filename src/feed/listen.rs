@@ -8,16 +8,19 @@ use sea_orm::sqlx::{
 use super::{Backoff, CHANNEL, Worker};
 
 /// The listener's `application_name`, so that operators can find it in
-/// `pg_stat_activity`.
+/// `pg_stat_activity`; the query pool's own name, if it has one, follows it.
 pub(super) const APPLICATION_NAME: &str = "tower-api-keys change feed";
 
 pub(super) async fn run(mut worker: Worker, pool: PgPool) {
     // A pool of its own with one connection: the listener never takes a
     // connection from the query pool, and the query pool never hands out the
     // listening one.
-    let options = (*pool.connect_options())
-        .clone()
-        .application_name(APPLICATION_NAME);
+    let options = (*pool.connect_options()).clone();
+    let name = match options.get_application_name() {
+        Some(host) => format!("{APPLICATION_NAME}: {host}"),
+        None => APPLICATION_NAME.to_owned(),
+    };
+    let options = options.application_name(&name);
     let own = PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)

@@ -43,11 +43,61 @@ pub fn pepper() -> Pepper {
 pub struct TestDb {
     pub repo: SeaOrmRepository,
     pub backend: &'static str,
+    /// How to connect to this database again (another "process").
+    options: sea_orm::ConnectOptions,
+    /// PostgreSQL: the `application_name` of this test's connections.
+    application_name: Option<String>,
     cleanup: Option<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
+    async fn open(
+        options: sea_orm::ConnectOptions,
+        backend: &'static str,
+        cleanup: Option<(String, String)>,
+        dir: Option<tempfile::TempDir>,
+    ) -> Self {
+        Self {
+            repo: SeaOrmRepository::connect_with(options.clone())
+                .await
+                .unwrap(),
+            backend,
+            options,
+            application_name: None,
+            cleanup,
+            _dir: dir,
+        }
+    }
+
+    /// A PostgreSQL test database in `schema`, its connections named after it.
+    async fn open_schema(url: String, schema: &str, backend: &'static str) -> Self {
+        let mut options = connect_options(&url);
+        options
+            .set_schema_search_path(schema.to_owned())
+            .set_application_name(schema.to_owned());
+        let cleanup = Some((url, format!("DROP SCHEMA \"{schema}\" CASCADE")));
+        let mut db = Self::open(options, backend, cleanup, None).await;
+        db.application_name = Some(schema.to_owned());
+        db
+    }
+
+    /// A repository on a pool of its own over the same database, as another
+    /// process would have.
+    pub async fn connect_again(&self) -> SeaOrmRepository {
+        SeaOrmRepository::connect_with(self.options.clone())
+            .await
+            .unwrap()
+    }
+
+    /// The `application_name` of this test's PostgreSQL connections (unique
+    /// per test), so that a test can find its own sessions.
+    pub fn application_name(&self) -> &str {
+        self.application_name
+            .as_deref()
+            .expect("a PostgreSQL test database")
+    }
+
     /// Drops the schema or database the test made (SQLite: the temp dir goes on drop).
     pub async fn cleanup(self) {
         if let Some((admin_url, statement)) = &self.cleanup {
@@ -63,12 +113,7 @@ impl TestDb {
 pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("keys.db").display());
-    TestDb {
-        repo: SeaOrmRepository::connect(&url).await.unwrap(),
-        backend: "sqlite",
-        cleanup: None,
-        _dir: Some(dir),
-    }
+    TestDb::open(connect_options(&url), "sqlite", None, Some(dir)).await
 }
 
 fn unique_name() -> String {
@@ -90,14 +135,7 @@ pub async fn postgres() -> Option<TestDb> {
         .await
         .unwrap();
     admin.close().await.ok();
-    let mut options = connect_options(&url);
-    options.set_schema_search_path(schema.clone());
-    Some(TestDb {
-        repo: SeaOrmRepository::connect_with(options).await.unwrap(),
-        backend: "postgres",
-        cleanup: Some((url, format!("DROP SCHEMA \"{schema}\" CASCADE"))),
-        _dir: None,
-    })
+    Some(TestDb::open_schema(url, &schema, "postgres").await)
 }
 
 /// The reference service's own `api_keys` table (PostgreSQL), created in
@@ -147,14 +185,7 @@ pub async fn postgres_adopted() -> Option<TestDb> {
         .await
         .unwrap();
     admin.close().await.ok();
-    let mut options = connect_options(&url);
-    options.set_schema_search_path(schema.clone());
-    Some(TestDb {
-        repo: SeaOrmRepository::connect_with(options).await.unwrap(),
-        backend: "postgres_adopted",
-        cleanup: Some((url, format!("DROP SCHEMA \"{schema}\" CASCADE"))),
-        _dir: None,
-    })
+    Some(TestDb::open_schema(url, &schema, "postgres_adopted").await)
 }
 
 pub async fn mysql() -> Option<TestDb> {
@@ -178,12 +209,8 @@ pub async fn mysql() -> Option<TestDb> {
         .rsplit_once('/')
         .expect("TEST_MYSQL_URL names a database");
     let test_url = format!("{base}/{database}");
-    Some(TestDb {
-        repo: SeaOrmRepository::connect(&test_url).await.unwrap(),
-        backend: "mysql",
-        cleanup: Some((url, format!("DROP DATABASE `{database}`"))),
-        _dir: None,
-    })
+    let cleanup = Some((url, format!("DROP DATABASE `{database}`")));
+    Some(TestDb::open(connect_options(&test_url), "mysql", cleanup, None).await)
 }
 
 /// Runs `test` against SQLite always, and PostgreSQL (the crate's own table and
