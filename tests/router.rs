@@ -520,23 +520,46 @@ async fn an_oversized_body_is_413_declared_or_chunked(db: &TestDb) {
         413,
     )
     .await;
-    // Chunked (no Content-Length).
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
-        .into_bytes()
-        .chunks(1000)
-        .map(|c| Ok(c.to_vec()))
-        .collect();
-    let stream = futures_util::stream::iter(chunks);
-    problem(
-        post()
-            .header("content-type", "application/json")
-            .body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await
-            .unwrap(),
-        413,
-    )
-    .await;
+    // Chunked (no Content-Length). The server answers before the body ends and
+    // closes the connection, so the request is written on a raw socket while
+    // the answer is read: an HTTP client would report the broken pipe instead.
+    let address = api.h.base.trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST /v1/api-keys HTTP/1.1\r\nhost: localhost\r\nx-account-id: {}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+        api.account
+    );
+    let sending = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        writer.write_all(head.as_bytes()).await?;
+        for chunk in big.as_bytes().chunks(1000) {
+            writer
+                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await?;
+            writer.write_all(chunk).await?;
+            writer.write_all(b"\r\n").await?;
+        }
+        writer.write_all(b"0\r\n\r\n").await
+    });
+    let mut answer = Vec::new();
+    {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let read = reader.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "the connection closed without an answer");
+            answer.extend_from_slice(&buffer[..read]);
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 413 "), "{answer}");
+    assert!(
+        answer.contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    let _ = sending.await;
     assert_eq!(api.count().await, 0);
 }
 

@@ -1,0 +1,102 @@
+//! The one timed boundary in front of the repository: every call the crate
+//! makes to the store goes through [`Store`], which applies the store timeout
+//! and holds the repository as a trait object, so that the validator, the
+//! usage writer and the key manager are not generic over it.
+
+use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{ApiKeyRecord, ApiKeyRepository, StoreError};
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Declares, from one list of the repository's methods, its object-safe
+/// mirror, the mirror's blanket implementation and the timed wrappers on
+/// [`Store`].
+macro_rules! boundary {
+    ($($(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        /// Object-safe mirror of [`ApiKeyRepository`].
+        trait DynRepository: Send + Sync + 'static {
+            $(fn $name<'a>(&'a self $(, $arg: $ty)*) -> BoxFuture<'a, Result<$ret, StoreError>>;)*
+        }
+
+        impl<R: ApiKeyRepository> DynRepository for R {
+            $(fn $name<'a>(&'a self $(, $arg: $ty)*) -> BoxFuture<'a, Result<$ret, StoreError>> {
+                Box::pin(ApiKeyRepository::$name(self $(, $arg)*))
+            })*
+        }
+
+        #[allow(clippy::needless_lifetimes)]
+        impl Store {
+            $(
+                $(#[$doc])*
+                pub(crate) async fn $name<'a>(&'a self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
+                    self.timed(self.repository.$name($($arg),*)).await
+                }
+            )*
+        }
+    };
+}
+
+boundary! {
+    /// See [`ApiKeyRepository::find_by_public_key`].
+    fn find_by_public_key(&self, public_key: &'a str) -> Option<ApiKeyRecord>;
+    /// See [`ApiKeyRepository::insert`].
+    fn insert(&self, record: ApiKeyRecord) -> ();
+    /// See [`ApiKeyRepository::list_by_account`].
+    fn list_by_account(&self, account_id: Uuid) -> Vec<ApiKeyRecord>;
+    /// See [`ApiKeyRepository::get`].
+    fn get(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord>;
+    /// See [`ApiKeyRepository::revoke`].
+    fn revoke(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord>;
+    /// See [`ApiKeyRepository::delete`].
+    fn delete(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord>;
+    /// See [`ApiKeyRepository::record_last_used`].
+    fn record_last_used(&self, batch: &'a [(Uuid, DateTime<Utc>)]) -> ();
+}
+
+/// The repository behind the store timeout. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Store {
+    repository: Arc<dyn DynRepository>,
+    timeout: Duration,
+}
+
+impl Store {
+    pub(crate) fn new(repository: impl ApiKeyRepository, timeout: Duration) -> Self {
+        Self {
+            repository: Arc::new(repository),
+            timeout,
+        }
+    }
+
+    /// The same repository under another timeout.
+    pub(crate) fn with_timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+
+    /// How long one store call may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `operation`, or [`StoreError::Timeout`] once the timeout has passed.
+    async fn timed<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, operation)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(self.timeout)))
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}

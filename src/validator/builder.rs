@@ -1,0 +1,197 @@
+//! [`ValidatorBuilder`]: every setting of a validator, with its default, and
+//! the assembly of the parts.
+
+use std::{
+    fmt,
+    sync::{Arc, OnceLock, Weak},
+    time::Duration,
+};
+
+use super::{ApiKeyValidator, Inner};
+use crate::{
+    cache::{CacheConfig, KeyCache},
+    feed::{ChangeSource, Evict, Feed},
+    flight::Flights,
+    hash::KeyHasher,
+    pepper::Pepper,
+    store::{ApiKeyRepository, Store},
+    usage::{Flusher, LastUsedWriter},
+};
+
+/// The default store timeout.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Configures an [`ApiKeyValidator`]. Every setting has a default, given with
+/// its method.
+#[must_use]
+pub struct ValidatorBuilder {
+    store: Store,
+    change_source: Option<ChangeSource>,
+    change_feed: bool,
+    poll_interval: Duration,
+    pepper: Pepper,
+    positive_ttl: Duration,
+    capacity: u64,
+    negative_ttl: Duration,
+    negative_capacity: u64,
+    last_used_throttle: Duration,
+    flush_interval: Duration,
+    store_timeout: Duration,
+    stale_if_error: Duration,
+}
+
+impl ValidatorBuilder {
+    /// How long a known key stays cached: default **60 s**, and never past the
+    /// key's `expires_at`. This bounds how long a revocation made by *another*
+    /// process takes to reach this one; revocations through this process's
+    /// [`KeyManager`](crate::KeyManager) take effect at once.
+    pub fn with_positive_ttl(mut self, ttl: Duration) -> Self {
+        self.positive_ttl = ttl;
+        self
+    }
+
+    /// Most known keys kept in the cache: default **100,000**.
+    pub fn with_cache_capacity(mut self, capacity: u64) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// How long a well-formed but unknown public key is remembered as unknown:
+    /// default **30 s**.
+    pub fn with_negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
+    }
+
+    /// Most unknown public keys remembered: default **10,000**. This cache is
+    /// separate from the known keys, so a flood of random keys never evicts a
+    /// valid one.
+    pub fn with_negative_capacity(mut self, capacity: u64) -> Self {
+        self.negative_capacity = capacity;
+        self
+    }
+
+    /// `last_used_at` is recorded at most once per key per this interval:
+    /// default **900 s** (as the reference service).
+    pub fn with_last_used_throttle(mut self, throttle: Duration) -> Self {
+        self.last_used_throttle = throttle;
+        self
+    }
+
+    /// How often recorded `last_used_at` values are written, in one batch:
+    /// default **10 s**. The periodic flush runs only when the validator is built
+    /// inside a tokio runtime; [`ApiKeyValidator::flush`] works everywhere.
+    pub fn with_flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// Longest wait for one store call before it counts as failed: default **2 s**.
+    pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// How long past its TTL a cached key keeps validating while the store is
+    /// failing (stale-if-error): default **300 s**. Never past the key's
+    /// `expires_at`. `Duration::ZERO` turns it off.
+    pub fn with_stale_if_error(mut self, grace: Duration) -> Self {
+        self.stale_if_error = grace;
+        self
+    }
+
+    /// Whether the validator follows the store's change feed, so that a key
+    /// changed by any writer (another replica, the reference service, plain
+    /// SQL) is dropped from this process's cache at once: default **on** when
+    /// the repository has a feed (the crate's [`SeaOrmRepository`] on every
+    /// backend; see [`crate::feed`]). Off, a change made elsewhere reaches this
+    /// process within the positive TTL.
+    ///
+    /// [`SeaOrmRepository`]: crate::store::SeaOrmRepository
+    pub fn with_change_feed(mut self, enabled: bool) -> Self {
+        self.change_feed = enabled;
+        self
+    }
+
+    /// How often the change log is polled on MySQL/MariaDB and SQLite: default
+    /// **1 s** (PostgreSQL pushes changes and is not polled).
+    pub fn with_change_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Builds the validator and, inside a tokio runtime, starts its
+    /// `last_used_at` flusher and its change feed.
+    pub fn build(self) -> ApiKeyValidator {
+        let hasher = KeyHasher::new(&self.pepper);
+        let dummy_hash = hasher.hash("sk_00000000000000000000000000000000");
+        let store = self.store.with_timeout(self.store_timeout);
+        let usage = Arc::new(LastUsedWriter::new(store.clone(), self.last_used_throttle));
+        let flusher = Flusher::spawn(Arc::clone(&usage), self.flush_interval);
+        let validator = ApiKeyValidator {
+            inner: Arc::new(Inner {
+                hasher,
+                dummy_hash,
+                store,
+                cache: KeyCache::new(CacheConfig {
+                    capacity: self.capacity,
+                    negative_capacity: self.negative_capacity,
+                    negative_ttl: self.negative_ttl,
+                }),
+                flights: Flights::default(),
+                usage,
+                flusher,
+                feed: OnceLock::new(),
+                positive_ttl: self.positive_ttl,
+                stale_if_error: self.stale_if_error,
+            }),
+        };
+        if let Some(source) = self.change_source.filter(|_| self.change_feed) {
+            let target: Weak<dyn Evict> = Arc::downgrade(&validator.inner) as Weak<dyn Evict>;
+            if let Some(feed) = Feed::spawn(source, target, self.poll_interval) {
+                let _ = validator.inner.feed.set(feed);
+            }
+        }
+        validator
+    }
+}
+
+impl fmt::Debug for ValidatorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidatorBuilder")
+            .field("positive_ttl", &self.positive_ttl)
+            .field("capacity", &self.capacity)
+            .field("negative_ttl", &self.negative_ttl)
+            .field("negative_capacity", &self.negative_capacity)
+            .field("last_used_throttle", &self.last_used_throttle)
+            .field("flush_interval", &self.flush_interval)
+            .field("store_timeout", &self.store_timeout)
+            .field("stale_if_error", &self.stale_if_error)
+            .field(
+                "change_feed",
+                &self.change_source.as_ref().filter(|_| self.change_feed),
+            )
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ValidatorBuilder {
+    pub(super) fn new(repository: impl ApiKeyRepository, pepper: Pepper) -> Self {
+        Self {
+            change_source: repository.change_source(),
+            change_feed: true,
+            poll_interval: Duration::from_secs(1),
+            store: Store::new(repository, STORE_TIMEOUT),
+            pepper,
+            positive_ttl: Duration::from_secs(60),
+            capacity: 100_000,
+            negative_ttl: Duration::from_secs(30),
+            negative_capacity: 10_000,
+            last_used_throttle: Duration::from_secs(900),
+            flush_interval: Duration::from_secs(10),
+            store_timeout: STORE_TIMEOUT,
+            stale_if_error: Duration::from_secs(300),
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! Validation of credentials against the store, through the cache.
+//!
+//! [`ApiKeyValidator`] reads top to bottom as a request goes: parse the
+//! credential, answer from the cache if it can, otherwise join (or start) the
+//! key's single flight to the store, cache the answer, and verify the secret.
+
+mod builder;
+
+pub use self::builder::ValidatorBuilder;
+
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+
+use crate::{
+    cache::{CachedEntries, CachedKey, Freshness, KeyCache},
+    feed::{Evict, Feed, FeedStatus},
+    flight::{Flight, Flights},
+    hash::{KeyHasher, SecretHash},
+    identity::AuthenticatedKey,
+    key::Credential,
+    pepper::Pepper,
+    rejection::Rejection,
+    store::{ApiKeyRepository, KeyStatus, Store, StoreError},
+    usage::{Flusher, LastUsedWriter},
+};
+
+/// Checks credentials: parses them, looks the public key up in the cache or the
+/// store, and verifies the secret's HMAC in constant time.
+///
+/// One validator is shared (it is an `Arc` inside) by the layer and the key
+/// manager, so that revoking or deleting a key evicts it from the very cache the
+/// layer reads.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use tower_api_keys::{ApiKeyValidator, Pepper, store::MemoryRepository};
+///
+/// let validator = ApiKeyValidator::builder(
+///     MemoryRepository::new(),
+///     Pepper::try_from("a-pepper-of-at-least-16-bytes")?,
+/// )
+/// .with_positive_ttl(Duration::from_secs(30))
+/// .build();
+/// assert!(validator.validate("pk_nope").await.is_err());
+/// validator.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ApiKeyValidator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hasher: KeyHasher,
+    /// Compared against when there is no stored hash, so that every refusal costs
+    /// one HMAC.
+    dummy_hash: SecretHash,
+    store: Store,
+    cache: KeyCache,
+    flights: Flights<StoreAnswer>,
+    usage: Arc<LastUsedWriter>,
+    flusher: Option<Flusher>,
+    /// Set once, right after the validator is built (the feed holds a weak
+    /// reference to it).
+    feed: OnceLock<Feed>,
+    positive_ttl: Duration,
+    stale_if_error: Duration,
+}
+
+impl ApiKeyValidator {
+    /// A validator over `repository` with every default.
+    pub fn new(repository: impl ApiKeyRepository, pepper: Pepper) -> Self {
+        Self::builder(repository, pepper).build()
+    }
+
+    /// Starts configuring a validator over `repository`.
+    pub fn builder(repository: impl ApiKeyRepository, pepper: Pepper) -> ValidatorBuilder {
+        ValidatorBuilder::new(repository, pepper)
+    }
+
+    /// Validates a whole credential `pk_…:sk_…`.
+    pub async fn validate(&self, credential: &str) -> Result<AuthenticatedKey, Rejection> {
+        let credential =
+            Credential::parse(credential).map_err(|_| Rejection::MalformedCredential)?;
+        match self.check_cached(&credential) {
+            Some(result) => result,
+            None => {
+                self.check_store(credential.public_key(), credential.secret_key())
+                    .await
+            }
+        }
+    }
+
+    /// Answers from the cache alone, without awaiting: `None` when the store must
+    /// be asked (not cached, or cached but past its TTL).
+    pub(crate) fn check_cached(
+        &self,
+        credential: &Credential<'_>,
+    ) -> Option<Result<AuthenticatedKey, Rejection>> {
+        let inner = &*self.inner;
+        let now = Instant::now();
+        if let Some(entry) = inner.cache.get(credential.public_key()) {
+            return (now < entry.fresh_until)
+                .then(|| self.check_entry(&entry, credential.secret_key(), now));
+        }
+        if inner.cache.is_known_unknown(credential.public_key()) {
+            inner
+                .hasher
+                .verify(credential.secret_key(), &inner.dummy_hash);
+            return Some(Err(Rejection::InvalidCredential));
+        }
+        None
+    }
+
+    /// Looks the key up in the store and caches what it finds.
+    ///
+    /// Single flight: concurrent misses for the same public key share one store
+    /// lookup; each request still verifies its own secret against the result.
+    /// Misses for different keys do not wait for each other. A request that
+    /// arrives after an invalidation of its key never joins a lookup that
+    /// started before it.
+    pub(crate) async fn check_store(
+        &self,
+        public_key: &str,
+        secret_key: &str,
+    ) -> Result<AuthenticatedKey, Rejection> {
+        let inner = &*self.inner;
+        let flight = inner.flights.join(public_key);
+        let answer = flight
+            .answer(|| self.lookup(public_key, &flight))
+            .await
+            .clone();
+        drop(flight);
+        let now = Instant::now();
+        match answer {
+            StoreAnswer::Found(entry) => self.check_entry(&entry, secret_key, now),
+            StoreAnswer::Unknown => {
+                inner.hasher.verify(secret_key, &inner.dummy_hash);
+                Err(Rejection::InvalidCredential)
+            }
+            // Stale-if-error: a cached entry outlives its TTL by the grace period.
+            StoreAnswer::Failed => match inner.cache.get(public_key) {
+                Some(entry) if !entry.is_expired(now) => self.check_entry(&entry, secret_key, now),
+                _ => {
+                    inner.hasher.verify(secret_key, &inner.dummy_hash);
+                    Err(Rejection::StoreUnavailable)
+                }
+            },
+        }
+    }
+
+    /// One store lookup, cached unless an invalidation of the key ran since the
+    /// flight started. Runs once per flight.
+    async fn lookup(&self, public_key: &str, flight: &Flight<StoreAnswer>) -> StoreAnswer {
+        let inner = &*self.inner;
+        // A flight that just landed may have answered already.
+        if let Some(entry) = inner.cache.get(public_key)
+            && Instant::now() < entry.fresh_until
+        {
+            return StoreAnswer::Found(entry);
+        }
+        if inner.cache.is_known_unknown(public_key) {
+            return StoreAnswer::Unknown;
+        }
+        match inner.store.find_by_public_key(public_key).await {
+            // A case-insensitive collation (MySQL) may match another spelling:
+            // only the exact public key is this key.
+            Ok(Some(record)) if record.public_key == public_key => {
+                let last_used = record
+                    .last_used_at
+                    .max(inner.usage.pending_for(record.key_id));
+                let freshness = Freshness {
+                    now: Instant::now(),
+                    ttl: inner.positive_ttl,
+                    stale_grace: inner.stale_if_error,
+                };
+                let entry = Arc::new(CachedKey::from_record(record, freshness, last_used));
+                flight.land(|current| {
+                    if current {
+                        inner.cache.insert_known(public_key, Arc::clone(&entry));
+                    }
+                });
+                StoreAnswer::Found(entry)
+            }
+            Ok(_) => {
+                flight.land(|current| {
+                    if current {
+                        inner.cache.insert_unknown(public_key);
+                    }
+                });
+                StoreAnswer::Unknown
+            }
+            Err(err) => {
+                flight.land(|_| ());
+                tracing::warn!(public_key, error = %err, "API key lookup failed");
+                StoreAnswer::Failed
+            }
+        }
+    }
+
+    fn check_entry(
+        &self,
+        entry: &CachedKey,
+        secret_key: &str,
+        now: Instant,
+    ) -> Result<AuthenticatedKey, Rejection> {
+        let inner = &*self.inner;
+        // The HMAC runs whatever the entry says, so that every refusal costs the same.
+        let matches = inner
+            .hasher
+            .verify(secret_key, entry.hash.as_ref().unwrap_or(&inner.dummy_hash));
+        if !matches
+            || entry.hash.is_none()
+            || entry.status != KeyStatus::Active
+            || entry.is_expired(now)
+        {
+            return Err(Rejection::InvalidCredential);
+        }
+        inner.usage.record(
+            entry.key.key_id().into_inner(),
+            &entry.last_used,
+            Utc::now(),
+        );
+        Ok(entry.key.clone())
+    }
+
+    /// Forgets `public_key` in the cache (known and unknown), so that the next
+    /// request asks the store. A lookup already in flight will not put an older
+    /// answer back. The key manager calls this on revoke and delete.
+    pub fn invalidate(&self, public_key: &str) {
+        self.inner.evict(public_key);
+    }
+
+    /// Empties the cache. Lookups under way will not put older answers back.
+    pub fn invalidate_all(&self) {
+        self.inner.evict_all();
+    }
+
+    /// Approximate number of cached public keys, known and unknown.
+    pub fn cached_entries(&self) -> CachedEntries {
+        self.inner.cache.entry_counts()
+    }
+
+    /// Writes every recorded `last_used_at` now, in one batch; returns how many
+    /// keys were written. On failure they stay pending for the next flush.
+    pub async fn flush(&self) -> Result<usize, StoreError> {
+        self.inner.usage.flush().await
+    }
+
+    /// The change feed's state: connected or not, changes seen, lag. `None`
+    /// when the validator has no feed (turned off, a repository without one, or
+    /// built outside a tokio runtime).
+    pub fn change_feed(&self) -> Option<FeedStatus> {
+        self.inner.feed.get().map(Feed::status)
+    }
+
+    /// Stops the change feed, and the periodic flusher after a final flush.
+    /// Call it on shutdown so that no recorded use is lost. The validator keeps
+    /// validating afterwards; later uses need an explicit
+    /// [`flush`](Self::flush), and changes made elsewhere reach it within the
+    /// positive TTL.
+    pub async fn shutdown(&self) {
+        if let Some(feed) = self.inner.feed.get() {
+            feed.shutdown().await;
+        }
+        match &self.inner.flusher {
+            Some(flusher) => flusher.shutdown().await,
+            None => {
+                let _ = self.flush().await;
+            }
+        }
+        // Anything recorded while the flusher was stopping.
+        if self.inner.usage.pending_len() > 0 {
+            let _ = self.flush().await;
+        }
+    }
+
+    /// The timed store boundary, for the key manager to hold its own copy of.
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Hashes a new secret for storage (with the current pepper).
+    pub(crate) fn hash_secret(&self, secret: &str) -> SecretHash {
+        self.inner.hasher.hash(secret)
+    }
+}
+
+impl Evict for Inner {
+    fn evict(&self, public_key: &str) {
+        self.flights
+            .retire(public_key, || self.cache.remove(public_key));
+    }
+
+    fn evict_all(&self) {
+        self.flights.retire_all(|| self.cache.clear());
+    }
+}
+
+/// What one store lookup found, shared by every request of its flight.
+#[derive(Clone)]
+enum StoreAnswer {
+    Found(Arc<CachedKey>),
+    Unknown,
+    Failed,
+}
+
+impl fmt::Debug for ApiKeyValidator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyValidator")
+            .field("positive_ttl", &self.inner.positive_ttl)
+            .field("stale_if_error", &self.inner.stale_if_error)
+            .field("store_timeout", &self.inner.store.timeout())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use futures_util::FutureExt;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::{
+        key::KeyPair,
+        test_support::{Scripted, pepper, row},
+    };
+
+    #[tokio::test]
+    async fn cancelled_lookups_leave_no_flight_behind() {
+        let repository = Scripted::default();
+        repository.stalled.store(true, Ordering::SeqCst);
+        let validator = ApiKeyValidator::new(repository.clone(), pepper());
+        for _ in 0..10_000 {
+            let credential = KeyPair::generate().unwrap().credential();
+            // Polled once (the lookup starts and stalls), then dropped, as a
+            // disconnected client's request is.
+            let request = tokio::task::unconstrained(validator.validate(&credential));
+            assert!(request.now_or_never().is_none());
+        }
+        assert_eq!(repository.lookups(), 10_000);
+        assert_eq!(validator.inner.flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_key_deleted_elsewhere_is_not_served_stale_in_a_later_outage() {
+        let repository = Scripted::default();
+        let validator = ApiKeyValidator::builder(repository.clone(), pepper())
+            .with_positive_ttl(Duration::from_millis(20))
+            .with_stale_if_error(Duration::from_secs(300))
+            .build();
+        let pair = KeyPair::generate().unwrap();
+        let record = row(&pair, Uuid::new_v4());
+        repository.inner.insert(record.clone()).await.unwrap();
+        assert!(validator.validate(&pair.credential()).await.is_ok());
+
+        // Deleted by another process; the store says so once the entry is stale.
+        repository
+            .inner
+            .delete(record.account_id, record.key_id)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(
+            validator.validate(&pair.credential()).await,
+            Err(Rejection::InvalidCredential)
+        );
+        // Then the store fails: the old entry must not come back as stale-if-error.
+        validator.invalidate_all();
+        repository.failing.store(true, Ordering::SeqCst);
+        assert_eq!(
+            validator.validate(&pair.credential()).await,
+            Err(Rejection::StoreUnavailable)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_row_found_under_another_spelling_is_unknown() {
+        let repository = Scripted::default();
+        let validator = ApiKeyValidator::new(repository.clone(), pepper());
+        let pair = KeyPair::generate().unwrap();
+        let record = row(&pair, Uuid::new_v4());
+        // A case-insensitive collation: any spelling finds the row.
+        repository.answer_with(move |public_key| {
+            public_key
+                .eq_ignore_ascii_case(&record.public_key)
+                .then(|| record.clone())
+        });
+        let credential = pair.credential();
+        let swapped: String = credential[..35]
+            .chars()
+            .map(|c| {
+                if c.is_ascii_lowercase() {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        let swapped = format!("pk_{}{}", &swapped[3..], &credential[35..]);
+        assert_ne!(swapped, credential);
+        assert_eq!(
+            validator.validate(&swapped).await,
+            Err(Rejection::InvalidCredential)
+        );
+        assert!(validator.validate(&credential).await.is_ok());
+        // Each spelling is cached on its own: the right one as known.
+        assert_eq!(
+            validator.cached_entries(),
+            CachedEntries {
+                known: 1,
+                unknown: 1
+            }
+        );
+    }
+}
