@@ -2,13 +2,19 @@
 //! smaller cache of public keys the store does not know.
 
 use std::{
-    sync::{Arc, atomic::AtomicI64},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use chrono::{DateTime, Utc};
 use moka::{policy::Expiry, sync::Cache};
 
-use crate::{hash::SecretHash, identity::AuthenticatedKey, store::KeyStatus};
+use crate::{
+    hash::SecretHash,
+    identity::AuthenticatedKey,
+    store::{ApiKeyRecord, KeyStatus},
+    usage::LastRecorded,
+};
 
 /// What the cache keeps for a known public key.
 pub(crate) struct CachedKey {
@@ -22,18 +28,49 @@ pub(crate) struct CachedKey {
     pub(crate) fresh_until: Instant,
     /// When moka drops the entry: `fresh_until` + the stale grace, never past `expires_at`.
     evict_after: Duration,
-    /// Unix seconds of the last `last_used_at` recorded for this key.
-    pub(crate) last_recorded: AtomicI64,
+    /// The usage writer's throttle state for this key.
+    pub(crate) last_used: LastRecorded,
 }
 
 impl CachedKey {
-    pub(crate) fn new(
+    /// The entry for a row the store returned at `freshness.now`. `last_used`
+    /// is the newest use known, stored or still pending.
+    pub(crate) fn from_record(
+        record: ApiKeyRecord,
+        freshness: Freshness,
+        last_used: Option<DateTime<Utc>>,
+    ) -> Self {
+        let hash = SecretHash::from_hex(&record.secret_key_hash);
+        if hash.is_none() {
+            tracing::warn!(key_id = %record.key_id, "stored secret_key_hash is not 64 hex characters; the key cannot validate");
+        }
+        // The key's wall-clock expiry, moved onto the monotonic clock.
+        let wall_now = Utc::now();
+        let expires_at = record
+            .expires_at
+            .map(|at| freshness.now + (at - wall_now).to_std().unwrap_or(Duration::ZERO));
+        Self::new(
+            AuthenticatedKey::new(
+                record.account_id.into(),
+                record.key_id.into(),
+                Arc::from(record.public_key),
+                record.expires_at,
+            ),
+            record.status,
+            hash,
+            expires_at,
+            freshness,
+            LastRecorded::new(last_used),
+        )
+    }
+
+    fn new(
         key: AuthenticatedKey,
         status: KeyStatus,
         hash: Option<SecretHash>,
         expires_at: Option<Instant>,
         freshness: Freshness,
-        last_recorded: i64,
+        last_used: LastRecorded,
     ) -> Self {
         let Freshness {
             now,
@@ -56,7 +93,7 @@ impl CachedKey {
             expires_at,
             fresh_until: now + ttl,
             evict_after,
-            last_recorded: AtomicI64::new(last_recorded),
+            last_used,
         }
     }
 
@@ -206,7 +243,7 @@ mod tests {
                 ttl: TTL,
                 stale_grace: GRACE,
             },
-            i64::MIN,
+            LastRecorded::new(None),
         )
     }
 

@@ -14,7 +14,7 @@ use crate::{
     identity::{AccountId, ApiKeyId},
     key::{KeyPair, RandomSourceError, SecretKey},
     rules::{FieldError, NewApiKey},
-    store::{ApiKeyRecord, EffectiveStatus, KeyStatus, StoreError},
+    store::{ApiKeyRecord, EffectiveStatus, KeyStatus, Store, StoreError},
     validator::ApiKeyValidator,
 };
 
@@ -43,6 +43,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct KeyManager {
     validator: ApiKeyValidator,
+    store: Store,
 }
 
 /// A key as its owner sees it: no secret, no hash.
@@ -144,22 +145,15 @@ fn creation_time() -> DateTime<Utc> {
 impl KeyManager {
     /// A manager over the validator's store and cache.
     pub fn new(validator: ApiKeyValidator) -> Self {
-        Self { validator }
+        Self {
+            store: validator.store().clone(),
+            validator,
+        }
     }
 
     /// The validator this manager evicts from.
     pub fn validator(&self) -> &ApiKeyValidator {
         &self.validator
-    }
-
-    async fn timed<T>(
-        &self,
-        operation: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        let timeout = self.validator.store_timeout();
-        tokio::time::timeout(timeout, operation)
-            .await
-            .unwrap_or(Err(StoreError::Timeout(timeout)))
     }
 
     /// Creates a key for `account`. The returned secret is not stored and cannot
@@ -180,8 +174,7 @@ impl KeyManager {
             public_key: pair.public_key.as_str().to_owned(),
             secret_key_hash: self
                 .validator
-                .hasher()
-                .hash(pair.secret_key.expose())
+                .hash_secret(pair.secret_key.expose())
                 .to_hex()
                 .into(),
             account_id: account.into_inner(),
@@ -192,10 +185,11 @@ impl KeyManager {
             last_used_at: None,
             created_at: Some(created_at),
         };
-        self.timed(self.validator.repository().insert(record.clone()))
-            .await?;
-        // A probe of this public key before it existed must not linger as "unknown".
+        let inserted = self.store.insert(record.clone()).await;
+        // A probe of this public key before it existed must not linger as
+        // "unknown" (also when the insert's outcome is unknown).
         self.validator.invalidate(&record.public_key);
+        inserted?;
         tracing::info!(key_id = %record.key_id, account_id = %account, "API key created");
         Ok(CreatedKey {
             key: ApiKeyInfo::from_record(record, created_at),
@@ -205,13 +199,7 @@ impl KeyManager {
 
     /// The account's keys, newest first.
     pub async fn list(&self, account: AccountId) -> Result<Vec<ApiKeyInfo>, ManagerError> {
-        let records = self
-            .timed(
-                self.validator
-                    .repository()
-                    .list_by_account(account.into_inner()),
-            )
-            .await?;
+        let records = self.store.list_by_account(account.into_inner()).await?;
         let now = Utc::now();
         Ok(records
             .into_iter()
@@ -225,50 +213,55 @@ impl KeyManager {
         account: AccountId,
         key_id: ApiKeyId,
     ) -> Result<ApiKeyInfo, ManagerError> {
-        self.timed(
-            self.validator
-                .repository()
-                .get(account.into_inner(), key_id.into_inner()),
-        )
-        .await?
-        .map(|record| ApiKeyInfo::from_record(record, Utc::now()))
-        .ok_or(ManagerError::NotFound)
+        self.store
+            .get(account.into_inner(), key_id.into_inner())
+            .await?
+            .map(|record| ApiKeyInfo::from_record(record, Utc::now()))
+            .ok_or(ManagerError::NotFound)
     }
 
     /// Revokes the key (idempotent). Requests on this process are refused from
-    /// the moment this returns.
+    /// the moment this returns, whatever it returns: if the store fails or times
+    /// out after the revoke was sent, it may have committed, so the key leaves
+    /// the cache all the same.
     pub async fn revoke(
         &self,
         account: AccountId,
         key_id: ApiKeyId,
     ) -> Result<ApiKeyInfo, ManagerError> {
-        let record = self
-            .timed(
-                self.validator
-                    .repository()
-                    .revoke(account.into_inner(), key_id.into_inner()),
-            )
-            .await?
-            .ok_or(ManagerError::NotFound)?;
-        self.validator.invalidate(&record.public_key);
+        let (account_id, id) = (account.into_inner(), key_id.into_inner());
+        let public_key = self.public_key_of(account, key_id).await?;
+        let revoked = self.store.revoke(account_id, id).await;
+        self.validator.invalidate(&public_key);
+        let record = revoked?.ok_or(ManagerError::NotFound)?;
         tracing::info!(%key_id, account_id = %account, "API key revoked");
         Ok(ApiKeyInfo::from_record(record, Utc::now()))
     }
 
     /// Deletes the key. Requests on this process are refused from the moment
-    /// this returns.
+    /// this returns, whatever it returns (as [`revoke`](Self::revoke)).
     pub async fn delete(&self, account: AccountId, key_id: ApiKeyId) -> Result<(), ManagerError> {
-        let record = self
-            .timed(
-                self.validator
-                    .repository()
-                    .delete(account.into_inner(), key_id.into_inner()),
-            )
-            .await?
-            .ok_or(ManagerError::NotFound)?;
-        self.validator.invalidate(&record.public_key);
+        let (account_id, id) = (account.into_inner(), key_id.into_inner());
+        let public_key = self.public_key_of(account, key_id).await?;
+        let deleted = self.store.delete(account_id, id).await;
+        self.validator.invalidate(&public_key);
+        deleted?.ok_or(ManagerError::NotFound)?;
         tracing::info!(%key_id, account_id = %account, "API key deleted");
         Ok(())
+    }
+
+    /// The public key of the account's key, read before a change so that the
+    /// key can leave the cache whatever the change's outcome.
+    async fn public_key_of(
+        &self,
+        account: AccountId,
+        key_id: ApiKeyId,
+    ) -> Result<String, ManagerError> {
+        self.store
+            .get(account.into_inner(), key_id.into_inner())
+            .await?
+            .map(|record| record.public_key)
+            .ok_or(ManagerError::NotFound)
     }
 }
 

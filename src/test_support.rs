@@ -47,14 +47,19 @@ pub(crate) fn row(pair: &KeyPair, account_id: Uuid) -> ApiKeyRecord {
 type Answer = Box<dyn Fn(&str) -> Option<ApiKeyRecord> + Send + Sync>;
 
 /// A [`MemoryRepository`] whose lookups can be counted, failed, stalled
-/// forever, or answered by a script.
+/// forever, or answered by a script, and whose `last_used_at` writes are noted
+/// and can fail (or hang) at a given call.
 #[derive(Clone, Default)]
 pub(crate) struct Scripted {
-    pub(crate) inner: Arc<MemoryRepository>,
+    pub(crate) inner: MemoryRepository,
     pub(crate) lookups: Arc<AtomicUsize>,
     pub(crate) failing: Arc<AtomicBool>,
     pub(crate) stalled: Arc<AtomicBool>,
     answer: Arc<Mutex<Option<Answer>>>,
+    /// The key ids of every `record_last_used` call, in order.
+    flushed: Arc<Mutex<Vec<Vec<Uuid>>>>,
+    /// `record_last_used` call number (from 1) that fails, or hangs.
+    fail_flush: Arc<Mutex<Option<(usize, bool)>>>,
 }
 
 impl Scripted {
@@ -64,6 +69,22 @@ impl Scripted {
         answer: impl Fn(&str) -> Option<ApiKeyRecord> + Send + Sync + 'static,
     ) {
         *lock(&self.answer) = Some(Box::new(answer));
+    }
+
+    /// Makes `record_last_used` call number `call` (counting from 1) fail, or
+    /// never answer with `hang`.
+    pub(crate) fn fail_flush_call(&self, call: usize, hang: bool) {
+        *lock(&self.fail_flush) = Some((call, hang));
+    }
+
+    /// Lets every later `record_last_used` call succeed.
+    pub(crate) fn heal_flushes(&self) {
+        *lock(&self.fail_flush) = None;
+    }
+
+    /// The key ids written by each `record_last_used` call so far.
+    pub(crate) fn flushed(&self) -> Vec<Vec<Uuid>> {
+        lock(&self.flushed).clone()
     }
 
     pub(crate) fn lookups(&self) -> usize {
@@ -97,7 +118,7 @@ impl ApiKeyRepository for Scripted {
 
     fn insert(&self, record: ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
         let checked = self.check();
-        let inner = Arc::clone(&self.inner);
+        let inner = self.inner.clone();
         async move {
             checked?;
             inner.insert(record).await
@@ -137,6 +158,20 @@ impl ApiKeyRepository for Scripted {
     }
 
     async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+        let call = {
+            let mut flushed = lock(&self.flushed);
+            flushed.push(batch.iter().map(|(key_id, _)| *key_id).collect());
+            flushed.len()
+        };
+        let failing = *lock(&self.fail_flush);
+        if let Some((at, hang)) = failing
+            && at == call
+        {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            return Err(StoreError::Database("injected failure".into()));
+        }
         self.check()?;
         self.inner.record_last_used(batch).await
     }

@@ -2,7 +2,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, atomic::Ordering},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicI64, Ordering},
+    },
     time::Duration,
 };
 
@@ -11,36 +14,43 @@ use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
 use crate::{
-    cache::CachedKey,
-    store::{DynRepository, LAST_USED_CHUNK, StoreError},
+    store::{LAST_USED_CHUNK, Store, StoreError},
+    sync::lock,
 };
 
-/// Pending `last_used_at` values and the repository to write them to.
-pub(crate) struct UsageShared {
+/// When a key's use was last recorded, in Unix seconds: the writer's throttle
+/// state for one key, kept with the key's cache entry so that a throttled use
+/// costs one atomic load.
+#[derive(Debug)]
+pub(crate) struct LastRecorded(AtomicI64);
+
+impl LastRecorded {
+    /// Starts from the key's stored (or pending) `last_used_at`.
+    pub(crate) fn new(last_used: Option<DateTime<Utc>>) -> Self {
+        Self(AtomicI64::new(
+            last_used.map_or(i64::MIN, |at| at.timestamp()),
+        ))
+    }
+}
+
+/// Pending `last_used_at` values and the store they are written to.
+pub(crate) struct LastUsedWriter {
     pending: Mutex<HashMap<Uuid, DateTime<Utc>>>,
-    repository: Arc<dyn DynRepository>,
-    store_timeout: Duration,
+    store: Store,
     throttle_secs: i64,
 }
 
-impl UsageShared {
-    pub(crate) fn new(
-        repository: Arc<dyn DynRepository>,
-        store_timeout: Duration,
-        throttle: Duration,
-    ) -> Self {
+impl LastUsedWriter {
+    pub(crate) fn new(store: Store, throttle: Duration) -> Self {
         Self {
             pending: Mutex::new(HashMap::new()),
-            repository,
-            store_timeout,
+            store,
             throttle_secs: i64::try_from(throttle.as_secs()).unwrap_or(i64::MAX),
         }
     }
 
     fn pending(&self) -> MutexGuard<'_, HashMap<Uuid, DateTime<Utc>>> {
-        self.pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.pending)
     }
 
     /// The newest not-yet-written use of `key_id`, if any.
@@ -48,30 +58,28 @@ impl UsageShared {
         self.pending().get(&key_id).copied()
     }
 
-    /// Notes a successful validation. Takes the lock at most once per key and
-    /// throttle interval; every other call is one atomic load.
-    pub(crate) fn record(&self, entry: &CachedKey, now: DateTime<Utc>) {
+    /// Notes a successful validation of `key_id`. Takes the lock at most once
+    /// per key and throttle interval; every other call is one atomic load.
+    pub(crate) fn record(&self, key_id: Uuid, last: &LastRecorded, now: DateTime<Utc>) {
         let now_secs = now.timestamp();
-        let last = entry.last_recorded.load(Ordering::Relaxed);
-        if now_secs.saturating_sub(last) < self.throttle_secs {
+        let previous = last.0.load(Ordering::Relaxed);
+        if now_secs.saturating_sub(previous) < self.throttle_secs {
             return;
         }
-        if entry
-            .last_recorded
-            .compare_exchange(last, now_secs, Ordering::Relaxed, Ordering::Relaxed)
+        if last
+            .0
+            .compare_exchange(previous, now_secs, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
         {
-            self.pending().insert(
-                entry.key.key_id().into_inner(),
-                crate::store::storage_time(now),
-            );
+            self.pending()
+                .insert(key_id, crate::store::storage_time(now));
         }
     }
 
     /// Writes everything pending, in chunks of [`LAST_USED_CHUNK`] keys: one
-    /// repository call each, each under the store timeout. At the first chunk
-    /// that fails or times out, that chunk and the ones not yet tried go back to
-    /// the pending set (newer values win) for the next flush, and the flush stops
+    /// store call each, each under the store timeout. At the first chunk that
+    /// fails or times out, that chunk and the ones not yet tried go back to the
+    /// pending set (newer values win) for the next flush, and the flush stops
     /// with the error; chunks already written stay written.
     pub(crate) async fn flush(&self) -> Result<usize, StoreError> {
         let mut batch: Vec<(Uuid, DateTime<Utc>)> =
@@ -83,11 +91,7 @@ impl UsageShared {
         batch.sort_unstable_by_key(|(key_id, _)| *key_id);
         let mut written = 0;
         for chunk in batch.chunks(LAST_USED_CHUNK) {
-            let result =
-                tokio::time::timeout(self.store_timeout, self.repository.record_last_used(chunk))
-                    .await
-                    .unwrap_or(Err(StoreError::Timeout(self.store_timeout)));
-            if let Err(err) = result {
+            if let Err(err) = self.store.record_last_used(chunk).await {
                 self.put_back(&batch[written..]);
                 tracing::warn!(
                     error = %err,
@@ -129,7 +133,7 @@ pub(crate) struct Flusher {
 
 impl Flusher {
     /// Spawns the flusher on the current tokio runtime, if there is one.
-    pub(crate) fn spawn(shared: Arc<UsageShared>, interval: Duration) -> Option<Self> {
+    pub(crate) fn spawn(writer: Arc<LastUsedWriter>, interval: Duration) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (stop, mut stopped) = watch::channel(false);
         let task = runtime.spawn(async move {
@@ -139,14 +143,14 @@ impl Flusher {
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {
-                        let _ = shared.flush().await;
+                        let _ = writer.flush().await;
                     }
                     _ = stopped.changed() => break,
                 }
             }
-            if shared.flush().await.is_err() {
+            if writer.flush().await.is_err() {
                 tracing::error!(
-                    keys = shared.pending_len(),
+                    keys = writer.pending_len(),
                     "last_used_at could not be written at shutdown"
                 );
             }
@@ -160,11 +164,7 @@ impl Flusher {
     /// Stops the task after a final flush, and waits for it.
     pub(crate) async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let task = lock(&self.task).take();
         if let Some(task) = task {
             let _ = task.await;
         }
@@ -173,122 +173,32 @@ impl Flusher {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        collections::HashMap,
-        sync::{
-            Arc, Mutex,
-            atomic::{AtomicUsize, Ordering},
-        },
-        time::Duration,
+    use std::collections::HashMap;
+
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::{
+        store::{ApiKeyRecord, ApiKeyRepository, KeyStatus},
+        test_support::Scripted,
     };
-
-    use chrono::{DateTime, TimeDelta, Utc};
-    use uuid::Uuid;
-
-    use super::UsageShared;
-    use crate::store::{
-        ApiKeyRecord, ApiKeyRepository, KeyStatus, LAST_USED_CHUNK, MemoryRepository, StoreError,
-    };
-
-    /// Wraps a `MemoryRepository`: notes the keys of every `record_last_used`
-    /// call, and fails (or hangs, never answering) on call number `fail_on`.
-    struct Flaky {
-        inner: MemoryRepository,
-        fail_on: Mutex<Option<usize>>,
-        hang: bool,
-        calls: AtomicUsize,
-        seen: Mutex<Vec<Vec<Uuid>>>,
-    }
-
-    impl Flaky {
-        fn new(fail_on: usize, hang: bool) -> Self {
-            Self {
-                inner: MemoryRepository::new(),
-                fail_on: Mutex::new(Some(fail_on)),
-                hang,
-                calls: AtomicUsize::new(0),
-                seen: Mutex::new(Vec::new()),
-            }
-        }
-
-        fn heal(&self) {
-            *self.fail_on.lock().unwrap() = None;
-        }
-
-        fn seen(&self) -> Vec<Vec<Uuid>> {
-            self.seen.lock().unwrap().clone()
-        }
-    }
-
-    impl ApiKeyRepository for Flaky {
-        async fn find_by_public_key(
-            &self,
-            public_key: &str,
-        ) -> Result<Option<ApiKeyRecord>, StoreError> {
-            self.inner.find_by_public_key(public_key).await
-        }
-        async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
-            self.inner.insert(record).await
-        }
-        async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
-            self.inner.list_by_account(account_id).await
-        }
-        async fn get(
-            &self,
-            account_id: Uuid,
-            key_id: Uuid,
-        ) -> Result<Option<ApiKeyRecord>, StoreError> {
-            self.inner.get(account_id, key_id).await
-        }
-        async fn revoke(
-            &self,
-            account_id: Uuid,
-            key_id: Uuid,
-        ) -> Result<Option<ApiKeyRecord>, StoreError> {
-            self.inner.revoke(account_id, key_id).await
-        }
-        async fn delete(
-            &self,
-            account_id: Uuid,
-            key_id: Uuid,
-        ) -> Result<Option<ApiKeyRecord>, StoreError> {
-            self.inner.delete(account_id, key_id).await
-        }
-        async fn record_last_used(
-            &self,
-            batch: &[(Uuid, DateTime<Utc>)],
-        ) -> Result<(), StoreError> {
-            let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-            self.seen
-                .lock()
-                .unwrap()
-                .push(batch.iter().map(|(key_id, _)| *key_id).collect());
-            if *self.fail_on.lock().unwrap() == Some(call) {
-                if self.hang {
-                    std::future::pending::<()>().await;
-                }
-                return Err(StoreError::Database("injected failure".into()));
-            }
-            self.inner.record_last_used(batch).await
-        }
-    }
 
     const ACCOUNT: Uuid = Uuid::from_u128(7);
 
     /// `n` keys in the store, each with a pending use one second after `base`
     /// plus its index in milliseconds.
     async fn setup(
-        repository: &Arc<Flaky>,
+        repository: &Scripted,
         n: usize,
         timeout: Duration,
-    ) -> (UsageShared, HashMap<Uuid, DateTime<Utc>>) {
+    ) -> (LastUsedWriter, HashMap<Uuid, DateTime<Utc>>) {
         let base = DateTime::from_timestamp_micros(1_767_225_600_000_500).unwrap();
         let mut expected = HashMap::new();
         for index in 0..n {
             let key_id = Uuid::from_u128(index as u128 + 1);
-            repository
-                .inner
-                .insert(ApiKeyRecord {
+            ApiKeyRepository::insert(
+                &repository.inner,
+                ApiKeyRecord {
                     key_id,
                     public_key: format!("pk_{index:032}"),
                     secret_key_hash: "00".repeat(32).into(),
@@ -299,23 +209,23 @@ mod tests {
                     expires_at: None,
                     last_used_at: None,
                     created_at: Some(base),
-                })
-                .await
-                .unwrap();
+                },
+            )
+            .await
+            .unwrap();
             expected.insert(key_id, base + TimeDelta::milliseconds(index as i64));
         }
-        let shared = UsageShared::new(
-            Arc::clone(repository) as Arc<dyn crate::store::DynRepository>,
-            timeout,
+        let writer = LastUsedWriter::new(
+            Store::new(repository.clone(), timeout),
             Duration::from_secs(900),
         );
-        shared
+        writer
             .pending()
             .extend(expected.iter().map(|(k, v)| (*k, *v)));
-        (shared, expected)
+        (writer, expected)
     }
 
-    async fn stored(repository: &Flaky) -> HashMap<Uuid, DateTime<Utc>> {
+    async fn stored(repository: &Scripted) -> HashMap<Uuid, DateTime<Utc>> {
         repository
             .inner
             .list_by_account(ACCOUNT)
@@ -329,24 +239,24 @@ mod tests {
     /// Checks a flush that failed at its second chunk, then heals the store and
     /// checks that the next flush writes exactly the chunks not written.
     async fn assert_only_unwritten_chunks_retried(
-        repository: &Flaky,
-        shared: &UsageShared,
+        repository: &Scripted,
+        writer: &LastUsedWriter,
         expected: &HashMap<Uuid, DateTime<Utc>>,
     ) {
-        let seen = repository.seen();
+        let seen = repository.flushed();
         assert_eq!(seen.len(), 2, "the flush stops at the failing chunk");
         assert!(seen.iter().all(|chunk| chunk.len() == LAST_USED_CHUNK));
         let written = stored(repository).await;
         let first: HashMap<_, _> = seen[0].iter().map(|k| (*k, expected[k])).collect();
         assert_eq!(written, first, "the first chunk is written, nothing else");
-        let pending = shared.pending().clone();
+        let pending = writer.pending().clone();
         assert_eq!(pending.len(), expected.len() - LAST_USED_CHUNK);
         assert!(pending.iter().all(|(k, at)| expected[k] == *at));
         assert!(seen[0].iter().all(|k| !pending.contains_key(k)));
 
-        repository.heal();
-        assert_eq!(shared.flush().await.unwrap(), pending.len());
-        let retried: Vec<Uuid> = repository.seen()[2..].concat();
+        repository.heal_flushes();
+        assert_eq!(writer.flush().await.unwrap(), pending.len());
+        let retried: Vec<Uuid> = repository.flushed()[2..].concat();
         assert_eq!(
             retried.len(),
             pending.len(),
@@ -354,51 +264,74 @@ mod tests {
         );
         assert!(retried.iter().all(|k| pending.contains_key(k)));
         assert_eq!(stored(repository).await, *expected);
-        assert_eq!(shared.pending_len(), 0);
+        assert_eq!(writer.pending_len(), 0);
     }
 
     #[tokio::test]
     async fn a_failed_chunk_puts_back_only_the_unwritten_chunks() {
-        let repository = Arc::new(Flaky::new(2, false));
-        let (shared, expected) = setup(
+        let repository = Scripted::default();
+        repository.fail_flush_call(2, false);
+        let (writer, expected) = setup(
             &repository,
             2 * LAST_USED_CHUNK + 1_000,
             Duration::from_secs(2),
         )
         .await;
-        let err = shared.flush().await.unwrap_err();
+        let err = writer.flush().await.unwrap_err();
         assert!(err.to_string().contains("injected failure"), "{err}");
-        assert_only_unwritten_chunks_retried(&repository, &shared, &expected).await;
+        assert_only_unwritten_chunks_retried(&repository, &writer, &expected).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_store_timeout_applies_to_each_chunk() {
         let timeout = Duration::from_secs(2);
-        let repository = Arc::new(Flaky::new(2, true));
-        let (shared, expected) = setup(&repository, 2 * LAST_USED_CHUNK + 1_000, timeout).await;
-        let err = shared.flush().await.unwrap_err();
+        let repository = Scripted::default();
+        repository.fail_flush_call(2, true);
+        let (writer, expected) = setup(&repository, 2 * LAST_USED_CHUNK + 1_000, timeout).await;
+        let err = writer.flush().await.unwrap_err();
         assert!(
             matches!(err, StoreError::Timeout(t) if t == timeout),
             "{err}"
         );
-        assert_only_unwritten_chunks_retried(&repository, &shared, &expected).await;
+        assert_only_unwritten_chunks_retried(&repository, &writer, &expected).await;
     }
 
     #[test]
     fn put_back_keeps_a_newer_pending_value() {
-        let shared = UsageShared::new(
-            Arc::new(MemoryRepository::new()),
-            Duration::from_secs(2),
+        let writer = LastUsedWriter::new(
+            Store::new(Scripted::default(), Duration::from_secs(2)),
             Duration::from_secs(900),
         );
         let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
         let older = DateTime::from_timestamp(1_767_225_600, 500).unwrap();
         let newer = older + TimeDelta::seconds(5);
-        shared.pending().insert(a, newer);
-        shared.put_back(&[(a, older), (b, older)]);
-        assert_eq!(shared.pending_for(a), Some(newer));
-        assert_eq!(shared.pending_for(b), Some(older));
-        shared.put_back(&[(b, newer)]);
-        assert_eq!(shared.pending_for(b), Some(newer));
+        writer.pending().insert(a, newer);
+        writer.put_back(&[(a, older), (b, older)]);
+        assert_eq!(writer.pending_for(a), Some(newer));
+        assert_eq!(writer.pending_for(b), Some(older));
+        writer.put_back(&[(b, newer)]);
+        assert_eq!(writer.pending_for(b), Some(newer));
+    }
+
+    #[test]
+    fn a_use_is_recorded_once_per_throttle_interval() {
+        let writer = LastUsedWriter::new(
+            Store::new(Scripted::default(), Duration::from_secs(2)),
+            Duration::from_secs(900),
+        );
+        let key_id = Uuid::from_u128(1);
+        let start = DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+        let last = LastRecorded::new(None);
+        writer.record(key_id, &last, start);
+        assert_eq!(writer.pending_len(), 1);
+        writer.pending().clear();
+        writer.record(key_id, &last, start + TimeDelta::seconds(899));
+        assert_eq!(writer.pending_len(), 0, "throttled");
+        writer.record(key_id, &last, start + TimeDelta::seconds(900));
+        assert_eq!(writer.pending_len(), 1);
+        // A key last used (in the store) a minute ago is not recorded again yet.
+        let recent = LastRecorded::new(Some(start - TimeDelta::seconds(60)));
+        writer.record(Uuid::from_u128(2), &recent, start);
+        assert_eq!(writer.pending_for(Uuid::from_u128(2)), None);
     }
 }

@@ -411,8 +411,8 @@ async fn debug_and_errors_redact_every_secret() {
     let pepper_text = "a-debug-test-pepper-value-0123456789";
     let pepper = Pepper::try_from(pepper_text).unwrap();
     let hasher = KeyHasher::new(&pepper);
-    let repository = Arc::new(MemoryRepository::new());
-    let validator = ApiKeyValidator::builder(Arc::clone(&repository), pepper.clone())
+    let repository = MemoryRepository::new();
+    let validator = ApiKeyValidator::builder(repository.clone(), pepper.clone())
         .with_flush_interval(Duration::from_secs(3600))
         .build();
     let manager = KeyManager::new(validator.clone());

@@ -22,10 +22,10 @@ use tower_api_keys::{
 };
 use uuid::Uuid;
 
-type Repo = Probe<Arc<MemoryRepository>>;
+type Repo = Probe<MemoryRepository>;
 
 fn repo() -> Repo {
-    Probe::new(Arc::new(MemoryRepository::new()))
+    Probe::new(MemoryRepository::new())
 }
 
 fn whoami_app(validator: ApiKeyValidator) -> Router {
@@ -113,7 +113,7 @@ async fn misses_for_different_keys_are_not_serialized() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_requests_make_one_batched_write_per_flush() {
-    let probe = Probe::new(Arc::new(MemoryRepository::new()));
+    let probe = Probe::new(MemoryRepository::new());
     let interval = Duration::from_millis(250);
     let validator = ApiKeyValidator::builder(probe.clone(), pepper())
         .with_flush_interval(interval)

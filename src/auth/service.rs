@@ -184,9 +184,7 @@ mod tests {
     async fn stored_key(repository: &Scripted) -> (KeyPair, Uuid) {
         let pair = KeyPair::generate().unwrap();
         let account = Uuid::new_v4();
-        ApiKeyRepository::insert(&*repository.inner, row(&pair, account))
-            .await
-            .unwrap();
+        repository.inner.insert(row(&pair, account)).await.unwrap();
         (pair, account)
     }
 

@@ -1,6 +1,6 @@
 use std::{
     collections::HashMap,
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use chrono::{DateTime, Utc};
@@ -11,9 +11,10 @@ use super::{ApiKeyRecord, ApiKeyRepository, KeyStatus, StoreError};
 /// An in-memory [`ApiKeyRepository`], for unit tests and examples.
 ///
 /// Keys live in insertion order in a `Vec` behind a mutex; nothing is persisted.
-#[derive(Debug, Default)]
+/// Clones share the same keys.
+#[derive(Debug, Default, Clone)]
 pub struct MemoryRepository {
-    rows: Mutex<Vec<ApiKeyRecord>>,
+    rows: Arc<Mutex<Vec<ApiKeyRecord>>>,
 }
 
 impl MemoryRepository {
@@ -24,9 +25,7 @@ impl MemoryRepository {
 
     fn rows(&self) -> MutexGuard<'_, Vec<ApiKeyRecord>> {
         // A panic while holding the lock cannot leave a row half-written.
-        self.rows
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.rows)
     }
 
     fn find(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord> {

@@ -1,11 +1,12 @@
 //! The key store: a repository trait at the boundary, and its implementations.
 //!
-//! The layer, the cache and the key manager talk only to [`ApiKeyRepository`].
-//! [`SeaOrmRepository`] is the production implementation (SQLite, PostgreSQL,
-//! MySQL/MariaDB); [`MemoryRepository`] keeps everything in a `HashMap` for unit
-//! tests and examples.
+//! The layer, the cache and the key manager talk only to [`ApiKeyRepository`],
+//! each through one timed boundary of the crate's that applies the store
+//! timeout. [`SeaOrmRepository`] is the production implementation (SQLite,
+//! PostgreSQL, MySQL/MariaDB); [`MemoryRepository`] keeps everything in memory
+//! for unit tests and examples.
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -15,10 +16,12 @@ use crate::feed::ChangeSource;
 mod memory;
 mod redact;
 mod sql;
+mod timed;
 
 pub use self::memory::MemoryRepository;
 pub use self::redact::redact_url;
 pub use self::sql::{SeaOrmRepository, connect_options};
+pub(crate) use self::timed::Store;
 pub use crate::entity::StoredHash;
 
 /// A timestamp as the crate stores it: microsecond precision (what every backend
@@ -219,131 +222,3 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
 /// Two bound values per pair stay well below SQLite's 32,766 and MySQL's 65,535
 /// parameters.
 pub(crate) const LAST_USED_CHUNK: usize = 5_000;
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Object-safe mirror of [`ApiKeyRepository`], so that the layer and the manager
-/// are not generic over the store.
-pub(crate) trait DynRepository: Send + Sync + 'static {
-    fn find_by_public_key<'a>(
-        &'a self,
-        public_key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<ApiKeyRecord>, StoreError>>;
-    fn insert(&self, record: ApiKeyRecord) -> BoxFuture<'_, Result<(), StoreError>>;
-    fn list_by_account(
-        &self,
-        account_id: Uuid,
-    ) -> BoxFuture<'_, Result<Vec<ApiKeyRecord>, StoreError>>;
-    fn get(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreError>>;
-    fn revoke(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreError>>;
-    fn delete(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreError>>;
-    fn record_last_used<'a>(
-        &'a self,
-        batch: &'a [(Uuid, DateTime<Utc>)],
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-}
-
-impl<R: ApiKeyRepository> DynRepository for R {
-    fn find_by_public_key<'a>(
-        &'a self,
-        public_key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<ApiKeyRecord>, StoreError>> {
-        Box::pin(ApiKeyRepository::find_by_public_key(self, public_key))
-    }
-    fn insert(&self, record: ApiKeyRecord) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(ApiKeyRepository::insert(self, record))
-    }
-    fn list_by_account(
-        &self,
-        account_id: Uuid,
-    ) -> BoxFuture<'_, Result<Vec<ApiKeyRecord>, StoreError>> {
-        Box::pin(ApiKeyRepository::list_by_account(self, account_id))
-    }
-    fn get(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreError>> {
-        Box::pin(ApiKeyRepository::get(self, account_id, key_id))
-    }
-    fn revoke(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreError>> {
-        Box::pin(ApiKeyRepository::revoke(self, account_id, key_id))
-    }
-    fn delete(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> BoxFuture<'_, Result<Option<ApiKeyRecord>, StoreError>> {
-        Box::pin(ApiKeyRepository::delete(self, account_id, key_id))
-    }
-    fn record_last_used<'a>(
-        &'a self,
-        batch: &'a [(Uuid, DateTime<Utc>)],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(ApiKeyRepository::record_last_used(self, batch))
-    }
-}
-
-impl<R: ApiKeyRepository> ApiKeyRepository for Arc<R> {
-    fn find_by_public_key(
-        &self,
-        public_key: &str,
-    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send {
-        R::find_by_public_key(self, public_key)
-    }
-    fn insert(&self, record: ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
-        R::insert(self, record)
-    }
-    fn list_by_account(
-        &self,
-        account_id: Uuid,
-    ) -> impl Future<Output = Result<Vec<ApiKeyRecord>, StoreError>> + Send {
-        R::list_by_account(self, account_id)
-    }
-    fn get(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send {
-        R::get(self, account_id, key_id)
-    }
-    fn revoke(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send {
-        R::revoke(self, account_id, key_id)
-    }
-    fn delete(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send {
-        R::delete(self, account_id, key_id)
-    }
-    fn record_last_used(
-        &self,
-        batch: &[(Uuid, DateTime<Utc>)],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        R::record_last_used(self, batch)
-    }
-    fn change_source(&self) -> Option<ChangeSource> {
-        R::change_source(self)
-    }
-}
