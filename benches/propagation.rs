@@ -29,7 +29,9 @@ fn pepper() -> Pepper {
 }
 
 async fn measure(name: &str, options: ConnectOptions) {
-    let writer = SeaOrmRepository::connect_with(options.clone()).await.unwrap();
+    let writer = SeaOrmRepository::connect_with(options.clone())
+        .await
+        .unwrap();
     let reader = SeaOrmRepository::connect_with(options).await.unwrap();
     let manager = KeyManager::new(
         ApiKeyValidator::builder(writer, pepper())

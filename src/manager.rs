@@ -267,7 +267,45 @@ impl KeyManager {
 
 #[cfg(test)]
 mod tests {
+    use std::{sync::atomic::Ordering, time::Duration};
+
     use super::*;
+    use crate::{
+        rejection::Rejection,
+        test_support::{Scripted, pepper},
+    };
+
+    /// A revoke or delete whose store call times out after the statement
+    /// committed returns an error, and the key is refused all the same.
+    #[tokio::test]
+    async fn a_change_whose_outcome_is_unknown_still_evicts_the_key() {
+        for delete in [false, true] {
+            let repository = Scripted::default();
+            let validator = ApiKeyValidator::builder(repository.clone(), pepper())
+                .with_store_timeout(Duration::from_millis(50))
+                .build();
+            let manager = KeyManager::new(validator.clone());
+            let account = AccountId::new(Uuid::new_v4());
+            let created = manager.create(account, NewApiKey::new("k")).await.unwrap();
+            assert!(validator.validate(&created.credential()).await.is_ok());
+
+            repository.hang_after_write.store(true, Ordering::SeqCst);
+            let result = if delete {
+                manager.delete(account, created.key.key_id).await
+            } else {
+                manager.revoke(account, created.key.key_id).await.map(drop)
+            };
+            assert!(
+                matches!(result, Err(ManagerError::Store(StoreError::Timeout(_)))),
+                "{result:?}"
+            );
+            assert_eq!(
+                validator.validate(&created.credential()).await,
+                Err(Rejection::InvalidCredential),
+                "delete: {delete}"
+            );
+        }
+    }
 
     #[test]
     fn creation_times_strictly_increase() {

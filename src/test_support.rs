@@ -55,6 +55,9 @@ pub(crate) struct Scripted {
     pub(crate) lookups: Arc<AtomicUsize>,
     pub(crate) failing: Arc<AtomicBool>,
     pub(crate) stalled: Arc<AtomicBool>,
+    /// Revokes and deletes are done, then never answered (a timeout after
+    /// the statement committed).
+    pub(crate) hang_after_write: Arc<AtomicBool>,
     answer: Arc<Mutex<Option<Answer>>>,
     /// The key ids of every `record_last_used` call, in order.
     flushed: Arc<Mutex<Vec<Vec<Uuid>>>>,
@@ -89,6 +92,12 @@ impl Scripted {
 
     pub(crate) fn lookups(&self) -> usize {
         self.lookups.load(Ordering::SeqCst)
+    }
+
+    async fn hang_if_asked(&self) {
+        if self.hang_after_write.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -145,7 +154,9 @@ impl ApiKeyRepository for Scripted {
         key_id: Uuid,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.check()?;
-        self.inner.revoke(account_id, key_id).await
+        let revoked = self.inner.revoke(account_id, key_id).await;
+        self.hang_if_asked().await;
+        revoked
     }
 
     async fn delete(
@@ -154,7 +165,9 @@ impl ApiKeyRepository for Scripted {
         key_id: Uuid,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.check()?;
-        self.inner.delete(account_id, key_id).await
+        let deleted = self.inner.delete(account_id, key_id).await;
+        self.hang_if_asked().await;
+        deleted
     }
 
     async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {

@@ -24,7 +24,11 @@ use crate::entity::{self, Column, Entity, Model};
 /// [`SeaOrmRepository::connect_with`].
 pub fn connect_options(url: &str) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
-    options.test_before_acquire(false).sqlx_logging(false);
+    options
+        .test_before_acquire(false)
+        .sqlx_logging(false)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .acquire_timeout(CONNECT_TIMEOUT);
     if url.starts_with("sqlite:") {
         if url.contains(":memory:") || url.contains("mode=memory") {
             options.max_connections(1);
@@ -44,6 +48,33 @@ pub fn connect_options(url: &str) -> ConnectOptions {
     }
     options
 }
+
+/// How long opening a connection (or waiting for one from the pool) may take
+/// before it counts as failed, so that a store that cannot be reached fails a
+/// start within seconds instead of retrying for half a minute.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The crate feature a database URL needs, if that feature is not compiled in.
+fn missing_driver(url: &str, compiled: &[&'static str]) -> Option<&'static str> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    let feature = match scheme {
+        "sqlite" => "sqlite",
+        "postgres" | "postgresql" => "postgres",
+        "mysql" | "mariadb" => "mysql",
+        _ => return None,
+    };
+    (!compiled.contains(&feature)).then_some(feature)
+}
+
+/// The database drivers compiled into this build.
+const COMPILED_DRIVERS: &[&str] = &[
+    #[cfg(feature = "sqlite")]
+    "sqlite",
+    #[cfg(feature = "postgres")]
+    "postgres",
+    #[cfg(feature = "mysql")]
+    "mysql",
+];
 
 /// The SeaORM implementation of [`ApiKeyRepository`] over the `api_keys` table.
 ///
@@ -150,8 +181,19 @@ impl SeaOrmRepository {
     }
 
     /// Connects with the given options and runs the crate's migrations.
+    ///
+    /// A URL whose driver is not compiled in (`postgres://` without the crate
+    /// feature `postgres`, say) is refused with an error that names the feature.
     pub async fn connect_with(options: ConnectOptions) -> Result<Self, DbErr> {
         use sea_orm_migration::MigratorTrait;
+        if let Some(feature) = missing_driver(options.get_url(), COMPILED_DRIVERS) {
+            let scheme = options.get_url().split(':').next().unwrap_or_default();
+            return Err(DbErr::Custom(format!(
+                "{scheme}:// databases need the crate feature `{feature}`, which this build \
+                 does not have (for the example server: \
+                 cargo run --example server --features {feature})"
+            )));
+        }
         let db = Database::connect(options).await?;
         crate::migration::Migrator::up(&db, None).await?;
         Ok(Self::new(db))
@@ -428,5 +470,39 @@ impl ApiKeyRepository for SeaOrmRepository {
                 .map_err(database)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod driver_tests {
+    use super::missing_driver;
+
+    #[test]
+    fn a_url_whose_driver_is_missing_names_the_feature() {
+        let only_sqlite = &["sqlite"];
+        assert_eq!(
+            missing_driver("postgres://u@h/db", only_sqlite),
+            Some("postgres")
+        );
+        assert_eq!(
+            missing_driver("postgresql://h/db", only_sqlite),
+            Some("postgres")
+        );
+        assert_eq!(
+            missing_driver("mysql://root@h/db", only_sqlite),
+            Some("mysql")
+        );
+        assert_eq!(missing_driver("mariadb://h/db", only_sqlite), Some("mysql"));
+        assert_eq!(missing_driver("sqlite://keys.db", only_sqlite), None);
+        assert_eq!(
+            missing_driver("sqlite://keys.db", &["postgres"]),
+            Some("sqlite")
+        );
+        assert_eq!(
+            missing_driver("postgres://h/db", &["sqlite", "postgres"]),
+            None
+        );
+        // Unknown schemes are left to the driver's own error.
+        assert_eq!(missing_driver("oracle://h/db", only_sqlite), None);
     }
 }
