@@ -2,7 +2,7 @@
 //! smaller cache of public keys the store does not know.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
 };
 
@@ -12,8 +12,9 @@ use moka::{policy::Expiry, sync::Cache};
 use crate::{
     hash::SecretHash,
     identity::AuthenticatedKey,
-    store::{ApiKeyRecord, KeyStatus},
-    usage::LastRecorded,
+    ring::Hashers,
+    store::{ApiKeyRecord, KeyStatus, StoredHash},
+    writer::LastRecorded,
 };
 
 /// What the cache keeps for a known public key.
@@ -28,8 +29,23 @@ pub(crate) struct CachedKey {
     pub(crate) fresh_until: Instant,
     /// When moka drops the entry: `fresh_until` + the stale grace, never past `expires_at`.
     evict_after: Duration,
-    /// The usage writer's throttle state for this key.
+    /// The batch writer's throttle state for this key.
     pub(crate) last_used: LastRecorded,
+    /// Which of the validator's peppers made the hash (an index into its
+    /// ring); `None` when the row names a pepper the validator does not hold:
+    /// the key never validates.
+    pub(crate) pepper: Option<usize>,
+    /// For a key hashed with a previous pepper: what its re-hash needs.
+    pub(crate) rehash: Option<Box<Rehash>>,
+}
+
+/// A key whose hash was made with a previous pepper, to be re-hashed under the
+/// current one after its first successful validation.
+pub(crate) struct Rehash {
+    /// The hash as stored: the rewrite happens only where the row still holds it.
+    pub(crate) old_hash: StoredHash,
+    /// Set by the first success, so that the key is queued once.
+    pub(crate) queued: AtomicBool,
 }
 
 impl CachedKey {
@@ -39,7 +55,15 @@ impl CachedKey {
         record: ApiKeyRecord,
         freshness: Freshness,
         last_used: Option<DateTime<Utc>>,
+        hashers: &Hashers,
     ) -> Self {
+        let pepper = hashers.index_of(record.pepper_id.as_deref());
+        let rehash = (pepper.is_some_and(|index| index > 0)).then(|| {
+            Box::new(Rehash {
+                old_hash: record.secret_key_hash.clone(),
+                queued: AtomicBool::new(false),
+            })
+        });
         let hash = SecretHash::from_hex(&record.secret_key_hash);
         if hash.is_none() {
             tracing::warn!(key_id = %record.key_id, "stored secret_key_hash is not 64 hex characters; the key cannot validate");
@@ -49,7 +73,7 @@ impl CachedKey {
         let expires_at = record
             .expires_at
             .map(|at| freshness.now + (at - wall_now).to_std().unwrap_or(Duration::ZERO));
-        Self::new(
+        let mut entry = Self::new(
             AuthenticatedKey::new(
                 record.account_id.into(),
                 record.key_id.into(),
@@ -61,7 +85,10 @@ impl CachedKey {
             expires_at,
             freshness,
             LastRecorded::new(last_used),
-        )
+        );
+        entry.pepper = pepper;
+        entry.rehash = rehash;
+        entry
     }
 
     fn new(
@@ -94,6 +121,8 @@ impl CachedKey {
             fresh_until: now + ttl,
             evict_after,
             last_used,
+            pepper: Some(0),
+            rehash: None,
         }
     }
 

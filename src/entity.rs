@@ -45,6 +45,8 @@ pub struct Model {
     pub last_used_at: Option<DateTimeUtc>,
     /// Creation time; `None` only in rows written by another program.
     pub created_at: Option<DateTimeUtc>,
+    /// The id of the pepper that made the hash; `None` for the legacy pepper.
+    pub pepper_id: Option<String>,
 }
 
 /// `api_keys` has no relations.
@@ -173,6 +175,7 @@ mod tests {
             expires_at: None,
             last_used_at: None,
             created_at: Some(Utc::now()),
+            pepper_id: None,
         }
     }
 

@@ -49,6 +49,7 @@ mod pepper;
 #[cfg(feature = "axum")]
 mod problem;
 mod rejection;
+mod ring;
 #[cfg(feature = "axum")]
 pub mod router;
 mod rules;
@@ -56,8 +57,8 @@ pub mod store;
 mod sync;
 #[cfg(test)]
 mod test_support;
-mod usage;
 mod validator;
+mod writer;
 
 pub use auth::{ApiKeyAuth, ApiKeyAuthLayer, ResponseBody, ResponseFuture, extract_credential};
 pub use cache::CachedEntries;
@@ -65,9 +66,10 @@ pub use cache::CachedEntries;
 pub use extract::MissingAuthentication;
 pub use identity::{AccountId, ApiKeyId, AuthenticatedKey};
 pub use key::{Credential, KeyPair, MalformedCredential};
-pub use manager::{ApiKeyInfo, CreatedKey, KeyManager, ManagerError};
+pub use manager::{ApiKeyInfo, CreatedKey, KeyManager, ManagerError, PepperRole, PepperStatus};
 pub use pepper::{Pepper, PepperError, PepperFileError, PepperSource};
 pub use rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
+pub use ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
 pub use rules::{FieldError, NewApiKey};
 pub use validator::{ApiKeyValidator, ValidatorBuilder};
 

@@ -28,14 +28,12 @@ impl Pepper {
         }
     }
 
-    /// Generates a random pepper: 64 alphanumeric characters from the OS CSPRNG
-    /// (text, so that it can be stored in a file or an environment variable).
+    /// Generates a random pepper: 32 alphanumeric characters from the OS
+    /// CSPRNG, about 190 bits (text, so that it can be stored in a file or an
+    /// environment variable).
     pub fn generate() -> Result<Self, RandomSourceError> {
         let pair = crate::key::KeyPair::generate()?;
-        let mut text = String::with_capacity(64);
-        text.push_str(&pair.public_key.as_str()[3..]);
-        text.push_str(&pair.secret_key.expose()[3..]);
-        Ok(Self(text.into_bytes()))
+        Ok(Self(pair.secret_key.expose().as_bytes()[3..].to_vec()))
     }
 
     /// The pepper bytes. Never log them.
@@ -256,7 +254,7 @@ mod tests {
     fn generated_pepper_is_long_enough_and_random() {
         let a = Pepper::generate().unwrap();
         let b = Pepper::generate().unwrap();
-        assert_eq!(a.expose().len(), 64);
+        assert_eq!(a.expose().len(), 32);
         assert_ne!(a.expose(), b.expose());
     }
 
@@ -300,7 +298,7 @@ mod tests {
                     .collect()
             });
             assert!(peppers.iter().all(|pepper| pepper == &peppers[0]));
-            assert_eq!(peppers[0].len(), 64);
+            assert_eq!(peppers[0].len(), 32);
             let files: Vec<_> = std::fs::read_dir(dir.path())
                 .unwrap()
                 .map(|entry| entry.unwrap().file_name())

@@ -15,7 +15,10 @@ use crate::{
     hash::KeyHasher,
     key::KeyPair,
     pepper::Pepper,
-    store::{ApiKeyRecord, ApiKeyRepository, KeyStatus, MemoryRepository, StoreError},
+    store::{
+        ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyStatus, MemoryRepository, PepperCount,
+        StoreError,
+    },
     sync::lock,
 };
 
@@ -41,6 +44,7 @@ pub(crate) fn row(pair: &KeyPair, account_id: Uuid) -> ApiKeyRecord {
         expires_at: None,
         last_used_at: None,
         created_at: Some(Utc::now()),
+        pepper_id: None,
     }
 }
 
@@ -168,6 +172,25 @@ impl ApiKeyRepository for Scripted {
         let deleted = self.inner.delete(account_id, key_id).await;
         self.hang_if_asked().await;
         deleted
+    }
+
+    async fn rewrite_hashes(&self, batch: &[HashRewrite]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.rewrite_hashes(batch).await
+    }
+
+    async fn count_by_pepper(&self) -> Result<Vec<PepperCount>, StoreError> {
+        self.check()?;
+        self.inner.count_by_pepper().await
+    }
+
+    async fn revoke_by_pepper(
+        &self,
+        pepper_id: &str,
+        include_legacy: bool,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.revoke_by_pepper(pepper_id, include_legacy).await
     }
 
     async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {

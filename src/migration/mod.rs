@@ -17,6 +17,7 @@ use sea_orm_migration::{MigrationTrait, MigratorTrait, sea_orm::DynIden, sea_que
 
 mod m20261125_000001_create_api_keys;
 mod m20261127_000002_change_feed;
+mod m20261127_000004_pepper_id;
 mod triggers;
 
 /// Name of the table in which [`Migrator`] records applied migrations.
@@ -28,6 +29,7 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
     vec![
         Box::new(m20261125_000001_create_api_keys::Migration),
         Box::new(m20261127_000002_change_feed::Migration),
+        Box::new(m20261127_000004_pepper_id::Migration),
     ]
 }
 

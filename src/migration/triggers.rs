@@ -8,19 +8,22 @@
 
 use sea_orm_migration::{
     prelude::*,
-    sea_orm::{ConnectionTrait, DatabaseBackend},
+    sea_orm::{ConnectionTrait, DatabaseBackend, TransactionTrait},
 };
 
-/// Runs each statement on its own (MySQL takes one statement per call).
+/// Runs each statement on its own (MySQL takes one statement per call), all on
+/// one connection, in one transaction: spread over the pool's connections, a
+/// SQLite `CREATE TRIGGER` failed with "already exists" right after a
+/// `DROP TRIGGER IF EXISTS` of the same trigger had run on another connection.
 pub(super) async fn execute(
     manager: &SchemaManager<'_>,
     statements: &[String],
 ) -> Result<(), DbErr> {
-    let db = manager.get_connection();
+    let transaction = manager.get_connection().begin().await?;
     for statement in statements {
-        db.execute_unprepared(statement).await?;
+        transaction.execute_unprepared(statement).await?;
     }
-    Ok(())
+    transaction.commit().await
 }
 
 /// The change log, the notify function and every trigger, for `columns`.

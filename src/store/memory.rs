@@ -6,7 +6,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{ApiKeyRecord, ApiKeyRepository, KeyStatus, StoreError};
+use super::{ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyStatus, PepperCount, StoreError};
 
 /// An in-memory [`ApiKeyRepository`], for unit tests and examples.
 ///
@@ -123,4 +123,61 @@ impl ApiKeyRepository for MemoryRepository {
         }
         Ok(())
     }
+
+    async fn rewrite_hashes(&self, batch: &[HashRewrite]) -> Result<(), StoreError> {
+        let mut rows = self.rows();
+        for rewrite in batch {
+            if let Some(row) = rows
+                .iter_mut()
+                .find(|row| row.key_id == rewrite.key_id && row.secret_key_hash == rewrite.old_hash)
+            {
+                row.secret_key_hash = rewrite.new_hash.clone();
+                row.pepper_id = Some(rewrite.pepper_id.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn count_by_pepper(&self) -> Result<Vec<PepperCount>, StoreError> {
+        let now = Utc::now();
+        let mut counts: Vec<PepperCount> = Vec::new();
+        for row in self.rows().iter().filter(|row| still_valid(row, now)) {
+            match counts
+                .iter_mut()
+                .find(|count| count.pepper_id == row.pepper_id)
+            {
+                Some(count) => count.keys += 1,
+                None => counts.push(PepperCount {
+                    pepper_id: row.pepper_id.clone(),
+                    keys: 1,
+                }),
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn revoke_by_pepper(
+        &self,
+        pepper_id: &str,
+        include_legacy: bool,
+    ) -> Result<u64, StoreError> {
+        let now = Utc::now();
+        let mut revoked = 0;
+        for row in self.rows().iter_mut() {
+            let names = match &row.pepper_id {
+                Some(id) => id == pepper_id,
+                None => include_legacy,
+            };
+            if names && still_valid(row, now) {
+                row.status = KeyStatus::Revoked;
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+}
+
+/// Whether the key can still validate: active and not past its expiry.
+fn still_valid(row: &ApiKeyRecord, now: DateTime<Utc>) -> bool {
+    row.status == KeyStatus::Active && row.expires_at.is_none_or(|at| at > now)
 }

@@ -124,6 +124,34 @@ pub struct ApiKeyRecord {
     /// into a table that allows it (the reference service's `created_at` is
     /// nullable); keys this crate creates always have one.
     pub created_at: Option<DateTime<Utc>>,
+    /// The id of the pepper that made `secret_key_hash` (see [`crate::PepperRing`]);
+    /// `None` for the legacy pepper, as in every row of the reference service.
+    pub pepper_id: Option<String>,
+}
+
+/// One re-hash for [`ApiKeyRepository::rewrite_hashes`]: the key's hash made
+/// again under the current pepper after a successful validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashRewrite {
+    /// The key.
+    pub key_id: Uuid,
+    /// The hash the key had when it was validated; the rewrite happens only if
+    /// the row still holds it.
+    pub old_hash: StoredHash,
+    /// The hash under the current pepper.
+    pub new_hash: StoredHash,
+    /// The current pepper's id.
+    pub pepper_id: String,
+}
+
+/// How many keys that can still validate (not revoked, not expired) name one
+/// `pepper_id` (`None`: the legacy pepper).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PepperCount {
+    /// The stored `pepper_id`.
+    pub pepper_id: Option<String>,
+    /// Keys that can still validate with it.
+    pub keys: u64,
 }
 
 impl ApiKeyRecord {
@@ -207,6 +235,25 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         &self,
         batch: &[(Uuid, DateTime<Utc>)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes each key's new hash and pepper id where the row still holds the
+    /// old hash; changes nothing else (a re-hash racing a revoke cannot revive
+    /// the key). One statement per chunk, as [`record_last_used`](Self::record_last_used).
+    fn rewrite_hashes(
+        &self,
+        batch: &[HashRewrite],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// For each `pepper_id`, how many keys that can still validate name it.
+    fn count_by_pepper(&self) -> impl Future<Output = Result<Vec<PepperCount>, StoreError>> + Send;
+
+    /// Revokes every key that can still validate and names `pepper_id` (with
+    /// `include_legacy`, also the rows with no `pepper_id`); returns how many.
+    fn revoke_by_pepper(
+        &self,
+        pepper_id: &str,
+        include_legacy: bool,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Where the validator learns of changes made by other writers (see
     /// [`crate::feed`]). Default: none, so changes made elsewhere reach a

@@ -7,12 +7,15 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr, Statement, Value,
-    sea_query::{Expr, NullOrdering, Order, Query},
+    DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, Value,
+    sea_query::{Expr, ExprTrait, NullOrdering, Order, Query},
 };
 use uuid::Uuid;
 
-use super::{ApiKeyRecord, ApiKeyRepository, KeyStatus, LAST_USED_CHUNK, StoreError, StoredHash};
+use super::{
+    ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyStatus, LAST_USED_CHUNK, PepperCount,
+    StoreError, StoredHash,
+};
 use crate::entity::{self, Column, Entity, Model};
 
 /// Connection options with the defaults this crate relies on.
@@ -136,7 +139,8 @@ macro_rules! select_by_public_key {
         concat!(
             "SELECT key_id, public_key, secret_key_hash, account_id, title, description, ",
             $status,
-            " AS status, expires_at, last_used_at, created_at FROM api_keys WHERE public_key = ",
+            " AS status, expires_at, last_used_at, created_at, pepper_id FROM api_keys \
+             WHERE public_key = ",
             $placeholder
         )
     };
@@ -163,6 +167,7 @@ macro_rules! fetch_by_public_key {
                     expires_at: row.try_get("expires_at")?,
                     last_used_at: row.try_get("last_used_at")?,
                     created_at: row.try_get("created_at")?,
+                    pepper_id: row.try_get("pepper_id")?,
                 })
             })()
             .map(Some)
@@ -232,6 +237,7 @@ impl From<Model> for ApiKeyRecord {
             expires_at: model.expires_at,
             last_used_at: model.last_used_at,
             created_at: model.created_at,
+            pepper_id: model.pepper_id,
         }
     }
 }
@@ -321,6 +327,88 @@ fn last_used_statement(backend: DatabaseBackend, chunk: &[(Uuid, DateTime<Utc>)]
     }
 }
 
+/// Most re-hashes written by one statement (four bound values each).
+const REWRITE_CHUNK: usize = 2_000;
+
+/// `UPDATE … secret_key_hash, pepper_id` for one chunk of re-hashes, joined
+/// against a table of the rewrites (linear in them, as [`last_used_statement`]),
+/// only where the row still holds the old hash.
+fn rewrite_statement(backend: DatabaseBackend, chunk: &[HashRewrite]) -> Statement {
+    let mut values = Vec::with_capacity(chunk.len() * 4);
+    for rewrite in chunk {
+        values.push(Value::from(rewrite.key_id));
+        values.push(Value::from(rewrite.old_hash.as_str()));
+        values.push(Value::from(rewrite.new_hash.as_str()));
+        values.push(Value::from(rewrite.pepper_id.as_str()));
+    }
+    let mut sql = String::with_capacity(200 + chunk.len() * 48);
+    match backend {
+        DatabaseBackend::Postgres => {
+            sql.push_str(
+                "UPDATE api_keys AS k SET secret_key_hash = v.new_hash, pepper_id = v.pepper_id \
+                 FROM (VALUES ",
+            );
+            for index in 0..chunk.len() {
+                let n = index * 4;
+                if index > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${}::uuid, ${}::text, ${}::text, ${}::text)",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4
+                ));
+            }
+            sql.push_str(
+                ") AS v(key_id, old_hash, new_hash, pepper_id) \
+                 WHERE k.key_id = v.key_id AND k.secret_key_hash = v.old_hash",
+            );
+        }
+        DatabaseBackend::MySql => {
+            sql.push_str("UPDATE api_keys AS k JOIN (");
+            for index in 0..chunk.len() {
+                if index > 0 {
+                    sql.push_str(" UNION ALL ");
+                }
+                sql.push_str(
+                    "SELECT CAST(? AS BINARY(16)) AS key_id, ? AS old_hash, ? AS new_hash, \
+                     ? AS pepper_id",
+                );
+            }
+            sql.push_str(
+                ") AS v ON k.key_id = v.key_id \
+                 SET k.secret_key_hash = v.new_hash, k.pepper_id = v.pepper_id \
+                 WHERE BINARY k.secret_key_hash = BINARY v.old_hash",
+            );
+        }
+        _ => {
+            sql.push_str("WITH v(key_id, old_hash, new_hash, pepper_id) AS (VALUES ");
+            for index in 0..chunk.len() {
+                if index > 0 {
+                    sql.push(',');
+                }
+                sql.push_str("(?, ?, ?, ?)");
+            }
+            sql.push_str(
+                ") UPDATE api_keys SET secret_key_hash = v.new_hash, pepper_id = v.pepper_id \
+                 FROM v WHERE api_keys.key_id = v.key_id \
+                 AND api_keys.secret_key_hash = v.old_hash",
+            );
+        }
+    }
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// Keys that can still validate: an active (or NULL) `status` and no
+/// `expires_at` in the past. The status is compared with a literal, which an
+/// adopted table's ENUM column accepts.
+fn still_valid(now: DateTime<Utc>) -> Expr {
+    Expr::cust("(status IS NULL OR status = 'active')")
+        .and(Column::ExpiresAt.is_null().or(Column::ExpiresAt.gt(now)))
+}
+
 fn pair_values(chunk: &[(Uuid, DateTime<Utc>)]) -> Vec<Value> {
     chunk
         .iter()
@@ -369,6 +457,7 @@ impl ApiKeyRepository for SeaOrmRepository {
                 Column::ExpiresAt,
                 Column::LastUsedAt,
                 Column::CreatedAt,
+                Column::PepperId,
             ])
             .values([
                 Expr::value(record.key_id),
@@ -381,6 +470,7 @@ impl ApiKeyRepository for SeaOrmRepository {
                 Expr::value(record.expires_at),
                 Expr::value(record.last_used_at),
                 Expr::value(record.created_at),
+                Expr::value(record.pepper_id),
             ])
             .map_err(|err| StoreError::Database(Box::new(err)))?;
         match self.db.execute(&statement).await {
@@ -446,6 +536,56 @@ impl ApiKeyRepository for SeaOrmRepository {
             .await
             .map_err(database)?;
         Ok((result.rows_affected > 0).then_some(record))
+    }
+
+    async fn rewrite_hashes(&self, batch: &[HashRewrite]) -> Result<(), StoreError> {
+        let backend = self.backend();
+        for chunk in batch.chunks(REWRITE_CHUNK) {
+            self.db
+                .execute_raw(rewrite_statement(backend, chunk))
+                .await
+                .map_err(database)?;
+        }
+        Ok(())
+    }
+
+    async fn count_by_pepper(&self) -> Result<Vec<PepperCount>, StoreError> {
+        let rows: Vec<(Option<String>, i64)> = Entity::find()
+            .select_only()
+            .column(Column::PepperId)
+            .column_as(Expr::cust("COUNT(*)"), "keys")
+            .filter(still_valid(Utc::now()))
+            .group_by(Column::PepperId)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(database)?;
+        Ok(rows
+            .into_iter()
+            .map(|(pepper_id, keys)| PepperCount {
+                pepper_id,
+                keys: u64::try_from(keys).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn revoke_by_pepper(
+        &self,
+        pepper_id: &str,
+        include_legacy: bool,
+    ) -> Result<u64, StoreError> {
+        let mut names = Column::PepperId.eq(pepper_id);
+        if include_legacy {
+            names = names.or(Column::PepperId.is_null());
+        }
+        Entity::update_many()
+            .col_expr(Column::Status, Expr::cust(KeyStatus::Revoked.sql_literal()))
+            .filter(still_valid(Utc::now()))
+            .filter(names)
+            .exec(&self.db)
+            .await
+            .map(|done| done.rows_affected)
+            .map_err(database)
     }
 
     fn change_source(&self) -> Option<crate::feed::ChangeSource> {

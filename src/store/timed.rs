@@ -8,7 +8,7 @@ use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{ApiKeyRecord, ApiKeyRepository, StoreError};
+use super::{ApiKeyRecord, ApiKeyRepository, HashRewrite, PepperCount, StoreError};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -55,6 +55,12 @@ boundary! {
     fn delete(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord>;
     /// See [`ApiKeyRepository::record_last_used`].
     fn record_last_used(&self, batch: &'a [(Uuid, DateTime<Utc>)]) -> ();
+    /// See [`ApiKeyRepository::rewrite_hashes`].
+    fn rewrite_hashes(&self, batch: &'a [HashRewrite]) -> ();
+    /// See [`ApiKeyRepository::count_by_pepper`].
+    fn count_by_pepper(&self) -> Vec<PepperCount>;
+    /// See [`ApiKeyRepository::revoke_by_pepper`].
+    fn revoke_by_pepper(&self, pepper_id: &'a str, include_legacy: bool) -> u64;
 }
 
 /// The repository behind the store timeout. Cheap to clone.

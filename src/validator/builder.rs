@@ -3,7 +3,7 @@
 
 use std::{
     fmt,
-    sync::{Arc, OnceLock, Weak},
+    sync::{Arc, Mutex, OnceLock, Weak},
     time::Duration,
 };
 
@@ -12,10 +12,9 @@ use crate::{
     cache::{CacheConfig, KeyCache},
     feed::{ChangeSource, Evict, Feed},
     flight::Flights,
-    hash::KeyHasher,
-    pepper::Pepper,
+    ring::{Hashers, PepperId, PepperRing},
     store::{ApiKeyRepository, Store},
-    usage::{Flusher, LastUsedWriter},
+    writer::{BatchWriter, Flusher},
 };
 
 /// The default store timeout.
@@ -29,7 +28,7 @@ pub struct ValidatorBuilder {
     change_source: Option<ChangeSource>,
     change_feed: bool,
     poll_interval: Duration,
-    pepper: Pepper,
+    peppers: PepperRing,
     positive_ttl: Duration,
     capacity: u64,
     negative_ttl: Duration,
@@ -120,17 +119,20 @@ impl ValidatorBuilder {
         self
     }
 
-    /// Builds the validator and, inside a tokio runtime, starts its
-    /// `last_used_at` flusher and its change feed.
+    /// Builds the validator and, inside a tokio runtime, starts its batch
+    /// writer's flusher and its change feed, and checks once that no key names
+    /// a pepper missing from the ring (a warning with the counts if one does).
     pub fn build(self) -> ApiKeyValidator {
-        let hasher = KeyHasher::new(&self.pepper);
-        let dummy_hash = hasher.hash("sk_00000000000000000000000000000000");
+        let hashers = Hashers::new(&self.peppers);
+        let dummy_hash = hashers
+            .current()
+            .hash("sk_00000000000000000000000000000000");
         let store = self.store.with_timeout(self.store_timeout);
-        let usage = Arc::new(LastUsedWriter::new(store.clone(), self.last_used_throttle));
-        let flusher = Flusher::spawn(Arc::clone(&usage), self.flush_interval);
+        let writer = Arc::new(BatchWriter::new(store.clone(), self.last_used_throttle));
+        let flusher = Flusher::spawn(Arc::clone(&writer), self.flush_interval);
         let validator = ApiKeyValidator {
             inner: Arc::new(Inner {
-                hasher,
+                hashers,
                 dummy_hash,
                 store,
                 cache: KeyCache::new(CacheConfig {
@@ -139,13 +141,15 @@ impl ValidatorBuilder {
                     negative_ttl: self.negative_ttl,
                 }),
                 flights: Flights::default(),
-                usage,
+                writer,
                 flusher,
+                warned_peppers: Mutex::default(),
                 feed: OnceLock::new(),
                 positive_ttl: self.positive_ttl,
                 stale_if_error: self.stale_if_error,
             }),
         };
+        warn_of_missing_peppers(&validator.inner.store, &self.peppers);
         if let Some(source) = self.change_source.filter(|_| self.change_feed) {
             let target: Weak<dyn Evict> = Arc::downgrade(&validator.inner) as Weak<dyn Evict>;
             if let Some(feed) = Feed::spawn(source, target, self.poll_interval) {
@@ -154,6 +158,34 @@ impl ValidatorBuilder {
         }
         validator
     }
+}
+
+/// Counts the keys per pepper in the background and warns about those whose
+/// pepper the ring lacks: they will be refused (a configuration mistake while
+/// rotating, most likely).
+fn warn_of_missing_peppers(store: &Store, peppers: &PepperRing) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (store, ring): (Store, Vec<PepperId>) = (store.clone(), peppers.ids().cloned().collect());
+    runtime.spawn(async move {
+        match store.count_by_pepper().await {
+            Ok(counts) => {
+                for count in counts {
+                    let Some(id) = count.pepper_id else { continue };
+                    if count.keys > 0 && !ring.iter().any(|known| known.as_str() == id) {
+                        tracing::warn!(
+                            pepper_id = %id,
+                            keys = count.keys,
+                            "keys were hashed with a pepper this validator does not hold; \
+                             they are refused until it is configured (as a previous pepper)"
+                        );
+                    }
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "counting keys per pepper failed"),
+        }
+    });
 }
 
 impl fmt::Debug for ValidatorBuilder {
@@ -172,18 +204,19 @@ impl fmt::Debug for ValidatorBuilder {
                 &self.change_source.as_ref().filter(|_| self.change_feed),
             )
             .field("poll_interval", &self.poll_interval)
+            .field("peppers", &self.peppers)
             .finish_non_exhaustive()
     }
 }
 
 impl ValidatorBuilder {
-    pub(super) fn new(repository: impl ApiKeyRepository, pepper: Pepper) -> Self {
+    pub(super) fn new(repository: impl ApiKeyRepository, peppers: PepperRing) -> Self {
         Self {
             change_source: repository.change_source(),
             change_feed: true,
             poll_interval: Duration::from_secs(1),
             store: Store::new(repository, STORE_TIMEOUT),
-            pepper,
+            peppers,
             positive_ttl: Duration::from_secs(60),
             capacity: 100_000,
             negative_ttl: Duration::from_secs(30),

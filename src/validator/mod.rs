@@ -9,24 +9,30 @@ mod builder;
 pub use self::builder::ValidatorBuilder;
 
 use std::{
+    collections::HashSet,
     fmt,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock, atomic::Ordering},
     time::{Duration, Instant},
 };
 
 use chrono::Utc;
+use uuid::Uuid;
+
+/// Most keys remembered as already warned about an unknown pepper.
+const MAX_WARNED_KEYS: usize = 10_000;
 
 use crate::{
     cache::{CachedEntries, CachedKey, Freshness, KeyCache},
     feed::{Evict, Feed, FeedStatus},
     flight::{Flight, Flights},
-    hash::{KeyHasher, SecretHash},
+    hash::SecretHash,
     identity::AuthenticatedKey,
     key::Credential,
-    pepper::Pepper,
     rejection::Rejection,
+    ring::{Hashers, PepperId, PepperRing},
     store::{ApiKeyRepository, KeyStatus, Store, StoreError},
-    usage::{Flusher, LastUsedWriter},
+    sync::lock,
+    writer::{BatchWriter, Flusher},
 };
 
 /// Checks credentials: parses them, looks the public key up in the cache or the
@@ -58,15 +64,17 @@ pub struct ApiKeyValidator {
 }
 
 struct Inner {
-    hasher: KeyHasher,
+    hashers: Hashers,
     /// Compared against when there is no stored hash, so that every refusal costs
     /// one HMAC.
     dummy_hash: SecretHash,
     store: Store,
     cache: KeyCache,
     flights: Flights<StoreAnswer>,
-    usage: Arc<LastUsedWriter>,
+    writer: Arc<BatchWriter>,
     flusher: Option<Flusher>,
+    /// Keys already logged as naming a pepper the validator does not hold.
+    warned_peppers: Mutex<HashSet<Uuid>>,
     /// Set once, right after the validator is built (the feed holds a weak
     /// reference to it).
     feed: OnceLock<Feed>,
@@ -75,14 +83,19 @@ struct Inner {
 }
 
 impl ApiKeyValidator {
-    /// A validator over `repository` with every default.
-    pub fn new(repository: impl ApiKeyRepository, pepper: Pepper) -> Self {
-        Self::builder(repository, pepper).build()
+    /// A validator over `repository` with every default. `peppers` is a
+    /// [`Pepper`](crate::Pepper), or a [`PepperRing`] while a pepper is being
+    /// rotated.
+    pub fn new(repository: impl ApiKeyRepository, peppers: impl Into<PepperRing>) -> Self {
+        Self::builder(repository, peppers).build()
     }
 
-    /// Starts configuring a validator over `repository`.
-    pub fn builder(repository: impl ApiKeyRepository, pepper: Pepper) -> ValidatorBuilder {
-        ValidatorBuilder::new(repository, pepper)
+    /// Starts configuring a validator over `repository` (see [`Self::new`]).
+    pub fn builder(
+        repository: impl ApiKeyRepository,
+        peppers: impl Into<PepperRing>,
+    ) -> ValidatorBuilder {
+        ValidatorBuilder::new(repository, peppers.into())
     }
 
     /// Validates a whole credential `pk_…:sk_…`.
@@ -112,7 +125,8 @@ impl ApiKeyValidator {
         }
         if inner.cache.is_known_unknown(credential.public_key()) {
             inner
-                .hasher
+                .hashers
+                .current()
                 .verify(credential.secret_key(), &inner.dummy_hash);
             return Some(Err(Rejection::InvalidCredential));
         }
@@ -142,14 +156,20 @@ impl ApiKeyValidator {
         match answer {
             StoreAnswer::Found(entry) => self.check_entry(&entry, secret_key, now),
             StoreAnswer::Unknown => {
-                inner.hasher.verify(secret_key, &inner.dummy_hash);
+                inner
+                    .hashers
+                    .current()
+                    .verify(secret_key, &inner.dummy_hash);
                 Err(Rejection::InvalidCredential)
             }
             // Stale-if-error: a cached entry outlives its TTL by the grace period.
             StoreAnswer::Failed => match inner.cache.get(public_key) {
                 Some(entry) if !entry.is_expired(now) => self.check_entry(&entry, secret_key, now),
                 _ => {
-                    inner.hasher.verify(secret_key, &inner.dummy_hash);
+                    inner
+                        .hashers
+                        .current()
+                        .verify(secret_key, &inner.dummy_hash);
                     Err(Rejection::StoreUnavailable)
                 }
             },
@@ -175,13 +195,17 @@ impl ApiKeyValidator {
             Ok(Some(record)) if record.public_key == public_key => {
                 let last_used = record
                     .last_used_at
-                    .max(inner.usage.pending_for(record.key_id));
+                    .max(inner.writer.pending_for(record.key_id));
                 let freshness = Freshness {
                     now: Instant::now(),
                     ttl: inner.positive_ttl,
                     stale_grace: inner.stale_if_error,
                 };
-                let entry = Arc::new(CachedKey::from_record(record, freshness, last_used));
+                let entry = CachedKey::from_record(record, freshness, last_used, &inner.hashers);
+                if entry.pepper.is_none() {
+                    self.warn_unknown_pepper(&entry);
+                }
+                let entry = Arc::new(entry);
                 flight.land(|current| {
                     if current {
                         inner.cache.insert_known(public_key, Arc::clone(&entry));
@@ -212,23 +236,43 @@ impl ApiKeyValidator {
         now: Instant,
     ) -> Result<AuthenticatedKey, Rejection> {
         let inner = &*self.inner;
-        // The HMAC runs whatever the entry says, so that every refusal costs the same.
-        let matches = inner
-            .hasher
-            .verify(secret_key, entry.hash.as_ref().unwrap_or(&inner.dummy_hash));
-        if !matches
-            || entry.hash.is_none()
-            || entry.status != KeyStatus::Active
-            || entry.is_expired(now)
-        {
+        // One HMAC whatever the entry says (with the pepper that made its hash),
+        // so that every refusal costs the same.
+        let matches = inner.hashers.verify(
+            secret_key,
+            entry.pepper,
+            entry.hash.as_ref(),
+            &inner.dummy_hash,
+        );
+        if !matches || entry.status != KeyStatus::Active || entry.is_expired(now) {
             return Err(Rejection::InvalidCredential);
         }
-        inner.usage.record(
-            entry.key.key_id().into_inner(),
-            &entry.last_used,
-            Utc::now(),
-        );
+        let key_id = entry.key.key_id().into_inner();
+        inner.writer.record(key_id, &entry.last_used, Utc::now());
+        // Made with a previous pepper: re-hashed under the current one, once.
+        if let Some(rehash) = &entry.rehash
+            && !rehash.queued.swap(true, Ordering::Relaxed)
+        {
+            let rewrite = inner
+                .hashers
+                .rewrite(key_id, rehash.old_hash.clone(), secret_key);
+            inner.writer.queue_rehash(rewrite);
+        }
         Ok(entry.key.clone())
+    }
+
+    /// Logs, once per key, that a row names a pepper this validator does not
+    /// hold (its id, never a pepper).
+    fn warn_unknown_pepper(&self, entry: &CachedKey) {
+        let key_id = entry.key.key_id().into_inner();
+        let mut warned = lock(&self.inner.warned_peppers);
+        if warned.len() < MAX_WARNED_KEYS && warned.insert(key_id) {
+            tracing::warn!(
+                %key_id,
+                "the key's hash was made with a pepper this validator does not hold; \
+                 it is refused until that pepper is configured again"
+            );
+        }
     }
 
     /// Forgets `public_key` in the cache (known and unknown), so that the next
@@ -251,7 +295,7 @@ impl ApiKeyValidator {
     /// Writes every recorded `last_used_at` now, in one batch; returns how many
     /// keys were written. On failure they stay pending for the next flush.
     pub async fn flush(&self) -> Result<usize, StoreError> {
-        self.inner.usage.flush().await
+        self.inner.writer.flush().await
     }
 
     /// The change feed's state: connected or not, changes seen, lag. `None`
@@ -277,7 +321,7 @@ impl ApiKeyValidator {
             }
         }
         // Anything recorded while the flusher was stopping.
-        if self.inner.usage.pending_len() > 0 {
+        if self.inner.writer.pending_len() > 0 {
             let _ = self.flush().await;
         }
     }
@@ -287,9 +331,16 @@ impl ApiKeyValidator {
         &self.inner.store
     }
 
-    /// Hashes a new secret for storage (with the current pepper).
-    pub(crate) fn hash_secret(&self, secret: &str) -> SecretHash {
-        self.inner.hasher.hash(secret)
+    /// Hashes a new secret for storage with the current pepper; returns the
+    /// hash and the pepper's id.
+    pub(crate) fn hash_new_secret(&self, secret: &str) -> (SecretHash, &PepperId) {
+        let hashers = &self.inner.hashers;
+        (hashers.current().hash(secret), hashers.current_id())
+    }
+
+    /// The ids of the peppers this validator holds, current first.
+    pub(crate) fn pepper_ids(&self) -> impl Iterator<Item = &PepperId> {
+        self.inner.hashers.ring_ids()
     }
 }
 

@@ -1,4 +1,6 @@
-//! `last_used_at` bookkeeping: recorded in memory, written in batches.
+//! What the request path records and the database receives later, in
+//! batches: `last_used_at` values and re-hashes under the current pepper. One
+//! statement per chunk of keys, never one per request.
 
 use std::{
     collections::HashMap,
@@ -14,7 +16,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
 use crate::{
-    store::{LAST_USED_CHUNK, Store, StoreError},
+    store::{HashRewrite, LAST_USED_CHUNK, Store, StoreError},
     sync::lock,
 };
 
@@ -33,20 +35,29 @@ impl LastRecorded {
     }
 }
 
-/// Pending `last_used_at` values and the store they are written to.
-pub(crate) struct LastUsedWriter {
+/// Pending `last_used_at` values and re-hashes, and the store they are
+/// written to.
+pub(crate) struct BatchWriter {
     pending: Mutex<HashMap<Uuid, DateTime<Utc>>>,
+    rehashes: Mutex<HashMap<Uuid, HashRewrite>>,
     store: Store,
     throttle_secs: i64,
 }
 
-impl LastUsedWriter {
+impl BatchWriter {
     pub(crate) fn new(store: Store, throttle: Duration) -> Self {
         Self {
             pending: Mutex::new(HashMap::new()),
+            rehashes: Mutex::new(HashMap::new()),
             store,
             throttle_secs: i64::try_from(throttle.as_secs()).unwrap_or(i64::MAX),
         }
+    }
+
+    /// Queues a key's re-hash under the current pepper (one per key: a later
+    /// one for the same key replaces it).
+    pub(crate) fn queue_rehash(&self, rewrite: HashRewrite) {
+        lock(&self.rehashes).insert(rewrite.key_id, rewrite);
     }
 
     fn pending(&self) -> MutexGuard<'_, HashMap<Uuid, DateTime<Utc>>> {
@@ -82,6 +93,47 @@ impl LastUsedWriter {
     /// pending set (newer values win) for the next flush, and the flush stops
     /// with the error; chunks already written stay written.
     pub(crate) async fn flush(&self) -> Result<usize, StoreError> {
+        // Both kinds are tried whatever the other's outcome.
+        let used = self.flush_last_used().await;
+        let rehashed = self.flush_rehashes().await;
+        Ok(used? + rehashed?)
+    }
+
+    /// Writes the pending re-hashes, as [`Self::flush_last_used`] writes uses:
+    /// chunk by chunk, putting back what was not written.
+    async fn flush_rehashes(&self) -> Result<usize, StoreError> {
+        let mut batch: Vec<HashRewrite> = std::mem::take(&mut *lock(&self.rehashes))
+            .into_values()
+            .collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        batch.sort_unstable_by_key(|rewrite| rewrite.key_id);
+        let mut written = 0;
+        for chunk in batch.chunks(LAST_USED_CHUNK) {
+            if let Err(err) = self.store.rewrite_hashes(chunk).await {
+                let mut pending = lock(&self.rehashes);
+                for rewrite in &batch[written..] {
+                    pending
+                        .entry(rewrite.key_id)
+                        .or_insert_with(|| rewrite.clone());
+                }
+                tracing::warn!(
+                    error = %err,
+                    written,
+                    pending = pending.len(),
+                    "re-hashing keys under the current pepper failed; the rest will be retried"
+                );
+                return Err(err);
+            }
+            written += chunk.len();
+        }
+        tracing::debug!(keys = written, "re-hashed keys under the current pepper");
+        Ok(written)
+    }
+
+    /// Writes the pending `last_used_at` values.
+    async fn flush_last_used(&self) -> Result<usize, StoreError> {
         let mut batch: Vec<(Uuid, DateTime<Utc>)> =
             std::mem::take(&mut *self.pending()).into_iter().collect();
         if batch.is_empty() {
@@ -119,8 +171,9 @@ impl LastUsedWriter {
         }
     }
 
+    /// Values waiting to be written: uses and re-hashes.
     pub(crate) fn pending_len(&self) -> usize {
-        self.pending().len()
+        self.pending().len() + lock(&self.rehashes).len()
     }
 }
 
@@ -133,7 +186,7 @@ pub(crate) struct Flusher {
 
 impl Flusher {
     /// Spawns the flusher on the current tokio runtime, if there is one.
-    pub(crate) fn spawn(writer: Arc<LastUsedWriter>, interval: Duration) -> Option<Self> {
+    pub(crate) fn spawn(writer: Arc<BatchWriter>, interval: Duration) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (stop, mut stopped) = watch::channel(false);
         let task = runtime.spawn(async move {
@@ -151,7 +204,7 @@ impl Flusher {
             if writer.flush().await.is_err() {
                 tracing::error!(
                     keys = writer.pending_len(),
-                    "last_used_at could not be written at shutdown"
+                    "last_used_at or re-hashes could not be written at shutdown"
                 );
             }
         });
@@ -191,7 +244,7 @@ mod tests {
         repository: &Scripted,
         n: usize,
         timeout: Duration,
-    ) -> (LastUsedWriter, HashMap<Uuid, DateTime<Utc>>) {
+    ) -> (BatchWriter, HashMap<Uuid, DateTime<Utc>>) {
         let base = DateTime::from_timestamp_micros(1_767_225_600_000_500).unwrap();
         let mut expected = HashMap::new();
         for index in 0..n {
@@ -209,13 +262,14 @@ mod tests {
                     expires_at: None,
                     last_used_at: None,
                     created_at: Some(base),
+                    pepper_id: None,
                 },
             )
             .await
             .unwrap();
             expected.insert(key_id, base + TimeDelta::milliseconds(index as i64));
         }
-        let writer = LastUsedWriter::new(
+        let writer = BatchWriter::new(
             Store::new(repository.clone(), timeout),
             Duration::from_secs(900),
         );
@@ -240,7 +294,7 @@ mod tests {
     /// checks that the next flush writes exactly the chunks not written.
     async fn assert_only_unwritten_chunks_retried(
         repository: &Scripted,
-        writer: &LastUsedWriter,
+        writer: &BatchWriter,
         expected: &HashMap<Uuid, DateTime<Utc>>,
     ) {
         let seen = repository.flushed();
@@ -298,7 +352,7 @@ mod tests {
 
     #[test]
     fn put_back_keeps_a_newer_pending_value() {
-        let writer = LastUsedWriter::new(
+        let writer = BatchWriter::new(
             Store::new(Scripted::default(), Duration::from_secs(2)),
             Duration::from_secs(900),
         );
@@ -315,7 +369,7 @@ mod tests {
 
     #[test]
     fn a_use_is_recorded_once_per_throttle_interval() {
-        let writer = LastUsedWriter::new(
+        let writer = BatchWriter::new(
             Store::new(Scripted::default(), Duration::from_secs(2)),
             Duration::from_secs(900),
         );
