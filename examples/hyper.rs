@@ -17,7 +17,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming, server::conn::http1};
 use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown, service::TowerToHyperService};
 use tower_api_keys::{
-    AccountId, ApiKeyAuthLayer, ApiKeyValidator, Pepper, store::SeaOrmRepository,
+    AccountId, ApiKeyAuthLayer, ApiKeyValidator, PepperRing, store::SeaOrmRepository,
 };
 
 /// The application: only ever called with a valid key.
@@ -33,9 +33,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let database_url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://api-keys.db".to_owned());
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3001".to_owned());
-    let (pepper, _source) =
-        Pepper::from_env_or_file("API_KEY_PEPPER", Path::new("api-keys.pepper"))?;
-    let validator = ApiKeyValidator::new(SeaOrmRepository::connect(&database_url).await?, pepper);
+    let (peppers, _source) = PepperRing::from_env_or_file(
+        "API_KEY_PEPPER",
+        "API_KEY_PREVIOUS_PEPPERS",
+        Path::new("api-keys.pepper"),
+    )?;
+    let validator = ApiKeyValidator::new(SeaOrmRepository::connect(&database_url).await?, peppers);
 
     let service = tower::ServiceBuilder::new()
         .layer(ApiKeyAuthLayer::new(validator.clone()))

@@ -14,7 +14,8 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `DATABASE_URL` | key store; `sqlite://…`, or `postgres://…` / `mysql://…` with the crate features `postgres` / `mysql`. Migrations run at start. | `sqlite://api-keys.db` (created if missing) |
-//! | `API_KEY_PEPPER` | the HMAC key for stored secrets (its UTF-8 bytes, at least 16) | generated once, kept in `api-keys.pepper` (mode 0600) and reused |
+//! | `API_KEY_PEPPER` | the current HMAC key for stored secrets (its UTF-8 bytes, at least 16) | generated once (32 random characters), kept in `api-keys.pepper` (mode 0600) and reused |
+//! | `API_KEY_PREVIOUS_PEPPERS` | previous peppers during a rotation, comma-separated, newest first; the last one made the rows without a `pepper_id` | none |
 //! | `ADMIN_TOKEN` | stands in for the host's own login on the management routes (at least 16 bytes, no whitespace) | generated at each start and printed once to stdout as `ADMIN_TOKEN=…` |
 //! | `BIND` | listening address | `127.0.0.1:3000` |
 //! | `RUST_LOG` | log filter (logs go to stderr) | `info` |
@@ -67,7 +68,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair,
-    Pepper, PepperSource,
+    PepperRing, PepperSource,
     headers::PROBLEM_JSON,
     router::ManagementRouter,
     store::{SeaOrmRepository, redact_url},
@@ -115,7 +116,7 @@ async fn run() -> Result<(), String> {
         .parse()
         .map_err(|err| format!("BIND={bind:?} is not a socket address: {err}"))?;
     let (admin_token, admin_token_generated) = admin_token()?;
-    let pepper = pepper()?;
+    let peppers = peppers()?;
 
     let shown_url = redact_url(&database_url);
     let repo = SeaOrmRepository::connect(&database_url)
@@ -131,7 +132,7 @@ async fn run() -> Result<(), String> {
         })?;
     tracing::info!(database = %shown_url, "key store ready");
 
-    let validator = ApiKeyValidator::new(repo.clone(), pepper);
+    let validator = ApiKeyValidator::new(repo.clone(), peppers);
     let manager = KeyManager::new(validator.clone());
     let app = app(validator.clone(), manager, admin_token);
 
@@ -292,10 +293,16 @@ fn env_or(name: &str, default: &str) -> Result<String, String> {
     }
 }
 
-/// `API_KEY_PEPPER`, or the pepper kept in (or first generated into) `api-keys.pepper`.
-fn pepper() -> Result<Pepper, String> {
-    let (pepper, source) = Pepper::from_env_or_file("API_KEY_PEPPER", Path::new(PEPPER_FILE))
-        .map_err(|err| format!("cannot load the pepper: {err}"))?;
+/// `API_KEY_PEPPER`, or the pepper kept in (or first generated into)
+/// `api-keys.pepper`, as the current pepper; `API_KEY_PREVIOUS_PEPPERS`
+/// (comma-separated, newest first) as the previous ones during a rotation.
+fn peppers() -> Result<PepperRing, String> {
+    let (ring, source) = PepperRing::from_env_or_file(
+        "API_KEY_PEPPER",
+        "API_KEY_PREVIOUS_PEPPERS",
+        Path::new(PEPPER_FILE),
+    )
+    .map_err(|err| format!("cannot load the pepper: {err}"))?;
     match source {
         PepperSource::Environment => {}
         PepperSource::Generated => tracing::info!(
@@ -306,7 +313,14 @@ fn pepper() -> Result<Pepper, String> {
             tracing::info!("API_KEY_PEPPER not set: loaded the pepper from {PEPPER_FILE}")
         }
     }
-    Ok(pepper)
+    let ids: Vec<String> = ring.ids().map(ToString::to_string).collect();
+    tracing::info!(
+        current = %ring.current_id(),
+        legacy = %ring.legacy_id(),
+        peppers = ids.len(),
+        "peppers loaded (ids only)"
+    );
+    Ok(ring)
 }
 
 /// `ADMIN_TOKEN`, or a random one; the second value is the token if it was generated.

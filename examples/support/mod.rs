@@ -3,7 +3,7 @@
 
 use std::{error::Error, net::SocketAddr, path::Path};
 
-use tower_api_keys::{ApiKeyValidator, Pepper, store::SeaOrmRepository};
+use tower_api_keys::{ApiKeyValidator, PepperRing, store::SeaOrmRepository};
 use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
@@ -28,7 +28,8 @@ pub fn bind_address(default: &str) -> Result<SocketAddr, Box<dyn Error>> {
 /// `api-keys.pepper` file (generated on first start).
 pub async fn validator() -> Result<ApiKeyValidator, Box<dyn Error>> {
     let path = Path::new("api-keys.pepper");
-    let (pepper, source) = Pepper::from_env_or_file("API_KEY_PEPPER", path)?;
+    let (pepper, source) =
+        PepperRing::from_env_or_file("API_KEY_PEPPER", "API_KEY_PREVIOUS_PEPPERS", path)?;
     tracing::info!(?source, path = %path.display(), "pepper loaded");
     let database_url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://api-keys.db".to_owned());
