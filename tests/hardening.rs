@@ -370,6 +370,7 @@ async fn nothing_secret_is_ever_logged(db: &TestDb) {
         expires_at: None,
         last_used_at: None,
         created_at: Some(Utc::now()),
+        pepper_id: None,
     };
     let err = db.repo.insert(duplicate.clone()).await.unwrap_err();
     let manager_err = ManagerError::from(err);
@@ -446,6 +447,7 @@ async fn debug_and_errors_redact_every_secret() {
         expires_at: None,
         last_used_at: None,
         created_at: record.created_at,
+        pepper_id: record.pepper_id.clone(),
     };
     let active_model = entity::ActiveModel::from(model.clone());
     assert_eq!(record.secret_key_hash, hash_hex);

@@ -445,6 +445,7 @@ async fn reference_vectors_validate_from_stored_rows(db: &TestDb) {
                 expires_at: None,
                 last_used_at: None,
                 created_at: Some(Utc::now()),
+                pepper_id: None,
             })
             .await
             .unwrap();

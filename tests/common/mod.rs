@@ -28,7 +28,8 @@ use tower_api_keys::{
     hash::KeyHasher,
     router::ManagementRouter,
     store::{
-        ApiKeyRecord, ApiKeyRepository, KeyStatus, SeaOrmRepository, StoreError, connect_options,
+        ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyStatus, PepperCount, SeaOrmRepository,
+        StoreError, connect_options,
     },
 };
 use uuid::Uuid;
@@ -280,7 +281,12 @@ pub struct Probe<R> {
     pub inner: R,
     pub lookups: Arc<AtomicUsize>,
     pub flushes: Arc<AtomicUsize>,
+    /// Re-hashes written, in all.
+    pub rewrites: Arc<AtomicUsize>,
     pub failing: Arc<AtomicBool>,
+    /// Whether the wrapped repository's change feed is passed on (default: no,
+    /// so that what a test observes is its own doing).
+    with_feed: bool,
     per_key: Arc<Mutex<HashMap<String, usize>>>,
     after_lookup: Option<LookupHook>,
 }
@@ -291,7 +297,9 @@ impl<R> Probe<R> {
             inner,
             lookups: Arc::default(),
             flushes: Arc::default(),
+            rewrites: Arc::default(),
             failing: Arc::default(),
+            with_feed: false,
             per_key: Arc::default(),
             after_lookup: None,
         }
@@ -304,6 +312,12 @@ impl<R> Probe<R> {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.after_lookup = Some(Arc::new(move |public_key| Box::pin(hook(public_key))));
+        self
+    }
+
+    /// Passes the wrapped repository's change feed on.
+    pub fn with_feed(mut self) -> Self {
+        self.with_feed = true;
         self
     }
 
@@ -392,6 +406,30 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         self.flushes.fetch_add(1, Ordering::SeqCst);
         self.check()?;
         self.inner.record_last_used(batch).await
+    }
+    async fn rewrite_hashes(&self, batch: &[HashRewrite]) -> Result<(), StoreError> {
+        self.rewrites.fetch_add(batch.len(), Ordering::SeqCst);
+        self.check()?;
+        self.inner.rewrite_hashes(batch).await
+    }
+    async fn count_by_pepper(&self) -> Result<Vec<PepperCount>, StoreError> {
+        self.check()?;
+        self.inner.count_by_pepper().await
+    }
+    async fn revoke_by_pepper(
+        &self,
+        pepper_id: &str,
+        include_legacy: bool,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.revoke_by_pepper(pepper_id, include_legacy).await
+    }
+    fn change_source(&self) -> Option<tower_api_keys::feed::ChangeSource> {
+        if self.with_feed {
+            self.inner.change_source()
+        } else {
+            None
+        }
     }
 }
 
@@ -508,5 +546,6 @@ pub fn row(pair: &KeyPair, account_id: Uuid, expires_at: Option<DateTime<Utc>>) 
         expires_at,
         last_used_at: None,
         created_at: Some(expires_at.map_or(now, |at| at.min(now) - chrono::TimeDelta::days(1))),
+        pepper_id: None,
     }
 }
