@@ -25,12 +25,19 @@
 //! - `GET /healthz`: `ok`, no authentication.
 //! - `GET /v1/whoami`: behind [`ApiKeyAuthLayer`]; send `X-API-Key: pk_…:sk_…`
 //!   (or `Authorization: Bearer pk_…:sk_…`); answers
-//!   `{"account_id": "…", "key_id": "…"}`.
+//!   `{"account_id": "…", "key_id": "…", "scopes": […] or null}`.
+//! - `GET /v1/reports` needs scope `reports:read`, `POST /v1/reports` scope
+//!   `reports:write` ([`RequireScopesLayer`]); each answers
+//!   `{"account_id": "…", "key_id": "…"}`, a key without the scope `403`.
 //! - `/v1/api-keys`: the key-management routes of
 //!   [`ManagementRouter`](tower_api_keys::router::ManagementRouter) (create, list,
-//!   show, revoke, delete). A real host puts its own authentication in front;
-//!   here each request carries `Authorization: Bearer <ADMIN_TOKEN>` and
-//!   `X-Account-Id: <uuid>`, the account whose keys it manages.
+//!   show, update, rotate, revoke, delete). A real host puts its own
+//!   authentication in front; here each request carries
+//!   `Authorization: Bearer <ADMIN_TOKEN>` and `X-Account-Id: <uuid>`, the
+//!   account whose keys it manages.
+//! - `POST /v1/api-keys/revocations`: revocation by the key holder
+//!   ([`RevocationRouter`](tower_api_keys::router::RevocationRouter)), body
+//!   `{"credential": "pk_…:sk_…"}`, no admin token.
 //!
 //! ```text
 //! ADMIN_TOKEN=change-me-to-a-long-secret cargo run --example server
@@ -62,15 +69,15 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair,
-    PepperRing, PepperSource,
+    PepperRing, PepperSource, RequireScopesLayer, Scopes,
     headers::PROBLEM_JSON,
-    router::ManagementRouter,
+    router::{ManagementRouter, RevocationRouter},
     store::{SeaOrmRepository, redact_url},
 };
 use tracing_subscriber::EnvFilter;
@@ -179,6 +186,7 @@ async fn run() -> Result<(), String> {
 
 /// The whole application: health check, the protected route and key management.
 fn app(validator: ApiKeyValidator, manager: KeyManager, admin_token: String) -> Router {
+    let revocations = RevocationRouter::new(manager.clone()).build();
     let management = ManagementRouter::new(manager)
         .build()
         .layer(middleware::from_fn_with_state(
@@ -189,8 +197,16 @@ fn app(validator: ApiKeyValidator, manager: KeyManager, admin_token: String) -> 
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/v1/whoami",
-            get(whoami).route_layer(ApiKeyAuthLayer::new(validator)),
+            get(whoami).route_layer(ApiKeyAuthLayer::new(validator.clone())),
         )
+        .route(
+            "/v1/reports",
+            get(report)
+                .layer(RequireScopesLayer::new(["reports:read"]))
+                .merge(post(report).layer(RequireScopesLayer::new(["reports:write"])))
+                .route_layer(ApiKeyAuthLayer::new(validator)),
+        )
+        .nest("/v1/api-keys/revocations", revocations)
         .nest("/v1/api-keys", management)
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {
@@ -200,13 +216,30 @@ fn app(validator: ApiKeyValidator, manager: KeyManager, admin_token: String) -> 
 
 /// The body of `GET /v1/whoami`.
 #[derive(serde::Serialize)]
-struct WhoAmI {
+struct WhoAmI<'a> {
+    account_id: AccountId,
+    key_id: ApiKeyId,
+    scopes: Option<&'a Scopes>,
+}
+
+async fn whoami(key: AuthenticatedKey) -> Response {
+    Json(WhoAmI {
+        account_id: key.account_id(),
+        key_id: key.key_id(),
+        scopes: key.scopes(),
+    })
+    .into_response()
+}
+
+/// The body of `GET` and `POST /v1/reports`.
+#[derive(serde::Serialize)]
+struct Report {
     account_id: AccountId,
     key_id: ApiKeyId,
 }
 
-async fn whoami(key: AuthenticatedKey) -> Json<WhoAmI> {
-    Json(WhoAmI {
+async fn report(key: AuthenticatedKey) -> Json<Report> {
+    Json(Report {
         account_id: key.account_id(),
         key_id: key.key_id(),
     })

@@ -47,6 +47,18 @@ pub struct Model {
     pub created_at: Option<DateTimeUtc>,
     /// The id of the pepper that made the hash; `None` for the legacy pepper.
     pub pepper_id: Option<String>,
+    /// The key's scopes as JSON text (an array); `None`: unrestricted. The
+    /// column is `jsonb` on PostgreSQL and `json` on MySQL: read it with
+    /// [`find`], which selects it as text.
+    pub scopes: Option<String>,
+    /// The key's metadata as JSON text (an object); typed as `scopes`.
+    pub metadata: Option<String>,
+    /// The key a rotation replaced with this one.
+    pub rotated_from: Option<Uuid>,
+    /// Rate limit: requests per period (set together with the period).
+    pub rate_limit_requests: Option<i32>,
+    /// Rate limit: the period in seconds.
+    pub rate_limit_period_seconds: Option<i32>,
 }
 
 /// `api_keys` has no relations.
@@ -55,10 +67,11 @@ pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
 
-/// `Entity::find()` that reads `status` as text whatever the column's type: on
-/// PostgreSQL it selects `CAST(status AS text)`, so that a table adopted from the
-/// reference service (where `status` is the ENUM `api_key_status`) decodes; on
-/// SQLite and MySQL `status` is read as it is.
+/// `Entity::find()` that reads `status`, `scopes` and `metadata` as text
+/// whatever the columns' types: on PostgreSQL it selects them cast to `text`, so
+/// that a table adopted from the reference service (where `status` is the ENUM
+/// `api_key_status`) and the `jsonb` columns decode; on MySQL the `json`
+/// columns are cast to `char`; on SQLite every column is read as it is.
 ///
 /// ```
 /// # async fn list(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
@@ -67,16 +80,23 @@ impl ActiveModelBehavior for ActiveModel {}
 /// # Ok(()) }
 /// ```
 pub fn find(backend: DatabaseBackend) -> Select<Entity> {
-    if backend != DatabaseBackend::Postgres {
-        return Entity::find();
+    let cast: &[(&str, &str)] = match backend {
+        DatabaseBackend::Postgres => {
+            &[("status", "text"), ("scopes", "text"), ("metadata", "text")]
+        }
+        DatabaseBackend::MySql => &[("scopes", "char"), ("metadata", "char")],
+        _ => return Entity::find(),
+    };
+    let mut select = Entity::find().select_only().columns(
+        Column::iter().filter(|column| !cast.iter().any(|(name, _)| column.as_str() == *name)),
+    );
+    for (name, to) in cast {
+        select = select.expr_as(
+            Expr::col((Entity, sea_orm::sea_query::Alias::new(*name))).cast_as(*to),
+            *name,
+        );
     }
-    Entity::find()
-        .select_only()
-        .columns(Column::iter().filter(|column| !matches!(column, Column::Status)))
-        .expr_as(
-            Expr::col((Entity, Column::Status)).cast_as("text"),
-            "status",
-        )
+    select
 }
 
 /// The stored `secret_key_hash`: 64 lowercase hex characters.
@@ -176,6 +196,11 @@ mod tests {
             last_used_at: None,
             created_at: Some(Utc::now()),
             pepper_id: None,
+            scopes: None,
+            metadata: None,
+            rotated_from: None,
+            rate_limit_requests: None,
+            rate_limit_period_seconds: None,
         }
     }
 

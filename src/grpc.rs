@@ -9,6 +9,8 @@
 //! |---|---|---|
 //! | missing, malformed or invalid credential | `16` (`UNAUTHENTICATED`) | [`Rejection::detail`], percent-encoded |
 //! | [`Rejection::StoreUnavailable`] | `14` (`UNAVAILABLE`) | `Authentication temporarily unavailable` |
+//! | [`Rejection::InsufficientScope`] (a scope guard) | `7` (`PERMISSION_DENIED`) | `Insufficient scope` |
+//! | [`Rejection::RateLimited`] | `8` (`RESOURCE_EXHAUSTED`) | `Rate limit exceeded` |
 //!
 //! so that a tonic client sees `Code::Unauthenticated` or `Code::Unavailable`
 //! with the same wording as the HTTP problem documents. It needs nothing from
@@ -53,6 +55,10 @@ const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 pub const UNAUTHENTICATED: u16 = 16;
 /// gRPC status code `UNAVAILABLE`.
 pub const UNAVAILABLE: u16 = 14;
+/// gRPC status code `PERMISSION_DENIED`.
+pub const PERMISSION_DENIED: u16 = 7;
+/// gRPC status code `RESOURCE_EXHAUSTED`.
+pub const RESOURCE_EXHAUSTED: u16 = 8;
 
 /// A [`RejectionHandler`] answering in gRPC: a trailers-only response with
 /// `grpc-status` `16` (`UNAUTHENTICATED`), or `14` (`UNAVAILABLE`) when the key
@@ -64,10 +70,14 @@ pub struct GrpcRejection;
 
 impl GrpcRejection {
     /// The gRPC status code for `rejection`: [`UNAVAILABLE`] for a store
-    /// outage (a client may retry), otherwise [`UNAUTHENTICATED`].
+    /// outage (a client may retry), [`PERMISSION_DENIED`] for a missing scope,
+    /// [`RESOURCE_EXHAUSTED`] over the rate limit, otherwise
+    /// [`UNAUTHENTICATED`].
     pub const fn code(rejection: Rejection) -> u16 {
         match rejection.status() {
             StatusCode::SERVICE_UNAVAILABLE => UNAVAILABLE,
+            StatusCode::FORBIDDEN => PERMISSION_DENIED,
+            StatusCode::TOO_MANY_REQUESTS => RESOURCE_EXHAUSTED,
             _ => UNAUTHENTICATED,
         }
     }
@@ -112,11 +122,13 @@ mod tests {
 
     use super::*;
 
-    const ALL: [Rejection; 4] = [
+    const ALL: [Rejection; 6] = [
         Rejection::MissingCredential,
         Rejection::MalformedCredential,
         Rejection::InvalidCredential,
         Rejection::StoreUnavailable,
+        Rejection::InsufficientScope,
+        Rejection::RateLimited,
     ];
 
     #[test]
@@ -126,10 +138,11 @@ mod tests {
             assert_eq!(response.status(), StatusCode::OK, "{rejection:?}");
             let headers = response.headers();
             assert_eq!(headers[header::CONTENT_TYPE], "application/grpc");
-            let expected = if rejection == Rejection::StoreUnavailable {
-                "14"
-            } else {
-                "16"
+            let expected = match rejection {
+                Rejection::StoreUnavailable => "14",
+                Rejection::InsufficientScope => "7",
+                Rejection::RateLimited => "8",
+                _ => "16",
             };
             assert_eq!(headers["grpc-status"], expected, "{rejection:?}");
             assert_eq!(headers["grpc-message"], rejection.detail(), "{rejection:?}");

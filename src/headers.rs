@@ -6,6 +6,9 @@ use http::HeaderName;
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// The `WWW-Authenticate` challenge sent with every `401`.
 pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"api\"";
+/// The `WWW-Authenticate` challenge of a `403` for a missing scope (RFC 6750
+/// §3.1); a scope guard adds `scope="…"` with the scopes it requires.
+pub const INSUFFICIENT_SCOPE: &str = "Bearer error=\"insufficient_scope\"";
 /// The `Retry-After` value, in seconds, sent with `503`.
 pub const RETRY_AFTER_SECS: u32 = 5;
 /// The problem-document media type (`Content-Type` of every refusal).

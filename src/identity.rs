@@ -11,6 +11,8 @@ use std::{fmt, str::FromStr, sync::Arc};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::policy::{Metadata, Scopes};
+
 macro_rules! uuid_newtype {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -78,6 +80,8 @@ pub struct AuthenticatedKey {
     key_id: ApiKeyId,
     public_key: Arc<str>,
     expires_at: Option<DateTime<Utc>>,
+    scopes: Option<Scopes>,
+    metadata: Option<Metadata>,
 }
 
 impl AuthenticatedKey {
@@ -86,12 +90,16 @@ impl AuthenticatedKey {
         key_id: ApiKeyId,
         public_key: Arc<str>,
         expires_at: Option<DateTime<Utc>>,
+        scopes: Option<Scopes>,
+        metadata: Option<Metadata>,
     ) -> Self {
         Self {
             account_id,
             key_id,
             public_key,
             expires_at,
+            scopes,
+            metadata,
         }
     }
 
@@ -114,6 +122,34 @@ impl AuthenticatedKey {
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {
         self.expires_at
     }
+
+    /// The key's scopes; `None` for an unrestricted key (every key the
+    /// reference service wrote, and every key created without `scopes`).
+    pub fn scopes(&self) -> Option<&Scopes> {
+        self.scopes.as_ref()
+    }
+
+    /// Whether the key grants `scope`: always for an unrestricted key.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes
+            .as_ref()
+            .is_none_or(|scopes| scopes.contains(scope))
+    }
+
+    /// The first of `required` the key does not grant, if any.
+    pub fn missing_scope<'a>(&self, required: &'a [impl AsRef<str>]) -> Option<&'a str> {
+        let scopes = self.scopes.as_ref()?;
+        required
+            .iter()
+            .map(AsRef::as_ref)
+            .find(|scope| !scopes.contains(scope))
+    }
+
+    /// The key's metadata, if it has any. Read from the cache: no store round
+    /// trip.
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_ref()
+    }
 }
 
 impl fmt::Debug for AuthenticatedKey {
@@ -123,6 +159,8 @@ impl fmt::Debug for AuthenticatedKey {
             .field("key_id", &self.key_id)
             .field("public_key", &&*self.public_key)
             .field("expires_at", &self.expires_at)
+            .field("scopes", &self.scopes)
+            .field("metadata", &self.metadata)
             .finish()
     }
 }

@@ -29,6 +29,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod auth;
+mod body;
 mod cache;
 pub mod entity;
 #[cfg(feature = "axum")]
@@ -46,6 +47,7 @@ pub mod limits;
 mod manager;
 pub mod migration;
 mod pepper;
+pub mod policy;
 #[cfg(feature = "axum")]
 mod problem;
 mod rejection;
@@ -53,6 +55,7 @@ mod ring;
 #[cfg(feature = "axum")]
 pub mod router;
 mod rules;
+mod scope;
 pub mod store;
 mod sync;
 #[cfg(test)]
@@ -60,7 +63,8 @@ mod test_support;
 mod validator;
 mod writer;
 
-pub use auth::{ApiKeyAuth, ApiKeyAuthLayer, ResponseBody, ResponseFuture, extract_credential};
+pub use auth::{ApiKeyAuth, ApiKeyAuthLayer, ResponseFuture, extract_credential};
+pub use body::ResponseBody;
 pub use cache::CachedEntries;
 #[cfg(feature = "axum")]
 pub use extract::MissingAuthentication;
@@ -68,9 +72,11 @@ pub use identity::{AccountId, ApiKeyId, AuthenticatedKey};
 pub use key::{Credential, KeyPair, MalformedCredential};
 pub use manager::{ApiKeyInfo, CreatedKey, KeyManager, ManagerError, PepperRole, PepperStatus};
 pub use pepper::{Pepper, PepperError, PepperFileError, PepperSource};
+pub use policy::{Metadata, Scopes};
 pub use rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
 pub use ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
 pub use rules::{FieldError, NewApiKey};
+pub use scope::{RequireScopes, RequireScopesLayer, ScopeFuture};
 pub use validator::{ApiKeyValidator, ValidatorBuilder};
 
 /// The README's Rust examples, compiled and run as doctests.

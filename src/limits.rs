@@ -8,3 +8,5 @@ pub const MAX_DESCRIPTION_CHARS: usize = 4096;
 pub const EXPIRES_IN_DAYS: std::ops::RangeInclusive<i64> = 1..=365;
 /// Shortest pepper accepted, in bytes.
 pub const MIN_PEPPER_LEN: usize = 16;
+/// Longest grace period of a rotation, in seconds (7 days).
+pub const MAX_GRACE_PERIOD_SECONDS: u64 = 604_800;

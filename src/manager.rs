@@ -1,9 +1,10 @@
-//! Key management for host code: create, list, get, revoke, delete, each scoped
-//! to an account.
+//! Key management for host code: create, list, get, update, rotate, revoke,
+//! delete, each scoped to an account; revocation by the key holder.
 
 use std::{
     fmt,
     sync::atomic::{AtomicI64, Ordering},
+    time::Duration,
 };
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -13,9 +14,15 @@ use uuid::Uuid;
 use crate::{
     identity::{AccountId, ApiKeyId},
     key::{KeyPair, RandomSourceError, SecretKey},
+    limits::MAX_GRACE_PERIOD_SECONDS,
+    policy::{Metadata, Scopes},
+    rejection::Rejection,
     ring::PepperId,
     rules::{FieldError, NewApiKey},
-    store::{ApiKeyRecord, EffectiveStatus, KeyStatus, Store, StoreError},
+    store::{
+        ApiKeyRecord, EffectiveStatus, KeyChanges, KeyStatus, OldKeyLimit, RotateOutcome, Rotation,
+        Store, StoreError, storage_time,
+    },
     validator::ApiKeyValidator,
 };
 
@@ -68,6 +75,12 @@ pub struct ApiKeyInfo {
     /// another program into a table that allows it, such as the reference
     /// service's.
     pub created_at: Option<DateTime<Utc>>,
+    /// The scopes the key grants, ascending; `None` (`null`): unrestricted.
+    pub scopes: Option<Scopes>,
+    /// The key's metadata, as given.
+    pub metadata: Option<Metadata>,
+    /// The key this one replaced in a rotation, if any.
+    pub rotated_from: Option<ApiKeyId>,
 }
 
 impl ApiKeyInfo {
@@ -81,6 +94,9 @@ impl ApiKeyInfo {
             expires_at: record.expires_at,
             last_used_at: record.last_used_at,
             created_at: record.created_at,
+            scopes: record.scopes,
+            metadata: record.metadata,
+            rotated_from: record.rotated_from.map(ApiKeyId::new),
         }
     }
 }
@@ -143,6 +159,15 @@ pub enum ManagerError {
     /// No such key in this account.
     #[error("API key not found")]
     NotFound,
+    /// The key to rotate is revoked or expired.
+    #[error("API key is not active")]
+    NotActive,
+    /// The key to rotate already has a successor (it is in its grace period).
+    #[error("API key has already been rotated")]
+    AlreadyRotated,
+    /// The key store could not be reached to check a credential.
+    #[error("the key store is unavailable")]
+    Unavailable,
     /// The request broke a rule; one entry per field.
     #[error("invalid API key request: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldError>),
@@ -210,6 +235,9 @@ impl KeyManager {
             last_used_at: None,
             created_at: Some(created_at),
             pepper_id: Some(pepper_id.as_str().to_owned()),
+            scopes: request.scopes,
+            metadata: request.metadata,
+            rotated_from: None,
         };
         let inserted = self.store.insert(record.clone()).await;
         // A probe of this public key before it existed must not linger as
@@ -262,6 +290,145 @@ impl KeyManager {
         let record = revoked?.ok_or(ManagerError::NotFound)?;
         tracing::info!(%key_id, account_id = %account, "API key revoked");
         Ok(ApiKeyInfo::from_record(record, Utc::now()))
+    }
+
+    /// Changes the key's title, description, scopes or metadata and returns it
+    /// as it is now. Takes effect on the next request on this process (the key
+    /// leaves the cache) and, through the change feed, on every replica.
+    pub async fn update(
+        &self,
+        account: AccountId,
+        key_id: ApiKeyId,
+        changes: KeyChanges,
+    ) -> Result<ApiKeyInfo, ManagerError> {
+        changes.validate().map_err(ManagerError::Invalid)?;
+        let changes = KeyChanges {
+            title: changes.title.map(|title| title.trim().to_owned()),
+            ..changes
+        };
+        let public_key = self.public_key_of(account, key_id).await?;
+        let updated = self
+            .store
+            .update(account.into_inner(), key_id.into_inner(), &changes)
+            .await;
+        self.validator.invalidate(&public_key);
+        let record = updated?.ok_or(ManagerError::NotFound)?;
+        tracing::info!(%key_id, account_id = %account, "API key updated");
+        Ok(ApiKeyInfo::from_record(record, Utc::now()))
+    }
+
+    /// Replaces the key with a new one that copies its title, description,
+    /// scopes and metadata, and its lifetime counted from now. The old key is
+    /// revoked at once for a zero `grace_period`, else it expires at the end of
+    /// the grace period (never later than it would have). Atomic in the store:
+    /// the new key exists if and only if the old one was limited; a key has at
+    /// most one successor.
+    ///
+    /// Errors: [`ManagerError::NotActive`] for a revoked or expired key,
+    /// [`ManagerError::AlreadyRotated`] for a key in its grace period,
+    /// [`ManagerError::Invalid`] for a grace period over 7 days.
+    pub async fn rotate(
+        &self,
+        account: AccountId,
+        key_id: ApiKeyId,
+        grace_period: Duration,
+    ) -> Result<CreatedKey, ManagerError> {
+        if grace_period.as_secs() > MAX_GRACE_PERIOD_SECONDS {
+            return Err(ManagerError::Invalid(vec![FieldError::new(
+                "grace_period_seconds",
+                format!("must be an integer from 0 to {MAX_GRACE_PERIOD_SECONDS}"),
+            )]));
+        }
+        let old = self
+            .store
+            .get(account.into_inner(), key_id.into_inner())
+            .await?
+            .ok_or(ManagerError::NotFound)?;
+        let now = creation_time();
+        if old.effective_status(now) != EffectiveStatus::Active {
+            return Err(ManagerError::NotActive);
+        }
+        // The same lifetime, counted from now (for a row without `created_at`,
+        // what is left of it).
+        let expires_at = old
+            .expires_at
+            .map(|at| storage_time(now + (at - old.created_at.unwrap_or(now))));
+        let old_key = if grace_period.is_zero() {
+            OldKeyLimit::Revoke
+        } else {
+            let end = now + TimeDelta::from_std(grace_period).unwrap_or(TimeDelta::MAX);
+            OldKeyLimit::ExpireAt(storage_time(old.expires_at.map_or(end, |at| at.min(end))))
+        };
+        let pair = KeyPair::generate()?;
+        let (hash, pepper_id) = self.validator.hash_new_secret(pair.secret_key.expose());
+        let successor = ApiKeyRecord {
+            key_id: Uuid::new_v4(),
+            public_key: pair.public_key.as_str().to_owned(),
+            secret_key_hash: hash.to_hex().into(),
+            account_id: account.into_inner(),
+            title: old.title.clone(),
+            description: old.description.clone(),
+            status: KeyStatus::Active,
+            expires_at,
+            last_used_at: None,
+            created_at: Some(now),
+            pepper_id: Some(pepper_id.as_str().to_owned()),
+            scopes: old.scopes.clone(),
+            metadata: old.metadata.clone(),
+            rotated_from: Some(old.key_id),
+        };
+        let outcome = self
+            .store
+            .rotate(Rotation {
+                account_id: account.into_inner(),
+                old_key_id: old.key_id,
+                old_key,
+                successor: successor.clone(),
+            })
+            .await;
+        // Whatever the outcome, neither key may stay cached as it was.
+        self.validator.invalidate(&old.public_key);
+        self.validator.invalidate(&successor.public_key);
+        match outcome? {
+            RotateOutcome::Rotated(_) => {}
+            RotateOutcome::NotFound => return Err(ManagerError::NotFound),
+            RotateOutcome::NotActive => return Err(ManagerError::NotActive),
+            RotateOutcome::AlreadyRotated => return Err(ManagerError::AlreadyRotated),
+        }
+        tracing::info!(%key_id, new_key_id = %successor.key_id, account_id = %account, grace_seconds = grace_period.as_secs(), "API key rotated");
+        Ok(CreatedKey {
+            key: ApiKeyInfo::from_record(successor, now),
+            secret_key: pair.secret_key,
+        })
+    }
+
+    /// Revokes the key a full credential names, for its holder (for example a
+    /// leaked key reported by a secret scanner). Succeeds the same way whether
+    /// or not the credential was valid, malformed, unknown or already revoked,
+    /// so that it cannot be used to test keys; the credential is checked by the
+    /// same constant-time path as the layer. [`ManagerError::Unavailable`] or
+    /// [`ManagerError::Store`] only when the store could not be reached.
+    pub async fn revoke_by_credential(&self, credential: &str) -> Result<(), ManagerError> {
+        let key = match self.validator.validate(credential).await {
+            Ok(key) => key,
+            Err(Rejection::StoreUnavailable) => return Err(ManagerError::Unavailable),
+            Err(Rejection::MalformedCredential | Rejection::MissingCredential) => {
+                // The layer refuses these before any HMAC; here the answer must
+                // not come back faster than for an unknown key.
+                let secret = credential.get(credential.len().saturating_sub(35)..);
+                self.validator.verify_dummy(secret.unwrap_or(credential));
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        };
+        let revoked = self
+            .store
+            .revoke(key.account_id().into_inner(), key.key_id().into_inner())
+            .await;
+        self.validator.invalidate(key.public_key());
+        revoked?;
+        tracing::info!(key_id = %key.key_id(), account_id = %key.account_id(), "API key revoked by its holder");
+        Ok(())
     }
 
     /// Deletes the key. Requests on this process are refused from the moment

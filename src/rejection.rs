@@ -12,7 +12,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 
-use crate::headers::{PROBLEM_JSON, RETRY_AFTER_SECS, WWW_AUTHENTICATE};
+use crate::headers::{INSUFFICIENT_SCOPE, PROBLEM_JSON, RETRY_AFTER_SECS, WWW_AUTHENTICATE};
 
 /// The body of rejection responses: a whole body held in memory (the problem
 /// document, or empty for gRPC). Build it from a `&'static str`, a `String`,
@@ -87,14 +87,24 @@ pub enum Rejection {
     InvalidCredential,
     /// The key store failed or timed out and nothing usable was cached.
     StoreUnavailable,
+    /// A valid key that lacks a scope the route requires (from a scope guard,
+    /// [`RequireScopes`](crate::RequireScopes)).
+    InsufficientScope,
+    /// The key is over its rate limit.
+    RateLimited,
 }
 
 impl Rejection {
-    /// The HTTP status: `401`, or `503` for [`Rejection::StoreUnavailable`].
+    /// The HTTP status: `401`, `503` for [`Rejection::StoreUnavailable`], `403`
+    /// for [`Rejection::InsufficientScope`], `429` for [`Rejection::RateLimited`].
     pub const fn status(self) -> StatusCode {
         match self {
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope => StatusCode::FORBIDDEN,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::MissingCredential | Self::MalformedCredential | Self::InvalidCredential => {
+                StatusCode::UNAUTHORIZED
+            }
         }
     }
 
@@ -105,6 +115,8 @@ impl Rejection {
             Self::MalformedCredential => "Invalid API key format. Expected format: pk_xxx:sk_xxx",
             Self::InvalidCredential => "Invalid API key",
             Self::StoreUnavailable => "Authentication temporarily unavailable",
+            Self::InsufficientScope => "Insufficient scope",
+            Self::RateLimited => "Rate limit exceeded",
         }
     }
 
@@ -122,24 +134,44 @@ impl Rejection {
             Self::StoreUnavailable => {
                 r#"{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"Authentication temporarily unavailable"}"#
             }
+            Self::InsufficientScope => {
+                r#"{"type":"about:blank","title":"Forbidden","status":403,"detail":"Insufficient scope"}"#
+            }
+            Self::RateLimited => {
+                r#"{"type":"about:blank","title":"Too Many Requests","status":429,"detail":"Rate limit exceeded"}"#
+            }
         }
     }
 
     /// The default answer: an RFC 9457 problem document with
     /// `Content-Type: application/problem+json`, plus `WWW-Authenticate` on `401`
-    /// and `Retry-After` on `503`.
+    /// and `403` and `Retry-After` on `503` and `429`. (The scope guard adds the
+    /// scopes it requires to the `403` challenge; the layer sets the real
+    /// `Retry-After` of a `429`.)
     pub fn problem_response(self) -> Response<RejectionBody> {
         let mut response = Response::new(RejectionBody::from(self.body()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if self.status() == StatusCode::UNAUTHORIZED {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(WWW_AUTHENTICATE),
-            );
-        } else {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        match self {
+            Self::StoreUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            Self::RateLimited => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            }
+            Self::InsufficientScope => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(INSUFFICIENT_SCOPE),
+                );
+            }
+            Self::MissingCredential | Self::MalformedCredential | Self::InvalidCredential => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(WWW_AUTHENTICATE),
+                );
+            }
         }
         response
     }
@@ -203,6 +235,8 @@ mod tests {
             Rejection::MalformedCredential,
             Rejection::InvalidCredential,
             Rejection::StoreUnavailable,
+            Rejection::InsufficientScope,
+            Rejection::RateLimited,
         ] {
             let doc: serde_json::Value = serde_json::from_str(rejection.body()).unwrap();
             assert_eq!(doc["type"], "about:blank");

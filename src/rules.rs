@@ -4,7 +4,11 @@
 
 use serde::Serialize;
 
-use crate::limits::{EXPIRES_IN_DAYS, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
+use crate::{
+    limits::{EXPIRES_IN_DAYS, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS},
+    policy::{Metadata, Scopes},
+    store::KeyChanges,
+};
 
 /// What to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +19,10 @@ pub struct NewApiKey {
     pub description: Option<String>,
     /// 1–365 days; `None` for a key that never expires.
     pub expires_in_days: Option<i64>,
+    /// The scopes the key grants; `None` for an unrestricted key.
+    pub scopes: Option<Scopes>,
+    /// Metadata handlers can read from the authenticated key.
+    pub metadata: Option<Metadata>,
 }
 
 impl NewApiKey {
@@ -24,7 +32,23 @@ impl NewApiKey {
             title: title.into(),
             description: None,
             expires_in_days: None,
+            scopes: None,
+            metadata: None,
         }
+    }
+
+    /// Restricts the key to `scopes` (an empty set grants no scope).
+    #[must_use]
+    pub fn with_scopes(mut self, scopes: Scopes) -> Self {
+        self.scopes = Some(scopes);
+        self
+    }
+
+    /// Attaches metadata.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = Some(metadata);
+        self
     }
 
     /// Sets the description.
@@ -44,32 +68,9 @@ impl NewApiKey {
     /// Checks every rule and returns every violation.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
-        let title = self.title.trim();
-        // PostgreSQL cannot store U+0000 in text; refuse it on every backend alike.
-        if title.contains('\0') {
-            errors.push(FieldError::new("title", "must not contain NUL characters"));
-        } else if title.is_empty() {
-            errors.push(FieldError::new("title", "must not be blank"));
-        } else if title.chars().count() > MAX_TITLE_CHARS {
-            errors.push(FieldError::new(
-                "title",
-                format!("must be at most {MAX_TITLE_CHARS} characters"),
-            ));
-        }
-        if let Some(description) = &self.description
-            && description.contains('\0')
-        {
-            errors.push(FieldError::new(
-                "description",
-                "must not contain NUL characters",
-            ));
-        } else if let Some(description) = &self.description
-            && description.chars().count() > MAX_DESCRIPTION_CHARS
-        {
-            errors.push(FieldError::new(
-                "description",
-                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
-            ));
+        check_title(&self.title, &mut errors);
+        if let Some(description) = &self.description {
+            check_description(description, &mut errors);
         }
         if let Some(days) = self.expires_in_days
             && !EXPIRES_IN_DAYS.contains(&days)
@@ -78,6 +79,56 @@ impl NewApiKey {
                 "expires_in_days",
                 "must be an integer from 1 to 365, or null",
             ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Checks a title (trimmed first) against the contract's rules.
+fn check_title(title: &str, errors: &mut Vec<FieldError>) {
+    let title = title.trim();
+    // PostgreSQL cannot store U+0000 in text; refuse it on every backend alike.
+    if title.contains('\0') {
+        errors.push(FieldError::new("title", "must not contain NUL characters"));
+    } else if title.is_empty() {
+        errors.push(FieldError::new("title", "must not be blank"));
+    } else if title.chars().count() > MAX_TITLE_CHARS {
+        errors.push(FieldError::new(
+            "title",
+            format!("must be at most {MAX_TITLE_CHARS} characters"),
+        ));
+    }
+}
+
+/// Checks a description (stored as given).
+fn check_description(description: &str, errors: &mut Vec<FieldError>) {
+    if description.contains('\0') {
+        errors.push(FieldError::new(
+            "description",
+            "must not contain NUL characters",
+        ));
+    } else if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        errors.push(FieldError::new(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+}
+
+impl KeyChanges {
+    /// Checks every rule a change obeys (those of [`NewApiKey`]) and returns
+    /// every violation. Scopes and metadata are valid by construction.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        if let Some(title) = &self.title {
+            check_title(title, &mut errors);
+        }
+        if let Some(Some(description)) = &self.description {
+            check_description(description, &mut errors);
         }
         if errors.is_empty() {
             Ok(())

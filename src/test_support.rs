@@ -16,8 +16,8 @@ use crate::{
     key::KeyPair,
     pepper::Pepper,
     store::{
-        ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyStatus, MemoryRepository, PepperCount,
-        StoreError,
+        ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, MemoryRepository,
+        PepperCount, RotateOutcome, Rotation, StoreError,
     },
     sync::lock,
 };
@@ -43,6 +43,9 @@ pub(crate) fn row(pair: &KeyPair, account_id: Uuid) -> ApiKeyRecord {
         status: KeyStatus::Active,
         expires_at: None,
         last_used_at: None,
+        scopes: None,
+        metadata: None,
+        rotated_from: None,
         created_at: Some(Utc::now()),
         pepper_id: None,
     }
@@ -161,6 +164,25 @@ impl ApiKeyRepository for Scripted {
         let revoked = self.inner.revoke(account_id, key_id).await;
         self.hang_if_asked().await;
         revoked
+    }
+
+    async fn update(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+        changes: &KeyChanges,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.check()?;
+        let updated = self.inner.update(account_id, key_id, changes).await;
+        self.hang_if_asked().await;
+        updated
+    }
+
+    async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
+        self.check()?;
+        let rotated = self.inner.rotate(rotation).await;
+        self.hang_if_asked().await;
+        rotated
     }
 
     async fn delete(

@@ -263,6 +263,9 @@ mod tests {
                     last_used_at: None,
                     created_at: Some(base),
                     pepper_id: None,
+                    scopes: None,
+                    metadata: None,
+                    rotated_from: None,
                 },
             )
             .await

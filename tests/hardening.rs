@@ -371,6 +371,9 @@ async fn nothing_secret_is_ever_logged(db: &TestDb) {
         last_used_at: None,
         created_at: Some(Utc::now()),
         pepper_id: None,
+        scopes: None,
+        metadata: None,
+        rotated_from: None,
     };
     let err = db.repo.insert(duplicate.clone()).await.unwrap_err();
     let manager_err = ManagerError::from(err);
@@ -448,6 +451,11 @@ async fn debug_and_errors_redact_every_secret() {
         last_used_at: None,
         created_at: record.created_at,
         pepper_id: record.pepper_id.clone(),
+        scopes: None,
+        metadata: None,
+        rotated_from: None,
+        rate_limit_requests: None,
+        rate_limit_period_seconds: None,
     };
     let active_model = entity::ActiveModel::from(model.clone());
     assert_eq!(record.secret_key_hash, hash_hex);

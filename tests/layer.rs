@@ -446,6 +446,9 @@ async fn reference_vectors_validate_from_stored_rows(db: &TestDb) {
                 last_used_at: None,
                 created_at: Some(Utc::now()),
                 pepper_id: None,
+                scopes: None,
+                metadata: None,
+                rotated_from: None,
             })
             .await
             .unwrap();

@@ -42,6 +42,9 @@ fn reference_row(public_key: &str, hash: &str, account: Uuid) -> ApiKeyRecord {
         last_used_at: None,
         created_at: Some(Utc::now()),
         pepper_id: None,
+        scopes: None,
+        metadata: None,
+        rotated_from: None,
     }
 }
 

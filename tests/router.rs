@@ -129,12 +129,19 @@ async fn create_returns_the_secret_once(db: &TestDb) {
             "description",
             "expires_at",
             "key_id",
+            "last_used_at",
+            "metadata",
             "public_key",
+            "rotated_from",
+            "scopes",
             "secret_key",
             "status",
             "title"
         ]
     );
+    assert_eq!(created["scopes"], Value::Null);
+    assert_eq!(created["metadata"], Value::Null);
+    assert_eq!(created["rotated_from"], Value::Null);
 
     // The key works.
     let whoami = api.h.whoami(&format!("{public_key}:{secret_key}")).await;
@@ -172,7 +179,10 @@ async fn create_returns_the_secret_once(db: &TestDb) {
             "expires_at",
             "key_id",
             "last_used_at",
+            "metadata",
             "public_key",
+            "rotated_from",
+            "scopes",
             "status",
             "title"
         ]

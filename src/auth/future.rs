@@ -9,8 +9,9 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::{ResponseBody, service::insert_extensions};
+use super::service::insert_extensions;
 use crate::{
+    body::ResponseBody,
     identity::AuthenticatedKey,
     rejection::{Rejection, RejectionBody, RejectionHandler},
 };

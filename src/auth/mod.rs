@@ -16,13 +16,11 @@
 //! # Ok(()) }
 //! ```
 
-mod body;
 mod future;
 mod header;
 mod layer;
 mod service;
 
 pub use self::{
-    body::ResponseBody, future::ResponseFuture, header::extract_credential, layer::ApiKeyAuthLayer,
-    service::ApiKeyAuth,
+    future::ResponseFuture, header::extract_credential, layer::ApiKeyAuthLayer, service::ApiKeyAuth,
 };

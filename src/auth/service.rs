@@ -4,7 +4,8 @@ use http::{Request, Response};
 use tower_service::Service;
 use zeroize::Zeroizing;
 
-use super::{ResponseBody, ResponseFuture, extract_credential, layer::AuthConfig};
+use super::{ResponseFuture, extract_credential, layer::AuthConfig};
+use crate::body::ResponseBody;
 use crate::{
     identity::AuthenticatedKey,
     rejection::{Rejection, RejectionHandler},

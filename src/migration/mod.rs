@@ -18,6 +18,7 @@ use sea_orm_migration::{MigrationTrait, MigratorTrait, sea_orm::DynIden, sea_que
 mod m20261125_000001_create_api_keys;
 mod m20261127_000002_change_feed;
 mod m20261127_000004_pepper_id;
+mod m20261127_000005_key_policy;
 mod triggers;
 
 /// Name of the table in which [`Migrator`] records applied migrations.
@@ -30,6 +31,7 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m20261125_000001_create_api_keys::Migration),
         Box::new(m20261127_000002_change_feed::Migration),
         Box::new(m20261127_000004_pepper_id::Migration),
+        Box::new(m20261127_000005_key_policy::Migration),
     ]
 }
 

@@ -6,7 +6,10 @@ use std::{
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyStatus, PepperCount, StoreError};
+use super::{
+    ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, OldKeyLimit, PepperCount,
+    RotateOutcome, Rotation, StoreError,
+};
 
 /// An in-memory [`ApiKeyRepository`], for unit tests and examples.
 ///
@@ -94,6 +97,50 @@ impl ApiKeyRepository for MemoryRepository {
                 row.status = KeyStatus::Revoked;
                 row.clone()
             }))
+    }
+
+    async fn update(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+        changes: &KeyChanges,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let mut rows = self.rows();
+        Ok(rows
+            .iter_mut()
+            .find(|row| row.key_id == key_id && row.account_id == account_id)
+            .map(|row| {
+                changes.apply_to(row);
+                row.clone()
+            }))
+    }
+
+    async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
+        let mut rows = self.rows();
+        let now = Utc::now();
+        let Some(old) = rows.iter().position(|row| {
+            row.key_id == rotation.old_key_id && row.account_id == rotation.account_id
+        }) else {
+            return Ok(RotateOutcome::NotFound);
+        };
+        if !still_valid(&rows[old], now) {
+            return Ok(RotateOutcome::NotActive);
+        }
+        let successor = &rotation.successor;
+        if rows.iter().any(|row| {
+            row.rotated_from == successor.rotated_from
+                || row.key_id == successor.key_id
+                || row.public_key == successor.public_key
+        }) {
+            return Ok(RotateOutcome::AlreadyRotated);
+        }
+        match rotation.old_key {
+            OldKeyLimit::Revoke => rows[old].status = KeyStatus::Revoked,
+            OldKeyLimit::ExpireAt(at) => rows[old].expires_at = Some(at),
+        }
+        let limited = rows[old].clone();
+        rows.push(rotation.successor);
+        Ok(RotateOutcome::Rotated(Box::new(limited)))
     }
 
     async fn delete(

@@ -11,7 +11,10 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::feed::ChangeSource;
+use crate::{
+    feed::ChangeSource,
+    policy::{Metadata, Scopes},
+};
 
 mod memory;
 mod redact;
@@ -127,6 +130,90 @@ pub struct ApiKeyRecord {
     /// The id of the pepper that made `secret_key_hash` (see [`crate::PepperRing`]);
     /// `None` for the legacy pepper, as in every row of the reference service.
     pub pepper_id: Option<String>,
+    /// The scopes the key grants; `None` for an unrestricted key (every row of
+    /// the reference service).
+    pub scopes: Option<Scopes>,
+    /// The key's metadata, a JSON object.
+    pub metadata: Option<Metadata>,
+    /// The key this one replaced in a rotation.
+    pub rotated_from: Option<Uuid>,
+}
+
+/// A change to a key (`PATCH`): each `Some` field is written, `None` leaves the
+/// column as it is. `Some(None)` clears an optional column.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyChanges {
+    /// A new title (already trimmed and checked).
+    pub title: Option<String>,
+    /// A new description, or `Some(None)` to clear it.
+    pub description: Option<Option<String>>,
+    /// New scopes, or `Some(None)` to make the key unrestricted.
+    pub scopes: Option<Option<Scopes>>,
+    /// New metadata, or `Some(None)` to clear it.
+    pub metadata: Option<Option<Metadata>>,
+}
+
+impl KeyChanges {
+    /// Whether nothing would change.
+    pub fn is_empty(&self) -> bool {
+        self.title.is_none()
+            && self.description.is_none()
+            && self.scopes.is_none()
+            && self.metadata.is_none()
+    }
+
+    /// Applies the changes to a record (what the store does to the row).
+    pub fn apply_to(&self, record: &mut ApiKeyRecord) {
+        if let Some(title) = &self.title {
+            record.title.clone_from(title);
+        }
+        if let Some(description) = &self.description {
+            record.description.clone_from(description);
+        }
+        if let Some(scopes) = &self.scopes {
+            record.scopes.clone_from(scopes);
+        }
+        if let Some(metadata) = &self.metadata {
+            record.metadata.clone_from(metadata);
+        }
+    }
+}
+
+/// One rotation for [`ApiKeyRepository::rotate`]: limit the old key and insert
+/// its successor, atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The account that owns the old key.
+    pub account_id: Uuid,
+    /// The key being replaced.
+    pub old_key_id: Uuid,
+    /// What happens to the old key.
+    pub old_key: OldKeyLimit,
+    /// The new key; its `rotated_from` names the old one.
+    pub successor: ApiKeyRecord,
+}
+
+/// What a rotation does to the key it replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OldKeyLimit {
+    /// Revoked at once (a grace period of 0).
+    Revoke,
+    /// Expires at this time (the earlier of its own expiry and the end of the
+    /// grace period).
+    ExpireAt(DateTime<Utc>),
+}
+
+/// What [`ApiKeyRepository::rotate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// Both written; the old key as it is now.
+    Rotated(Box<ApiKeyRecord>),
+    /// No such key in the account; nothing written.
+    NotFound,
+    /// The old key is revoked or expired; nothing written.
+    NotActive,
+    /// The old key already has a successor; nothing written.
+    AlreadyRotated,
 }
 
 /// One re-hash for [`ApiKeyRepository::rewrite_hashes`]: the key's hash made
@@ -218,6 +305,24 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         key_id: Uuid,
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
 
+    /// Writes `changes` to the key and returns it as it is now (`None`: no such
+    /// key in the account). With no changes, the key as it is.
+    fn update(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+        changes: &KeyChanges,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
+
+    /// Limits the old key and inserts its successor in one transaction: the
+    /// successor exists if and only if the old key was limited. A key has at
+    /// most one successor ([`RotateOutcome::AlreadyRotated`] otherwise), also
+    /// under concurrent rotations.
+    fn rotate(
+        &self,
+        rotation: Rotation,
+    ) -> impl Future<Output = Result<RotateOutcome, StoreError>> + Send;
+
     /// Deletes the key and returns what was deleted.
     fn delete(
         &self,
@@ -262,6 +367,28 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     fn change_source(&self) -> Option<ChangeSource> {
         None
     }
+}
+
+/// Reads the `scopes` column (JSON text). JSON `null` reads as SQL NULL
+/// (unrestricted); text that is not a valid list of scopes fails closed: the key
+/// grants no scope, and a warning names the key.
+pub(crate) fn scopes_from_column(key_id: Uuid, json: Option<String>) -> Option<Scopes> {
+    let json = json.filter(|json| json.trim() != "null")?;
+    Some(Scopes::from_stored(&json).unwrap_or_else(|| {
+        tracing::warn!(%key_id, "stored scopes are not a valid list of scopes; the key grants no scope");
+        Scopes::default()
+    }))
+}
+
+/// Reads the `metadata` column (JSON text); text that is not a JSON object
+/// reads as none, with a warning that names the key (never the text).
+pub(crate) fn metadata_from_column(key_id: Uuid, json: Option<String>) -> Option<Metadata> {
+    let json = json.filter(|json| json.trim() != "null")?;
+    let metadata = Metadata::from_stored(&json);
+    if metadata.is_none() {
+        tracing::warn!(%key_id, "stored metadata is not a JSON object; ignored");
+    }
+    metadata
 }
 
 /// Most `(key_id, used_at)` pairs written by one statement, and handed to

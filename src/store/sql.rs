@@ -13,10 +13,12 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{
-    ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyStatus, LAST_USED_CHUNK, PepperCount,
-    StoreError, StoredHash,
+    ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, LAST_USED_CHUNK,
+    OldKeyLimit, PepperCount, RotateOutcome, Rotation, StoreError, StoredHash,
+    metadata_from_column, scopes_from_column,
 };
 use crate::entity::{self, Column, Entity, Model};
+use crate::policy::{Metadata, Scopes};
 
 /// Connection options with the defaults this crate relies on.
 ///
@@ -132,32 +134,39 @@ impl Pool {
 
 /// The lookup by public key, straight through sqlx: SeaORM's query building and
 /// row mapping cost as much as the query itself on a local database
-/// (`benches/store.rs`). `$status` reads the `status` column as text: on
-/// PostgreSQL it is cast, since an adopted table's column is an ENUM.
+/// (`benches/store.rs`). `$status` and `$json` read the `status` and JSON
+/// columns as text: on PostgreSQL they are cast, since an adopted table's
+/// `status` is an ENUM and the JSON columns are `jsonb`; on MySQL the JSON
+/// columns are cast to `char`.
 macro_rules! select_by_public_key {
-    ($status:literal, $placeholder:literal) => {
+    ($status:literal, $json:literal, $placeholder:literal) => {
         concat!(
             "SELECT key_id, public_key, secret_key_hash, account_id, title, description, ",
             $status,
-            " AS status, expires_at, last_used_at, created_at, pepper_id FROM api_keys \
-             WHERE public_key = ",
+            " AS status, expires_at, last_used_at, created_at, pepper_id, ",
+            "CAST(scopes AS ",
+            $json,
+            ") AS scopes, CAST(metadata AS ",
+            $json,
+            ") AS metadata, rotated_from FROM api_keys WHERE public_key = ",
             $placeholder
         )
     };
 }
 
 macro_rules! fetch_by_public_key {
-    ($pool:expr, $status:literal, $placeholder:literal, $public_key:expr) => {{
+    ($pool:expr, $status:literal, $json:literal, $placeholder:literal, $public_key:expr) => {{
         use sea_orm::sqlx::Row;
-        match sea_orm::sqlx::query(select_by_public_key!($status, $placeholder))
+        match sea_orm::sqlx::query(select_by_public_key!($status, $json, $placeholder))
             .bind($public_key)
             .fetch_optional($pool)
             .await
         {
             Ok(None) => Ok(None),
             Ok(Some(row)) => (|| -> Result<ApiKeyRecord, sea_orm::sqlx::Error> {
+                let key_id = row.try_get("key_id")?;
                 Ok(ApiKeyRecord {
-                    key_id: row.try_get("key_id")?,
+                    key_id,
                     public_key: row.try_get("public_key")?,
                     secret_key_hash: StoredHash::new(row.try_get::<String, _>("secret_key_hash")?),
                     account_id: row.try_get("account_id")?,
@@ -168,6 +177,9 @@ macro_rules! fetch_by_public_key {
                     last_used_at: row.try_get("last_used_at")?,
                     created_at: row.try_get("created_at")?,
                     pepper_id: row.try_get("pepper_id")?,
+                    scopes: scopes_from_column(key_id, row.try_get("scopes")?),
+                    metadata: metadata_from_column(key_id, row.try_get("metadata")?),
+                    rotated_from: row.try_get("rotated_from")?,
                 })
             })()
             .map(Some)
@@ -238,8 +250,72 @@ impl From<Model> for ApiKeyRecord {
             last_used_at: model.last_used_at,
             created_at: model.created_at,
             pepper_id: model.pepper_id,
+            scopes: scopes_from_column(model.key_id, model.scopes),
+            metadata: metadata_from_column(model.key_id, model.metadata),
+            rotated_from: model.rotated_from,
         }
     }
+}
+
+/// A JSON value for a `scopes` or `metadata` column: bound as text, cast to
+/// `jsonb` on PostgreSQL (MySQL and SQLite take the text as it is).
+fn json_value(backend: DatabaseBackend, json: Option<String>) -> Expr {
+    let value = Expr::value(json);
+    if backend == DatabaseBackend::Postgres {
+        value.cast_as("jsonb")
+    } else {
+        value
+    }
+}
+
+/// The `INSERT` of one key. Built by hand rather than from an `ActiveModel`:
+/// `status` goes in as an SQL literal, which an adopted table's ENUM column
+/// accepts, and the JSON columns need a cast on PostgreSQL.
+fn insert_statement(
+    backend: DatabaseBackend,
+    record: ApiKeyRecord,
+) -> Result<sea_orm::sea_query::InsertStatement, StoreError> {
+    let mut statement = Query::insert();
+    statement
+        .into_table(Entity)
+        .columns([
+            Column::KeyId,
+            Column::PublicKey,
+            Column::SecretKeyHash,
+            Column::AccountId,
+            Column::Title,
+            Column::Description,
+            Column::Status,
+            Column::ExpiresAt,
+            Column::LastUsedAt,
+            Column::CreatedAt,
+            Column::PepperId,
+            Column::Scopes,
+            Column::Metadata,
+            Column::RotatedFrom,
+        ])
+        .values([
+            Expr::value(record.key_id),
+            Expr::value(record.public_key),
+            Expr::value(record.secret_key_hash),
+            Expr::value(record.account_id),
+            Expr::value(record.title),
+            Expr::value(record.description),
+            Expr::cust(record.status.sql_literal()),
+            Expr::value(record.expires_at),
+            Expr::value(record.last_used_at),
+            Expr::value(record.created_at),
+            Expr::value(record.pepper_id),
+            json_value(backend, record.scopes.as_ref().map(Scopes::to_json)),
+            json_value(backend, record.metadata.as_ref().map(Metadata::to_json)),
+            Expr::value(record.rotated_from),
+        ])
+        .map_err(|err| StoreError::Database(Box::new(err)))?;
+    Ok(statement)
+}
+
+fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
 /// `last_used_at` on PostgreSQL: the pairs as two arrays, joined by `UNNEST`.
@@ -423,13 +499,17 @@ impl ApiKeyRepository for SeaOrmRepository {
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         match &self.pool {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => return fetch_by_public_key!(pool, "status", "?", public_key),
+            Pool::Sqlite(pool) => {
+                return fetch_by_public_key!(pool, "status", "text", "?", public_key);
+            }
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => {
-                return fetch_by_public_key!(pool, "status::text", "$1", public_key);
+                return fetch_by_public_key!(pool, "status::text", "text", "$1", public_key);
             }
             #[cfg(feature = "mysql")]
-            Pool::MySql(pool) => return fetch_by_public_key!(pool, "status", "?", public_key),
+            Pool::MySql(pool) => {
+                return fetch_by_public_key!(pool, "status", "char", "?", public_key);
+            }
             Pool::Other => {}
         }
         entity::find(self.backend())
@@ -441,43 +521,10 @@ impl ApiKeyRepository for SeaOrmRepository {
     }
 
     async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
-        // Built by hand rather than from an `ActiveModel`: `status` goes in as an
-        // SQL literal, which an adopted table's ENUM column accepts.
-        let mut statement = Query::insert();
-        statement
-            .into_table(Entity)
-            .columns([
-                Column::KeyId,
-                Column::PublicKey,
-                Column::SecretKeyHash,
-                Column::AccountId,
-                Column::Title,
-                Column::Description,
-                Column::Status,
-                Column::ExpiresAt,
-                Column::LastUsedAt,
-                Column::CreatedAt,
-                Column::PepperId,
-            ])
-            .values([
-                Expr::value(record.key_id),
-                Expr::value(record.public_key),
-                Expr::value(record.secret_key_hash),
-                Expr::value(record.account_id),
-                Expr::value(record.title),
-                Expr::value(record.description),
-                Expr::cust(record.status.sql_literal()),
-                Expr::value(record.expires_at),
-                Expr::value(record.last_used_at),
-                Expr::value(record.created_at),
-                Expr::value(record.pepper_id),
-            ])
-            .map_err(|err| StoreError::Database(Box::new(err)))?;
+        let statement = insert_statement(self.backend(), record)?;
         match self.db.execute(&statement).await {
             Ok(_) => Ok(()),
-            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                Err(StoreError::Conflict)
-            }
+            Err(err) if is_unique_violation(&err) => Err(StoreError::Conflict),
             Err(err) => Err(database(err)),
         }
     }
@@ -519,6 +566,100 @@ impl ApiKeyRepository for SeaOrmRepository {
             .await
             .map_err(database)?;
         self.get(account_id, key_id).await
+    }
+
+    async fn update(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+        changes: &KeyChanges,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        if !changes.is_empty() {
+            let backend = self.backend();
+            let mut update = Entity::update_many();
+            if let Some(title) = &changes.title {
+                update = update.col_expr(Column::Title, Expr::value(title.clone()));
+            }
+            if let Some(description) = &changes.description {
+                update = update.col_expr(Column::Description, Expr::value(description.clone()));
+            }
+            if let Some(scopes) = &changes.scopes {
+                let json = scopes.as_ref().map(Scopes::to_json);
+                update = update.col_expr(Column::Scopes, json_value(backend, json));
+            }
+            if let Some(metadata) = &changes.metadata {
+                let json = metadata.as_ref().map(Metadata::to_json);
+                update = update.col_expr(Column::Metadata, json_value(backend, json));
+            }
+            update
+                .filter(Column::KeyId.eq(key_id))
+                .filter(Column::AccountId.eq(account_id))
+                .exec(&self.db)
+                .await
+                .map_err(database)?;
+        }
+        self.get(account_id, key_id).await
+    }
+
+    async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
+        use sea_orm::TransactionTrait;
+        let backend = self.backend();
+        let Rotation {
+            account_id,
+            old_key_id,
+            old_key,
+            successor,
+        } = rotation;
+        let transaction = self.db.begin().await.map_err(database)?;
+        let read_old = || {
+            entity::find(backend)
+                .filter(Column::KeyId.eq(old_key_id))
+                .filter(Column::AccountId.eq(account_id))
+        };
+        // Limit the old key first, and only while it can still validate: the
+        // write takes the row's lock (SQLite's write lock), so a concurrent
+        // rotation or revoke waits here and then sees this one's outcome.
+        let now = Utc::now();
+        let mut update = Entity::update_many();
+        update = match old_key {
+            OldKeyLimit::Revoke => {
+                update.col_expr(Column::Status, Expr::cust(KeyStatus::Revoked.sql_literal()))
+            }
+            OldKeyLimit::ExpireAt(at) => update.col_expr(Column::ExpiresAt, Expr::value(at)),
+        };
+        let limited = update
+            .filter(Column::KeyId.eq(old_key_id))
+            .filter(Column::AccountId.eq(account_id))
+            .filter(still_valid(now))
+            .exec(&transaction)
+            .await
+            .map_err(database)?;
+        if limited.rows_affected == 0 {
+            // Not there, not active, or (MySQL counts only rows it changed) an
+            // expiry set to the value it had: read to tell.
+            match read_old().one(&transaction).await.map_err(database)? {
+                None => return Ok(RotateOutcome::NotFound),
+                Some(row) => {
+                    if ApiKeyRecord::from(row).effective_status(now)
+                        != super::EffectiveStatus::Active
+                    {
+                        return Ok(RotateOutcome::NotActive);
+                    }
+                }
+            }
+        }
+        let statement = insert_statement(backend, successor)?;
+        match transaction.execute(&statement).await {
+            Ok(_) => {}
+            // The unique index on `rotated_from`: the key already has a successor.
+            Err(err) if is_unique_violation(&err) => return Ok(RotateOutcome::AlreadyRotated),
+            Err(err) => return Err(database(err)),
+        }
+        let old = read_old().one(&transaction).await.map_err(database)?;
+        transaction.commit().await.map_err(database)?;
+        Ok(old.map_or(RotateOutcome::NotFound, |row| {
+            RotateOutcome::Rotated(Box::new(ApiKeyRecord::from(row)))
+        }))
     }
 
     async fn delete(

@@ -8,7 +8,10 @@ use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{ApiKeyRecord, ApiKeyRepository, HashRewrite, PepperCount, StoreError};
+use super::{
+    ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, PepperCount, RotateOutcome, Rotation,
+    StoreError,
+};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -51,6 +54,10 @@ boundary! {
     fn get(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord>;
     /// See [`ApiKeyRepository::revoke`].
     fn revoke(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord>;
+    /// See [`ApiKeyRepository::update`].
+    fn update(&self, account_id: Uuid, key_id: Uuid, changes: &'a KeyChanges) -> Option<ApiKeyRecord>;
+    /// See [`ApiKeyRepository::rotate`].
+    fn rotate(&self, rotation: Rotation) -> RotateOutcome;
     /// See [`ApiKeyRepository::delete`].
     fn delete(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord>;
     /// See [`ApiKeyRepository::record_last_used`].

@@ -338,6 +338,14 @@ impl ApiKeyValidator {
         (hashers.current().hash(secret), hashers.current_id())
     }
 
+    /// One HMAC of `secret` compared with the dummy hash: the work of a
+    /// refusal, for callers that refuse before a lookup but must not be faster
+    /// for it (revocation by credential).
+    pub(crate) fn verify_dummy(&self, secret: &str) {
+        let inner = &*self.inner;
+        inner.hashers.current().verify(secret, &inner.dummy_hash);
+    }
+
     /// The ids of the peppers this validator holds, current first.
     pub(crate) fn pepper_ids(&self) -> impl Iterator<Item = &PepperId> {
         self.inner.hashers.ring_ids()

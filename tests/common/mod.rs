@@ -28,8 +28,8 @@ use tower_api_keys::{
     hash::KeyHasher,
     router::ManagementRouter,
     store::{
-        ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyStatus, PepperCount, SeaOrmRepository,
-        StoreError, connect_options,
+        ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, PepperCount,
+        RotateOutcome, Rotation, SeaOrmRepository, StoreError, connect_options,
     },
 };
 use uuid::Uuid;
@@ -394,6 +394,19 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         self.check()?;
         self.inner.revoke(account_id, key_id).await
     }
+    async fn update(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+        changes: &KeyChanges,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.update(account_id, key_id, changes).await
+    }
+    async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
+        self.check()?;
+        self.inner.rotate(rotation).await
+    }
     async fn delete(
         &self,
         account_id: Uuid,
@@ -547,5 +560,8 @@ pub fn row(pair: &KeyPair, account_id: Uuid, expires_at: Option<DateTime<Utc>>) 
         last_used_at: None,
         created_at: Some(expires_at.map_or(now, |at| at.min(now) - chrono::TimeDelta::days(1))),
         pepper_id: None,
+        scopes: None,
+        metadata: None,
+        rotated_from: None,
     }
 }

@@ -11,8 +11,13 @@
 //! | `POST /` | `201` + `Location`, the key with its secret (shown once) |
 //! | `GET /` | `200`, the account's keys, newest first |
 //! | `GET /{key_id}` | `200`, one key |
+//! | `PATCH /{key_id}` | `200`, the key after the change (title, description, scopes, metadata) |
+//! | `POST /{key_id}/rotate` | `201` + `Location`, the successor with its secret (shown once) |
 //! | `PATCH /{key_id}/revoke` | `200 {"message":"API key revoked successfully"}` |
 //! | `DELETE /{key_id}` | `200 {"message":"API key deleted successfully"}` |
+//!
+//! [`RevocationRouter`] is the one route for key holders, `POST /` with
+//! `{"credential": "pk_…:sk_…"}`: the host mounts it *without* its own login.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -33,20 +38,23 @@ use axum::{
     Json, Router,
     body::Body,
     extract::{FromRequestParts, OriginalUri, Path, Request, State},
-    http::{HeaderMap, StatusCode, header, request::Parts},
+    http::{StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
-    routing::{get, patch},
+    routing::{get, patch, post},
 };
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
+use self::body::{body_object, json_body};
 use crate::{
     headers::RETRY_AFTER_SECS,
     identity::{AccountId, ApiKeyId, AuthenticatedKey},
-    manager::{KeyManager, ManagerError},
+    manager::{CreatedKey, KeyManager, ManagerError},
     problem::Problem,
-    rules::{FieldError, NewApiKey},
+    rules::FieldError,
 };
+
+mod body;
+mod fields;
 
 /// Largest accepted request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 65_536;
@@ -90,7 +98,8 @@ impl ManagementRouter {
     {
         Router::new()
             .route("/", get(list).post(create))
-            .route("/{key_id}", get(show).delete(remove))
+            .route("/{key_id}", get(show).patch(update).delete(remove))
+            .route("/{key_id}/rotate", post(rotate))
             .route("/{key_id}/revoke", patch(revoke))
             .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "Not found") })
             .method_not_allowed_fallback(|| async {
@@ -103,7 +112,43 @@ impl ManagementRouter {
     }
 }
 
+/// Builds the router for key holders: `POST /` with `{"credential": "…"}`
+/// revokes the key that credential names (CONTRACT §8.4), and answers the same
+/// `200 {"message":"Revocation processed"}` whether or not the credential was
+/// valid, so that it cannot be used to test keys.
+///
+/// Mount it where the host's login does not apply (the example server:
+/// `/v1/api-keys/revocations`); it needs no account.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RevocationRouter {
+    manager: KeyManager,
+}
+
+impl RevocationRouter {
+    /// The route over `manager`.
+    pub fn new(manager: KeyManager) -> Self {
+        Self { manager }
+    }
+
+    /// The router, to be nested under a prefix such as
+    /// `/v1/api-keys/revocations`.
+    pub fn build<S>(self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        Router::new()
+            .route("/", post(revoke_by_credential))
+            .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "Not found") })
+            .method_not_allowed_fallback(|| async {
+                Problem::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+            })
+            .with_state(self.manager)
+    }
+}
+
 /// Errors of the management API, each a problem document.
+#[derive(Debug)]
 enum ApiError {
     Unauthenticated,
     ApiKeyNotAllowed,
@@ -149,6 +194,13 @@ impl IntoResponse for ApiError {
             }
             Self::Manager(ManagerError::NotFound) => {
                 Problem::new(StatusCode::NOT_FOUND, "API key not found").into_response()
+            }
+            Self::Manager(ManagerError::NotActive) => {
+                Problem::new(StatusCode::CONFLICT, "API key is not active").into_response()
+            }
+            Self::Manager(ManagerError::AlreadyRotated) => {
+                Problem::new(StatusCode::CONFLICT, "API key has already been rotated")
+                    .into_response()
             }
             Self::Manager(err) => {
                 tracing::error!(error = %err, "key management failed");
@@ -211,112 +263,6 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyIdParam {
     }
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || essence.rsplit_once('+').is_some_and(|(ty, suffix)| {
-            ty.starts_with("application/") && suffix.eq_ignore_ascii_case("json")
-        })
-}
-
-/// Reads the body up to [`MAX_BODY_BYTES`], declared or streamed. `None` for an
-/// empty body when none is `required`. A body must be JSON by `Content-Type`.
-async fn json_body(request: Request, required: bool) -> Result<Option<Value>, ApiError> {
-    let (parts, body) = request.into_parts();
-    if required && !is_json(&parts.headers) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::TooLarge);
-    }
-    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => return Err(ApiError::TooLarge),
-        Err(_) => return Err(ApiError::MalformedJson),
-    };
-    if bytes.is_empty() && !required {
-        return Ok(None);
-    }
-    if !is_json(&parts.headers) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|_| ApiError::MalformedJson)
-}
-
-fn body_object(value: Value) -> Result<Map<String, Value>, ApiError> {
-    match value {
-        Value::Object(map) => Ok(map),
-        _ => Err(ApiError::Invalid(vec![FieldError::new(
-            "body",
-            "must be a JSON object",
-        )])),
-    }
-}
-
-/// Reads `{"title", "description", "expires_in_days"}` field by field, so that
-/// every problem is reported and unknown fields are refused by name.
-fn new_key(body: Map<String, Value>) -> Result<NewApiKey, ApiError> {
-    let mut errors = Vec::new();
-    let mut request = NewApiKey::new("");
-    let mut has_title = false;
-    for (field, value) in body {
-        match field.as_str() {
-            "title" => match value {
-                Value::String(title) => {
-                    request.title = title;
-                    has_title = true;
-                }
-                _ => errors.push(FieldError::new("title", "must be a string")),
-            },
-            "description" => match value {
-                Value::String(description) => request.description = Some(description),
-                Value::Null => {}
-                _ => errors.push(FieldError::new("description", "must be a string or null")),
-            },
-            "expires_in_days" => match value {
-                Value::Null => {}
-                Value::Number(n) if n.as_i64().is_some() => request.expires_in_days = n.as_i64(),
-                Value::Number(n) if n.as_u64().is_some() => {
-                    request.expires_in_days = Some(i64::MAX)
-                }
-                _ => errors.push(FieldError::new(
-                    "expires_in_days",
-                    "must be an integer from 1 to 365, or null",
-                )),
-            },
-            _ => errors.push(FieldError::new(field, "unknown field")),
-        }
-    }
-    if !has_title && !errors.iter().any(|e| e.field == "title") {
-        errors.push(FieldError::new("title", "is required"));
-    } else if let Err(more) = request.validate() {
-        // Type errors above already cover a field; add only the rule violations.
-        for error in more {
-            if !errors.iter().any(|e| e.field == error.field) {
-                errors.push(error);
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(request)
-    } else {
-        Err(ApiError::Invalid(errors))
-    }
-}
-
 async fn create(
     Owner(account_id): Owner,
     State(state): State<RouterState>,
@@ -326,29 +272,33 @@ async fn create(
     let body = json_body(request, true)
         .await?
         .ok_or(ApiError::MalformedJson)?;
-    let new = new_key(body_object(body)?)?;
+    let new = fields::new_key(body_object(body)?)?;
     let created = state.manager.create(account_id, new).await?;
     let location = format!(
         "{}/{}",
         uri.path().trim_end_matches('/'),
         created.key.key_id
     );
-    let body = json!({
-        "key_id": created.key.key_id,
-        "public_key": created.key.public_key,
-        "secret_key": created.secret_key.expose(),
-        "title": created.key.title,
-        "description": created.key.description,
-        "status": created.key.status,
-        "expires_at": created.key.expires_at,
-        "created_at": created.key.created_at,
-    });
-    Ok((
+    Ok(created_response(created, location))
+}
+
+/// `201` with `Location` and the key with its secret: the only time the
+/// secret is shown.
+fn created_response(created: CreatedKey, location: String) -> Response {
+    let mut body = match serde_json::to_value(&created.key) {
+        Ok(Value::Object(body)) => body,
+        _ => serde_json::Map::new(),
+    };
+    body.insert(
+        "secret_key".to_owned(),
+        Value::String(created.secret_key.expose().to_owned()),
+    );
+    (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(body),
     )
-        .into_response())
+        .into_response()
 }
 
 async fn list(
@@ -385,6 +335,54 @@ async fn revoke(
     Ok(Json(json!({"message": "API key revoked successfully"})).into_response())
 }
 
+async fn update(
+    Owner(account_id): Owner,
+    State(state): State<RouterState>,
+    KeyIdParam(key_id): KeyIdParam,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
+    let body = json_body(request, true)
+        .await?
+        .ok_or(ApiError::MalformedJson)?;
+    let changes = fields::key_changes(body_object(body)?)?;
+    Ok(Json(state.manager.update(account_id, key_id, changes).await?).into_response())
+}
+
+async fn rotate(
+    Owner(account_id): Owner,
+    State(state): State<RouterState>,
+    KeyIdParam(key_id): KeyIdParam,
+    OriginalUri(uri): OriginalUri,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
+    let body = json_body(request, false)
+        .await?
+        .map(body_object)
+        .transpose()?;
+    let grace = fields::grace_period(body)?;
+    let created = state.manager.rotate(account_id, key_id, grace).await?;
+    // `…/{old key_id}/rotate` → `…/{new key_id}`.
+    let path = uri.path().trim_end_matches('/');
+    let base = path
+        .strip_suffix("/rotate")
+        .and_then(|rest| rest.rsplit_once('/'))
+        .map_or("", |(base, _)| base);
+    let location = format!("{base}/{}", created.key.key_id);
+    Ok(created_response(created, location))
+}
+
+async fn revoke_by_credential(
+    State(manager): State<KeyManager>,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
+    let body = json_body(request, true)
+        .await?
+        .ok_or(ApiError::MalformedJson)?;
+    let credential = fields::credential(body_object(body)?)?;
+    manager.revoke_by_credential(&credential).await?;
+    Ok(Json(json!({"message": "Revocation processed"})).into_response())
+}
+
 async fn remove(
     Owner(account_id): Owner,
     State(state): State<RouterState>,
@@ -396,12 +394,13 @@ async fn remove(
 
 #[cfg(test)]
 mod tests {
-    use axum::http::{HeaderValue, Request};
+    use axum::http::Request;
+    use http_body_util::BodyExt;
     use tower::ServiceExt;
     use uuid::Uuid;
 
     use super::*;
-    use crate::{ApiKeyValidator, store::MemoryRepository, test_support::pepper};
+    use crate::{ApiKeyValidator, NewApiKey, store::MemoryRepository, test_support::pepper};
 
     fn app() -> Router {
         let validator = ApiKeyValidator::new(MemoryRepository::new(), pepper());
@@ -421,22 +420,6 @@ mod tests {
     async fn json(response: Response) -> Value {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         serde_json::from_slice(&bytes).unwrap()
-    }
-
-    #[test]
-    fn json_content_types() {
-        let accepts = |value: &'static str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
-            is_json(&headers)
-        };
-        assert!(accepts("application/json"));
-        assert!(accepts("Application/JSON; charset=utf-8"));
-        assert!(accepts("application/merge-patch+json"));
-        assert!(!accepts("text/json"));
-        assert!(!accepts("text/plain"));
-        assert!(!accepts("application/jsonx"));
-        assert!(!is_json(&HeaderMap::new()));
     }
 
     #[tokio::test]
@@ -485,6 +468,8 @@ mod tests {
             created.key.key_id,
             created.key.public_key.as_str().into(),
             None,
+            None,
+            None,
         );
         for (allowed, status) in [(false, StatusCode::FORBIDDEN), (true, StatusCode::OK)] {
             let app = ManagementRouter::new(manager.clone())
@@ -495,16 +480,5 @@ mod tests {
             request.extensions_mut().insert(key.clone());
             assert_eq!(app.oneshot(request).await.unwrap().status(), status);
         }
-    }
-
-    #[test]
-    fn new_key_reports_every_field_error_at_once() {
-        let body = json!({"title": "", "expires_in_days": 0, "colour": "red"});
-        let Err(ApiError::Invalid(errors)) = new_key(body.as_object().unwrap().clone()) else {
-            panic!("expected field errors");
-        };
-        let mut fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        fields.sort_unstable();
-        assert_eq!(fields, ["colour", "expires_in_days", "title"]);
     }
 }

@@ -10,8 +10,9 @@ use pin_project_lite::pin_project;
 use crate::rejection::RejectionBody;
 
 pin_project! {
-    /// The response body of [`ApiKeyAuth`](super::ApiKeyAuth): the inner service's
-    /// body, or a rejection's.
+    /// The response body of [`ApiKeyAuth`](crate::ApiKeyAuth) and
+    /// [`RequireScopes`](crate::RequireScopes): the inner service's body, or a
+    /// rejection's.
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,

@@ -1,0 +1,90 @@
+//! Reading a request body: JSON by `Content-Type`, at most
+//! [`MAX_BODY_BYTES`], declared or streamed.
+
+use axum::{
+    extract::Request,
+    http::{HeaderMap, header},
+};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{Map, Value};
+
+use super::{ApiError, MAX_BODY_BYTES};
+use crate::rules::FieldError;
+
+pub(super) fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence.rsplit_once('+').is_some_and(|(ty, suffix)| {
+            ty.starts_with("application/") && suffix.eq_ignore_ascii_case("json")
+        })
+}
+
+/// Reads the body up to [`MAX_BODY_BYTES`], declared or streamed. `None` for an
+/// empty body when none is `required`. A body must be JSON by `Content-Type`.
+pub(super) async fn json_body(request: Request, required: bool) -> Result<Option<Value>, ApiError> {
+    let (parts, body) = request.into_parts();
+    if required && !is_json(&parts.headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::TooLarge);
+    }
+    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<LengthLimitError>() => return Err(ApiError::TooLarge),
+        Err(_) => return Err(ApiError::MalformedJson),
+    };
+    if bytes.is_empty() && !required {
+        return Ok(None);
+    }
+    if !is_json(&parts.headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|_| ApiError::MalformedJson)
+}
+
+pub(super) fn body_object(value: Value) -> Result<Map<String, Value>, ApiError> {
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::Invalid(vec![FieldError::new(
+            "body",
+            "must be a JSON object",
+        )])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let accepts = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            is_json(&headers)
+        };
+        assert!(accepts("application/json"));
+        assert!(accepts("Application/JSON; charset=utf-8"));
+        assert!(accepts("application/merge-patch+json"));
+        assert!(!accepts("text/json"));
+        assert!(!accepts("text/plain"));
+        assert!(!accepts("application/jsonx"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,304 @@
+//! Request bodies read field by field, so that every problem is reported at
+//! once and unknown fields are refused by name.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::ApiError;
+use crate::{
+    limits::MAX_GRACE_PERIOD_SECONDS,
+    policy::{Metadata, Scopes},
+    rules::{FieldError, NewApiKey},
+    store::KeyChanges,
+};
+
+/// `scopes`: `null` or an array of valid, distinct scopes.
+fn scopes(value: Value) -> Result<Option<Scopes>, FieldError> {
+    let invalid = |message: String| FieldError::new("scopes", message);
+    match value {
+        Value::Null => Ok(None),
+        Value::Array(items) => {
+            let mut scopes = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::String(scope) => scopes.push(scope),
+                    _ => return Err(invalid("must be an array of strings or null".into())),
+                }
+            }
+            Scopes::new(scopes)
+                .map(Some)
+                .map_err(|err| invalid(err.to_string()))
+        }
+        _ => Err(invalid("must be an array of strings or null".into())),
+    }
+}
+
+/// `metadata`: `null` or a JSON object of at most 4,096 bytes.
+fn metadata(value: Value) -> Result<Option<Metadata>, FieldError> {
+    match value {
+        Value::Null => Ok(None),
+        value => Metadata::from_value(value)
+            .map(Some)
+            .map_err(|err| FieldError::new("metadata", err.to_string())),
+    }
+}
+
+/// Adds `more` to `errors`, leaving out fields a type error already covers.
+fn merge(errors: &mut Vec<FieldError>, more: Vec<FieldError>) {
+    for error in more {
+        if !errors.iter().any(|e| e.field == error.field) {
+            errors.push(error);
+        }
+    }
+}
+
+/// Reads a create body: `title`, `description`, `expires_in_days`, `scopes`,
+/// `metadata`.
+pub(super) fn new_key(body: Map<String, Value>) -> Result<NewApiKey, ApiError> {
+    let mut errors = Vec::new();
+    let mut request = NewApiKey::new("");
+    let mut has_title = false;
+    for (field, value) in body {
+        match field.as_str() {
+            "title" => match value {
+                Value::String(title) => {
+                    request.title = title;
+                    has_title = true;
+                }
+                _ => errors.push(FieldError::new("title", "must be a string")),
+            },
+            "description" => match value {
+                Value::String(description) => request.description = Some(description),
+                Value::Null => {}
+                _ => errors.push(FieldError::new("description", "must be a string or null")),
+            },
+            "expires_in_days" => match value {
+                Value::Null => {}
+                Value::Number(n) if n.as_i64().is_some() => request.expires_in_days = n.as_i64(),
+                Value::Number(n) if n.as_u64().is_some() => {
+                    request.expires_in_days = Some(i64::MAX)
+                }
+                _ => errors.push(FieldError::new(
+                    "expires_in_days",
+                    "must be an integer from 1 to 365, or null",
+                )),
+            },
+            "scopes" => match scopes(value) {
+                Ok(scopes) => request.scopes = scopes,
+                Err(error) => errors.push(error),
+            },
+            "metadata" => match metadata(value) {
+                Ok(metadata) => request.metadata = metadata,
+                Err(error) => errors.push(error),
+            },
+            _ => errors.push(FieldError::new(field, "unknown field")),
+        }
+    }
+    if !has_title && !errors.iter().any(|e| e.field == "title") {
+        errors.push(FieldError::new("title", "is required"));
+    } else if let Err(more) = request.validate() {
+        merge(&mut errors, more);
+    }
+    if errors.is_empty() {
+        Ok(request)
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
+}
+
+/// Reads an update body (`PATCH /{key_id}`): any of `title`, `description`,
+/// `scopes`, `metadata`; `null` clears the last three, and `title: null` is an
+/// error (a key always has a title).
+pub(super) fn key_changes(body: Map<String, Value>) -> Result<KeyChanges, ApiError> {
+    let mut errors = Vec::new();
+    let mut changes = KeyChanges::default();
+    for (field, value) in body {
+        match field.as_str() {
+            "title" => match value {
+                Value::String(title) => changes.title = Some(title),
+                _ => errors.push(FieldError::new("title", "must be a string")),
+            },
+            "description" => match value {
+                Value::String(description) => changes.description = Some(Some(description)),
+                Value::Null => changes.description = Some(None),
+                _ => errors.push(FieldError::new("description", "must be a string or null")),
+            },
+            "scopes" => match scopes(value) {
+                Ok(scopes) => changes.scopes = Some(scopes),
+                Err(error) => errors.push(error),
+            },
+            "metadata" => match metadata(value) {
+                Ok(metadata) => changes.metadata = Some(metadata),
+                Err(error) => errors.push(error),
+            },
+            _ => errors.push(FieldError::new(field, "unknown field")),
+        }
+    }
+    if let Err(more) = changes.validate() {
+        merge(&mut errors, more);
+    }
+    if errors.is_empty() {
+        Ok(changes)
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
+}
+
+/// Reads a rotate body: none, `{}` or `{"grace_period_seconds": 0–604800}`.
+pub(super) fn grace_period(body: Option<Map<String, Value>>) -> Result<Duration, ApiError> {
+    let mut grace = Duration::ZERO;
+    let mut errors = Vec::new();
+    for (field, value) in body.unwrap_or_default() {
+        match field.as_str() {
+            "grace_period_seconds" => match value.as_u64() {
+                Some(seconds) if seconds <= MAX_GRACE_PERIOD_SECONDS => {
+                    grace = Duration::from_secs(seconds);
+                }
+                _ if value.is_null() => {}
+                _ => errors.push(FieldError::new(
+                    "grace_period_seconds",
+                    format!("must be an integer from 0 to {MAX_GRACE_PERIOD_SECONDS}"),
+                )),
+            },
+            _ => errors.push(FieldError::new(field, "unknown field")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(grace)
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
+}
+
+/// Reads a revocation body: `{"credential": "<string>"}`.
+pub(super) fn credential(body: Map<String, Value>) -> Result<String, ApiError> {
+    let mut credential = None;
+    let mut errors = Vec::new();
+    for (field, value) in body {
+        match (field.as_str(), value) {
+            ("credential", Value::String(value)) => credential = Some(value),
+            ("credential", _) => errors.push(FieldError::new("credential", "must be a string")),
+            _ => errors.push(FieldError::new(field, "unknown field")),
+        }
+    }
+    match credential {
+        Some(credential) if errors.is_empty() => Ok(credential),
+        found => {
+            if found.is_none() && !errors.iter().any(|e| e.field == "credential") {
+                errors.push(FieldError::new("credential", "is required"));
+            }
+            Err(ApiError::Invalid(errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn object(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    fn fields(result: Result<impl std::fmt::Debug, ApiError>) -> Vec<String> {
+        let Err(ApiError::Invalid(errors)) = result else {
+            panic!("expected field errors, got {result:?}");
+        };
+        let mut fields: Vec<_> = errors.into_iter().map(|e| e.field).collect();
+        fields.sort_unstable();
+        fields
+    }
+
+    #[test]
+    fn new_key_reports_every_field_error_at_once() {
+        let body = json!({"title": "", "expires_in_days": 0, "colour": "red", "scopes": ["A"], "metadata": []});
+        assert_eq!(
+            fields(new_key(object(body))),
+            ["colour", "expires_in_days", "metadata", "scopes", "title"]
+        );
+    }
+
+    #[test]
+    fn scopes_and_metadata_follow_the_contract() {
+        let ok = new_key(object(
+            json!({"title": "t", "scopes": ["b", "a"], "metadata": {"x": 1}}),
+        ))
+        .unwrap();
+        assert_eq!(ok.scopes.unwrap().iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(ok.metadata.unwrap().get("x"), Some(&json!(1)));
+        let empty = new_key(object(json!({"title": "t", "scopes": []}))).unwrap();
+        assert!(empty.scopes.unwrap().is_empty());
+        for bad in [
+            json!("a"),
+            json!([1]),
+            json!(["a", "a"]),
+            json!(["a b"]),
+            json!((0..33).map(|i| format!("s{i}")).collect::<Vec<_>>()),
+        ] {
+            assert_eq!(
+                fields(new_key(object(json!({"title": "t", "scopes": bad})))),
+                ["scopes"]
+            );
+        }
+        let big = json!({ "k": "a".repeat(4_096) });
+        assert_eq!(
+            fields(new_key(object(json!({"title": "t", "metadata": big})))),
+            ["metadata"]
+        );
+    }
+
+    #[test]
+    fn changes_clear_with_null_and_refuse_a_null_title() {
+        let changes = key_changes(object(json!({"description": null, "scopes": null}))).unwrap();
+        assert_eq!(changes.description, Some(None));
+        assert_eq!(changes.scopes, Some(None));
+        assert_eq!(changes.title, None);
+        assert_eq!(
+            fields(key_changes(object(json!({"title": null})))),
+            ["title"]
+        );
+        assert_eq!(
+            fields(key_changes(object(json!({"title": "  "})))),
+            ["title"]
+        );
+        assert_eq!(
+            fields(key_changes(object(json!({"expires_in_days": 3})))),
+            ["expires_in_days"]
+        );
+        assert!(key_changes(Map::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn grace_periods_are_bounded() {
+        assert_eq!(grace_period(None).unwrap(), Duration::ZERO);
+        assert_eq!(
+            grace_period(Some(object(json!({"grace_period_seconds": 604_800})))).unwrap(),
+            Duration::from_secs(604_800)
+        );
+        for bad in [json!(604_801), json!(-1), json!(1.5), json!("60")] {
+            let body = Some(object(json!({ "grace_period_seconds": bad })));
+            assert_eq!(fields(grace_period(body)), ["grace_period_seconds"]);
+        }
+        assert_eq!(
+            fields(grace_period(Some(object(json!({"grace": 1}))))),
+            ["grace"]
+        );
+    }
+
+    #[test]
+    fn a_revocation_needs_exactly_a_credential_string() {
+        assert_eq!(credential(object(json!({"credential": "x"}))).unwrap(), "x");
+        assert_eq!(fields(credential(Map::new())), ["credential"]);
+        assert_eq!(
+            fields(credential(object(json!({"credential": 1})))),
+            ["credential"]
+        );
+        assert_eq!(
+            fields(credential(object(json!({"credential": "x", "token": "y"})))),
+            ["token"]
+        );
+    }
+}
