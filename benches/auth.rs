@@ -6,7 +6,9 @@
 //! - (c) `ApiKeyAuthLayer`, cache hit;
 //! - (d) `ApiKeyAuthLayer`, cache miss on a SQLite file;
 //! - (e) `ApiKeyAuthLayer`, malformed credential;
-//! - (f) `ApiKeyAuthLayer`, unknown well-formed key answered from the negative cache.
+//! - (f) `ApiKeyAuthLayer`, unknown well-formed key answered from the negative cache;
+//! - (g) `ApiKeyAuthLayer` and a `RequireScopesLayer` inside it, cache hit of a
+//!   key with three scopes (the route requires one of them).
 //!
 //! Run with `cargo bench --bench auth`.
 
@@ -18,7 +20,7 @@ use http::Request;
 use tower::ServiceExt;
 use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyValidator, KeyManager, KeyPair, NewApiKey, Pepper,
-    store::SeaOrmRepository,
+    RequireScopesLayer, Scopes, store::SeaOrmRepository,
 };
 
 const BEARER: &str = "static-bearer-token-of-a-realistic-length-0123456789";
@@ -43,17 +45,20 @@ fn bench_auth(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let pepper = || Pepper::try_from("benchmark-pepper-0123456789").unwrap();
-    let (repo, credential) = rt.block_on(async {
+    let (repo, credential, scoped_credential) = rt.block_on(async {
         let repo = SeaOrmRepository::connect(&url).await.unwrap();
         let manager = KeyManager::new(ApiKeyValidator::new(repo.clone(), pepper()));
+        let account = AccountId::new(uuid::Uuid::new_v4());
         let created = manager
-            .create(
-                AccountId::new(uuid::Uuid::new_v4()),
-                NewApiKey::new("bench"),
-            )
+            .create(account, NewApiKey::new("bench"))
             .await
             .unwrap();
-        (repo, created.credential())
+        let scopes = Scopes::new(["billing:read", "reports:read", "reports:write"]).unwrap();
+        let scoped = manager
+            .create(account, NewApiKey::new("scoped").with_scopes(scopes))
+            .await
+            .unwrap();
+        (repo, created.credential(), scoped.credential())
     });
     let unknown = KeyPair::generate().unwrap().credential();
 
@@ -72,7 +77,13 @@ fn bench_auth(c: &mut Criterion) {
     #[allow(deprecated)]
     let bearer =
         app().layer(tower_http::validate_request::ValidateRequestHeaderLayer::bearer(BEARER));
-    let keyed = app().layer(ApiKeyAuthLayer::new(hit));
+    let keyed = app().layer(ApiKeyAuthLayer::new(hit.clone()));
+    let scoped = Router::new()
+        .route(
+            "/",
+            get(|| async { "ok" }).layer(RequireScopesLayer::new(["reports:read"])),
+        )
+        .layer(ApiKeyAuthLayer::new(hit));
     let keyed_miss = app().layer(ApiKeyAuthLayer::new(miss));
     let bearer_value = format!("Bearer {BEARER}");
 
@@ -85,6 +96,12 @@ fn bench_auth(c: &mut Criterion) {
                 .await
                 .unwrap();
         }
+        let response = scoped
+            .clone()
+            .oneshot(request(Some(("x-api-key", &scoped_credential))))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
     });
 
     let mut group = c.benchmark_group("auth");
@@ -128,6 +145,13 @@ fn bench_auth(c: &mut Criterion) {
             keyed
                 .clone()
                 .oneshot(request(Some(("x-api-key", &unknown))))
+        })
+    });
+    group.bench_function("g_scoped_cache_hit", |b| {
+        b.to_async(&rt).iter(|| {
+            scoped
+                .clone()
+                .oneshot(request(Some(("x-api-key", &scoped_credential))))
         })
     });
     group.finish();
