@@ -48,6 +48,7 @@ pub mod migration;
 mod pepper;
 #[cfg(feature = "axum")]
 mod problem;
+pub mod ratelimit;
 mod rejection;
 mod ring;
 #[cfg(feature = "axum")]
@@ -68,6 +69,11 @@ pub use identity::{AccountId, ApiKeyId, AuthenticatedKey};
 pub use key::{Credential, KeyPair, MalformedCredential};
 pub use manager::{ApiKeyInfo, CreatedKey, KeyManager, ManagerError, PepperRole, PepperStatus};
 pub use pepper::{Pepper, PepperError, PepperFileError, PepperSource};
+#[cfg(feature = "redis")]
+pub use ratelimit::RateLimiterError;
+pub use ratelimit::{
+    Decision, OnRedisError, RateLimit, RateLimitError, RateLimitUnavailable, RateLimiter,
+};
 pub use rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
 pub use ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
 pub use rules::{FieldError, NewApiKey};
