@@ -129,7 +129,8 @@ impl RateLimiter {
     /// start-up (within about a second) rather than at the first request;
     /// later outages are handled per request as
     /// [`on_redis_error`](Self::on_redis_error) says, and the connection is
-    /// re-established in the background. To start without Redis being up,
+    /// re-established on demand. Needs Redis 5 or later (the script reads the
+    /// server's clock with `TIME` before writing). To start without Redis being up,
     /// build a lazy manager (`ConnectionManager::new_lazy_with_config`) and
     /// pass it to [`redis_with`](Self::redis_with).
     ///
@@ -238,7 +239,8 @@ impl RateLimiter {
 
     /// The same as [`check`](Self::check) for an in-process limiter, without a
     /// future: `None` when the limiter is Redis-backed (call `check` then).
-    /// Does not allocate once the key is tracked.
+    /// Once the key is tracked, allocates nothing of its own: a cache lookup
+    /// and one compare-and-swap.
     pub fn check_local(&self, key_id: Uuid, limit: RateLimit) -> Option<Decision> {
         if self.is_cluster_wide() {
             return None;
