@@ -50,6 +50,7 @@ mod pepper;
 pub mod policy;
 #[cfg(feature = "axum")]
 mod problem;
+pub mod ratelimit;
 mod rejection;
 mod ring;
 #[cfg(feature = "axum")]
@@ -73,6 +74,11 @@ pub use key::{Credential, KeyPair, MalformedCredential};
 pub use manager::{ApiKeyInfo, CreatedKey, KeyManager, ManagerError, PepperRole, PepperStatus};
 pub use pepper::{Pepper, PepperError, PepperFileError, PepperSource};
 pub use policy::{Metadata, Scopes};
+#[cfg(feature = "redis")]
+pub use ratelimit::RateLimiterError;
+pub use ratelimit::{
+    Decision, OnRedisError, RateLimit, RateLimitError, RateLimitUnavailable, RateLimiter,
+};
 pub use rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
 pub use ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
 pub use rules::{FieldError, NewApiKey};

@@ -1,0 +1,290 @@
+//! The cluster-wide limiter: the same GCRA, evaluated atomically in Redis by
+//! one Lua script per request.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use redis::{Script, aio::ConnectionManager};
+use uuid::Uuid;
+
+use super::{Decision, OnRedisError, RateLimit};
+
+/// The default prefix of every key the limiter writes.
+pub(crate) const DEFAULT_PREFIX: &str = "tower_api_keys:rl:";
+/// The default bound on one Redis call.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+/// At most one fallback warning per this long.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// GCRA in microseconds on the Redis server's clock, so replicas with skewed
+/// clocks agree. `KEYS[1]` holds the theoretical arrival time (TAT);
+/// `ARGV[1]` is the emission interval `t`, `ARGV[2]` the burst (`requests`).
+/// A missing key is a full bucket, so the key expires when its bucket is full
+/// again (at most one period after the last request).
+///
+/// Returns `{allowed, remaining, reset_after_us, retry_after_us}`.
+const GCRA_LUA: &str = r"
+local t = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local tau = t * (burst - 1)
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then
+  tat = now
+end
+local allow_at = tat - tau
+if now < allow_at then
+  return {0, 0, tat - now, allow_at - now}
+end
+local new_tat = tat + t
+local ttl_ms = math.ceil((new_tat - now) / 1000)
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', ttl_ms)
+local remaining = math.floor((now + tau + t - new_tat) / t)
+if remaining > burst - 1 then
+  remaining = burst - 1
+end
+return {1, remaining, new_tat - now, 0}
+";
+
+/// The Redis side of a [`RateLimiter`](super::RateLimiter).
+#[derive(Clone)]
+pub(crate) struct RedisBackend {
+    manager: ConnectionManager,
+    script: Arc<Script>,
+    pub(crate) prefix: Arc<str>,
+    pub(crate) timeout: Duration,
+    pub(crate) policy: OnRedisError,
+    warnings: Arc<WarnEvery>,
+}
+
+impl RedisBackend {
+    pub(crate) fn new(manager: ConnectionManager) -> Self {
+        Self {
+            manager,
+            script: Arc::new(Script::new(GCRA_LUA)),
+            prefix: Arc::from(DEFAULT_PREFIX),
+            timeout: DEFAULT_TIMEOUT,
+            policy: OnRedisError::FallBack,
+            warnings: Arc::new(WarnEvery::new(WARN_EVERY)),
+        }
+    }
+
+    /// One script call, bounded by the timeout.
+    pub(crate) async fn check(
+        &self,
+        key_id: Uuid,
+        limit: RateLimit,
+    ) -> Result<Decision, RedisFailure> {
+        let mut key = String::with_capacity(self.prefix.len() + 36);
+        key.push_str(&self.prefix);
+        key.push_str(key_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        // The interval in whole microseconds (at least 1 given the bounds).
+        let t = (limit.emission_interval_nanos() / 1_000).max(1);
+        let mut manager = self.manager.clone();
+        let mut invocation = self.script.key(key);
+        invocation.arg(t).arg(limit.requests());
+        let reply: Vec<i64> =
+            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut manager))
+                .await
+                .map_err(|_| RedisFailure::Timeout(self.timeout))?
+                .map_err(RedisFailure::Redis)?;
+        decision_from_reply(limit, &reply).ok_or(RedisFailure::Reply)
+    }
+
+    /// Logs that Redis failed, at most once per [`WARN_EVERY`].
+    pub(crate) fn warn_fallback(&self, failure: &RedisFailure) {
+        if self.warnings.should_warn() {
+            tracing::warn!(
+                error = %failure,
+                "Redis rate limiting unavailable; limiting in this process only"
+            );
+        }
+    }
+}
+
+fn decision_from_reply(limit: RateLimit, reply: &[i64]) -> Option<Decision> {
+    let &[allowed, remaining, reset_us, retry_us] = reply else {
+        return None;
+    };
+    let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+    let allowed = allowed == 1;
+    Some(Decision {
+        allowed,
+        limit,
+        remaining: u32::try_from(remaining.max(0))
+            .unwrap_or(0)
+            .min(limit.requests()),
+        reset_after: micros(reset_us),
+        retry_after: (!allowed).then(|| micros(retry_us)),
+    })
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a Redis check did not give a decision.
+#[derive(Debug)]
+pub(crate) enum RedisFailure {
+    Timeout(Duration),
+    Redis(redis::RedisError),
+    Reply,
+}
+
+impl fmt::Display for RedisFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(d) => write!(f, "no answer within {d:?}"),
+            Self::Redis(e) => write!(f, "{e}"),
+            Self::Reply => f.write_str("unexpected reply from the rate-limit script"),
+        }
+    }
+}
+
+/// Lets one caller through per period, without a lock.
+struct WarnEvery {
+    anchor: Instant,
+    every: Duration,
+    /// Milliseconds since `anchor` before which nobody warns.
+    next_ms: AtomicU64,
+}
+
+impl WarnEvery {
+    fn new(every: Duration) -> Self {
+        Self {
+            anchor: Instant::now(),
+            every,
+            next_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn should_warn(&self) -> bool {
+        let now = u64::try_from(self.anchor.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        let every = u64::try_from(self.every.as_millis()).unwrap_or(u64::MAX);
+        now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(every),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
+
+/// `url` for messages: without `user:password@` and without a query string
+/// (which may carry a password for Unix sockets).
+pub(crate) fn redact_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL; it cannot be shown safely in part.
+        return "<invalid URL>".to_owned();
+    };
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+        None => format!("{scheme}://{authority}{path}"),
+    }
+}
+
+/// `message` with every occurrence of the URL's password (if any) hidden, for
+/// errors that might echo it.
+pub(crate) fn scrub(message: &str, url: &str) -> String {
+    let url = url.split('#').next().unwrap_or_default();
+    let mut secrets: Vec<&str> = Vec::new();
+    if let Some((_, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            secrets.extend(userinfo.split_once(':').map(|(_, p)| p));
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        secrets.extend(query.split('&').filter_map(|pair| {
+            pair.split_once('=')
+                .filter(|(k, _)| {
+                    k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("pass")
+                })
+                .map(|(_, v)| v)
+        }));
+    }
+    secrets
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .fold(message.to_owned(), |m, s| m.replace(s, "***"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_credentials() {
+        assert_eq!(
+            redact_url("redis://user:s3cret@cache.internal:6380/2"),
+            "redis://***@cache.internal:6380/2"
+        );
+        assert_eq!(
+            redact_url("rediss://:p%40ss@host/0?protocol=resp3"),
+            "rediss://***@host/0"
+        );
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?pass=s3cret"),
+            "redis+unix:///run/redis.sock"
+        );
+        assert_eq!(redact_url("s3cret"), "<invalid URL>");
+        assert_eq!(redact_url("redis://u:a@b@host:1"), "redis://***@host:1");
+    }
+
+    #[test]
+    fn scrub_removes_passwords_from_messages() {
+        let url = "redis://user:s3cret@host:1";
+        assert_eq!(scrub("auth s3cret failed", url), "auth *** failed");
+        assert_eq!(
+            scrub("x s3cret", "redis+unix:///sock?db=1&pass=s3cret"),
+            "x ***"
+        );
+        assert_eq!(scrub("nothing here", "redis://host"), "nothing here");
+    }
+
+    #[test]
+    fn warnings_are_throttled() {
+        let w = WarnEvery::new(Duration::from_secs(3_600));
+        assert!(w.should_warn());
+        assert!(!w.should_warn());
+        assert!(!w.should_warn());
+    }
+
+    #[test]
+    fn replies_become_decisions() {
+        let limit = RateLimit::new(5, 60).unwrap();
+        let allowed = decision_from_reply(limit, &[1, 4, 12_000_000, 0]).unwrap();
+        assert!(allowed.allowed);
+        assert_eq!(allowed.remaining, 4);
+        assert_eq!(allowed.reset_after, Duration::from_secs(12));
+        assert_eq!(allowed.retry_after, None);
+        let refused = decision_from_reply(limit, &[0, 0, 60_000_000, 1_500_000]).unwrap();
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, Some(Duration::from_millis(1_500)));
+        assert_eq!(refused.retry_after_seconds(), Some(2));
+        assert!(decision_from_reply(limit, &[1, 2]).is_none());
+        let odd = decision_from_reply(limit, &[1, 99, -5, 0]).unwrap();
+        assert_eq!((odd.remaining, odd.reset_after), (5, Duration::ZERO));
+    }
+}
