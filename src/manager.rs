@@ -16,6 +16,7 @@ use crate::{
     key::{KeyPair, RandomSourceError, SecretKey},
     limits::MAX_GRACE_PERIOD_SECONDS,
     policy::{Metadata, Scopes},
+    ratelimit::RateLimit,
     rejection::Rejection,
     ring::PepperId,
     rules::{FieldError, NewApiKey},
@@ -81,6 +82,8 @@ pub struct ApiKeyInfo {
     pub metadata: Option<Metadata>,
     /// The key this one replaced in a rotation, if any.
     pub rotated_from: Option<ApiKeyId>,
+    /// The key's own rate limit, if any.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl ApiKeyInfo {
@@ -97,6 +100,7 @@ impl ApiKeyInfo {
             scopes: record.scopes,
             metadata: record.metadata,
             rotated_from: record.rotated_from.map(ApiKeyId::new),
+            rate_limit: record.rate_limit,
         }
     }
 }
@@ -238,6 +242,7 @@ impl KeyManager {
             scopes: request.scopes,
             metadata: request.metadata,
             rotated_from: None,
+            rate_limit: request.rate_limit,
         };
         let inserted = self.store.insert(record.clone()).await;
         // A probe of this public key before it existed must not linger as
@@ -292,7 +297,7 @@ impl KeyManager {
         Ok(ApiKeyInfo::from_record(record, Utc::now()))
     }
 
-    /// Changes the key's title, description, scopes or metadata and returns it
+    /// Changes the key's title, description, scopes, metadata or rate limit and returns it
     /// as it is now. Takes effect on the next request on this process (the key
     /// leaves the cache) and, through the change feed, on every replica.
     pub async fn update(
@@ -318,7 +323,7 @@ impl KeyManager {
     }
 
     /// Replaces the key with a new one that copies its title, description,
-    /// scopes and metadata, and its lifetime counted from now. The old key is
+    /// scopes, metadata and rate limit, and its lifetime counted from now. The old key is
     /// revoked at once for a zero `grace_period`, else it expires at the end of
     /// the grace period (never later than it would have). Atomic in the store:
     /// the new key exists if and only if the old one was limited; a key has at
@@ -376,6 +381,7 @@ impl KeyManager {
             scopes: old.scopes.clone(),
             metadata: old.metadata.clone(),
             rotated_from: Some(old.key_id),
+            rate_limit: old.rate_limit,
         };
         let outcome = self
             .store
@@ -429,6 +435,40 @@ impl KeyManager {
         revoked?;
         tracing::info!(key_id = %key.key_id(), account_id = %key.account_id(), "API key revoked by its holder");
         Ok(())
+    }
+
+    /// Imports keys that were made elsewhere (already hashed; the secrets are
+    /// not known here), across accounts: an operator's tool. Every record is
+    /// checked before any is written ([`ManagerError::Invalid`], field names
+    /// `records[i].field`), and they are written in one transaction: a
+    /// duplicate id or public key (in the store or twice in `records`) writes
+    /// nothing and is [`ManagerError::Store`] with [`StoreError::Conflict`].
+    /// A row without `created_at` gets the current time. Returns how many
+    /// were written.
+    pub async fn import(&self, records: Vec<ApiKeyRecord>) -> Result<usize, ManagerError> {
+        let mut errors = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            crate::rules::check_record(record, &format!("records[{index}]."), &mut errors);
+        }
+        if !errors.is_empty() {
+            return Err(ManagerError::Invalid(errors));
+        }
+        let count = records.len();
+        let public_keys: Vec<String> = records.iter().map(|r| r.public_key.clone()).collect();
+        let records = records
+            .into_iter()
+            .map(|mut record| {
+                record.created_at = Some(record.created_at.unwrap_or_else(creation_time));
+                record
+            })
+            .collect();
+        let inserted = self.store.insert_many(records).await;
+        for public_key in &public_keys {
+            self.validator.invalidate(public_key);
+        }
+        inserted?;
+        tracing::info!(keys = count, "API keys imported");
+        Ok(count)
     }
 
     /// Deletes the key. Requests on this process are refused from the moment

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::{
     limits::{EXPIRES_IN_DAYS, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS},
     policy::{Metadata, Scopes},
+    ratelimit::RateLimit,
     store::KeyChanges,
 };
 
@@ -23,6 +24,8 @@ pub struct NewApiKey {
     pub scopes: Option<Scopes>,
     /// Metadata handlers can read from the authenticated key.
     pub metadata: Option<Metadata>,
+    /// The key's own rate limit; `None`: the layer's default, if any.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl NewApiKey {
@@ -34,7 +37,15 @@ impl NewApiKey {
             expires_in_days: None,
             scopes: None,
             metadata: None,
+            rate_limit: None,
         }
+    }
+
+    /// Limits the key to `limit`.
+    #[must_use]
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
     }
 
     /// Restricts the key to `scopes` (an empty set grants no scope).
@@ -136,6 +147,57 @@ impl KeyChanges {
             Err(errors)
         }
     }
+}
+
+/// Checks a stored row given from outside (an import): the title and
+/// description rules of [`NewApiKey`], a `pk_` + 32 alphanumeric public key, a
+/// 64-hex-digit hash and a valid pepper id. Field names are prefixed with
+/// `prefix` (for example `records[3].`).
+pub(crate) fn check_record(
+    record: &crate::store::ApiKeyRecord,
+    prefix: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    let mut own = Vec::new();
+    check_title(&record.title, &mut own);
+    if record.title.trim() != record.title {
+        own.push(FieldError::new(
+            "title",
+            "must not have leading or trailing whitespace",
+        ));
+    }
+    if let Some(description) = &record.description {
+        check_description(description, &mut own);
+    }
+    let public_key = record.public_key.as_bytes();
+    if public_key.len() != 35
+        || !public_key.starts_with(b"pk_")
+        || !public_key[3..].iter().all(u8::is_ascii_alphanumeric)
+    {
+        own.push(FieldError::new(
+            "public_key",
+            "must be pk_ followed by 32 letters or digits",
+        ));
+    }
+    let hash = record.secret_key_hash.as_bytes();
+    if hash.len() != 64 || !hash.iter().all(u8::is_ascii_hexdigit) {
+        own.push(FieldError::new(
+            "secret_key_hash",
+            "must be 64 hexadecimal digits",
+        ));
+    }
+    if let Some(pepper_id) = &record.pepper_id
+        && pepper_id.parse::<crate::ring::PepperId>().is_err()
+    {
+        own.push(FieldError::new(
+            "pepper_id",
+            "must be a pepper id (16 hexadecimal digits)",
+        ));
+    }
+    errors.extend(
+        own.into_iter()
+            .map(|error| FieldError::new(format!("{prefix}{}", error.field), error.message)),
+    );
 }
 
 /// One invalid field of a request.

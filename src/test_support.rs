@@ -46,6 +46,7 @@ pub(crate) fn row(pair: &KeyPair, account_id: Uuid) -> ApiKeyRecord {
         scopes: None,
         metadata: None,
         rotated_from: None,
+        rate_limit: None,
         created_at: Some(Utc::now()),
         pepper_id: None,
     }
@@ -139,6 +140,11 @@ impl ApiKeyRepository for Scripted {
             checked?;
             inner.insert(record).await
         }
+    }
+
+    async fn insert_many(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert_many(records).await
     }
 
     async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {

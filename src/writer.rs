@@ -266,6 +266,7 @@ mod tests {
                     scopes: None,
                     metadata: None,
                     rotated_from: None,
+                    rate_limit: None,
                 },
             )
             .await

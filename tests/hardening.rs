@@ -374,6 +374,7 @@ async fn nothing_secret_is_ever_logged(db: &TestDb) {
         scopes: None,
         metadata: None,
         rotated_from: None,
+        rate_limit: None,
     };
     let err = db.repo.insert(duplicate.clone()).await.unwrap_err();
     let manager_err = ManagerError::from(err);

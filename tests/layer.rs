@@ -449,6 +449,7 @@ async fn reference_vectors_validate_from_stored_rows(db: &TestDb) {
                 scopes: None,
                 metadata: None,
                 rotated_from: None,
+                rate_limit: None,
             })
             .await
             .unwrap();

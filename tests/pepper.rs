@@ -45,6 +45,7 @@ fn reference_row(public_key: &str, hash: &str, account: Uuid) -> ApiKeyRecord {
         scopes: None,
         metadata: None,
         rotated_from: None,
+        rate_limit: None,
     }
 }
 

@@ -9,6 +9,7 @@ use super::ApiError;
 use crate::{
     limits::MAX_GRACE_PERIOD_SECONDS,
     policy::{Metadata, Scopes},
+    ratelimit::RateLimit,
     rules::{FieldError, NewApiKey},
     store::KeyChanges,
 };
@@ -44,6 +45,50 @@ fn metadata(value: Value) -> Result<Option<Metadata>, FieldError> {
     }
 }
 
+/// `rate_limit`: `null` or `{"requests": 1–1000000, "period_seconds": 1–86400}`;
+/// an error names the nested field (`rate_limit.requests`) where it can.
+fn rate_limit(value: Value) -> Result<Option<RateLimit>, FieldError> {
+    let Value::Object(object) = value else {
+        return match value {
+            Value::Null => Ok(None),
+            _ => Err(FieldError::new(
+                "rate_limit",
+                "must be an object {\"requests\", \"period_seconds\"} or null",
+            )),
+        };
+    };
+    let mut requests = None;
+    let mut period = None;
+    for (field, value) in object {
+        let bound = match field.as_str() {
+            "requests" => (&mut requests, RateLimit::MAX_REQUESTS),
+            "period_seconds" => (&mut period, RateLimit::MAX_PERIOD_SECONDS),
+            _ => {
+                return Err(FieldError::new(
+                    format!("rate_limit.{field}"),
+                    "unknown field",
+                ));
+            }
+        };
+        match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if (1..=bound.1).contains(&n) => *bound.0 = Some(n),
+            _ => {
+                return Err(FieldError::new(
+                    format!("rate_limit.{field}"),
+                    format!("must be an integer from 1 to {}", bound.1),
+                ));
+            }
+        }
+    }
+    match (requests, period) {
+        (Some(requests), Some(period)) => RateLimit::new(requests, period)
+            .map(Some)
+            .map_err(|err| FieldError::new(format!("rate_limit.{}", err.field()), err.to_string())),
+        (None, _) => Err(FieldError::new("rate_limit.requests", "is required")),
+        (_, None) => Err(FieldError::new("rate_limit.period_seconds", "is required")),
+    }
+}
+
 /// Adds `more` to `errors`, leaving out fields a type error already covers.
 fn merge(errors: &mut Vec<FieldError>, more: Vec<FieldError>) {
     for error in more {
@@ -54,7 +99,7 @@ fn merge(errors: &mut Vec<FieldError>, more: Vec<FieldError>) {
 }
 
 /// Reads a create body: `title`, `description`, `expires_in_days`, `scopes`,
-/// `metadata`.
+/// `metadata`, `rate_limit`.
 pub(super) fn new_key(body: Map<String, Value>) -> Result<NewApiKey, ApiError> {
     let mut errors = Vec::new();
     let mut request = NewApiKey::new("");
@@ -92,6 +137,10 @@ pub(super) fn new_key(body: Map<String, Value>) -> Result<NewApiKey, ApiError> {
                 Ok(metadata) => request.metadata = metadata,
                 Err(error) => errors.push(error),
             },
+            "rate_limit" => match rate_limit(value) {
+                Ok(limit) => request.rate_limit = limit,
+                Err(error) => errors.push(error),
+            },
             _ => errors.push(FieldError::new(field, "unknown field")),
         }
     }
@@ -108,7 +157,7 @@ pub(super) fn new_key(body: Map<String, Value>) -> Result<NewApiKey, ApiError> {
 }
 
 /// Reads an update body (`PATCH /{key_id}`): any of `title`, `description`,
-/// `scopes`, `metadata`; `null` clears the last three, and `title: null` is an
+/// `scopes`, `metadata`, `rate_limit`; `null` clears the last four, and `title: null` is an
 /// error (a key always has a title).
 pub(super) fn key_changes(body: Map<String, Value>) -> Result<KeyChanges, ApiError> {
     let mut errors = Vec::new();
@@ -130,6 +179,10 @@ pub(super) fn key_changes(body: Map<String, Value>) -> Result<KeyChanges, ApiErr
             },
             "metadata" => match metadata(value) {
                 Ok(metadata) => changes.metadata = Some(metadata),
+                Err(error) => errors.push(error),
+            },
+            "rate_limit" => match rate_limit(value) {
+                Ok(limit) => changes.rate_limit = Some(limit),
                 Err(error) => errors.push(error),
             },
             _ => errors.push(FieldError::new(field, "unknown field")),
@@ -248,6 +301,47 @@ mod tests {
             fields(new_key(object(json!({"title": "t", "metadata": big})))),
             ["metadata"]
         );
+    }
+
+    #[test]
+    fn rate_limits_are_bounded_and_errors_name_the_nested_field() {
+        let ok = new_key(object(
+            json!({"title": "t", "rate_limit": {"requests": 3, "period_seconds": 60}}),
+        ))
+        .unwrap();
+        assert_eq!(ok.rate_limit, Some(RateLimit::new(3, 60).unwrap()));
+        for (bad, field) in [
+            (json!(5), "rate_limit"),
+            (json!([5, 60]), "rate_limit"),
+            (
+                json!({"requests": 0, "period_seconds": 60}),
+                "rate_limit.requests",
+            ),
+            (
+                json!({"requests": 1_000_001, "period_seconds": 60}),
+                "rate_limit.requests",
+            ),
+            (
+                json!({"requests": 1, "period_seconds": 86_401}),
+                "rate_limit.period_seconds",
+            ),
+            (
+                json!({"requests": 1.5, "period_seconds": 60}),
+                "rate_limit.requests",
+            ),
+            (json!({"requests": 1}), "rate_limit.period_seconds"),
+            (
+                json!({"requests": 1, "period_seconds": 1, "burst": 2}),
+                "rate_limit.burst",
+            ),
+        ] {
+            assert_eq!(
+                fields(new_key(object(json!({"title": "t", "rate_limit": bad})))),
+                [field]
+            );
+        }
+        let cleared = key_changes(object(json!({"rate_limit": null}))).unwrap();
+        assert_eq!(cleared.rate_limit, Some(None));
     }
 
     #[test]

@@ -63,6 +63,20 @@ impl ApiKeyRepository for MemoryRepository {
         Ok(())
     }
 
+    async fn insert_many(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
+        let mut rows = self.rows();
+        for (index, record) in records.iter().enumerate() {
+            let clash = |row: &ApiKeyRecord| {
+                row.key_id == record.key_id || row.public_key == record.public_key
+            };
+            if rows.iter().any(clash) || records[..index].iter().any(clash) {
+                return Err(StoreError::Conflict);
+            }
+        }
+        rows.extend(records);
+        Ok(())
+    }
+
     async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let mut keys: Vec<_> = self
             .rows()

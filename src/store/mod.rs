@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::{
     feed::ChangeSource,
     policy::{Metadata, Scopes},
+    ratelimit::RateLimit,
 };
 
 mod memory;
@@ -137,6 +138,8 @@ pub struct ApiKeyRecord {
     pub metadata: Option<Metadata>,
     /// The key this one replaced in a rotation.
     pub rotated_from: Option<Uuid>,
+    /// The key's own rate limit; `None`: the layer's default, if any.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// A change to a key (`PATCH`): each `Some` field is written, `None` leaves the
@@ -151,6 +154,8 @@ pub struct KeyChanges {
     pub scopes: Option<Option<Scopes>>,
     /// New metadata, or `Some(None)` to clear it.
     pub metadata: Option<Option<Metadata>>,
+    /// A new rate limit, or `Some(None)` to remove it.
+    pub rate_limit: Option<Option<RateLimit>>,
 }
 
 impl KeyChanges {
@@ -160,6 +165,7 @@ impl KeyChanges {
             && self.description.is_none()
             && self.scopes.is_none()
             && self.metadata.is_none()
+            && self.rate_limit.is_none()
     }
 
     /// Applies the changes to a record (what the store does to the row).
@@ -175,6 +181,9 @@ impl KeyChanges {
         }
         if let Some(metadata) = &self.metadata {
             record.metadata.clone_from(metadata);
+        }
+        if let Some(rate_limit) = self.rate_limit {
+            record.rate_limit = rate_limit;
         }
     }
 }
@@ -284,6 +293,14 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     /// Inserts a new key. [`StoreError::Conflict`] if its id or public key exists.
     fn insert(&self, record: ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Inserts every record in one transaction: all or none.
+    /// [`StoreError::Conflict`] (and nothing written) if any id or public key
+    /// exists, in the store or twice in `records`.
+    fn insert_many(
+        &self,
+        records: Vec<ApiKeyRecord>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// The account's keys, newest first (`created_at` descending; rows without a
     /// `created_at` last).
     fn list_by_account(
@@ -389,6 +406,32 @@ pub(crate) fn metadata_from_column(key_id: Uuid, json: Option<String>) -> Option
         tracing::warn!(%key_id, "stored metadata is not a JSON object; ignored");
     }
     metadata
+}
+
+/// Reads the rate-limit columns: both set and in bounds, or no limit (a
+/// warning names a key whose columns are half set or out of bounds).
+pub(crate) fn rate_limit_from_columns(
+    key_id: Uuid,
+    requests: Option<i32>,
+    period_seconds: Option<i32>,
+) -> Option<RateLimit> {
+    match (requests, period_seconds) {
+        (None, None) => None,
+        (Some(requests), Some(period)) => {
+            let limit = u32::try_from(requests)
+                .ok()
+                .zip(u32::try_from(period).ok())
+                .and_then(|(requests, period)| RateLimit::new(requests, period).ok());
+            if limit.is_none() {
+                tracing::warn!(%key_id, "stored rate limit is out of bounds; ignored");
+            }
+            limit
+        }
+        _ => {
+            tracing::warn!(%key_id, "only one of the rate-limit columns is set; ignored");
+            None
+        }
+    }
 }
 
 /// Most `(key_id, used_at)` pairs written by one statement, and handed to

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{
     ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, LAST_USED_CHUNK,
     OldKeyLimit, PepperCount, RotateOutcome, Rotation, StoreError, StoredHash,
-    metadata_from_column, scopes_from_column,
+    metadata_from_column, rate_limit_from_columns, scopes_from_column,
 };
 use crate::entity::{self, Column, Entity, Model};
 use crate::policy::{Metadata, Scopes};
@@ -148,7 +148,8 @@ macro_rules! select_by_public_key {
             $json,
             ") AS scopes, CAST(metadata AS ",
             $json,
-            ") AS metadata, rotated_from FROM api_keys WHERE public_key = ",
+            ") AS metadata, rotated_from, rate_limit_requests, rate_limit_period_seconds \
+             FROM api_keys WHERE public_key = ",
             $placeholder
         )
     };
@@ -180,6 +181,11 @@ macro_rules! fetch_by_public_key {
                     scopes: scopes_from_column(key_id, row.try_get("scopes")?),
                     metadata: metadata_from_column(key_id, row.try_get("metadata")?),
                     rotated_from: row.try_get("rotated_from")?,
+                    rate_limit: rate_limit_from_columns(
+                        key_id,
+                        row.try_get("rate_limit_requests")?,
+                        row.try_get("rate_limit_period_seconds")?,
+                    ),
                 })
             })()
             .map(Some)
@@ -253,6 +259,11 @@ impl From<Model> for ApiKeyRecord {
             scopes: scopes_from_column(model.key_id, model.scopes),
             metadata: metadata_from_column(model.key_id, model.metadata),
             rotated_from: model.rotated_from,
+            rate_limit: rate_limit_from_columns(
+                model.key_id,
+                model.rate_limit_requests,
+                model.rate_limit_period_seconds,
+            ),
         }
     }
 }
@@ -293,6 +304,8 @@ fn insert_statement(
             Column::Scopes,
             Column::Metadata,
             Column::RotatedFrom,
+            Column::RateLimitRequests,
+            Column::RateLimitPeriodSeconds,
         ])
         .values([
             Expr::value(record.key_id),
@@ -309,9 +322,24 @@ fn insert_statement(
             json_value(backend, record.scopes.as_ref().map(Scopes::to_json)),
             json_value(backend, record.metadata.as_ref().map(Metadata::to_json)),
             Expr::value(record.rotated_from),
+            Expr::value(
+                record
+                    .rate_limit
+                    .map(|limit| limit_column(limit.requests())),
+            ),
+            Expr::value(
+                record
+                    .rate_limit
+                    .map(|limit| limit_column(limit.period_seconds())),
+            ),
         ])
         .map_err(|err| StoreError::Database(Box::new(err)))?;
     Ok(statement)
+}
+
+/// A rate-limit bound as the `integer` column holds it (the bounds fit).
+fn limit_column(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
 }
 
 fn is_unique_violation(err: &DbErr) -> bool {
@@ -529,6 +557,22 @@ impl ApiKeyRepository for SeaOrmRepository {
         }
     }
 
+    async fn insert_many(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
+        use sea_orm::TransactionTrait;
+        let backend = self.backend();
+        let transaction = self.db.begin().await.map_err(database)?;
+        for record in records {
+            let statement = insert_statement(backend, record)?;
+            match transaction.execute(&statement).await {
+                Ok(_) => {}
+                // Dropping the transaction rolls every row back.
+                Err(err) if is_unique_violation(&err) => return Err(StoreError::Conflict),
+                Err(err) => return Err(database(err)),
+            }
+        }
+        transaction.commit().await.map_err(database)
+    }
+
     async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
         entity::find(self.backend())
             .filter(Column::AccountId.eq(account_id))
@@ -590,6 +634,13 @@ impl ApiKeyRepository for SeaOrmRepository {
             if let Some(metadata) = &changes.metadata {
                 let json = metadata.as_ref().map(Metadata::to_json);
                 update = update.col_expr(Column::Metadata, json_value(backend, json));
+            }
+            if let Some(rate_limit) = changes.rate_limit {
+                let requests = rate_limit.map(|limit| limit_column(limit.requests()));
+                let period = rate_limit.map(|limit| limit_column(limit.period_seconds()));
+                update = update
+                    .col_expr(Column::RateLimitRequests, Expr::value(requests))
+                    .col_expr(Column::RateLimitPeriodSeconds, Expr::value(period));
             }
             update
                 .filter(Column::KeyId.eq(key_id))

@@ -48,6 +48,8 @@ boundary! {
     fn find_by_public_key(&self, public_key: &'a str) -> Option<ApiKeyRecord>;
     /// See [`ApiKeyRepository::insert`].
     fn insert(&self, record: ApiKeyRecord) -> ();
+    /// See [`ApiKeyRepository::insert_many`].
+    fn insert_many(&self, records: Vec<ApiKeyRecord>) -> ();
     /// See [`ApiKeyRepository::list_by_account`].
     fn list_by_account(&self, account_id: Uuid) -> Vec<ApiKeyRecord>;
     /// See [`ApiKeyRepository::get`].

@@ -374,6 +374,11 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         self.check()?;
         self.inner.insert(record).await
     }
+    async fn insert_many(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert_many(records).await
+    }
+
     async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
         self.check()?;
         self.inner.list_by_account(account_id).await
@@ -563,5 +568,6 @@ pub fn row(pair: &KeyPair, account_id: Uuid, expires_at: Option<DateTime<Utc>>) 
         scopes: None,
         metadata: None,
         rotated_from: None,
+        rate_limit: None,
     }
 }

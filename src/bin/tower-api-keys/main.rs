@@ -1,0 +1,3 @@
+//! `tower-api-keys`: the operators' command-line tool (see the crate's README).
+
+fn main() {}
