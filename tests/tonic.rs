@@ -292,3 +292,105 @@ async fn a_store_outage_is_unavailable_not_unauthenticated() {
     );
     grpc.stop().await;
 }
+
+/// A server whose services sit behind `ApiKeyAuthLayer` and a scope guard
+/// requiring `whoami:read`, both answering with `GrpcRejection`.
+async fn start_guarded() -> Grpc {
+    use tower_api_keys::{ApiKeyAuthLayer, RequireScopesLayer, grpc::GrpcRejection};
+
+    let db = common::sqlite().await;
+    let probe = Probe::new(db.repo.clone());
+    let validator = ApiKeyValidator::new(probe.clone(), common::pepper());
+    let manager = KeyManager::new(validator.clone());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<example::whoami::WhoAmIServer>().await;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(ApiKeyAuthLayer::new(validator.clone()).with_rejection(GrpcRejection))
+                    .layer(RequireScopesLayer::new(["whoami:read"]).with_rejection(GrpcRejection)),
+            )
+            .add_service(health_service)
+            .add_service(example::whoami::WhoAmIServer)
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                stopped.await.ok();
+            }),
+    );
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    Grpc {
+        validator,
+        manager,
+        probe,
+        channel,
+        stop: Some(stop),
+        server,
+        _db: db,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_guard_refuses_a_key_lacking_the_scope_with_permission_denied() {
+    use tower_api_keys::Scopes;
+
+    let grpc = start_guarded().await;
+    let account = AccountId::new(Uuid::new_v4());
+    let create = |title: &'static str, scopes: Option<&'static [&'static str]>| {
+        let mut new = NewApiKey::new(title);
+        if let Some(scopes) = scopes {
+            new = new.with_scopes(Scopes::new(scopes).unwrap());
+        }
+        let manager = grpc.manager.clone();
+        async move { manager.create(account, new).await.unwrap() }
+    };
+    let unrestricted = create("unrestricted", None).await;
+    let scoped = create("scoped", Some(&["whoami:read"])).await;
+    let lacking = create("lacking", Some(&["reports:read"])).await;
+    let nothing = create("nothing", Some(&[])).await;
+
+    // Twice each: from the store, then from the cache.
+    for _ in 0..2 {
+        for key in [&unrestricted, &scoped] {
+            let me = grpc.whoami(&key.credential()).await.unwrap();
+            assert_eq!(me.account_id, account.to_string());
+            assert_eq!(me.key_id, key.key.key_id.to_string());
+            assert_eq!(
+                grpc.check(Some(&key.credential())).await.unwrap(),
+                ServingStatus::Serving
+            );
+        }
+        for key in [&lacking, &nothing] {
+            let status = grpc.whoami(&key.credential()).await.unwrap_err();
+            assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+            assert_eq!(status.code() as i32, 7);
+            assert_eq!(status.message(), Rejection::InsufficientScope.detail());
+            assert_refused(
+                grpc.check(Some(&key.credential())).await,
+                Code::PermissionDenied,
+                Rejection::InsufficientScope,
+            );
+        }
+    }
+
+    // An invalid or missing key is still UNAUTHENTICATED, not PERMISSION_DENIED.
+    let wrong_secret = format!("{}:sk_{}", lacking.key.public_key, "A".repeat(32));
+    assert_refused(
+        grpc.check(Some(&wrong_secret)).await,
+        Code::Unauthenticated,
+        Rejection::InvalidCredential,
+    );
+    assert_refused(
+        grpc.check(None).await,
+        Code::Unauthenticated,
+        Rejection::MissingCredential,
+    );
+    grpc.stop().await;
+}

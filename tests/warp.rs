@@ -230,3 +230,104 @@ async fn warp_rejections_behind_the_layer_are_problems_too() {
     assert_problem(response, StatusCode::UNAUTHORIZED, "Missing API key").await;
     warp.stop().await;
 }
+
+/// The example's warp routes behind `ApiKeyAuthLayer` and a scope guard
+/// requiring `whoami:read`, served by hyper on loopback.
+async fn start_guarded() -> Warp {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo},
+        server::conn::auto,
+        service::TowerToHyperService,
+    };
+    use tower_api_keys::{ApiKeyAuthLayer, RequireScopesLayer};
+
+    let db = common::sqlite().await;
+    let probe = Probe::new(db.repo.clone());
+    let validator = ApiKeyValidator::new(probe.clone(), common::pepper());
+    let manager = KeyManager::new(validator.clone());
+    let service = tower::ServiceBuilder::new()
+        .layer(ApiKeyAuthLayer::new(validator.clone()))
+        .layer(RequireScopesLayer::new(["whoami:read"]))
+        .service(warp::service(example::routes()));
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _) = accepted.unwrap();
+                    let connection = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(
+                            TokioIo::new(stream),
+                            TowerToHyperService::new(service.clone()),
+                        )
+                        .into_owned();
+                    tokio::spawn(async move {
+                        connection.await.ok();
+                    });
+                }
+                _ = &mut stopped => break,
+            }
+        }
+    });
+    Warp {
+        validator,
+        manager,
+        probe,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        stop: Some(stop),
+        server,
+        _db: db,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_guard_refuses_a_key_lacking_the_scope_with_403() {
+    use tower_api_keys::Scopes;
+
+    let warp = start_guarded().await;
+    let account = AccountId::new(Uuid::new_v4());
+    let mut keys = Vec::new();
+    for scopes in [
+        None,
+        Some(&["whoami:read", "x"][..]),
+        Some(&["reports:read"][..]),
+        Some(&[][..]),
+    ] {
+        let mut new = NewApiKey::new("warp client");
+        if let Some(scopes) = scopes {
+            new = new.with_scopes(Scopes::new(scopes).unwrap());
+        }
+        keys.push(warp.manager.create(account, new).await.unwrap());
+    }
+
+    // Twice each: from the store, then from the cache.
+    for _ in 0..2 {
+        for key in &keys[..2] {
+            let response = warp.whoami(Some(&key.credential())).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["account_id"], account.to_string());
+            assert_eq!(body["key_id"], key.key.key_id.to_string());
+        }
+        for key in &keys[2..] {
+            let response = warp.whoami(Some(&key.credential())).await;
+            assert_eq!(
+                response.headers()[header::WWW_AUTHENTICATE],
+                r#"Bearer error="insufficient_scope", scope="whoami:read""#
+            );
+            assert_problem(response, StatusCode::FORBIDDEN, "Insufficient scope").await;
+        }
+    }
+
+    // An invalid or missing key is still 401, not 403.
+    let wrong_secret = format!("{}:sk_{}", keys[2].key.public_key, "A".repeat(32));
+    let response = warp.whoami(Some(&wrong_secret)).await;
+    assert_problem(response, StatusCode::UNAUTHORIZED, "Invalid API key").await;
+    let response = warp.whoami(None).await;
+    assert_problem(response, StatusCode::UNAUTHORIZED, "Missing API key").await;
+    warp.stop().await;
+}
