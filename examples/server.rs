@@ -18,6 +18,7 @@
 //! | `API_KEY_PREVIOUS_PEPPERS` | previous peppers during a rotation, comma-separated, newest first; the last one made the rows without a `pepper_id` | none |
 //! | `ADMIN_TOKEN` | stands in for the host's own login on the management routes (at least 16 bytes, no whitespace) | generated at each start and printed once to stdout as `ADMIN_TOKEN=…` |
 //! | `BIND` | listening address | `127.0.0.1:3000` |
+//! | `REDIS_URL` | keeps per-key rate limits in Redis, shared by every replica (feature `redis`, on by default) | rate limits kept in this process |
 //! | `RUST_LOG` | log filter (logs go to stderr) | `info` |
 //!
 //! # Routes
@@ -75,7 +76,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair,
-    PepperRing, PepperSource, RequireScopesLayer, Scopes,
+    PepperRing, PepperSource, RateLimiter, RequireScopesLayer, Scopes,
     headers::PROBLEM_JSON,
     router::{ManagementRouter, RevocationRouter},
     store::{SeaOrmRepository, redact_url},
@@ -114,6 +115,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// Per-key rate limits: in Redis (the whole cluster shares each key's budget)
+/// when `REDIS_URL` is set, in this process otherwise.
+async fn rate_limiter() -> Result<RateLimiter, String> {
+    let Some(url) = std::env::var_os("REDIS_URL") else {
+        tracing::info!("rate limits are kept in this process (set REDIS_URL to share them)");
+        return Ok(RateLimiter::in_process());
+    };
+    let url = url
+        .into_string()
+        .map_err(|_| "REDIS_URL is not valid UTF-8".to_owned())?;
+    #[cfg(feature = "redis")]
+    {
+        let limiter = RateLimiter::redis(&url)
+            .await
+            .map_err(|err| format!("cannot use Redis for rate limits: {err}"))?;
+        tracing::info!(redis = %redact_url(&url), "rate limits are kept in Redis");
+        Ok(limiter)
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        Err(
+            "REDIS_URL is set, but this build lacks the crate feature `redis` \
+             (cargo run --example server --features redis)"
+                .to_owned(),
+        )
+    }
+}
+
 async fn run() -> Result<(), String> {
     // First, so that a signal during startup still ends in a clean stop.
     let shutdown = shutdown_signal()?;
@@ -139,7 +169,9 @@ async fn run() -> Result<(), String> {
         })?;
     tracing::info!(database = %shown_url, "key store ready");
 
-    let validator = ApiKeyValidator::new(repo.clone(), peppers);
+    let validator = ApiKeyValidator::builder(repo.clone(), peppers)
+        .with_rate_limiter(rate_limiter().await?)
+        .build();
     let manager = KeyManager::new(validator.clone());
     let app = app(validator.clone(), manager, admin_token);
 

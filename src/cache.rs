@@ -81,7 +81,8 @@ impl CachedKey {
                 record.expires_at,
                 record.scopes,
                 record.metadata,
-            ),
+            )
+            .with_rate_limit(record.rate_limit),
             record.status,
             hash,
             expires_at,

@@ -11,7 +11,10 @@ use std::{fmt, str::FromStr, sync::Arc};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::policy::{Metadata, Scopes};
+use crate::{
+    policy::{Metadata, Scopes},
+    ratelimit::RateLimit,
+};
 
 macro_rules! uuid_newtype {
     ($(#[$doc:meta])* $name:ident) => {
@@ -82,6 +85,7 @@ pub struct AuthenticatedKey {
     expires_at: Option<DateTime<Utc>>,
     scopes: Option<Scopes>,
     metadata: Option<Metadata>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl AuthenticatedKey {
@@ -100,7 +104,19 @@ impl AuthenticatedKey {
             expires_at,
             scopes,
             metadata,
+            rate_limit: None,
         }
+    }
+
+    pub(crate) fn with_rate_limit(mut self, rate_limit: Option<RateLimit>) -> Self {
+        self.rate_limit = rate_limit;
+        self
+    }
+
+    /// The key's own rate limit, if it has one (the layer may apply a default
+    /// to keys without one).
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
     }
 
     /// The owning account.
@@ -161,6 +177,7 @@ impl fmt::Debug for AuthenticatedKey {
             .field("expires_at", &self.expires_at)
             .field("scopes", &self.scopes)
             .field("metadata", &self.metadata)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }

@@ -5,24 +5,57 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response, header};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::service::insert_extensions;
 use crate::{
+    admission::{Admitted, Refused},
     body::ResponseBody,
-    identity::AuthenticatedKey,
+    ratelimit::{
+        Decision,
+        headers::{RATELIMIT, RATELIMIT_POLICY},
+    },
     rejection::{Rejection, RejectionBody, RejectionHandler},
 };
 
-type StoreCheck = Pin<Box<dyn Future<Output = Result<AuthenticatedKey, Rejection>> + Send>>;
+/// The awaited part of a request's check: the store lookup on a cache miss,
+/// and a shared rate limiter's answer.
+pub(crate) type Check = Pin<Box<dyn Future<Output = Result<Admitted, Refused>> + Send>>;
+
+/// Adds the rate-limit state of a limited key's request to its response
+/// (CONTRACT §9.3).
+fn add_rate_headers(headers: &mut HeaderMap, rate: &Decision) {
+    headers.insert(RATELIMIT_POLICY, rate.policy_header());
+    headers.insert(RATELIMIT, rate.ratelimit_header());
+}
+
+/// The response to a refusal: the handler's, plus the rate-limit headers and
+/// the real `Retry-After` of a `429`.
+pub(crate) fn refusal_response(
+    handler: &dyn RejectionHandler,
+    refused: Refused,
+) -> Response<RejectionBody> {
+    tracing::debug!(rejection = %refused.rejection, "API key rejected");
+    let mut response = handler.respond(refused.rejection);
+    if let Some(rate) = &refused.rate {
+        let headers = response.headers_mut();
+        add_rate_headers(headers, rate);
+        if refused.rejection == Rejection::RateLimited
+            && let Some(seconds) = rate.retry_after_seconds()
+        {
+            headers.insert(header::RETRY_AFTER, seconds.into());
+        }
+    }
+    response
+}
 
 pin_project! {
     /// Response future of [`ApiKeyAuth`](super::ApiKeyAuth).
     ///
     /// A cache hit goes straight to the inner service's future; only a cache miss
-    /// allocates, for the store lookup.
+    /// (or a rate limit kept in Redis) allocates, for the awaited check.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<B>>,
@@ -39,7 +72,7 @@ pin_project! {
         S: Service<Request<B>>,
     {
         Checking {
-            check: StoreCheck,
+            check: Check,
             inner: Option<S>,
             request: Option<Request<B>>,
             rejection: Arc<dyn RejectionHandler>,
@@ -47,6 +80,7 @@ pin_project! {
         Inner {
             #[pin]
             future: S::Future,
+            rate: Option<Decision>,
         },
         Rejected {
             response: Option<Response<RejectionBody>>,
@@ -58,9 +92,9 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn inner(future: S::Future) -> Self {
+    pub(crate) fn inner(future: S::Future, rate: Option<Decision>) -> Self {
         Self {
-            state: State::Inner { future },
+            state: State::Inner { future, rate },
         }
     }
 
@@ -73,7 +107,7 @@ where
     }
 
     pub(crate) fn checking(
-        check: StoreCheck,
+        check: Check,
         inner: S,
         request: Request<B>,
         rejection: Arc<dyn RejectionHandler>,
@@ -108,8 +142,11 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Inner { future } => {
-                    let response = ready!(future.poll(cx))?;
+                StateProj::Inner { future, rate } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(rate) = rate {
+                        add_rate_headers(response.headers_mut(), rate);
+                    }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
                 StateProj::Rejected { response } => {
@@ -126,24 +163,22 @@ where
                 } => {
                     let outcome = ready!(check.as_mut().poll(cx));
                     let next = match outcome {
-                        Ok(key) => {
+                        Ok(admitted) => {
                             let mut request = request
                                 .take()
                                 .expect("ResponseFuture polled after completion");
-                            insert_extensions(&mut request, key);
+                            insert_extensions(&mut request, admitted.key);
                             let mut inner = inner
                                 .take()
                                 .expect("ResponseFuture polled after completion");
                             State::Inner {
                                 future: inner.call(request),
+                                rate: admitted.rate,
                             }
                         }
-                        Err(refused) => {
-                            tracing::debug!(rejection = %refused, "API key rejected");
-                            State::Rejected {
-                                response: Some(rejection.respond(refused)),
-                            }
-                        }
+                        Err(refused) => State::Rejected {
+                            response: Some(refusal_response(&**rejection, refused)),
+                        },
                     };
                     this.state.set(next);
                 }

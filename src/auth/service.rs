@@ -4,7 +4,12 @@ use http::{Request, Response};
 use tower_service::Service;
 use zeroize::Zeroizing;
 
-use super::{ResponseFuture, extract_credential, layer::AuthConfig};
+use super::{
+    ResponseFuture, extract_credential,
+    future::{Check, refusal_response},
+    layer::AuthConfig,
+};
+use crate::admission::Now;
 use crate::body::ResponseBody;
 use crate::{
     identity::AuthenticatedKey,
@@ -61,7 +66,7 @@ impl<S> ApiKeyAuth<S> {
 }
 
 /// What the headers and the cache decided, before anything is awaited.
-enum Decision {
+enum Verdict {
     Pass(Option<AuthenticatedKey>),
     Reject(Rejection),
     AskStore {
@@ -90,43 +95,63 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let decision = match extract_credential(request.headers()) {
-            Err(_) => Decision::Reject(Rejection::MalformedCredential),
-            Ok(None) if self.config.allow_anonymous => Decision::Pass(None),
-            Ok(None) => Decision::Reject(Rejection::MissingCredential),
+        let verdict = match extract_credential(request.headers()) {
+            Err(_) => Verdict::Reject(Rejection::MalformedCredential),
+            Ok(None) if self.config.allow_anonymous => Verdict::Pass(None),
+            Ok(None) => Verdict::Reject(Rejection::MissingCredential),
             Ok(Some(credential)) => match self.config.validator.check_cached(&credential) {
-                Some(Ok(key)) => Decision::Pass(Some(key)),
-                Some(Err(rejection)) => Decision::Reject(rejection),
-                None => Decision::AskStore {
+                Some(Ok(key)) => Verdict::Pass(Some(key)),
+                Some(Err(rejection)) => Verdict::Reject(rejection),
+                None => Verdict::AskStore {
                     public_key: credential.public_key().to_owned(),
                     secret_key: Zeroizing::new(credential.secret_key().to_owned()),
                 },
             },
         };
-        match decision {
-            Decision::Reject(rejection) => {
-                tracing::debug!(%rejection, "API key rejected");
-                ResponseFuture::rejected(self.config.rejection.respond(rejection))
-            }
-            Decision::Pass(key) => {
-                if let Some(key) = key {
-                    insert_extensions(&mut request, key);
+        match verdict {
+            Verdict::Reject(rejection) => ResponseFuture::rejected(refusal_response(
+                &*self.config.rejection,
+                rejection.into(),
+            )),
+            Verdict::Pass(None) => ResponseFuture::inner(self.inner.call(request), None),
+            Verdict::Pass(Some(key)) => match self.config.validator.admit_now(key) {
+                Now::Decided(Ok(admitted)) => {
+                    insert_extensions(&mut request, admitted.key);
+                    ResponseFuture::inner(self.inner.call(request), admitted.rate)
                 }
-                ResponseFuture::inner(self.inner.call(request))
-            }
-            Decision::AskStore {
+                Now::Decided(Err(refused)) => {
+                    ResponseFuture::rejected(refusal_response(&*self.config.rejection, refused))
+                }
+                Now::Later(key) => {
+                    let validator = self.config.validator.clone();
+                    self.checking(Box::pin(async move { validator.admit(key).await }), request)
+                }
+            },
+            Verdict::AskStore {
                 public_key,
                 secret_key,
             } => {
-                // The ready service goes into the future; a clone stays for the next call.
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
                 let validator = self.config.validator.clone();
-                let check =
-                    Box::pin(async move { validator.check_store(&public_key, &secret_key).await });
-                ResponseFuture::checking(check, inner, request, self.config.rejection.clone())
+                let check = Box::pin(async move {
+                    let key = validator.check_store(&public_key, &secret_key).await?;
+                    validator.admit(key).await
+                });
+                self.checking(check, request)
             }
         }
+    }
+}
+
+impl<S: Clone> ApiKeyAuth<S> {
+    /// A future that awaits `check`, then calls the inner service.
+    fn checking<B>(&mut self, check: Check, request: Request<B>) -> ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        // The ready service goes into the future; a clone stays for the next call.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::checking(check, inner, request, self.config.rejection.clone())
     }
 }
 

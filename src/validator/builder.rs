@@ -9,9 +9,11 @@ use std::{
 
 use super::{ApiKeyValidator, Inner};
 use crate::{
+    admission::Limits,
     cache::{CacheConfig, KeyCache},
     feed::{ChangeSource, Evict, Feed},
     flight::Flights,
+    ratelimit::{RateLimit, RateLimiter},
     ring::{Hashers, PepperId, PepperRing},
     store::{ApiKeyRepository, Store},
     writer::{BatchWriter, Flusher},
@@ -37,6 +39,8 @@ pub struct ValidatorBuilder {
     flush_interval: Duration,
     store_timeout: Duration,
     stale_if_error: Duration,
+    limiter: Option<RateLimiter>,
+    default_rate_limit: Option<RateLimit>,
 }
 
 impl ValidatorBuilder {
@@ -99,6 +103,23 @@ impl ValidatorBuilder {
         self
     }
 
+    /// Where per-key rate limits are counted: default an in-process limiter
+    /// ([`RateLimiter::in_process`]), so that with N replicas a key gets N
+    /// times its limit; [`RateLimiter::redis`] (feature `redis`) makes the
+    /// limits hold for the whole cluster. Shared by every layer over this
+    /// validator, so a key has one budget across routes.
+    pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// The limit of keys that have none of their own: default **none** (such
+    /// keys are not limited). A key's own `rate_limit` always wins.
+    pub fn with_default_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.default_rate_limit = Some(limit);
+        self
+    }
+
     /// Whether the validator follows the store's change feed, so that a key
     /// changed by any writer (another replica, the reference service, plain
     /// SQL) is dropped from this process's cache at once: default **on** when
@@ -147,6 +168,10 @@ impl ValidatorBuilder {
                 feed: OnceLock::new(),
                 positive_ttl: self.positive_ttl,
                 stale_if_error: self.stale_if_error,
+                limits: Limits {
+                    limiter: self.limiter.unwrap_or_default(),
+                    default: self.default_rate_limit,
+                },
             }),
         };
         warn_of_missing_peppers(&validator.inner.store, &self.peppers);
@@ -225,6 +250,8 @@ impl ValidatorBuilder {
             flush_interval: Duration::from_secs(10),
             store_timeout: STORE_TIMEOUT,
             stale_if_error: Duration::from_secs(300),
+            limiter: None,
+            default_rate_limit: None,
         }
     }
 }

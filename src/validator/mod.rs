@@ -21,6 +21,7 @@ use uuid::Uuid;
 /// Most keys remembered as already warned about an unknown pepper.
 const MAX_WARNED_KEYS: usize = 10_000;
 
+use crate::admission::Limits;
 use crate::{
     cache::{CachedEntries, CachedKey, Freshness, KeyCache},
     feed::{Evict, Feed, FeedStatus},
@@ -80,6 +81,7 @@ struct Inner {
     feed: OnceLock<Feed>,
     positive_ttl: Duration,
     stale_if_error: Duration,
+    limits: Limits,
 }
 
 impl ApiKeyValidator {
@@ -344,6 +346,17 @@ impl ApiKeyValidator {
     pub(crate) fn verify_dummy(&self, secret: &str) {
         let inner = &*self.inner;
         inner.hashers.current().verify(secret, &inner.dummy_hash);
+    }
+
+    /// The rate limiter and default limit the layer applies after
+    /// authentication.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Counts a request the layer lets through (usage metering).
+    pub(crate) fn count_request(&self, key: &AuthenticatedKey) {
+        self.inner.writer.count_request(key.key_id().into_inner());
     }
 
     /// The ids of the peppers this validator holds, current first.
