@@ -1158,48 +1158,6 @@ async fn concurrent_rotation_losers_get_409(db: &TestDb) {
     }
 }
 
-/// Not in `backend_tests!`: on MySQL/MariaDB it fails (see the `ignore`
-/// reason), and only that backend's variant is ignored.
-mod concurrent_rotation_losers {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        let db = crate::common::sqlite().await;
-        super::concurrent_rotation_losers_get_409(&db).await;
-        db.cleanup().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        let Some(db) = crate::common::postgres().await else {
-            eprintln!("TEST_POSTGRES_URL not set; PostgreSQL not exercised");
-            return;
-        };
-        super::concurrent_rotation_losers_get_409(&db).await;
-        db.cleanup().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres_adopted() {
-        let Some(db) = crate::common::postgres_adopted().await else {
-            eprintln!("TEST_POSTGRES_URL not set; the adopted PostgreSQL table not exercised");
-            return;
-        };
-        super::concurrent_rotation_losers_get_409(&db).await;
-        db.cleanup().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "bug in src/store/sql.rs rotate: on MariaDB concurrent rotations of one key deadlock (1213) and some losers get 503 instead of 409"]
-    async fn mysql() {
-        let Some(db) = crate::common::mysql().await else {
-            eprintln!("TEST_MYSQL_URL not set; MySQL not exercised");
-            return;
-        };
-        super::concurrent_rotation_losers_get_409(&db).await;
-        db.cleanup().await;
-    }
-}
-
 // ------------------------------------------------ revocation by the holder
 
 async fn revocation_by_credential_answers_alike_and_revokes_only_valid_keys(db: &TestDb) {
@@ -1366,4 +1324,5 @@ backend_tests!(
     concurrent_rotations_leave_exactly_one_successor,
     revocation_by_credential_answers_alike_and_revokes_only_valid_keys,
     revocation_by_credential_refuses_bad_bodies,
+    concurrent_rotation_losers_get_409,
 );

@@ -236,6 +236,78 @@ impl SeaOrmRepository {
     fn backend(&self) -> DatabaseBackend {
         self.db.get_database_backend()
     }
+    /// One attempt of [`ApiKeyRepository::rotate`].
+    async fn rotate_once(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
+        use sea_orm::TransactionTrait;
+        let backend = self.backend();
+        let Rotation {
+            account_id,
+            old_key_id,
+            old_key,
+            successor,
+        } = rotation;
+        let transaction = self.db.begin().await.map_err(database)?;
+        let read_old = || {
+            entity::find(backend)
+                .filter(Column::KeyId.eq(old_key_id))
+                .filter(Column::AccountId.eq(account_id))
+        };
+        // Limit the old key first, and only while it can still validate: the
+        // write takes the row's lock (SQLite's write lock), so a concurrent
+        // rotation or revoke waits here and then sees this one's outcome.
+        let now = Utc::now();
+        let mut update = Entity::update_many();
+        update = match old_key {
+            OldKeyLimit::Revoke => {
+                update.col_expr(Column::Status, Expr::cust(KeyStatus::Revoked.sql_literal()))
+            }
+            OldKeyLimit::ExpireAt(at) => update.col_expr(Column::ExpiresAt, Expr::value(at)),
+        };
+        let limited = update
+            .filter(Column::KeyId.eq(old_key_id))
+            .filter(Column::AccountId.eq(account_id))
+            .filter(still_valid(now))
+            .exec(&transaction)
+            .await
+            .map_err(database)?;
+        if limited.rows_affected == 0 {
+            // Not there, not active, or (MySQL counts only rows it changed) an
+            // expiry set to the value it had: read to tell.
+            match read_old().one(&transaction).await.map_err(database)? {
+                None => return Ok(RotateOutcome::NotFound),
+                Some(row) => {
+                    if ApiKeyRecord::from(row).effective_status(now)
+                        != super::EffectiveStatus::Active
+                    {
+                        return Ok(RotateOutcome::NotActive);
+                    }
+                }
+            }
+        }
+        let statement = insert_statement(backend, successor)?;
+        match transaction.execute(&statement).await {
+            Ok(_) => {}
+            // The unique index on `rotated_from`: the key already has a successor.
+            Err(err) if is_unique_violation(&err) => return Ok(RotateOutcome::AlreadyRotated),
+            Err(err) => return Err(database(err)),
+        }
+        let old = read_old().one(&transaction).await.map_err(database)?;
+        transaction.commit().await.map_err(database)?;
+        Ok(old.map_or(RotateOutcome::NotFound, |row| {
+            RotateOutcome::Rotated(Box::new(ApiKeyRecord::from(row)))
+        }))
+    }
+}
+
+/// Whether a database error is a deadlock or serialization failure that the
+/// database resolved by rolling the transaction back (MySQL 1213, SQLSTATE
+/// 40001 / 40P01): the transaction may simply be run again.
+fn is_deadlock(err: &(dyn std::error::Error + 'static)) -> bool {
+    let text = err.to_string();
+    text.contains("1213")
+        || text.contains("40001")
+        || text.contains("40P01")
+        || text.contains("Deadlock found")
 }
 
 fn database(err: DbErr) -> StoreError {
@@ -653,64 +725,20 @@ impl ApiKeyRepository for SeaOrmRepository {
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
-        use sea_orm::TransactionTrait;
-        let backend = self.backend();
-        let Rotation {
-            account_id,
-            old_key_id,
-            old_key,
-            successor,
-        } = rotation;
-        let transaction = self.db.begin().await.map_err(database)?;
-        let read_old = || {
-            entity::find(backend)
-                .filter(Column::KeyId.eq(old_key_id))
-                .filter(Column::AccountId.eq(account_id))
-        };
-        // Limit the old key first, and only while it can still validate: the
-        // write takes the row's lock (SQLite's write lock), so a concurrent
-        // rotation or revoke waits here and then sees this one's outcome.
-        let now = Utc::now();
-        let mut update = Entity::update_many();
-        update = match old_key {
-            OldKeyLimit::Revoke => {
-                update.col_expr(Column::Status, Expr::cust(KeyStatus::Revoked.sql_literal()))
-            }
-            OldKeyLimit::ExpireAt(at) => update.col_expr(Column::ExpiresAt, Expr::value(at)),
-        };
-        let limited = update
-            .filter(Column::KeyId.eq(old_key_id))
-            .filter(Column::AccountId.eq(account_id))
-            .filter(still_valid(now))
-            .exec(&transaction)
-            .await
-            .map_err(database)?;
-        if limited.rows_affected == 0 {
-            // Not there, not active, or (MySQL counts only rows it changed) an
-            // expiry set to the value it had: read to tell.
-            match read_old().one(&transaction).await.map_err(database)? {
-                None => return Ok(RotateOutcome::NotFound),
-                Some(row) => {
-                    if ApiKeyRecord::from(row).effective_status(now)
-                        != super::EffectiveStatus::Active
-                    {
-                        return Ok(RotateOutcome::NotActive);
-                    }
+        // Concurrent rotations of one key can deadlock on MySQL/MariaDB (the
+        // limiting update locks index gaps of the account's keys, the
+        // successor's insert waits on them): the database rolls one back, and
+        // running it again gives the answer it would have had in turn.
+        let mut attempt = 1;
+        loop {
+            match self.rotate_once(rotation.clone()).await {
+                Err(StoreError::Database(err)) if attempt < 5 && is_deadlock(&*err) => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
                 }
+                outcome => return outcome,
             }
         }
-        let statement = insert_statement(backend, successor)?;
-        match transaction.execute(&statement).await {
-            Ok(_) => {}
-            // The unique index on `rotated_from`: the key already has a successor.
-            Err(err) if is_unique_violation(&err) => return Ok(RotateOutcome::AlreadyRotated),
-            Err(err) => return Err(database(err)),
-        }
-        let old = read_old().one(&transaction).await.map_err(database)?;
-        transaction.commit().await.map_err(database)?;
-        Ok(old.map_or(RotateOutcome::NotFound, |row| {
-            RotateOutcome::Rotated(Box::new(ApiKeyRecord::from(row)))
-        }))
     }
 
     async fn delete(

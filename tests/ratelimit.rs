@@ -1,0 +1,286 @@
+//! CONTRACT §9.1–§9.3 over real HTTP, on every backend: a key's own rate limit
+//! and the validator's default, `429` with `Retry-After` and the RateLimit
+//! headers, a limit changed through `PATCH` taking effect at once, and limits
+//! that hold for the whole cluster when kept in Redis.
+
+mod common;
+
+use common::{Harness, TestDb, pepper};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tower_api_keys::{AccountId, ApiKeyValidator, RateLimit, RateLimiter};
+use uuid::Uuid;
+
+backend_tests!(
+    a_keys_own_limit_counts_down_then_refuses_with_429,
+    a_limit_changed_through_patch_takes_effect_on_the_next_request,
+    the_default_limit_applies_to_keys_without_one,
+    in_process_limits_multiply_with_replicas_and_redis_ones_do_not,
+);
+
+/// Creates a key over HTTP with `body` and returns its credential and id.
+async fn create(h: &Harness, account: AccountId, body: Value) -> (String, String) {
+    let response = h
+        .client
+        .post(h.url("/v1/api-keys"))
+        .header("x-account-id", account.to_string())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.unwrap();
+    let credential = format!(
+        "{}:{}",
+        created["public_key"].as_str().unwrap(),
+        created["secret_key"].as_str().unwrap()
+    );
+    (credential, created["key_id"].as_str().unwrap().to_owned())
+}
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|value| value.to_str().unwrap().to_owned())
+}
+
+/// `r` of the `RateLimit` header.
+fn remaining(response: &reqwest::Response) -> Option<u32> {
+    let value = header(response, "ratelimit")?;
+    let r = value.split(';').find_map(|part| part.strip_prefix("r="))?;
+    Some(r.parse().unwrap())
+}
+
+async fn a_keys_own_limit_counts_down_then_refuses_with_429(db: &TestDb) {
+    let h = Harness::start(ApiKeyValidator::new(db.repo.clone(), pepper())).await;
+    let account = AccountId::new(Uuid::new_v4());
+    let (limited, _) = create(
+        &h,
+        account,
+        json!({"title": "limited", "rate_limit": {"requests": 3, "period_seconds": 60}}),
+    )
+    .await;
+    let (free, _) = create(&h, account, json!({"title": "free"})).await;
+
+    for expected in [2, 1, 0] {
+        let response = h.whoami(&limited).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            header(&response, "ratelimit-policy").as_deref(),
+            Some("\"key\";q=3;w=60")
+        );
+        assert_eq!(remaining(&response), Some(expected));
+        let reset: u32 = header(&response, "ratelimit")
+            .unwrap()
+            .split(';')
+            .find_map(|part| part.strip_prefix("t="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&reset), "t={reset}");
+    }
+    let refused = h.whoami(&limited).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(&refused, "content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    let retry_after: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(remaining(&refused), Some(0));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["status"], 429);
+    assert_eq!(body["detail"], "Rate limit exceeded");
+
+    // Another key of the same account is not limited, and says nothing of limits.
+    for _ in 0..5 {
+        let response = h.whoami(&free).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "ratelimit"), None);
+        assert_eq!(header(&response, "ratelimit-policy"), None);
+    }
+    // The limit is part of the key object.
+    let listed: Value = h
+        .client
+        .get(h.url("/v1/api-keys"))
+        .header("x-account-id", account.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let limits: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| &key["rate_limit"])
+        .collect();
+    assert!(limits.contains(&&json!({"requests": 3, "period_seconds": 60})));
+    assert!(limits.contains(&&Value::Null));
+}
+
+async fn a_limit_changed_through_patch_takes_effect_on_the_next_request(db: &TestDb) {
+    let h = Harness::start(ApiKeyValidator::new(db.repo.clone(), pepper())).await;
+    let account = AccountId::new(Uuid::new_v4());
+    let (credential, key_id) = create(
+        &h,
+        account,
+        json!({"title": "k", "rate_limit": {"requests": 1, "period_seconds": 3600}}),
+    )
+    .await;
+    assert_eq!(h.whoami(&credential).await.status(), StatusCode::OK);
+    assert_eq!(
+        h.whoami(&credential).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let patch = |body: Value| {
+        h.client
+            .request(Method::PATCH, h.url(&format!("/v1/api-keys/{key_id}")))
+            .header("x-account-id", account.to_string())
+            .json(&body)
+            .send()
+    };
+    let response = patch(json!({"rate_limit": {"requests": 5, "period_seconds": 60}}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let key: Value = response.json().await.unwrap();
+    assert_eq!(
+        key["rate_limit"],
+        json!({"requests": 5, "period_seconds": 60})
+    );
+    let response = h.whoami(&credential).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, "ratelimit-policy").as_deref(),
+        Some("\"key\";q=5;w=60")
+    );
+
+    // Bad limits are refused, naming the field, and change nothing.
+    for (bad, field) in [
+        (
+            json!({"requests": 0, "period_seconds": 60}),
+            "rate_limit.requests",
+        ),
+        (
+            json!({"requests": 5, "period_seconds": 86_401}),
+            "rate_limit.period_seconds",
+        ),
+        (json!("5/60"), "rate_limit"),
+    ] {
+        let response = patch(json!({ "rate_limit": bad })).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+    }
+    let response = h.whoami(&credential).await;
+    assert_eq!(
+        header(&response, "ratelimit-policy").as_deref(),
+        Some("\"key\";q=5;w=60")
+    );
+
+    // `null` removes the limit.
+    assert_eq!(
+        patch(json!({"rate_limit": null})).await.unwrap().status(),
+        StatusCode::OK
+    );
+    for _ in 0..10 {
+        let response = h.whoami(&credential).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "ratelimit"), None);
+    }
+}
+
+async fn the_default_limit_applies_to_keys_without_one(db: &TestDb) {
+    let validator = ApiKeyValidator::builder(db.repo.clone(), pepper())
+        .with_default_rate_limit(RateLimit::new(2, 60).unwrap())
+        .build();
+    let h = Harness::start(validator).await;
+    let account = AccountId::new(Uuid::new_v4());
+    let (plain, _) = create(&h, account, json!({"title": "default"})).await;
+    let (own, _) = create(
+        &h,
+        account,
+        json!({"title": "own", "rate_limit": {"requests": 4, "period_seconds": 60}}),
+    )
+    .await;
+    let statuses = |credential: String| {
+        let h = &h;
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..5 {
+                statuses.push(h.whoami(&credential).await.status().as_u16());
+            }
+            statuses
+        }
+    };
+    assert_eq!(statuses(plain).await, [200, 200, 429, 429, 429]);
+    assert_eq!(statuses(own).await, [200, 200, 200, 200, 429]);
+}
+
+/// Two replicas on one database: with in-process limits each allows the whole
+/// budget; with the limits in Redis the budget holds for both together.
+async fn in_process_limits_multiply_with_replicas_and_redis_ones_do_not(db: &TestDb) {
+    let account = AccountId::new(Uuid::new_v4());
+    let limit = json!({"requests": 4, "period_seconds": 3600});
+
+    let mut local = Vec::new();
+    for _ in 0..2 {
+        let validator = ApiKeyValidator::builder(db.connect_again().await, pepper())
+            .with_rate_limiter(RateLimiter::in_process())
+            .build();
+        local.push(Harness::start(validator).await);
+    }
+    let (credential, _) = create(
+        &local[0],
+        account,
+        json!({"title": "local", "rate_limit": limit}),
+    )
+    .await;
+    assert_eq!(allowed(&local, &credential).await, 8, "4 per replica");
+
+    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+        eprintln!("TEST_REDIS_URL not set; cluster-wide limits not exercised");
+        return;
+    };
+    let mut shared = Vec::new();
+    // One key prefix per test run, shared by both replicas.
+    let prefix = format!("tower_api_keys_test:{}:", Uuid::new_v4());
+    for _ in 0..2 {
+        let limiter = RateLimiter::redis(&url)
+            .await
+            .unwrap()
+            .key_prefix(prefix.clone());
+        let validator = ApiKeyValidator::builder(db.connect_again().await, pepper())
+            .with_rate_limiter(limiter)
+            .build();
+        shared.push(Harness::start(validator).await);
+    }
+    let (credential, _) = create(
+        &shared[0],
+        account,
+        json!({"title": "shared", "rate_limit": limit}),
+    )
+    .await;
+    let first = shared[0].whoami(&credential).await;
+    assert_eq!(remaining(&first), Some(3));
+    let second = shared[1].whoami(&credential).await;
+    assert_eq!(remaining(&second), Some(2), "the other replica counts on");
+    assert_eq!(allowed(&shared, &credential).await, 2, "4 for the cluster");
+}
+
+/// How many of 6 rounds of one request to each replica are let through.
+async fn allowed(replicas: &[Harness], credential: &str) -> usize {
+    let mut allowed = 0;
+    for _ in 0..6 {
+        for replica in replicas {
+            if replica.whoami(credential).await.status() == StatusCode::OK {
+                allowed += 1;
+            }
+        }
+    }
+    allowed
+}
