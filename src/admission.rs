@@ -103,3 +103,121 @@ impl ApiKeyValidator {
         Admitted { key, rate }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http::{HeaderValue, Request, Response, StatusCode, header};
+    use http_body_util::Full;
+    use tower::ServiceExt;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::{
+        ApiKeyAuth,
+        headers::X_API_KEY,
+        key::KeyPair,
+        store::{ApiKeyRecord, ApiKeyRepository},
+        test_support::{Scripted, pepper, row},
+    };
+
+    async fn ok(_: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+        Ok(Response::new(Full::from("inner")))
+    }
+
+    fn request(credential: &str) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::default());
+        request
+            .headers_mut()
+            .insert(X_API_KEY, HeaderValue::from_str(credential).unwrap());
+        request
+    }
+
+    /// A stored key limited to one request per hour.
+    async fn limited_key(repository: &Scripted) -> KeyPair {
+        let pair = KeyPair::generate().unwrap();
+        let record = ApiKeyRecord {
+            rate_limit: Some(RateLimit::new(1, 3600).unwrap()),
+            ..row(&pair, Uuid::new_v4())
+        };
+        repository.inner.insert(record).await.unwrap();
+        pair
+    }
+
+    #[cfg(feature = "tonic")]
+    #[tokio::test]
+    async fn over_the_limit_is_resource_exhausted_in_grpc_with_the_headers() {
+        let repository = Scripted::default();
+        let pair = limited_key(&repository).await;
+        let service = ApiKeyAuth::new(
+            tower::service_fn(ok),
+            ApiKeyValidator::new(repository.clone(), pepper()),
+        )
+        .with_rejection(crate::grpc::GrpcRejection);
+        let first = service
+            .clone()
+            .oneshot(request(&pair.credential()))
+            .await
+            .unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        assert!(!first.headers().contains_key("grpc-status"));
+        let second = service.oneshot(request(&pair.credential())).await.unwrap();
+        assert_eq!(second.headers()["grpc-status"], "8");
+        assert_eq!(second.headers()["ratelimit-policy"], "\"key\";q=1;w=3600");
+        let retry: u64 = second.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=3600).contains(&retry), "{retry}");
+    }
+
+    /// With the limiter in a Redis that cannot be reached, the layer falls back
+    /// to counting in process (the default) or refuses with `503`.
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn a_lost_redis_falls_back_or_refuses_as_configured() {
+        use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+        use crate::ratelimit::OnRedisError;
+
+        let lost = |policy: OnRedisError| {
+            let client = redis::Client::open("redis://127.0.0.1:1").unwrap();
+            let config = ConnectionManagerConfig::new().set_number_of_retries(0);
+            let manager = ConnectionManager::new_lazy_with_config(client, config).unwrap();
+            RateLimiter::redis_with(manager)
+                .redis_timeout(std::time::Duration::from_millis(200))
+                .on_redis_error(policy)
+        };
+        for (policy, expected) in [
+            (
+                OnRedisError::FallBack,
+                [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS],
+            ),
+            (
+                OnRedisError::Refuse,
+                [
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                ],
+            ),
+        ] {
+            let repository = Scripted::default();
+            let pair = limited_key(&repository).await;
+            let validator = ApiKeyValidator::builder(repository.clone(), pepper())
+                .with_rate_limiter(lost(policy))
+                .build();
+            let service = ApiKeyAuth::new(tower::service_fn(ok), validator);
+            for expected in expected {
+                let response = service
+                    .clone()
+                    .oneshot(request(&pair.credential()))
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), expected, "{policy:?}");
+            }
+        }
+    }
+}
