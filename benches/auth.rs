@@ -8,7 +8,9 @@
 //! - (e) `ApiKeyAuthLayer`, malformed credential;
 //! - (f) `ApiKeyAuthLayer`, unknown well-formed key answered from the negative cache;
 //! - (g) `ApiKeyAuthLayer` and a `RequireScopesLayer` inside it, cache hit of a
-//!   key with three scopes (the route requires one of them).
+//!   key with three scopes (the route requires one of them);
+//! - (h) `ApiKeyAuthLayer`, cache hit of a key with a rate limit (in-process
+//!   GCRA, never exhausted: 1,000,000 per second), its headers added.
 //!
 //! Run with `cargo bench --bench auth`.
 
@@ -19,7 +21,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use tower::ServiceExt;
 use tower_api_keys::{
-    AccountId, ApiKeyAuthLayer, ApiKeyValidator, KeyManager, KeyPair, NewApiKey, Pepper,
+    AccountId, ApiKeyAuthLayer, ApiKeyValidator, KeyManager, KeyPair, NewApiKey, Pepper, RateLimit,
     RequireScopesLayer, Scopes, store::SeaOrmRepository,
 };
 
@@ -45,7 +47,7 @@ fn bench_auth(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let pepper = || Pepper::try_from("benchmark-pepper-0123456789").unwrap();
-    let (repo, credential, scoped_credential) = rt.block_on(async {
+    let (repo, credential, scoped_credential, limited_credential) = rt.block_on(async {
         let repo = SeaOrmRepository::connect(&url).await.unwrap();
         let manager = KeyManager::new(ApiKeyValidator::new(repo.clone(), pepper()));
         let account = AccountId::new(uuid::Uuid::new_v4());
@@ -58,7 +60,19 @@ fn bench_auth(c: &mut Criterion) {
             .create(account, NewApiKey::new("scoped").with_scopes(scopes))
             .await
             .unwrap();
-        (repo, created.credential(), scoped.credential())
+        let limited = manager
+            .create(
+                account,
+                NewApiKey::new("limited").with_rate_limit(RateLimit::new(1_000_000, 1).unwrap()),
+            )
+            .await
+            .unwrap();
+        (
+            repo,
+            created.credential(),
+            scoped.credential(),
+            limited.credential(),
+        )
     });
     let unknown = KeyPair::generate().unwrap().credential();
 
@@ -102,6 +116,12 @@ fn bench_auth(c: &mut Criterion) {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
+        let response = keyed
+            .clone()
+            .oneshot(request(Some(("x-api-key", &limited_credential))))
+            .await
+            .unwrap();
+        assert!(response.headers().contains_key("ratelimit"));
     });
 
     let mut group = c.benchmark_group("auth");
@@ -145,6 +165,13 @@ fn bench_auth(c: &mut Criterion) {
             keyed
                 .clone()
                 .oneshot(request(Some(("x-api-key", &unknown))))
+        })
+    });
+    group.bench_function("h_rate_limited_cache_hit", |b| {
+        b.to_async(&rt).iter(|| {
+            keyed
+                .clone()
+                .oneshot(request(Some(("x-api-key", &limited_credential))))
         })
     });
     group.bench_function("g_scoped_cache_hit", |b| {

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 backend_tests!(
     a_keys_own_limit_counts_down_then_refuses_with_429,
+    a_limited_key_recovers_after_its_period,
     a_limit_changed_through_patch_takes_effect_on_the_next_request,
     the_default_limit_applies_to_keys_without_one,
     in_process_limits_multiply_with_replicas_and_redis_ones_do_not,
@@ -283,4 +284,159 @@ async fn allowed(replicas: &[Harness], credential: &str) -> usize {
         }
     }
     allowed
+}
+
+async fn a_limited_key_recovers_after_its_period(db: &TestDb) {
+    let h = Harness::start(ApiKeyValidator::new(db.repo.clone(), pepper())).await;
+    let account = AccountId::new(Uuid::new_v4());
+    let (credential, _) = create(
+        &h,
+        account,
+        json!({"title": "five per second", "rate_limit": {"requests": 5, "period_seconds": 1}}),
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(h.whoami(&credential).await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+    // Within the period plus a margin, the key is let through again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let response = h.whoami(&credential).await;
+        if response.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused after 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The resident set size of this process, in kB (Linux).
+fn rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// 200,000 distinct keys through the in-process limiter (default capacity
+/// 100,000): memory stays bounded by the capacity, not the keys seen.
+#[tokio::test]
+async fn a_flood_of_distinct_keys_keeps_the_limiter_bounded() {
+    let limiter = RateLimiter::in_process();
+    let limit = RateLimit::new(10, 60).unwrap();
+    let before = rss_kb();
+    for _ in 0..2 {
+        for _ in 0..200_000 {
+            let decision = limiter.check_local(Uuid::new_v4(), limit).unwrap();
+            assert!(decision.allowed);
+        }
+    }
+    if let (Some(before), Some(after)) = (before, rss_kb()) {
+        let grown_mb = after.saturating_sub(before) / 1024;
+        eprintln!("limiter: 400,000 distinct keys, RSS grew by {grown_mb} MB");
+        // 100,000 tracked limiters of a few hundred bytes each, not 400,000.
+        assert!(grown_mb < 150, "RSS grew by {grown_mb} MB");
+    }
+}
+
+/// Redis is cut mid-test (a TCP forwarder between the limiter and Redis stops):
+/// with `FallBack` the layer keeps limiting in process, with `Refuse` it answers
+/// `503`; no request waits past the Redis timeout.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cut_mid_test_falls_back_or_refuses_as_configured() {
+    use std::time::Duration;
+
+    use tower_api_keys::OnRedisError;
+
+    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+        eprintln!("TEST_REDIS_URL not set; losing Redis not exercised");
+        return;
+    };
+    let target = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let db = common::sqlite().await;
+    for (policy, after_cut) in [
+        (OnRedisError::FallBack, StatusCode::OK),
+        (OnRedisError::Refuse, StatusCode::SERVICE_UNAVAILABLE),
+    ] {
+        let (addr, cut) = forwarder(target.clone()).await;
+        let limiter = RateLimiter::redis(&format!("redis://{addr}"))
+            .await
+            .unwrap()
+            .key_prefix(format!("tower_api_keys_test:{}:", Uuid::new_v4()))
+            .redis_timeout(Duration::from_millis(300))
+            .on_redis_error(policy);
+        let validator = ApiKeyValidator::builder(db.repo.clone(), pepper())
+            .with_rate_limiter(limiter)
+            .build();
+        let h = Harness::start(validator).await;
+        let account = AccountId::new(Uuid::new_v4());
+        let (credential, _) = create(
+            &h,
+            account,
+            json!({"title": "k", "rate_limit": {"requests": 3, "period_seconds": 3600}}),
+        )
+        .await;
+        let bounded = |credential: String| {
+            let h = &h;
+            async move {
+                tokio::time::timeout(Duration::from_secs(3), h.whoami(&credential))
+                    .await
+                    .expect("a request waited past the Redis timeout")
+            }
+        };
+        assert_eq!(remaining(&bounded(credential.clone()).await), Some(2));
+        cut.send(true).unwrap();
+        let response = bounded(credential.clone()).await;
+        assert_eq!(response.status(), after_cut, "{policy:?}");
+        if policy == OnRedisError::FallBack {
+            // The in-process limiter counts from here: it still limits.
+            let mut statuses = Vec::new();
+            for _ in 0..4 {
+                statuses.push(bounded(credential.clone()).await.status().as_u16());
+            }
+            assert!(statuses.contains(&429), "{statuses:?}");
+        }
+    }
+    db.cleanup().await;
+}
+
+/// A TCP forwarder to `target` on an ephemeral port; sending `true` closes
+/// the listener and every forwarded connection.
+#[cfg(feature = "redis")]
+async fn forwarder(target: String) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cut, cut_seen) = tokio::sync::watch::channel(false);
+    let mut accept_cut = cut_seen.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((mut down, _)) = accepted else { break };
+                    let target = target.clone();
+                    let mut cut = cut_seen.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut up) = tokio::net::TcpStream::connect(&target).await else { return };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                            _ = cut.changed() => {}
+                        }
+                    });
+                }
+                _ = accept_cut.changed() => break,
+            }
+        }
+    });
+    (addr, cut)
 }
