@@ -36,6 +36,8 @@
 //!   authentication in front; here each request carries
 //!   `Authorization: Bearer <ADMIN_TOKEN>` and `X-Account-Id: <uuid>`, the
 //!   account whose keys it manages.
+//! - `GET /metrics`: the crate's metrics in the Prometheus text format, no
+//!   authentication.
 //! - `POST /v1/api-keys/revocations`: revocation by the key holder
 //!   ([`RevocationRouter`](tower_api_keys::router::RevocationRouter)), body
 //!   `{"credential": "pk_…:sk_…"}`, no admin token.
@@ -155,6 +157,11 @@ async fn run() -> Result<(), String> {
     let (admin_token, admin_token_generated) = admin_token()?;
     let peppers = peppers()?;
 
+    // Before the validator is built: it registers its metrics with the recorder.
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|err| format!("cannot install the metrics recorder: {err}"))?;
+
     let shown_url = redact_url(&database_url);
     let repo = SeaOrmRepository::connect(&database_url)
         .await
@@ -173,7 +180,10 @@ async fn run() -> Result<(), String> {
         .with_rate_limiter(rate_limiter().await?)
         .build();
     let manager = KeyManager::new(validator.clone());
-    let app = app(validator.clone(), manager, admin_token);
+    let app = app(validator.clone(), manager, admin_token).route(
+        "/metrics",
+        get(move || std::future::ready(metrics.render())),
+    );
 
     let listener = tokio::net::TcpListener::bind(bind)
         .await

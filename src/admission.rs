@@ -83,7 +83,10 @@ impl ApiKeyValidator {
         {
             Ok(decision) => self.decide(key, decision),
             // Only with `OnRedisError::Refuse`: answered like a store outage.
-            Err(RateLimitUnavailable) => Err(Rejection::StoreUnavailable.into()),
+            Err(RateLimitUnavailable) => {
+                self.telemetry().verified(Err(Rejection::StoreUnavailable));
+                Err(Rejection::StoreUnavailable.into())
+            }
         }
     }
 
@@ -91,6 +94,7 @@ impl ApiKeyValidator {
         if decision.allowed {
             Ok(self.admitted(key, Some(decision)))
         } else {
+            self.telemetry().verified(Err(Rejection::RateLimited));
             Err(Refused {
                 rejection: Rejection::RateLimited,
                 rate: Some(decision),
@@ -99,6 +103,7 @@ impl ApiKeyValidator {
     }
 
     fn admitted(&self, key: AuthenticatedKey, rate: Option<Decision>) -> Admitted {
+        self.telemetry().verified(Ok(()));
         self.count_request(&key);
         Admitted { key, rate }
     }

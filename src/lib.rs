@@ -60,6 +60,7 @@ mod rules;
 mod scope;
 pub mod store;
 mod sync;
+mod telemetry;
 #[cfg(test)]
 mod test_support;
 mod validator;

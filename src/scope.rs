@@ -58,6 +58,8 @@ pub struct RequireScopesLayer {
 }
 
 struct Guard {
+    /// `tower_api_keys_verifications_total{outcome="forbidden"}`.
+    forbidden: metrics::Counter,
     required: Box<[Box<str>]>,
     /// `Bearer error="insufficient_scope", scope="a b"`.
     challenge: HeaderValue,
@@ -113,6 +115,7 @@ impl RequireScopesLayer {
         .unwrap_or(HeaderValue::from_static(INSUFFICIENT_SCOPE));
         Self {
             guard: Arc::new(Guard {
+                forbidden: metrics::counter!(crate::telemetry::VERIFICATIONS, "outcome" => "forbidden"),
                 required,
                 challenge,
                 rejection,
@@ -170,7 +173,10 @@ impl Guard {
             // through; a guarded route needs a key.
             None => Rejection::MissingCredential,
             Some(key) if key.missing_scope(&self.required).is_none() => return None,
-            Some(_) => Rejection::InsufficientScope,
+            Some(_) => {
+                self.forbidden.increment(1);
+                Rejection::InsufficientScope
+            }
         };
         let mut response = self.rejection.respond(rejection);
         if response.status() == StatusCode::FORBIDDEN {

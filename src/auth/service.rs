@@ -109,10 +109,13 @@ where
             },
         };
         match verdict {
-            Verdict::Reject(rejection) => ResponseFuture::rejected(refusal_response(
-                &*self.config.rejection,
-                rejection.into(),
-            )),
+            Verdict::Reject(rejection) => {
+                self.config.validator.telemetry().verified(Err(rejection));
+                ResponseFuture::rejected(refusal_response(
+                    &*self.config.rejection,
+                    rejection.into(),
+                ))
+            }
             Verdict::Pass(None) => ResponseFuture::inner(self.inner.call(request), None),
             Verdict::Pass(Some(key)) => match self.config.validator.admit_now(key) {
                 Now::Decided(Ok(admitted)) => {
@@ -133,8 +136,13 @@ where
             } => {
                 let validator = self.config.validator.clone();
                 let check = Box::pin(async move {
-                    let key = validator.check_store(&public_key, &secret_key).await?;
-                    validator.admit(key).await
+                    match validator.check_store(&public_key, &secret_key).await {
+                        Ok(key) => validator.admit(key).await,
+                        Err(rejection) => {
+                            validator.telemetry().verified(Err(rejection));
+                            Err(rejection.into())
+                        }
+                    }
                 });
                 self.checking(check, request)
             }

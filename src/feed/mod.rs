@@ -181,12 +181,14 @@ pub(crate) struct FeedState {
 
 impl FeedState {
     fn connected(&self) {
+        metrics::gauge!(crate::telemetry::FEED_CONNECTED).set(1.0);
         self.connected.store(true, Ordering::SeqCst);
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.ok();
     }
 
     fn disconnected(&self) {
+        metrics::gauge!(crate::telemetry::FEED_CONNECTED).set(0.0);
         self.connected.store(false, Ordering::SeqCst);
     }
 
@@ -195,6 +197,7 @@ impl FeedState {
     }
 
     fn event(&self) {
+        metrics::counter!(crate::telemetry::FEED_EVENTS).increment(1);
         self.events.fetch_add(1, Ordering::Relaxed);
         *lock(&self.last_event) = Some(SystemTime::now());
     }

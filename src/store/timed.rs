@@ -36,7 +36,7 @@ macro_rules! boundary {
             $(
                 $(#[$doc])*
                 pub(crate) async fn $name<'a>(&'a self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
-                    self.timed(self.repository.$name($($arg),*)).await
+                    self.timed(stringify!($name), self.repository.$name($($arg),*)).await
                 }
             )*
         }
@@ -97,14 +97,21 @@ impl Store {
         self.timeout
     }
 
-    /// `operation`, or [`StoreError::Timeout`] once the timeout has passed.
+    /// `operation`, or [`StoreError::Timeout`] once the timeout has passed;
+    /// its duration goes to `tower_api_keys_store_duration_seconds` under
+    /// the label `operation` (`name`).
     async fn timed<T>(
         &self,
+        name: &'static str,
         operation: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, operation)
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.timeout, operation)
             .await
-            .unwrap_or(Err(StoreError::Timeout(self.timeout)))
+            .unwrap_or(Err(StoreError::Timeout(self.timeout)));
+        metrics::histogram!(crate::telemetry::STORE_DURATION, "operation" => name)
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 }
 

@@ -168,6 +168,7 @@ impl ValidatorBuilder {
                 feed: OnceLock::new(),
                 positive_ttl: self.positive_ttl,
                 stale_if_error: self.stale_if_error,
+                telemetry: crate::telemetry::Telemetry::register(),
                 limits: Limits {
                     limiter: self.limiter.unwrap_or_default(),
                     default: self.default_rate_limit,

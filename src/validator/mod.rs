@@ -21,7 +21,7 @@ use uuid::Uuid;
 /// Most keys remembered as already warned about an unknown pepper.
 const MAX_WARNED_KEYS: usize = 10_000;
 
-use crate::admission::Limits;
+use crate::{admission::Limits, telemetry::Telemetry};
 use crate::{
     cache::{CachedEntries, CachedKey, Freshness, KeyCache},
     feed::{Evict, Feed, FeedStatus},
@@ -82,6 +82,7 @@ struct Inner {
     positive_ttl: Duration,
     stale_if_error: Duration,
     limits: Limits,
+    telemetry: Telemetry,
 }
 
 impl ApiKeyValidator {
@@ -122,16 +123,22 @@ impl ApiKeyValidator {
         let inner = &*self.inner;
         let now = Instant::now();
         if let Some(entry) = inner.cache.get(credential.public_key()) {
-            return (now < entry.fresh_until)
-                .then(|| self.check_entry(&entry, credential.secret_key(), now));
+            if now < entry.fresh_until {
+                inner.telemetry.hit.increment(1);
+                return Some(self.check_entry(&entry, credential.secret_key(), now));
+            }
+            inner.telemetry.miss.increment(1);
+            return None;
         }
         if inner.cache.is_known_unknown(credential.public_key()) {
+            inner.telemetry.negative_hit.increment(1);
             inner
                 .hashers
                 .current()
                 .verify(credential.secret_key(), &inner.dummy_hash);
             return Some(Err(Rejection::InvalidCredential));
         }
+        inner.telemetry.miss.increment(1);
         None
     }
 
@@ -352,6 +359,11 @@ impl ApiKeyValidator {
     /// authentication.
     pub(crate) fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// The request path's metrics.
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
     }
 
     /// Counts a request the layer lets through (usage metering).
