@@ -55,6 +55,9 @@ use crate::{
 
 mod body;
 mod fields;
+#[cfg(feature = "openapi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
+pub mod openapi;
 
 /// Largest accepted request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 65_536;
