@@ -265,6 +265,17 @@ async fn create_key(
     account: Uuid,
     title: &str,
 ) -> Created {
+    create_key_with(client, server, token, account, json!({"title": title})).await
+}
+
+async fn create_key_with(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    account: Uuid,
+    body: Value,
+) -> Created {
+    let title = body["title"].as_str().unwrap().to_owned();
     let response = admin(
         client,
         reqwest::Method::POST,
@@ -272,7 +283,7 @@ async fn create_key(
         token,
         account,
     )
-    .json(&json!({"title": title}))
+    .json(&body)
     .send()
     .await
     .unwrap();
@@ -308,7 +319,7 @@ async fn assert_whoami(client: &reqwest::Client, server: &Server, key: &Created,
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         body,
-        json!({"account_id": account.to_string(), "key_id": key.key_id})
+        json!({"account_id": account.to_string(), "key_id": key.key_id, "scopes": null})
     );
 }
 
@@ -608,4 +619,105 @@ async fn never_shows_a_database_password() {
     assert!(output.contains("127.0.0.1:1"), "{output}");
     assert!(!output.contains("pw-in-userinfo"), "{output}");
     assert!(!output.contains("pw-in-query"), "{output}");
+}
+
+/// The routes of CONTRACT §6 that arrived with §8–§10: scope-guarded
+/// `/v1/reports`, revocation by the key holder without the admin token, a
+/// limited key's 429, and `GET /metrics` counting what happened.
+#[tokio::test]
+async fn serves_reports_revocations_rate_limits_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let client = client();
+    let account = Uuid::new_v4();
+    let mut server = Server::start(dir.path(), logs.path(), "policy", Some(ADMIN_TOKEN));
+    server.wait_ready(&client).await;
+
+    let reader = create_key_with(
+        &client,
+        &server,
+        ADMIN_TOKEN,
+        account,
+        json!({"title": "reader", "scopes": ["reports:read"], "rate_limit": {"requests": 3, "period_seconds": 3600}}),
+    )
+    .await;
+    let whoami_body: Value = whoami(&client, &server, &reader.credential)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(whoami_body["scopes"], json!(["reports:read"]));
+    let report = client
+        .get(server.url("/v1/reports"))
+        .header("x-api-key", &reader.credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(report.status(), 200);
+    assert_eq!(report.headers()["ratelimit"], "\"key\";r=1;t=2400");
+    let body: Value = report.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"account_id": account.to_string(), "key_id": reader.key_id})
+    );
+    let write = client
+        .post(server.url("/v1/reports"))
+        .header("x-api-key", &reader.credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        write.headers()["www-authenticate"],
+        "Bearer error=\"insufficient_scope\", scope=\"reports:write\""
+    );
+    assert_eq!(problem(write, 403).await["detail"], "Insufficient scope");
+    let limited = whoami(&client, &server, &reader.credential).await;
+    assert!(
+        limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(problem(limited, 429).await["detail"], "Rate limit exceeded");
+
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "tower_api_keys_verifications_total{outcome=\"valid\"} 3",
+        "tower_api_keys_verifications_total{outcome=\"forbidden\"} 1",
+        "tower_api_keys_verifications_total{outcome=\"rate_limited\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+    assert!(!metrics.contains(&reader.key_id) && !metrics.contains("pk_"));
+
+    // Revocation by whoever holds the credential: no admin token.
+    let other = create_key(&client, &server, ADMIN_TOKEN, account, "leaked").await;
+    let revocation = |credential: String| {
+        client
+            .post(server.url("/v1/api-keys/revocations"))
+            .json(&json!({ "credential": credential }))
+            .send()
+    };
+    let garbage = revocation("pk_nope".into()).await.unwrap();
+    assert_eq!(garbage.status(), 200);
+    let garbage = garbage.text().await.unwrap();
+    let revoked = revocation(other.credential.clone()).await.unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(revoked.text().await.unwrap(), garbage);
+    assert_eq!(garbage, r#"{"message":"Revocation processed"}"#);
+    let refused = whoami(&client, &server, &other.credential).await;
+    assert_eq!(problem(refused, 401).await["detail"], "Invalid API key");
+
+    let status = server.stop("TERM").await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", server.output());
+    assert!(!server.output().contains(&reader.secret_key));
 }
