@@ -19,7 +19,8 @@
 //! | `ADMIN_TOKEN` | stands in for the host's own login on the management routes (at least 16 bytes, no whitespace) | generated at each start and printed once to stdout as `ADMIN_TOKEN=…` |
 //! | `BIND` | listening address | `127.0.0.1:3000` |
 //! | `REDIS_URL` | keeps per-key rate limits in Redis, shared by every replica (feature `redis`, on by default) | rate limits kept in this process |
-//! | `RUST_LOG` | log filter (logs go to stderr) | `info` |
+//! | `RUST_LOG` | log filter (logs go to stderr); `tower_api_keys::auth=debug` adds one span per authenticated request | `info` |
+//! | `LOG_FORMAT` | `json` for one JSON object per log line | text |
 //!
 //! # Routes
 //!
@@ -94,13 +95,16 @@ const MIN_ADMIN_TOKEN_LEN: usize = 16;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    // `LOG_FORMAT=json`: one JSON object per line, spans' fields included.
+    if std::env::var("LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json")) {
+        logs.json().with_current_span(true).init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

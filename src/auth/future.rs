@@ -62,6 +62,9 @@ pin_project! {
     {
         #[pin]
         state: State<S, B>,
+        // The request's span (disabled unless a subscriber wants it), entered
+        // while the inner service runs.
+        span: tracing::Span,
     }
 }
 
@@ -92,17 +95,19 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn inner(future: S::Future, rate: Option<Decision>) -> Self {
+    pub(crate) fn inner(future: S::Future, rate: Option<Decision>, span: tracing::Span) -> Self {
         Self {
             state: State::Inner { future, rate },
+            span,
         }
     }
 
-    pub(crate) fn rejected(response: Response<RejectionBody>) -> Self {
+    pub(crate) fn rejected(response: Response<RejectionBody>, span: tracing::Span) -> Self {
         Self {
             state: State::Rejected {
                 response: Some(response),
             },
+            span,
         }
     }
 
@@ -111,6 +116,7 @@ where
         inner: S,
         request: Request<B>,
         rejection: Arc<dyn RejectionHandler>,
+        span: tracing::Span,
     ) -> Self {
         Self {
             state: State::Checking {
@@ -119,6 +125,7 @@ where
                 request: Some(request),
                 rejection,
             },
+            span,
         }
     }
 }
@@ -140,6 +147,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { future, rate } => {
@@ -164,6 +172,7 @@ where
                     let outcome = ready!(check.as_mut().poll(cx));
                     let next = match outcome {
                         Ok(admitted) => {
+                            super::service::record_key(this.span, &admitted.key);
                             let mut request = request
                                 .take()
                                 .expect("ResponseFuture polled after completion");
@@ -176,9 +185,13 @@ where
                                 rate: admitted.rate,
                             }
                         }
-                        Err(refused) => State::Rejected {
-                            response: Some(refusal_response(&**rejection, refused)),
-                        },
+                        Err(refused) => {
+                            this.span
+                                .record("outcome", super::service::outcome(refused.rejection));
+                            State::Rejected {
+                                response: Some(refusal_response(&**rejection, refused)),
+                            }
+                        }
                     };
                     this.state.set(next);
                 }

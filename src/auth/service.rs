@@ -75,6 +75,26 @@ enum Verdict {
     },
 }
 
+/// The outcome label of a refusal, as in the metrics.
+pub(crate) fn outcome(rejection: Rejection) -> &'static str {
+    match rejection {
+        Rejection::MissingCredential => "missing",
+        Rejection::MalformedCredential => "malformed",
+        Rejection::InvalidCredential => "invalid",
+        Rejection::StoreUnavailable => "unavailable",
+        Rejection::RateLimited => "rate_limited",
+        Rejection::InsufficientScope => "forbidden",
+    }
+}
+
+/// Records an admitted key on the request's span: ids only, never the
+/// secret, the credential or the hash.
+pub(crate) fn record_key(span: &tracing::Span, key: &AuthenticatedKey) {
+    span.record("outcome", "valid");
+    span.record("key_id", tracing::field::display(key.key_id()));
+    span.record("account_id", tracing::field::display(key.account_id()));
+}
+
 pub(crate) fn insert_extensions<B>(request: &mut Request<B>, key: AuthenticatedKey) {
     let extensions = request.extensions_mut();
     extensions.insert(key.account_id());
@@ -95,6 +115,14 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // Disabled (a few nanoseconds) unless a subscriber enables debug for
+        // `tower_api_keys::auth`.
+        let span = tracing::debug_span!(
+            "api_key_auth",
+            outcome = tracing::field::Empty,
+            key_id = tracing::field::Empty,
+            account_id = tracing::field::Empty,
+        );
         let verdict = match extract_credential(request.headers()) {
             Err(_) => Verdict::Reject(Rejection::MalformedCredential),
             Ok(None) if self.config.allow_anonymous => Verdict::Pass(None),
@@ -111,23 +139,33 @@ where
         match verdict {
             Verdict::Reject(rejection) => {
                 self.config.validator.telemetry().verified(Err(rejection));
-                ResponseFuture::rejected(refusal_response(
-                    &*self.config.rejection,
-                    rejection.into(),
-                ))
+                span.record("outcome", outcome(rejection));
+                let response =
+                    span.in_scope(|| refusal_response(&*self.config.rejection, rejection.into()));
+                ResponseFuture::rejected(response, span)
             }
-            Verdict::Pass(None) => ResponseFuture::inner(self.inner.call(request), None),
+            Verdict::Pass(None) => {
+                span.record("outcome", "anonymous");
+                let future = span.in_scope(|| self.inner.call(request));
+                ResponseFuture::inner(future, None, span)
+            }
             Verdict::Pass(Some(key)) => match self.config.validator.admit_now(key) {
                 Now::Decided(Ok(admitted)) => {
+                    record_key(&span, &admitted.key);
                     insert_extensions(&mut request, admitted.key);
-                    ResponseFuture::inner(self.inner.call(request), admitted.rate)
+                    let future = span.in_scope(|| self.inner.call(request));
+                    ResponseFuture::inner(future, admitted.rate, span)
                 }
                 Now::Decided(Err(refused)) => {
-                    ResponseFuture::rejected(refusal_response(&*self.config.rejection, refused))
+                    span.record("outcome", outcome(refused.rejection));
+                    let response =
+                        span.in_scope(|| refusal_response(&*self.config.rejection, refused));
+                    ResponseFuture::rejected(response, span)
                 }
                 Now::Later(key) => {
                     let validator = self.config.validator.clone();
-                    self.checking(Box::pin(async move { validator.admit(key).await }), request)
+                    let check = Box::pin(async move { validator.admit(key).await });
+                    self.checking(check, request, span)
                 }
             },
             Verdict::AskStore {
@@ -144,7 +182,7 @@ where
                         }
                     }
                 });
-                self.checking(check, request)
+                self.checking(check, request, span)
             }
         }
     }
@@ -152,14 +190,19 @@ where
 
 impl<S: Clone> ApiKeyAuth<S> {
     /// A future that awaits `check`, then calls the inner service.
-    fn checking<B>(&mut self, check: Check, request: Request<B>) -> ResponseFuture<S, B>
+    fn checking<B>(
+        &mut self,
+        check: Check,
+        request: Request<B>,
+        span: tracing::Span,
+    ) -> ResponseFuture<S, B>
     where
         S: Service<Request<B>>,
     {
         // The ready service goes into the future; a clone stays for the next call.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::checking(check, inner, request, self.config.rejection.clone())
+        ResponseFuture::checking(check, inner, request, self.config.rejection.clone(), span)
     }
 }
 
@@ -296,5 +339,67 @@ mod tests {
         let response = service.oneshot(request(Some(&unknown))).await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert!(text(response).await.contains("\"Invalid API key\""));
+    }
+
+    /// One span per request at debug level, with the outcome and the key's
+    /// ids, never the secret or the credential.
+    #[tokio::test]
+    async fn each_request_gets_a_span_with_outcome_and_ids() {
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("tower_api_keys::auth=debug")
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let repository = Scripted::default();
+        let (pair, account) = stored_key(&repository).await;
+        let service = ApiKeyAuth::new(
+            tower::service_fn(echo),
+            ApiKeyValidator::new(repository.clone(), pepper()),
+        );
+        for credential in [Some(pair.credential()), Some(pair.credential()), None] {
+            service
+                .clone()
+                .oneshot(request(credential.as_deref()))
+                .await
+                .unwrap();
+        }
+        let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let spans: Vec<&str> = logs
+            .lines()
+            .filter(|line| {
+                line.contains("\"name\":\"api_key_auth\"") && line.contains("\"message\":\"close\"")
+            })
+            .collect();
+        assert_eq!(spans.len(), 3, "{logs}");
+        assert_eq!(
+            spans
+                .iter()
+                .filter(|line| line.contains("\"outcome\":\"valid\"")
+                    && line.contains(&account.to_string()))
+                .count(),
+            2,
+            "{logs}"
+        );
+        assert!(spans[2].contains("\"outcome\":\"missing\""), "{logs}");
+        assert!(!logs.contains(pair.secret_key.expose()), "{logs}");
     }
 }
