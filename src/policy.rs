@@ -101,7 +101,7 @@ impl Scopes {
 
     /// The scopes as a JSON array, for storage.
     pub(crate) fn to_json(&self) -> String {
-        serde_json::to_string(&self.0).unwrap_or_else(|_| "[]".to_owned())
+        serde_json::to_string(&self.iter().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".to_owned())
     }
 
     /// Reads stored JSON; `None` (and a warning) for text that is not a valid
