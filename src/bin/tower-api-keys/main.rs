@@ -1,3 +1,135 @@
-//! `tower-api-keys`: the operators' command-line tool (see the crate's README).
+//! `tower-api-keys`: the operators' command-line tool, over the same
+//! [`KeyManager`](tower_api_keys::KeyManager) as the HTTP API.
+//!
+//! ```text
+//! cargo install tower-api-keys --features cli
+//! tower-api-keys create --account 6f1c0a52-3b8e-4a51-9a55-2f4a1c2b9d10 --title "CI deploys" \
+//!     --scope reports:read --rate-limit 100/60
+//! tower-api-keys list --account 6f1c0a52-3b8e-4a51-9a55-2f4a1c2b9d10 --json
+//! tower-api-keys revoke <key_id>
+//! ```
+//!
+//! | command | does |
+//! |---|---|
+//! | `migrate` | runs the crate's migrations (every command does) |
+//! | `create --account <uuid> --title <t> [--description <d>] [--expires-in-days <n>] [--scope <s>]… [--metadata <json>] [--rate-limit <requests>/<seconds>]` | creates a key; prints its secret once |
+//! | `list --account <uuid>` | the account's keys, newest first |
+//! | `show <key_id>`, `revoke <key_id>`, `delete <key_id>` | one key, whatever its account |
+//! | `rotate <key_id> [--grace-period-seconds <n>]` | replaces a key; prints the new secret once |
+//! | `import <file or ->` | JSON lines of keys hashed elsewhere with the same pepper; all or nothing |
+//! | `pepper status`, `pepper retire <id>` | keys per pepper; revoke the keys left on an old pepper |
+//!
+//! The key store is `DATABASE_URL` (or `--database-url`; default
+//! `sqlite://api-keys.db`, created if missing). The peppers are read as the
+//! example server reads them: `API_KEY_PEPPER` and `API_KEY_PREVIOUS_PEPPERS`,
+//! else the file `api-keys.pepper` in the working directory. The tool never
+//! creates a pepper: `create`, `rotate` and `pepper …` need one; the other
+//! commands neither hash nor need it.
+//!
+//! With `--json` a command prints one JSON document on stdout, with the field
+//! names of the HTTP API. Exit status: `0` ok, `1` usage or validation error,
+//! `2` no such key, `3` key store unavailable. An error is one line on stderr.
+//! Logs are off unless `RUST_LOG` is set. Only `create` and `rotate` print a
+//! secret; no command prints a hash or a pepper, and database URLs in errors
+//! are redacted.
 
-fn main() {}
+mod cli;
+mod commands;
+mod config;
+mod error;
+mod import;
+mod output;
+
+use std::{
+    io::{IsTerminal, Write},
+    process::ExitCode,
+};
+
+use clap::{Parser, error::ErrorKind};
+use tracing_subscriber::EnvFilter;
+
+use crate::{cli::Cli, error::CliError};
+
+fn main() -> ExitCode {
+    init_logs();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
+    let json = cli.json;
+    let hide = config::url_secrets(&cli.database_url);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            return fail(&CliError::unavailable(format!(
+                "cannot start the tokio runtime: {err}"
+            )));
+        }
+    };
+    let result = runtime.block_on(commands::run(cli));
+    // Background work (connection pools) ends here, not after the output.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(report) => {
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(report.render(json).as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => fail(&CliError::usage(format!("cannot write to stdout: {err}"))),
+            }
+        }
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "error: {}", err.line(&hide));
+            err.exit_code()
+        }
+    }
+}
+
+/// Logs on stderr, filtered by `RUST_LOG`, only when it is set.
+fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_none() {
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::builder().parse_lossy(std::env::var("RUST_LOG").unwrap_or_default()),
+        )
+        .init();
+}
+
+/// Help and version go to stdout (exit 0); a usage error is one line on
+/// stderr (exit 1).
+fn usage_error(err: &clap::Error) -> ExitCode {
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = write!(std::io::stdout(), "{}", err.render());
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+            fail(&CliError::usage("a command is required (see --help)"))
+        }
+        _ => {
+            let text = err.render().to_string();
+            let first = text
+                .lines()
+                .map(str::trim)
+                .find(|line| !line.is_empty())
+                .unwrap_or("error: invalid command line");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            fail(&CliError::usage(format!("{first} (see --help)")))
+        }
+    }
+}
+
+/// Prints `err` on one line of stderr and returns its exit status.
+fn fail(err: &CliError) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "error: {}", err.line(&[]));
+    err.exit_code()
+}

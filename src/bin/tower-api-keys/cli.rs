@@ -1,0 +1,184 @@
+//! The command line, as clap parses it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use tower_api_keys::RateLimit;
+use uuid::Uuid;
+
+/// The default key store: a SQLite file in the working directory, created if
+/// missing (as the example server's).
+pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://api-keys.db";
+
+/// Manage the API keys of a `tower-api-keys` key store.
+///
+/// Reads the store from DATABASE_URL and the peppers from API_KEY_PEPPER and
+/// API_KEY_PREVIOUS_PEPPERS, or else from the file `api-keys.pepper` in the
+/// working directory, as the example server does. The tool never creates a
+/// pepper: `create`, `rotate` and `pepper …` need one. Every command runs the crate's
+/// migrations first.
+///
+/// Exit status: 0 ok, 1 usage or validation error, 2 not found, 3 key store
+/// unavailable. Errors are one line on stderr; logs are off unless RUST_LOG is
+/// set.
+#[derive(Debug, Parser)]
+#[command(name = "tower-api-keys", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// The key store: sqlite://…, postgres://… or mysql://… (the last two need
+    /// the crate features `postgres` / `mysql`).
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = DEFAULT_DATABASE_URL,
+        value_name = "URL"
+    )]
+    pub(crate) database_url: String,
+
+    /// Print one JSON document on stdout, with the field names of the HTTP API.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the crate's migrations (every command does) and report.
+    Migrate,
+    /// Create a key; prints its secret, this once.
+    Create(CreateArgs),
+    /// The keys of one account, newest first.
+    List {
+        /// The owning account.
+        #[arg(long, value_name = "UUID")]
+        account: Uuid,
+    },
+    /// One key, whatever its account.
+    Show {
+        /// The key's id.
+        key_id: Uuid,
+    },
+    /// Revoke a key (idempotent).
+    Revoke {
+        /// The key's id.
+        key_id: Uuid,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key's id.
+        key_id: Uuid,
+    },
+    /// Replace a key with a new one (same title, description, scopes, metadata,
+    /// rate limit and lifetime); prints the new secret, this once.
+    Rotate {
+        /// The key to replace.
+        key_id: Uuid,
+        /// How long the old key keeps working, 0 to 604800; 0 revokes it at once.
+        #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+        grace_period_seconds: u64,
+    },
+    /// Import keys hashed elsewhere with the same pepper, from JSON lines.
+    ///
+    /// One JSON object per line: `public_key`, `secret_key_hash`, `account_id`
+    /// and `title` required; `key_id`, `description`, `status`
+    /// (active|revoked|expired), `expires_at`, `last_used_at`, `created_at`
+    /// (RFC 3339), `scopes`, `metadata`, `rate_limit` ({"requests",
+    /// "period_seconds"}) and `pepper_id` optional. Blank lines are skipped.
+    /// Every line is checked before any is written, and all are written in one
+    /// transaction: one bad line, or a `public_key` or `key_id` that exists
+    /// already (in the file or the store), writes nothing.
+    Import {
+        /// The file to read, or `-` for standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Pepper rotation: keys per pepper, and retiring an old pepper.
+    #[command(subcommand)]
+    Pepper(PepperCommand),
+}
+
+/// `pepper …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PepperCommand {
+    /// Keys that can still validate, per pepper id (current, previous, legacy,
+    /// and any that rows name but the configuration lacks).
+    Status,
+    /// Revoke every key still hashed with a previous pepper (the end of a
+    /// rotation, for keys unused since it began).
+    Retire {
+        /// The pepper's id, as `pepper status` shows it.
+        pepper_id: String,
+    },
+}
+
+/// `create …`.
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// The owning account.
+    #[arg(long, value_name = "UUID")]
+    pub(crate) account: Uuid,
+    /// Title, 1–255 characters (trimmed).
+    #[arg(long)]
+    pub(crate) title: String,
+    /// Description, up to 4096 characters.
+    #[arg(long)]
+    pub(crate) description: Option<String>,
+    /// Expire the key after this many days (1–365); default: never.
+    #[arg(long, value_name = "DAYS", allow_negative_numbers = true)]
+    pub(crate) expires_in_days: Option<i64>,
+    /// A scope the key grants (repeat for several); without any, the key is
+    /// unrestricted.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub(crate) scopes: Vec<String>,
+    /// Metadata, a JSON object of at most 4096 bytes.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) metadata: Option<String>,
+    /// The key's own rate limit, `<requests>/<seconds>` (e.g. `100/60`).
+    #[arg(long, value_name = "REQUESTS/SECONDS", value_parser = parse_rate_limit)]
+    pub(crate) rate_limit: Option<RateLimit>,
+}
+
+/// `<requests>/<seconds>`, within the bounds of [`RateLimit::new`].
+fn parse_rate_limit(text: &str) -> Result<RateLimit, String> {
+    let (requests, seconds) = text
+        .split_once('/')
+        .ok_or("expected <requests>/<seconds>, e.g. 100/60")?;
+    let requests: u32 = requests
+        .trim()
+        .parse()
+        .map_err(|_| "requests must be between 1 and 1000000")?;
+    let seconds: u32 = seconds
+        .trim()
+        .parse()
+        .map_err(|_| "period_seconds must be between 1 and 86400")?;
+    RateLimit::new(requests, seconds).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rate_limits_parse_within_bounds() {
+        assert_eq!(
+            parse_rate_limit("100/60"),
+            Ok(RateLimit::new(100, 60).unwrap())
+        );
+        for bad in [
+            "", "100", "/60", "100/", "0/60", "5/0", "5/86401", "-1/5", "a/b", "1/2/3",
+        ] {
+            assert!(parse_rate_limit(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Each command, over the library's [`KeyManager`].
+
+use std::time::Duration;
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm_migration::MigratorTrait;
+use serde_json::json;
+use tower_api_keys::{
+    AccountId, ApiKeyId, ApiKeyValidator, KeyManager, ManagerError, Metadata, NewApiKey, PepperId,
+    Scopes, entity,
+    migration::Migrator,
+    store::{SeaOrmRepository, redact_url},
+};
+use uuid::Uuid;
+
+use crate::{
+    cli::{Cli, Command, CreateArgs, PepperCommand},
+    config::{self, PepperNeed},
+    error::CliError,
+    import,
+    output::{self, Report},
+};
+
+/// Runs the command: loads the peppers and any input, connects (which
+/// migrates), acts, and shuts the validator down so that nothing pending is
+/// lost.
+pub(crate) async fn run(cli: Cli) -> Result<Report, CliError> {
+    let need = match &cli.command {
+        Command::Create(_) | Command::Rotate { .. } | Command::Pepper(_) => PepperNeed::Configured,
+        _ => PepperNeed::None,
+    };
+    let peppers = config::peppers(need)?;
+    // Read and check the whole input before touching the store.
+    let lines = match &cli.command {
+        Command::Import { file } => import::read(file)?,
+        _ => Vec::new(),
+    };
+    let shown_url = redact_url(&cli.database_url);
+    let repo = SeaOrmRepository::connect(&cli.database_url)
+        .await
+        .map_err(|err| {
+            CliError::unavailable(format!("cannot open the key store at {shown_url}: {err}"))
+        })?;
+    tracing::debug!(database = %shown_url, "key store connected and migrated");
+    // A one-shot process has no cache worth keeping fresh: no change feed.
+    let validator = ApiKeyValidator::builder(repo.clone(), peppers)
+        .with_change_feed(false)
+        .build();
+    let manager = KeyManager::new(validator.clone());
+    let result = execute(cli.command, &repo, &manager, lines, &shown_url).await;
+    validator.shutdown().await;
+    let _ = repo.connection().close_by_ref().await;
+    result
+}
+
+async fn execute(
+    command: Command,
+    repo: &SeaOrmRepository,
+    manager: &KeyManager,
+    lines: Vec<import::Line>,
+    shown_url: &str,
+) -> Result<Report, CliError> {
+    match command {
+        Command::Migrate => {
+            let applied: Vec<String> = Migrator::get_applied_migrations(repo.connection())
+                .await
+                .map_err(|err| CliError::unavailable(format!("key store error: {err}")))?
+                .iter()
+                .map(|migration| migration.name().to_owned())
+                .collect();
+            Ok(Report {
+                text: format!(
+                    "{shown_url}: migrations applied ({} in all)\n",
+                    applied.len()
+                ),
+                json: json!({
+                    "message": "migrations applied",
+                    "database": shown_url,
+                    "migrations": applied,
+                }),
+            })
+        }
+        Command::Create(args) => {
+            let account = AccountId::new(args.account);
+            let created = manager.create(account, new_key(args)?).await?;
+            Ok(output::created(&created))
+        }
+        Command::List { account } => {
+            let keys = manager.list(AccountId::new(account)).await?;
+            Ok(output::keys(account, &keys))
+        }
+        Command::Show { key_id } => {
+            let account = owner_of(repo, key_id).await?;
+            let key = manager.get(account, ApiKeyId::new(key_id)).await?;
+            Ok(output::key(&key))
+        }
+        Command::Revoke { key_id } => {
+            let account = owner_of(repo, key_id).await?;
+            manager.revoke(account, ApiKeyId::new(key_id)).await?;
+            Ok(output::message(
+                "API key revoked successfully",
+                format!("API key {key_id} revoked\n"),
+            ))
+        }
+        Command::Delete { key_id } => {
+            let account = owner_of(repo, key_id).await?;
+            manager.delete(account, ApiKeyId::new(key_id)).await?;
+            Ok(output::message(
+                "API key deleted successfully",
+                format!("API key {key_id} deleted\n"),
+            ))
+        }
+        Command::Rotate {
+            key_id,
+            grace_period_seconds,
+        } => {
+            let account = owner_of(repo, key_id).await?;
+            let created = manager
+                .rotate(
+                    account,
+                    ApiKeyId::new(key_id),
+                    Duration::from_secs(grace_period_seconds),
+                )
+                .await?;
+            Ok(output::created(&created))
+        }
+        Command::Import { .. } => import_lines(repo, manager, lines).await,
+        Command::Pepper(PepperCommand::Status) => {
+            let status = manager.pepper_status().await?;
+            Ok(output::pepper_status(&status))
+        }
+        Command::Pepper(PepperCommand::Retire { pepper_id }) => {
+            let id: PepperId = pepper_id
+                .parse()
+                .map_err(|err| CliError::usage(format!("invalid pepper id: {err}")))?;
+            let revoked = manager.retire_pepper(&id).await?;
+            Ok(Report {
+                text: format!("pepper {id} retired: {revoked} keys revoked\n"),
+                json: json!({ "pepper_id": id, "revoked": revoked }),
+            })
+        }
+    }
+}
+
+/// The key `create` asks for.
+fn new_key(args: CreateArgs) -> Result<NewApiKey, CliError> {
+    let mut request = NewApiKey::new(args.title);
+    if let Some(description) = args.description {
+        request = request.with_description(description);
+    }
+    if let Some(days) = args.expires_in_days {
+        request = request.with_expires_in_days(days);
+    }
+    if !args.scopes.is_empty() {
+        let scopes = Scopes::new(&args.scopes)
+            .map_err(|err| CliError::usage(format!("invalid --scope: {err}")))?;
+        request = request.with_scopes(scopes);
+    }
+    if let Some(metadata) = args.metadata {
+        let value = serde_json::from_str(&metadata).map_err(|_| {
+            CliError::usage("invalid --metadata: must be a JSON object (not valid JSON)")
+        })?;
+        let metadata = Metadata::from_value(value)
+            .map_err(|err| CliError::usage(format!("invalid --metadata: {err}")))?;
+        request = request.with_metadata(metadata);
+    }
+    if let Some(limit) = args.rate_limit {
+        request = request.with_rate_limit(limit);
+    }
+    Ok(request)
+}
+
+/// The account that owns `key_id`, whichever it is: the operator's commands
+/// are not scoped to an account, the manager's methods are.
+async fn owner_of(repo: &SeaOrmRepository, key_id: Uuid) -> Result<AccountId, CliError> {
+    let account: Option<Uuid> = entity::Entity::find()
+        .select_only()
+        .column(entity::Column::AccountId)
+        .filter(entity::Column::KeyId.eq(key_id))
+        .into_tuple()
+        .one(repo.connection())
+        .await
+        .map_err(|err| CliError::unavailable(format!("key store error: {err}")))?;
+    account
+        .map(AccountId::new)
+        .ok_or_else(|| ManagerError::NotFound.into())
+}
+
+/// Writes the checked lines in one transaction, or explains by line why not.
+async fn import_lines(
+    repo: &SeaOrmRepository,
+    manager: &KeyManager,
+    lines: Vec<import::Line>,
+) -> Result<Report, CliError> {
+    let count = if lines.is_empty() {
+        0
+    } else {
+        let records = lines.iter().map(|line| line.record.clone()).collect();
+        match manager.import(records).await {
+            Ok(count) => count,
+            Err(ManagerError::Invalid(errors)) => {
+                return Err(import::invalid_lines(&lines, &errors));
+            }
+            Err(ManagerError::Store(tower_api_keys::store::StoreError::Conflict)) => {
+                return Err(import::conflicts(repo, &lines).await);
+            }
+            Err(err) => return Err(err.into()),
+        }
+    };
+    Ok(Report {
+        text: format!("imported {count} API keys\n"),
+        json: json!({ "imported": count }),
+    })
+}

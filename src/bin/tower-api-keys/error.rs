@@ -1,0 +1,134 @@
+//! Failures of a command: the exit status and the one line printed on stderr.
+
+use std::process::ExitCode;
+
+use tower_api_keys::{ManagerError, store::StoreError};
+
+/// Why a command failed, which decides its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A usage or validation error (exit 1).
+    Usage,
+    /// No such key (exit 2).
+    NotFound,
+    /// The key store cannot be reached or failed (exit 3).
+    Unavailable,
+}
+
+/// A failed command.
+#[derive(Debug)]
+pub(crate) struct CliError {
+    pub(crate) kind: Kind,
+    message: String,
+}
+
+impl CliError {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self::new(Kind::Usage, message)
+    }
+
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(Kind::Unavailable, message)
+    }
+
+    fn new(kind: Kind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The exit status of this failure.
+    pub(crate) fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self.kind {
+            Kind::Usage => 1,
+            Kind::NotFound => 2,
+            Kind::Unavailable => 3,
+        })
+    }
+
+    /// The message on one line, without the secrets in `hide` (such as the
+    /// database URL and its password).
+    pub(crate) fn line(&self, hide: &[(String, String)]) -> String {
+        one_line(&self.message, hide)
+    }
+}
+
+impl From<ManagerError> for CliError {
+    fn from(err: ManagerError) -> Self {
+        let kind = match &err {
+            ManagerError::NotFound => Kind::NotFound,
+            ManagerError::NotActive
+            | ManagerError::AlreadyRotated
+            | ManagerError::Invalid(_)
+            | ManagerError::Store(StoreError::Conflict) => Kind::Usage,
+            // Unavailable, the OS random source, any other store failure:
+            // worth retrying later.
+            _ => Kind::Unavailable,
+        };
+        Self::new(kind, err.to_string())
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(err: StoreError) -> Self {
+        ManagerError::Store(err).into()
+    }
+}
+
+/// `text` on one line (control characters, line breaks included, become
+/// spaces), with each `(secret, replacement)` of `hide` replaced.
+pub(crate) fn one_line(text: &str, hide: &[(String, String)]) -> String {
+    let mut text = text.to_owned();
+    for (secret, replacement) in hide {
+        if !secret.is_empty() && secret != replacement {
+            text = text.replace(secret.as_str(), replacement);
+        }
+    }
+    let mut line = String::with_capacity(text.len());
+    let mut last_space = false;
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if c == ' ' && last_space {
+            continue;
+        }
+        last_space = c == ' ';
+        line.push(c);
+    }
+    line.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_fit_one_line_and_hide_secrets() {
+        let hide = vec![
+            (
+                "postgres://u:pw@h/db".to_owned(),
+                "postgres://***@h/db".to_owned(),
+            ),
+            ("pw".to_owned(), "***".to_owned()),
+        ];
+        assert_eq!(
+            one_line("cannot open postgres://u:pw@h/db:\nbad\tpw  x", &hide),
+            "cannot open postgres://***@h/db: bad *** x"
+        );
+    }
+
+    #[test]
+    fn manager_errors_map_to_exit_kinds() {
+        let kind = |err| CliError::from(err).kind;
+        assert_eq!(kind(ManagerError::NotFound), Kind::NotFound);
+        assert_eq!(kind(ManagerError::NotActive), Kind::Usage);
+        assert_eq!(kind(ManagerError::Store(StoreError::Conflict)), Kind::Usage);
+        assert_eq!(kind(ManagerError::Unavailable), Kind::Unavailable);
+        assert_eq!(
+            kind(ManagerError::Store(StoreError::Timeout(
+                std::time::Duration::from_secs(1)
+            ))),
+            Kind::Unavailable
+        );
+    }
+}
