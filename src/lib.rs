@@ -74,6 +74,7 @@ pub use extract::MissingAuthentication;
 pub use identity::{AccountId, ApiKeyId, AuthenticatedKey};
 pub use key::{Credential, KeyPair, MalformedCredential};
 pub use manager::{ApiKeyInfo, CreatedKey, KeyManager, ManagerError, PepperRole, PepperStatus};
+pub use manager::{DayUsage, KeyUsage};
 pub use pepper::{Pepper, PepperError, PepperFileError, PepperSource};
 pub use policy::{Metadata, Scopes};
 #[cfg(feature = "redis")]

@@ -8,7 +8,7 @@ use std::{
     },
 };
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use crate::{
@@ -17,7 +17,7 @@ use crate::{
     pepper::Pepper,
     store::{
         ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, MemoryRepository,
-        PepperCount, RotateOutcome, Rotation, StoreError,
+        PepperCount, RotateOutcome, Rotation, StoreError, UsageCount,
     },
     sync::lock,
 };
@@ -71,6 +71,10 @@ pub(crate) struct Scripted {
     flushed: Arc<Mutex<Vec<Vec<Uuid>>>>,
     /// `record_last_used` call number (from 1) that fails, or hangs.
     fail_flush: Arc<Mutex<Option<(usize, bool)>>>,
+    /// Every `record_usage` call's batch, in order.
+    usage_writes: Arc<Mutex<Vec<Vec<UsageCount>>>>,
+    /// `record_usage` calls numbered (from 1) this or higher fail; 0: none.
+    pub(crate) fail_usage_from: Arc<AtomicUsize>,
 }
 
 impl Scripted {
@@ -96,6 +100,11 @@ impl Scripted {
     /// The key ids written by each `record_last_used` call so far.
     pub(crate) fn flushed(&self) -> Vec<Vec<Uuid>> {
         lock(&self.flushed).clone()
+    }
+
+    /// The batch of each `record_usage` call so far.
+    pub(crate) fn usage_writes(&self) -> Vec<Vec<UsageCount>> {
+        lock(&self.usage_writes).clone()
     }
 
     pub(crate) fn lookups(&self) -> usize {
@@ -205,6 +214,29 @@ impl ApiKeyRepository for Scripted {
     async fn rewrite_hashes(&self, batch: &[HashRewrite]) -> Result<(), StoreError> {
         self.check()?;
         self.inner.rewrite_hashes(batch).await
+    }
+
+    async fn record_usage(&self, batch: &[UsageCount]) -> Result<(), StoreError> {
+        let call = {
+            let mut writes = lock(&self.usage_writes);
+            writes.push(batch.to_vec());
+            writes.len()
+        };
+        let from = self.fail_usage_from.load(Ordering::SeqCst);
+        if from != 0 && call >= from {
+            return Err(StoreError::Database("injected failure".into()));
+        }
+        self.check()?;
+        self.inner.record_usage(batch).await
+    }
+
+    async fn usage(
+        &self,
+        key_id: Uuid,
+        since: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, u64)>, StoreError> {
+        self.check()?;
+        self.inner.usage(key_id, since).await
     }
 
     async fn count_by_pepper(&self) -> Result<Vec<PepperCount>, StoreError> {

@@ -1,6 +1,7 @@
 //! What the request path records and the database receives later, in
-//! batches: `last_used_at` values and re-hashes under the current pepper. One
-//! statement per chunk of keys, never one per request.
+//! batches: `last_used_at` values, re-hashes under the current pepper, and
+//! request counts per key and UTC day (usage metering). One statement per
+//! chunk of keys, never one per request.
 
 use std::{
     collections::HashMap,
@@ -8,17 +9,47 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicI64, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
 use crate::{
-    store::{HashRewrite, LAST_USED_CHUNK, Store, StoreError},
+    store::{HashRewrite, LAST_USED_CHUNK, Store, StoreError, USAGE_CHUNK, UsageCount},
     sync::lock,
 };
+
+/// How many independently locked maps the request counts are spread over (by
+/// the last byte of the key id, random in a v4 UUID), so that requests with
+/// different keys rarely wait for one another.
+const USAGE_SHARDS: usize = 16;
+
+/// Requests counted per `(key id, UTC day as days since 1970-01-01)`.
+type UsageShard = Mutex<HashMap<(Uuid, i32), u64>>;
+
+/// `NaiveDate::num_days_from_ce` of 1970-01-01.
+const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+/// Today's UTC day, in days since 1970-01-01: one clock read and a division.
+fn today() -> i32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i32::try_from(since.as_secs() / 86_400).unwrap_or(i32::MAX)
+        })
+}
+
+/// The date of a day counted since 1970-01-01.
+fn day_to_date(day: i32) -> Option<NaiveDate> {
+    NaiveDate::from_num_days_from_ce_opt(day.checked_add(UNIX_EPOCH_DAYS_FROM_CE)?)
+}
+
+/// Days since 1970-01-01 of a date.
+fn date_to_day(date: NaiveDate) -> i32 {
+    date.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE
+}
 
 /// When a key's use was last recorded, in Unix seconds: the writer's throttle
 /// state for one key, kept with the key's cache entry so that a throttled use
@@ -35,11 +66,12 @@ impl LastRecorded {
     }
 }
 
-/// Pending `last_used_at` values and re-hashes, and the store they are
-/// written to.
+/// Pending `last_used_at` values, re-hashes and request counts, and the store
+/// they are written to.
 pub(crate) struct BatchWriter {
     pending: Mutex<HashMap<Uuid, DateTime<Utc>>>,
     rehashes: Mutex<HashMap<Uuid, HashRewrite>>,
+    usage: [UsageShard; USAGE_SHARDS],
     store: Store,
     throttle_secs: i64,
 }
@@ -49,6 +81,7 @@ impl BatchWriter {
         Self {
             pending: Mutex::new(HashMap::new()),
             rehashes: Mutex::new(HashMap::new()),
+            usage: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             store,
             throttle_secs: i64::try_from(throttle.as_secs()).unwrap_or(i64::MAX),
         }
@@ -88,21 +121,104 @@ impl BatchWriter {
     }
 
     /// Counts one request the authentication layer let through with `key_id`
-    /// (usage metering, CONTRACT §9.4).
+    /// (usage metering, CONTRACT §9.4), on today's UTC day. On the request
+    /// path: one clock read and one lock of one of [`USAGE_SHARDS`] maps; no
+    /// allocation once the key has been counted today (the maps keep their
+    /// size across flushes).
     pub(crate) fn count_request(&self, key_id: Uuid) {
-        let _ = key_id;
+        self.add_usage(key_id, today(), 1);
     }
 
-    /// Writes everything pending, in chunks of [`LAST_USED_CHUNK`] keys: one
-    /// store call each, each under the store timeout. At the first chunk that
-    /// fails or times out, that chunk and the ones not yet tried go back to the
-    /// pending set (newer values win) for the next flush, and the flush stops
-    /// with the error; chunks already written stay written.
+    /// The shard that counts `key_id`.
+    fn usage_shard(&self, key_id: Uuid) -> &UsageShard {
+        &self.usage[usize::from(key_id.as_bytes()[15]) % USAGE_SHARDS]
+    }
+
+    /// Adds `requests` to the count of `key_id` on `day`.
+    fn add_usage(&self, key_id: Uuid, day: i32, requests: u64) {
+        let mut shard = lock(self.usage_shard(key_id));
+        let count = shard.entry((key_id, day)).or_insert(0);
+        *count = count.saturating_add(requests);
+    }
+
+    /// Writes everything pending, in chunks of [`LAST_USED_CHUNK`] keys
+    /// ([`USAGE_CHUNK`] rows for request counts): one store call each, each
+    /// under the store timeout. At the first chunk that fails or times out,
+    /// that chunk and the ones not yet tried go back to the pending set (newer
+    /// `last_used_at` values win; counts add to those made since) for the next
+    /// flush, and that kind's flush stops with the error; chunks already
+    /// written stay written. `last_used_at`, re-hashes and counts are each
+    /// tried whatever the others' outcome; the first error is returned.
+    ///
+    /// Returns how many `last_used_at` values and re-hashes were written
+    /// (request counts are written too but not counted in it).
+    ///
+    /// A count whose write failed after the database committed it (a timeout
+    /// at the wrong moment) is written again: counts are at least once.
+    ///
+    /// Each call counts once in `tower_api_keys_flushes_total`, `result` `ok`
+    /// or `error`.
     pub(crate) async fn flush(&self) -> Result<usize, StoreError> {
-        // Both kinds are tried whatever the other's outcome.
         let used = self.flush_last_used().await;
         let rehashed = self.flush_rehashes().await;
-        Ok(used? + rehashed?)
+        let counted = self.flush_usage().await;
+        let outcome = match (used, rehashed, counted) {
+            (Ok(used), Ok(rehashed), Ok(_)) => Ok(used + rehashed),
+            (Err(err), _, _) | (_, Err(err), _) | (_, _, Err(err)) => Err(err),
+        };
+        let result = if outcome.is_ok() { "ok" } else { "error" };
+        metrics::counter!(crate::telemetry::FLUSHES, "result" => result).increment(1);
+        outcome
+    }
+
+    /// Takes every pending request count, leaving each shard with room for
+    /// as many keys as it had (so that counting allocates nothing in the next
+    /// interval if the same keys come back).
+    fn take_usage(&self) -> Vec<UsageCount> {
+        let mut batch = Vec::new();
+        for shard in &self.usage {
+            let taken = {
+                let mut shard = lock(shard);
+                let room = shard.len();
+                std::mem::replace(&mut *shard, HashMap::with_capacity(room))
+            };
+            batch.extend(taken.into_iter().filter_map(|((key_id, day), requests)| {
+                Some(UsageCount {
+                    key_id,
+                    day: day_to_date(day)?,
+                    requests,
+                })
+            }));
+        }
+        batch
+    }
+
+    /// Writes the pending request counts, as [`Self::flush_last_used`]
+    /// writes uses; counts not written are added back.
+    async fn flush_usage(&self) -> Result<usize, StoreError> {
+        let mut batch = self.take_usage();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        batch.sort_unstable_by_key(|count| (count.key_id, count.day));
+        let mut written = 0;
+        for chunk in batch.chunks(USAGE_CHUNK) {
+            if let Err(err) = self.store.record_usage(chunk).await {
+                for count in &batch[written..] {
+                    self.add_usage(count.key_id, date_to_day(count.day), count.requests);
+                }
+                tracing::warn!(
+                    error = %err,
+                    written,
+                    pending = batch.len() - written,
+                    "writing usage counts failed; the rest will be retried"
+                );
+                return Err(err);
+            }
+            written += chunk.len();
+        }
+        tracing::debug!(rows = written, "wrote usage counts");
+        Ok(written)
     }
 
     /// Writes the pending re-hashes, as [`Self::flush_last_used`] writes uses:
@@ -177,9 +293,15 @@ impl BatchWriter {
         }
     }
 
-    /// Values waiting to be written: uses and re-hashes.
+    /// Values waiting to be written: uses, re-hashes and (key, day) counts.
     pub(crate) fn pending_len(&self) -> usize {
-        self.pending().len() + lock(&self.rehashes).len()
+        self.pending().len()
+            + lock(&self.rehashes).len()
+            + self
+                .usage
+                .iter()
+                .map(|shard| lock(shard).len())
+                .sum::<usize>()
     }
 }
 
@@ -210,7 +332,7 @@ impl Flusher {
             if writer.flush().await.is_err() {
                 tracing::error!(
                     keys = writer.pending_len(),
-                    "last_used_at or re-hashes could not be written at shutdown"
+                    "last_used_at, re-hashes or usage counts could not be written at shutdown"
                 );
             }
         });
@@ -397,5 +519,211 @@ mod tests {
         let recent = LastRecorded::new(Some(start - TimeDelta::seconds(60)));
         writer.record(Uuid::from_u128(2), &recent, start);
         assert_eq!(writer.pending_for(Uuid::from_u128(2)), None);
+    }
+
+    fn usage_writer(repository: &Scripted) -> BatchWriter {
+        BatchWriter::new(
+            Store::new(repository.clone(), Duration::from_secs(2)),
+            Duration::from_secs(900),
+        )
+    }
+
+    /// The pending counts, summed over the shards.
+    fn pending_usage(writer: &BatchWriter) -> HashMap<(Uuid, i32), u64> {
+        let mut all = HashMap::new();
+        for shard in &writer.usage {
+            for (key, requests) in lock(shard).iter() {
+                assert!(all.insert(*key, *requests).is_none(), "one shard per key");
+            }
+        }
+        all
+    }
+
+    async fn stored_usage(repository: &Scripted, key_id: Uuid) -> Vec<(NaiveDate, u64)> {
+        repository
+            .inner
+            .usage(key_id, NaiveDate::MIN)
+            .await
+            .unwrap()
+    }
+
+    #[test]
+    fn days_since_the_epoch_convert_both_ways() {
+        assert_eq!(day_to_date(0), NaiveDate::from_ymd_opt(1970, 1, 1));
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        assert_eq!(day_to_date(date_to_day(date)), Some(date));
+        assert_eq!(day_to_date(today()), Some(Utc::now().date_naive()));
+    }
+
+    #[tokio::test]
+    async fn counts_aggregate_per_key_and_day() {
+        let repository = Scripted::default();
+        let writer = usage_writer(&repository);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        for _ in 0..5 {
+            writer.count_request(a);
+        }
+        writer.count_request(b);
+        let yesterday = today() - 1;
+        writer.add_usage(a, yesterday, 2);
+        let pending = pending_usage(&writer);
+        assert_eq!(pending.len(), 3);
+        assert_eq!(pending[&(a, today())], 5);
+        assert_eq!(pending[&(b, today())], 1);
+        assert_eq!(pending[&(a, yesterday)], 2);
+        assert_eq!(writer.pending_len(), 3);
+
+        // Nothing else pending: the counts are all a flush writes, in one call
+        // of key and day order, and they leave nothing behind.
+        assert_eq!(
+            writer.flush().await.unwrap(),
+            0,
+            "counts are not in the count"
+        );
+        let writes = repository.usage_writes();
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].len(), 3);
+        assert!(
+            writes[0]
+                .windows(2)
+                .all(|pair| (pair[0].key_id, pair[0].day) < (pair[1].key_id, pair[1].day))
+        );
+        assert_eq!(writer.pending_len(), 0);
+        let (now, before) = (
+            day_to_date(today()).unwrap(),
+            day_to_date(yesterday).unwrap(),
+        );
+        assert_eq!(stored_usage(&repository, a).await, [(now, 5), (before, 2)]);
+        assert_eq!(stored_usage(&repository, b).await, [(now, 1)]);
+
+        // A later flush adds to what is stored.
+        writer.count_request(a);
+        writer.flush().await.unwrap();
+        assert_eq!(stored_usage(&repository, a).await, [(now, 6), (before, 2)]);
+        // With nothing counted, no store call.
+        writer.flush().await.unwrap();
+        assert_eq!(repository.usage_writes().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_count_write_puts_the_counts_back_and_adds_newer_ones() {
+        let repository = Scripted::default();
+        let writer = usage_writer(&repository);
+        let key = Uuid::new_v4();
+        for _ in 0..3 {
+            writer.count_request(key);
+        }
+        repository.fail_usage_from.store(1, Ordering::SeqCst);
+        let err = writer.flush().await.unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+        assert_eq!(pending_usage(&writer)[&(key, today())], 3, "put back");
+        writer.count_request(key);
+        writer.count_request(key);
+        assert_eq!(
+            pending_usage(&writer)[&(key, today())],
+            5,
+            "newer ones added"
+        );
+        assert!(stored_usage(&repository, key).await.is_empty());
+
+        repository.fail_usage_from.store(0, Ordering::SeqCst);
+        writer.flush().await.unwrap();
+        let now = day_to_date(today()).unwrap();
+        assert_eq!(stored_usage(&repository, key).await, [(now, 5)]);
+        assert_eq!(writer.pending_len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_chunk_of_counts_puts_back_only_the_unwritten_rows() {
+        let repository = Scripted::default();
+        let writer = usage_writer(&repository);
+        let keys: Vec<Uuid> = (0..2 * USAGE_CHUNK + 10).map(|_| Uuid::new_v4()).collect();
+        for key in &keys {
+            writer.add_usage(*key, today(), 7);
+        }
+        repository.fail_usage_from.store(2, Ordering::SeqCst);
+        assert!(writer.flush().await.is_err());
+        let writes = repository.usage_writes();
+        assert_eq!(writes.len(), 2, "the flush stops at the failing chunk");
+        assert!(writes.iter().all(|chunk| chunk.len() == USAGE_CHUNK));
+        let pending = pending_usage(&writer);
+        assert_eq!(pending.len(), keys.len() - USAGE_CHUNK);
+        assert!(
+            writes[0]
+                .iter()
+                .all(|row| !pending.contains_key(&(row.key_id, today())))
+        );
+        assert!(pending.values().all(|requests| *requests == 7));
+
+        repository.fail_usage_from.store(0, Ordering::SeqCst);
+        writer.flush().await.unwrap();
+        let retried: usize = repository.usage_writes()[2..].iter().map(Vec::len).sum();
+        assert_eq!(
+            retried,
+            keys.len() - USAGE_CHUNK,
+            "written rows are not retried"
+        );
+        for key in &keys {
+            assert_eq!(stored_usage(&repository, *key).await[0].1, 7);
+        }
+    }
+
+    /// A failing `last_used_at` write does not keep the counts from being
+    /// written, nor the other way round.
+    #[tokio::test]
+    async fn uses_and_counts_are_each_written_whatever_the_others_outcome() {
+        let repository = Scripted::default();
+        let (writer, expected) = setup(&repository, 3, Duration::from_secs(2)).await;
+        let key = *expected.keys().next().unwrap();
+        writer.count_request(key);
+        repository.fail_flush_call(1, false);
+        assert!(writer.flush().await.is_err());
+        assert_eq!(
+            stored_usage(&repository, key).await.len(),
+            1,
+            "counts written"
+        );
+        assert_eq!(writer.pending().len(), 3, "uses put back");
+
+        repository.heal_flushes();
+        writer.count_request(key);
+        repository.fail_usage_from.store(1, Ordering::SeqCst);
+        assert!(writer.flush().await.is_err());
+        assert_eq!(stored(&repository).await, expected, "uses written");
+        assert_eq!(writer.pending_len(), 1, "the count put back");
+    }
+
+    #[test]
+    fn counts_spread_over_the_shards_and_none_is_lost_under_contention() {
+        let writer = Arc::new(usage_writer(&Scripted::default()));
+        let keys: Arc<Vec<Uuid>> = Arc::new((0..64).map(|_| Uuid::new_v4()).collect());
+        let threads: Vec<_> = (0..8)
+            .map(|thread| {
+                let (writer, keys) = (Arc::clone(&writer), Arc::clone(&keys));
+                std::thread::spawn(move || {
+                    for i in 0..10_000 {
+                        writer.count_request(keys[(thread * 7 + i) % keys.len()]);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let pending = pending_usage(&writer);
+        assert_eq!(pending.len(), keys.len());
+        assert_eq!(pending.values().sum::<u64>(), 80_000);
+        let used = writer
+            .usage
+            .iter()
+            .filter(|shard| !lock(shard).is_empty())
+            .count();
+        assert!(
+            used > USAGE_SHARDS / 2,
+            "64 random keys use {used} of 16 shards"
+        );
+        for key in keys.iter() {
+            assert!(lock(writer.usage_shard(*key)).contains_key(&(*key, today())));
+        }
     }
 }

@@ -19,6 +19,7 @@ mod m20261125_000001_create_api_keys;
 mod m20261127_000002_change_feed;
 mod m20261127_000004_pepper_id;
 mod m20261127_000005_key_policy;
+mod m20261127_000006_usage;
 mod triggers;
 
 /// Name of the table in which [`Migrator`] records applied migrations.
@@ -32,6 +33,7 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m20261127_000002_change_feed::Migration),
         Box::new(m20261127_000004_pepper_id::Migration),
         Box::new(m20261127_000005_key_policy::Migration),
+        Box::new(m20261127_000006_usage::Migration),
     ]
 }
 

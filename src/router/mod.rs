@@ -15,6 +15,7 @@
 //! | `POST /{key_id}/rotate` | `201` + `Location`, the successor with its secret (shown once) |
 //! | `PATCH /{key_id}/revoke` | `200 {"message":"API key revoked successfully"}` |
 //! | `DELETE /{key_id}` | `200 {"message":"API key deleted successfully"}` |
+//! | `GET /{key_id}/usage?days=N` | `200 {"key_id","days":[{"date":"YYYY-MM-DD","requests":n},…]}`: N (1–90, default 30) UTC days, today first, zeros included; counts appear once flushed |
 //!
 //! [`RevocationRouter`] is the one route for key holders, `POST /` with
 //! `{"credential": "pk_…:sk_…"}`: the host mounts it *without* its own login.
@@ -37,7 +38,7 @@
 use axum::{
     Json, Router,
     body::Body,
-    extract::{FromRequestParts, OriginalUri, Path, Request, State},
+    extract::{FromRequestParts, OriginalUri, Path, RawQuery, Request, State},
     http::{StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, patch, post},
@@ -104,6 +105,7 @@ impl ManagementRouter {
             .route("/{key_id}", get(show).patch(update).delete(remove))
             .route("/{key_id}/rotate", post(rotate))
             .route("/{key_id}/revoke", patch(revoke))
+            .route("/{key_id}/usage", get(usage))
             .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "Not found") })
             .method_not_allowed_fallback(|| async {
                 Problem::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
@@ -384,6 +386,49 @@ async fn revoke_by_credential(
     let credential = fields::credential(body_object(body)?)?;
     manager.revoke_by_credential(&credential).await?;
     Ok(Json(json!({"message": "Revocation processed"})).into_response())
+}
+
+/// `GET /{key_id}/usage?days=N`: N from 1 to 90, 30 if absent; any other
+/// value, or `days` given twice, is a `400` problem document naming the field.
+/// Other query parameters are ignored.
+async fn usage(
+    Owner(account_id): Owner,
+    State(state): State<RouterState>,
+    KeyIdParam(key_id): KeyIdParam,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    const DEFAULT_DAYS: u32 = 30;
+    let bad_days = || {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "days must be an integer from 1 to 90",
+        )
+        .with_errors(vec![FieldError::new(
+            "days",
+            "must be an integer from 1 to 90, given once",
+        )])
+        .into_response()
+    };
+    let mut days = None;
+    for pair in query.as_deref().unwrap_or_default().split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "days" {
+            continue;
+        }
+        let parsed = value
+            .bytes()
+            .all(|byte| byte.is_ascii_digit())
+            .then(|| value.parse::<u32>().ok())
+            .flatten()
+            .filter(|days| (1..=90).contains(days));
+        match (days, parsed) {
+            (None, Some(parsed)) => days = Some(parsed),
+            // Out of range, not a number, or given twice.
+            _ => return Ok(bad_days()),
+        }
+    }
+    let days = days.unwrap_or(DEFAULT_DAYS);
+    Ok(Json(state.manager.usage(account_id, key_id, days).await?).into_response())
 }
 
 async fn remove(

@@ -3,21 +3,23 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, OldKeyLimit, PepperCount,
-    RotateOutcome, Rotation, StoreError,
+    RotateOutcome, Rotation, StoreError, UsageCount,
 };
 
 /// An in-memory [`ApiKeyRepository`], for unit tests and examples.
 ///
-/// Keys live in insertion order in a `Vec` behind a mutex; nothing is persisted.
-/// Clones share the same keys.
+/// Keys live in insertion order in a `Vec` behind a mutex, daily usage counts
+/// in a map; nothing is persisted. Clones share the same keys and counts.
+/// Deleting a key leaves its usage counts, as in the SQL store.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryRepository {
     rows: Arc<Mutex<Vec<ApiKeyRecord>>>,
+    usage: Arc<Mutex<HashMap<(Uuid, NaiveDate), u64>>>,
 }
 
 impl MemoryRepository {
@@ -197,6 +199,29 @@ impl ApiKeyRepository for MemoryRepository {
             }
         }
         Ok(())
+    }
+
+    async fn record_usage(&self, batch: &[UsageCount]) -> Result<(), StoreError> {
+        let mut usage = crate::sync::lock(&self.usage);
+        for count in batch {
+            let slot = usage.entry((count.key_id, count.day)).or_default();
+            *slot = slot.saturating_add(count.requests);
+        }
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        key_id: Uuid,
+        since: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, u64)>, StoreError> {
+        let mut days: Vec<(NaiveDate, u64)> = crate::sync::lock(&self.usage)
+            .iter()
+            .filter(|((id, day), _)| *id == key_id && *day >= since)
+            .map(|((_, day), requests)| (*day, *requests))
+            .collect();
+        days.sort_unstable_by_key(|(day, _)| std::cmp::Reverse(*day));
+        Ok(days)
     }
 
     async fn count_by_pepper(&self) -> Result<Vec<PepperCount>, StoreError> {

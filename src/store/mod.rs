@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use crate::{
@@ -240,6 +240,19 @@ pub struct HashRewrite {
     pub pepper_id: String,
 }
 
+/// Requests counted for one key on one UTC day (usage metering, CONTRACT
+/// §9.4): what [`ApiKeyRepository::record_usage`] adds to the table
+/// `tower_api_keys_usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UsageCount {
+    /// The key.
+    pub key_id: Uuid,
+    /// The UTC day.
+    pub day: NaiveDate,
+    /// Requests to add to that day's count.
+    pub requests: u64,
+}
+
 /// How many keys that can still validate (not revoked, not expired) name one
 /// `pepper_id` (`None`: the legacy pepper).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,8 +293,10 @@ pub enum StoreError {
 
 /// The storage boundary for API keys.
 ///
-/// Every method but [`find_by_public_key`](Self::find_by_public_key) and
-/// [`record_last_used`](Self::record_last_used) is scoped to an account: a key of
+/// Every method but [`find_by_public_key`](Self::find_by_public_key), the
+/// writer's batches ([`record_last_used`](Self::record_last_used),
+/// [`rewrite_hashes`](Self::rewrite_hashes), [`record_usage`](Self::record_usage)),
+/// [`usage`](Self::usage) and the pepper counts is scoped to an account: a key of
 /// another account behaves as if it did not exist.
 pub trait ApiKeyRepository: Send + Sync + 'static {
     /// The key with this public key, whatever its status.
@@ -366,6 +381,34 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         batch: &[HashRewrite],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Adds each count to the stored count of its key and day (an upsert that
+    /// increments, so that the counts of several replicas add up); a row is
+    /// created for a key and day not yet counted. Entries for the same key and
+    /// day within `batch` add up too. Key ids are not checked against
+    /// `api_keys`.
+    ///
+    /// The usage writer calls it with at most 5,000 counts at a time, each call
+    /// under the store timeout; [`SeaOrmRepository`] writes them with one
+    /// multi-row `INSERT … ON CONFLICT`/`ON DUPLICATE KEY UPDATE` statement per
+    /// 5,000 rows.
+    ///
+    /// Deleting a key leaves its usage rows in place (they name a key id that
+    /// is never reused); a host that wants them gone, or wants to keep only
+    /// recent days, deletes from `tower_api_keys_usage` itself.
+    fn record_usage(
+        &self,
+        batch: &[UsageCount],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The stored daily counts of `key_id` from `since` (inclusive) on, newest
+    /// first; days without a row are left out. Not scoped to an account: the
+    /// caller checks that the key is the account's.
+    fn usage(
+        &self,
+        key_id: Uuid,
+        since: NaiveDate,
+    ) -> impl Future<Output = Result<Vec<(NaiveDate, u64)>, StoreError>> + Send;
+
     /// For each `pepper_id`, how many keys that can still validate name it.
     fn count_by_pepper(&self) -> impl Future<Output = Result<Vec<PepperCount>, StoreError>> + Send;
 
@@ -439,3 +482,28 @@ pub(crate) fn rate_limit_from_columns(
 /// Two bound values per pair stay well below SQLite's 32,766 and MySQL's 65,535
 /// parameters.
 pub(crate) const LAST_USED_CHUNK: usize = 5_000;
+
+/// Most usage rows written by one statement, and handed to
+/// [`ApiKeyRepository::record_usage`] by one call of the usage writer (three
+/// bound values per row).
+pub(crate) const USAGE_CHUNK: usize = 5_000;
+
+/// Sums the counts of equal `(key_id, day)` pairs, in key and day order: one
+/// upsert may not name a row twice (PostgreSQL refuses it), and a fixed order
+/// keeps concurrent writers from locking rows in opposite orders.
+pub(crate) fn merge_usage(batch: &[UsageCount]) -> Vec<UsageCount> {
+    let mut merged: std::collections::BTreeMap<(Uuid, NaiveDate), u64> =
+        std::collections::BTreeMap::new();
+    for count in batch {
+        let slot = merged.entry((count.key_id, count.day)).or_default();
+        *slot = slot.saturating_add(count.requests);
+    }
+    merged
+        .into_iter()
+        .map(|((key_id, day), requests)| UsageCount {
+            key_id,
+            day,
+            requests,
+        })
+        .collect()
+}

@@ -4,7 +4,7 @@
     allow(unused_imports, unused_macros)
 )]
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
     DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, Value,
@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, LAST_USED_CHUNK,
-    OldKeyLimit, PepperCount, RotateOutcome, Rotation, StoreError, StoredHash,
-    metadata_from_column, rate_limit_from_columns, scopes_from_column,
+    OldKeyLimit, PepperCount, RotateOutcome, Rotation, StoreError, StoredHash, USAGE_CHUNK,
+    UsageCount, merge_usage, metadata_from_column, rate_limit_from_columns, scopes_from_column,
 };
 use crate::entity::{self, Column, Entity, Model};
 use crate::policy::{Metadata, Scopes};
@@ -577,6 +577,47 @@ fn rewrite_statement(backend: DatabaseBackend, chunk: &[HashRewrite]) -> Stateme
     Statement::from_sql_and_values(backend, sql, values)
 }
 
+/// The upsert of one chunk of usage counts into `tower_api_keys_usage` (one
+/// multi-row statement; the chunk names each key and day once): a new row for
+/// a key and day not yet counted, else the count added to the stored one, so
+/// that concurrent replicas add up. Bound as SeaORM binds elsewhere (SQLite:
+/// 16-byte blobs and `YYYY-MM-DD` text; MySQL: `binary(16)` and `date`;
+/// PostgreSQL: `uuid` and `date`).
+fn usage_statement(backend: DatabaseBackend, chunk: &[UsageCount]) -> Statement {
+    use std::fmt::Write as _;
+    let mut values = Vec::with_capacity(chunk.len() * 3);
+    for count in chunk {
+        values.push(Value::from(count.key_id));
+        values.push(Value::from(count.day));
+        values.push(Value::from(
+            i64::try_from(count.requests).unwrap_or(i64::MAX),
+        ));
+    }
+    let mut sql = String::with_capacity(160 + chunk.len() * 24);
+    sql.push_str("INSERT INTO tower_api_keys_usage (key_id, day, requests) VALUES ");
+    for index in 0..chunk.len() {
+        if index > 0 {
+            sql.push(',');
+        }
+        if backend == DatabaseBackend::Postgres {
+            let n = index * 3;
+            let _ = write!(sql, "(${}, ${}, ${})", n + 1, n + 2, n + 3);
+        } else {
+            sql.push_str("(?, ?, ?)");
+        }
+    }
+    sql.push_str(match backend {
+        DatabaseBackend::Postgres => {
+            " ON CONFLICT (key_id, day) DO UPDATE \
+             SET requests = tower_api_keys_usage.requests + EXCLUDED.requests"
+        }
+        // `VALUES()` is what MariaDB reads (MySQL 8 still accepts it).
+        DatabaseBackend::MySql => " ON DUPLICATE KEY UPDATE requests = requests + VALUES(requests)",
+        _ => " ON CONFLICT(key_id, day) DO UPDATE SET requests = requests + excluded.requests",
+    });
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
 /// Keys that can still validate: an active (or NULL) `status` and no
 /// `expires_at` in the past. The status is compared with a literal, which an
 /// adopted table's ENUM column accepts.
@@ -767,6 +808,59 @@ impl ApiKeyRepository for SeaOrmRepository {
                 .map_err(database)?;
         }
         Ok(())
+    }
+
+    async fn record_usage(&self, batch: &[UsageCount]) -> Result<(), StoreError> {
+        let backend = self.backend();
+        for chunk in merge_usage(batch).chunks(USAGE_CHUNK) {
+            // One statement, committed on its own: a deadlock (two replicas
+            // upserting the same rows on MySQL) rolled all of it back, so it
+            // can simply run again.
+            let mut attempt = 1;
+            loop {
+                match self.db.execute_raw(usage_statement(backend, chunk)).await {
+                    Ok(_) => break,
+                    Err(err) if attempt < 3 && is_deadlock(&err) => {
+                        attempt += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                    }
+                    Err(err) => return Err(database(err)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        key_id: Uuid,
+        since: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, u64)>, StoreError> {
+        let backend = self.backend();
+        let sql = if backend == DatabaseBackend::Postgres {
+            "SELECT day, requests FROM tower_api_keys_usage \
+             WHERE key_id = $1 AND day >= $2 ORDER BY day DESC"
+        } else {
+            "SELECT day, requests FROM tower_api_keys_usage \
+             WHERE key_id = ? AND day >= ? ORDER BY day DESC"
+        };
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [Value::from(key_id), Value::from(since)],
+            ))
+            .await
+            .map_err(database)?;
+        rows.iter()
+            .map(|row| {
+                let day: NaiveDate = row.try_get("", "day")?;
+                let requests: i64 = row.try_get("", "requests")?;
+                Ok((day, u64::try_from(requests).unwrap_or(0)))
+            })
+            .collect::<Result<_, DbErr>>()
+            .map_err(database)
     }
 
     async fn count_by_pepper(&self) -> Result<Vec<PepperCount>, StoreError> {

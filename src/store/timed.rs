@@ -5,12 +5,12 @@
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, PepperCount, RotateOutcome, Rotation,
-    StoreError,
+    StoreError, UsageCount,
 };
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -66,6 +66,10 @@ boundary! {
     fn record_last_used(&self, batch: &'a [(Uuid, DateTime<Utc>)]) -> ();
     /// See [`ApiKeyRepository::rewrite_hashes`].
     fn rewrite_hashes(&self, batch: &'a [HashRewrite]) -> ();
+    /// See [`ApiKeyRepository::record_usage`].
+    fn record_usage(&self, batch: &'a [UsageCount]) -> ();
+    /// See [`ApiKeyRepository::usage`].
+    fn usage(&self, key_id: Uuid, since: NaiveDate) -> Vec<(NaiveDate, u64)>;
     /// See [`ApiKeyRepository::count_by_pepper`].
     fn count_by_pepper(&self) -> Vec<PepperCount>;
     /// See [`ApiKeyRepository::revoke_by_pepper`].

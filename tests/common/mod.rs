@@ -20,7 +20,7 @@ use axum::{
     response::Response,
     routing::get,
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::json;
 use tower_api_keys::{
@@ -29,7 +29,7 @@ use tower_api_keys::{
     router::ManagementRouter,
     store::{
         ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, PepperCount,
-        RotateOutcome, Rotation, SeaOrmRepository, StoreError, connect_options,
+        RotateOutcome, Rotation, SeaOrmRepository, StoreError, UsageCount, connect_options,
     },
 };
 use uuid::Uuid;
@@ -283,6 +283,8 @@ pub struct Probe<R> {
     pub flushes: Arc<AtomicUsize>,
     /// Re-hashes written, in all.
     pub rewrites: Arc<AtomicUsize>,
+    /// `record_usage` calls.
+    pub usage_writes: Arc<AtomicUsize>,
     pub failing: Arc<AtomicBool>,
     /// Whether the wrapped repository's change feed is passed on (default: no,
     /// so that what a test observes is its own doing).
@@ -298,6 +300,7 @@ impl<R> Probe<R> {
             lookups: Arc::default(),
             flushes: Arc::default(),
             rewrites: Arc::default(),
+            usage_writes: Arc::default(),
             failing: Arc::default(),
             with_feed: false,
             per_key: Arc::default(),
@@ -429,6 +432,19 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         self.rewrites.fetch_add(batch.len(), Ordering::SeqCst);
         self.check()?;
         self.inner.rewrite_hashes(batch).await
+    }
+    async fn record_usage(&self, batch: &[UsageCount]) -> Result<(), StoreError> {
+        self.usage_writes.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        self.inner.record_usage(batch).await
+    }
+    async fn usage(
+        &self,
+        key_id: Uuid,
+        since: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, u64)>, StoreError> {
+        self.check()?;
+        self.inner.usage(key_id, since).await
     }
     async fn count_by_pepper(&self) -> Result<Vec<PepperCount>, StoreError> {
         self.check()?;
