@@ -720,4 +720,33 @@ async fn serves_reports_revocations_rate_limits_and_metrics() {
     let status = server.stop("TERM").await;
     assert_eq!(status.code(), Some(0), "{status}:\n{}", server.output());
     assert!(!server.output().contains(&reader.secret_key));
+    drop(server);
+
+    // The counts written at shutdown survive a restart: whoami, GET and POST
+    // /v1/reports were let through by the layer (the guard's 403 counts), the
+    // 429 was not.
+    let mut server = Server::start(dir.path(), logs.path(), "policy-again", Some(ADMIN_TOKEN));
+    server.wait_ready(&client).await;
+    let usage: Value = admin(
+        &client,
+        reqwest::Method::GET,
+        server.url(&format!("/v1/api-keys/{}/usage?days=2", reader.key_id)),
+        ADMIN_TOKEN,
+        account,
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let today = chrono::Utc::now().date_naive().to_string();
+    assert_eq!(
+        usage["days"][0],
+        json!({"date": today, "requests": 3}),
+        "{usage}"
+    );
+    assert_eq!(usage["days"][1]["requests"], 0, "{usage}");
+    let status = server.stop("TERM").await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", server.output());
 }

@@ -23,6 +23,7 @@ backend_tests!(
     another_accounts_key_is_404,
     a_request_refused_with_429_is_not_counted,
     the_store_adds_counts_over_chunks,
+    a_hundred_thousand_requests_over_a_thousand_keys_count_exactly,
 );
 
 /// A validator that flushes only when told to (or at shutdown).
@@ -369,4 +370,58 @@ async fn the_store_adds_counts_over_chunks(db: &TestDb) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// 100,000 requests over 1,000 keys through the layer (in process: the real
+/// `ApiKeyAuth` service, driven with `oneshot`), then one flush: every key's
+/// count is exact, and the counts went out in one `record_usage` call (one
+/// statement: 1,000 rows are under one chunk).
+async fn a_hundred_thousand_requests_over_a_thousand_keys_count_exactly(db: &TestDb) {
+    use tower::ServiceExt;
+
+    let probe = Probe::new(db.repo.clone());
+    let validator = validator(probe.clone());
+    let account = Uuid::new_v4();
+    let pairs: Vec<_> = (0..1_000)
+        .map(|_| tower_api_keys::KeyPair::generate().unwrap())
+        .collect();
+    let rows: Vec<_> = pairs
+        .iter()
+        .map(|pair| common::row(pair, account, None))
+        .collect();
+    let key_ids: Vec<Uuid> = rows.iter().map(|row| row.key_id).collect();
+    KeyManager::new(validator.clone())
+        .import(rows)
+        .await
+        .unwrap();
+    let service = tower_api_keys::ApiKeyAuth::new(
+        tower::service_fn(|_: http::Request<String>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+        }),
+        validator.clone(),
+    );
+    let credentials: Vec<String> = pairs.iter().map(|pair| pair.credential()).collect();
+    for round in 0..100 {
+        for credential in &credentials {
+            let request = http::Request::builder()
+                .header("x-api-key", credential)
+                .body(String::new())
+                .unwrap();
+            let response = service.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), 200, "round {round}");
+        }
+    }
+    let writes_before = probe.usage_writes.load(std::sync::atomic::Ordering::SeqCst);
+    validator.flush().await.unwrap();
+    assert_eq!(
+        probe.usage_writes.load(std::sync::atomic::Ordering::SeqCst) - writes_before,
+        1,
+        "one record_usage call for the whole flush"
+    );
+    let today = Utc::now().date_naive();
+    for key_id in key_ids {
+        let counts = db.repo.usage(key_id, today).await.unwrap();
+        assert_eq!(counts, [(today, 100)], "{key_id}");
+    }
+    validator.shutdown().await;
 }
