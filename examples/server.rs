@@ -39,6 +39,8 @@
 //!   account whose keys it manages.
 //! - `GET /metrics`: the crate's metrics in the Prometheus text format, no
 //!   authentication.
+//! - `GET /openapi.json`: the OpenAPI 3.1 document of the key-management routes
+//!   (feature `openapi`, on by default), no authentication.
 //! - `POST /v1/api-keys/revocations`: revocation by the key holder
 //!   ([`RevocationRouter`](tower_api_keys::router::RevocationRouter)), body
 //!   `{"credential": "pk_…:sk_…"}`, no admin token.
@@ -188,6 +190,25 @@ async fn run() -> Result<(), String> {
         "/metrics",
         get(move || std::future::ready(metrics.render())),
     );
+    #[cfg(feature = "openapi")]
+    let app = {
+        // The router's OpenAPI document, with the paths as mounted here.
+        let document = tower_api_keys::router::openapi::openapi("/v1/api-keys")
+            .to_json()
+            .map_err(|err| format!("cannot serialize the OpenAPI document: {err}"))?;
+        app.route(
+            "/openapi.json",
+            get(move || {
+                std::future::ready(
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        document.clone(),
+                    )
+                        .into_response(),
+                )
+            }),
+        )
+    };
 
     let listener = tokio::net::TcpListener::bind(bind)
         .await

@@ -35,6 +35,9 @@ fn server_binary() -> &'static Path {
             ("mysql", cfg!(feature = "mysql")),
             ("rustls", cfg!(feature = "rustls")),
             ("tonic", cfg!(feature = "tonic")),
+            ("redis", cfg!(feature = "redis")),
+            ("openapi", cfg!(feature = "openapi")),
+            ("cli", cfg!(feature = "cli")),
         ]
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))
@@ -698,6 +701,30 @@ async fn serves_reports_revocations_rate_limits_and_metrics() {
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     }
     assert!(!metrics.contains(&reader.key_id) && !metrics.contains("pk_"));
+
+    // The management API's OpenAPI document, with the paths as mounted.
+    #[cfg(feature = "openapi")]
+    {
+        let document: Value = client
+            .get(server.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(document["openapi"], "3.1.0");
+        for path in [
+            "/v1/api-keys",
+            "/v1/api-keys/{key_id}/rotate",
+            "/v1/api-keys/revocations",
+        ] {
+            assert!(
+                document["paths"][path].is_object(),
+                "{path} not in the document"
+            );
+        }
+    }
 
     // Revocation by whoever holds the credential: no admin token.
     let other = create_key(&client, &server, ADMIN_TOKEN, account, "leaked").await;
