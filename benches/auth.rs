@@ -10,7 +10,9 @@
 //! - (g) `ApiKeyAuthLayer` and a `RequireScopesLayer` inside it, cache hit of a
 //!   key with three scopes (the route requires one of them);
 //! - (h) `ApiKeyAuthLayer`, cache hit of a key with a rate limit (in-process
-//!   GCRA, never exhausted: 1,000,000 per second), its headers added.
+//!   GCRA, never exhausted: 1,000,000 per second), its headers added;
+//! - (i) as (c), with a Prometheus metrics recorder installed when the
+//!   validator was built (its counters then really count).
 //!
 //! Run with `cargo bench --bench auth`.
 
@@ -76,6 +78,11 @@ fn bench_auth(c: &mut Criterion) {
     });
     let unknown = KeyPair::generate().unwrap().credential();
 
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let recorded = rt.block_on(async {
+        metrics::with_local_recorder(&recorder, || ApiKeyValidator::new(repo.clone(), pepper()))
+    });
+    let keyed_recorded = app().layer(ApiKeyAuthLayer::new(recorded));
     let (hit, miss) = rt.block_on(async {
         let cached = ApiKeyValidator::new(repo.clone(), pepper());
         // TTL zero: every request asks the store.
@@ -110,6 +117,11 @@ fn bench_auth(c: &mut Criterion) {
                 .await
                 .unwrap();
         }
+        keyed_recorded
+            .clone()
+            .oneshot(request(Some(("x-api-key", &credential))))
+            .await
+            .unwrap();
         let response = scoped
             .clone()
             .oneshot(request(Some(("x-api-key", &scoped_credential))))
@@ -165,6 +177,13 @@ fn bench_auth(c: &mut Criterion) {
             keyed
                 .clone()
                 .oneshot(request(Some(("x-api-key", &unknown))))
+        })
+    });
+    group.bench_function("i_cache_hit_metrics_recorder", |b| {
+        b.to_async(&rt).iter(|| {
+            keyed_recorded
+                .clone()
+                .oneshot(request(Some(("x-api-key", &credential))))
         })
     });
     group.bench_function("h_rate_limited_cache_hit", |b| {
