@@ -28,7 +28,6 @@
 #![warn(unreachable_pub, missing_debug_implementations, rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod admission;
 mod auth;
 mod body;
 mod cache;

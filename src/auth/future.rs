@@ -11,13 +11,13 @@ use tower_service::Service;
 
 use super::service::insert_extensions;
 use crate::{
-    admission::{Admitted, Refused},
     body::ResponseBody,
     ratelimit::{
         Decision,
         headers::{RATELIMIT, RATELIMIT_POLICY},
     },
     rejection::{Rejection, RejectionBody, RejectionHandler},
+    validator::admission::{Admitted, Refused},
 };
 
 /// The awaited part of a request's check: the store lookup on a cache miss,

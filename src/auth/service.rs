@@ -9,8 +9,8 @@ use super::{
     future::{Check, refusal_response},
     layer::AuthConfig,
 };
-use crate::admission::Now;
 use crate::body::ResponseBody;
+use crate::validator::admission::Now;
 use crate::{
     identity::AuthenticatedKey,
     rejection::{Rejection, RejectionHandler},

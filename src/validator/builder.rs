@@ -7,9 +7,8 @@ use std::{
     time::Duration,
 };
 
-use super::{ApiKeyValidator, Inner};
+use super::{ApiKeyValidator, Inner, admission::Limits};
 use crate::{
-    admission::Limits,
     cache::{CacheConfig, KeyCache},
     feed::{ChangeSource, Evict, Feed},
     flight::Flights,

@@ -4,24 +4,23 @@
 //! credential, answer from the cache if it can, otherwise join (or start) the
 //! key's single flight to the store, cache the answer, and verify the secret.
 
+mod access;
+pub(crate) mod admission;
 mod builder;
+mod verify;
 
 pub use self::builder::ValidatorBuilder;
 
 use std::{
     collections::HashSet,
     fmt,
-    sync::{Arc, Mutex, OnceLock, atomic::Ordering},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
-use chrono::Utc;
 use uuid::Uuid;
 
-/// Most keys remembered as already warned about an unknown pepper.
-const MAX_WARNED_KEYS: usize = 10_000;
-
-use crate::{admission::Limits, telemetry::Telemetry};
+use self::admission::Limits;
 use crate::{
     cache::{CachedEntries, CachedKey, Freshness, KeyCache},
     feed::{Evict, Feed, FeedStatus},
@@ -30,11 +29,14 @@ use crate::{
     identity::AuthenticatedKey,
     key::Credential,
     rejection::Rejection,
-    ring::{Hashers, PepperId, PepperRing},
-    store::{ApiKeyRepository, KeyStatus, Store, StoreError},
-    sync::lock,
+    ring::{Hashers, PepperRing},
+    store::{ApiKeyRepository, Store, StoreError},
+    telemetry::Telemetry,
     writer::{BatchWriter, Flusher},
 };
+
+/// Most keys remembered as already warned about an unknown pepper.
+const MAX_WARNED_KEYS: usize = 10_000;
 
 /// Checks credentials: parses them, looks the public key up in the cache or the
 /// store, and verifies the secret's HMAC in constant time.
@@ -238,52 +240,6 @@ impl ApiKeyValidator {
         }
     }
 
-    fn check_entry(
-        &self,
-        entry: &CachedKey,
-        secret_key: &str,
-        now: Instant,
-    ) -> Result<AuthenticatedKey, Rejection> {
-        let inner = &*self.inner;
-        // One HMAC whatever the entry says (with the pepper that made its hash),
-        // so that every refusal costs the same.
-        let matches = inner.hashers.verify(
-            secret_key,
-            entry.pepper,
-            entry.hash.as_ref(),
-            &inner.dummy_hash,
-        );
-        if !matches || entry.status != KeyStatus::Active || entry.is_expired(now) {
-            return Err(Rejection::InvalidCredential);
-        }
-        let key_id = entry.key.key_id().into_inner();
-        inner.writer.record(key_id, &entry.last_used, Utc::now());
-        // Made with a previous pepper: re-hashed under the current one, once.
-        if let Some(rehash) = &entry.rehash
-            && !rehash.queued.swap(true, Ordering::Relaxed)
-        {
-            let rewrite = inner
-                .hashers
-                .rewrite(key_id, rehash.old_hash.clone(), secret_key);
-            inner.writer.queue_rehash(rewrite);
-        }
-        Ok(entry.key.clone())
-    }
-
-    /// Logs, once per key, that a row names a pepper this validator does not
-    /// hold (its id, never a pepper).
-    fn warn_unknown_pepper(&self, entry: &CachedKey) {
-        let key_id = entry.key.key_id().into_inner();
-        let mut warned = lock(&self.inner.warned_peppers);
-        if warned.len() < MAX_WARNED_KEYS && warned.insert(key_id) {
-            tracing::warn!(
-                %key_id,
-                "the key's hash was made with a pepper this validator does not hold; \
-                 it is refused until that pepper is configured again"
-            );
-        }
-    }
-
     /// Forgets `public_key` in the cache (known and unknown), so that the next
     /// request asks the store. A lookup already in flight will not put an older
     /// answer back. The key manager calls this on revoke and delete.
@@ -333,47 +289,6 @@ impl ApiKeyValidator {
         if self.inner.writer.pending_len() > 0 {
             let _ = self.flush().await;
         }
-    }
-
-    /// The timed store boundary, for the key manager to hold its own copy of.
-    pub(crate) fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
-    /// Hashes a new secret for storage with the current pepper; returns the
-    /// hash and the pepper's id.
-    pub(crate) fn hash_new_secret(&self, secret: &str) -> (SecretHash, &PepperId) {
-        let hashers = &self.inner.hashers;
-        (hashers.current().hash(secret), hashers.current_id())
-    }
-
-    /// One HMAC of `secret` compared with the dummy hash: the work of a
-    /// refusal, for callers that refuse before a lookup but must not be faster
-    /// for it (revocation by credential).
-    pub(crate) fn verify_dummy(&self, secret: &str) {
-        let inner = &*self.inner;
-        inner.hashers.current().verify(secret, &inner.dummy_hash);
-    }
-
-    /// The rate limiter and default limit the layer applies after
-    /// authentication.
-    pub(crate) fn limits(&self) -> &Limits {
-        &self.inner.limits
-    }
-
-    /// The request path's metrics.
-    pub(crate) fn telemetry(&self) -> &Telemetry {
-        &self.inner.telemetry
-    }
-
-    /// Counts a request the layer lets through (usage metering).
-    pub(crate) fn count_request(&self, key: &AuthenticatedKey) {
-        self.inner.writer.count_request(key.key_id().into_inner());
-    }
-
-    /// The ids of the peppers this validator holds, current first.
-    pub(crate) fn pepper_ids(&self) -> impl Iterator<Item = &PepperId> {
-        self.inner.hashers.ring_ids()
     }
 }
 

@@ -1,0 +1,52 @@
+//! What the other parts of the crate read from a validator: the store
+//! boundary (the key manager), hashing of new secrets, the limits and metrics
+//! (the layer), the peppers (pepper status).
+
+use super::{ApiKeyValidator, admission::Limits};
+use crate::{
+    hash::SecretHash, identity::AuthenticatedKey, ring::PepperId, store::Store,
+    telemetry::Telemetry,
+};
+
+impl ApiKeyValidator {
+    /// The timed store boundary, for the key manager to hold its own copy of.
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Hashes a new secret for storage with the current pepper; returns the
+    /// hash and the pepper's id.
+    pub(crate) fn hash_new_secret(&self, secret: &str) -> (SecretHash, &PepperId) {
+        let hashers = &self.inner.hashers;
+        (hashers.current().hash(secret), hashers.current_id())
+    }
+
+    /// One HMAC of `secret` compared with the dummy hash: the work of a
+    /// refusal, for callers that refuse before a lookup but must not be faster
+    /// for it (revocation by credential).
+    pub(crate) fn verify_dummy(&self, secret: &str) {
+        let inner = &*self.inner;
+        inner.hashers.current().verify(secret, &inner.dummy_hash);
+    }
+
+    /// The rate limiter and default limit the layer applies after
+    /// authentication.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The request path's metrics.
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
+    }
+
+    /// Counts a request the layer lets through (usage metering).
+    pub(crate) fn count_request(&self, key: &AuthenticatedKey) {
+        self.inner.writer.count_request(key.key_id().into_inner());
+    }
+
+    /// The ids of the peppers this validator holds, current first.
+    pub(crate) fn pepper_ids(&self) -> impl Iterator<Item = &PepperId> {
+        self.inner.hashers.ring_ids()
+    }
+}

@@ -1,0 +1,63 @@
+//! The last step of a validation: the secret checked against a cached entry
+//! with one HMAC, whatever the entry says, and the bookkeeping of a success.
+
+use std::{sync::atomic::Ordering, time::Instant};
+
+use chrono::Utc;
+
+use super::{ApiKeyValidator, MAX_WARNED_KEYS};
+use crate::{
+    cache::CachedKey, identity::AuthenticatedKey, rejection::Rejection, store::KeyStatus,
+    sync::lock,
+};
+
+impl ApiKeyValidator {
+    /// Verifies `secret_key` against `entry`: one HMAC (with the pepper that
+    /// made the entry's hash), then status and expiry. A success records the
+    /// use and, for a hash made with a previous pepper, queues its re-hash once.
+    pub(super) fn check_entry(
+        &self,
+        entry: &CachedKey,
+        secret_key: &str,
+        now: Instant,
+    ) -> Result<AuthenticatedKey, Rejection> {
+        let inner = &*self.inner;
+        // One HMAC whatever the entry says (with the pepper that made its hash),
+        // so that every refusal costs the same.
+        let matches = inner.hashers.verify(
+            secret_key,
+            entry.pepper,
+            entry.hash.as_ref(),
+            &inner.dummy_hash,
+        );
+        if !matches || entry.status != KeyStatus::Active || entry.is_expired(now) {
+            return Err(Rejection::InvalidCredential);
+        }
+        let key_id = entry.key.key_id().into_inner();
+        inner.writer.record(key_id, &entry.last_used, Utc::now());
+        // Made with a previous pepper: re-hashed under the current one, once.
+        if let Some(rehash) = &entry.rehash
+            && !rehash.queued.swap(true, Ordering::Relaxed)
+        {
+            let rewrite = inner
+                .hashers
+                .rewrite(key_id, rehash.old_hash.clone(), secret_key);
+            inner.writer.queue_rehash(rewrite);
+        }
+        Ok(entry.key.clone())
+    }
+
+    /// Logs, once per key, that a row names a pepper this validator does not
+    /// hold (its id, never a pepper).
+    pub(super) fn warn_unknown_pepper(&self, entry: &CachedKey) {
+        let key_id = entry.key.key_id().into_inner();
+        let mut warned = lock(&self.inner.warned_peppers);
+        if warned.len() < MAX_WARNED_KEYS && warned.insert(key_id) {
+            tracing::warn!(
+                %key_id,
+                "the key's hash was made with a pepper this validator does not hold; \
+                 it is refused until that pepper is configured again"
+            );
+        }
+    }
+}
