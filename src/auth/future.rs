@@ -12,10 +12,7 @@ use tower_service::Service;
 use super::service::insert_extensions;
 use crate::{
     body::ResponseBody,
-    ratelimit::{
-        Decision,
-        headers::{RATELIMIT, RATELIMIT_POLICY},
-    },
+    ratelimit::headers::{RATELIMIT, RATELIMIT_POLICY, Rated},
     rejection::{Rejection, RejectionBody, RejectionHandler},
     validator::admission::{Admitted, Refused},
 };
@@ -26,9 +23,9 @@ pub(crate) type Check = Pin<Box<dyn Future<Output = Result<Admitted, Refused>> +
 
 /// Adds the rate-limit state of a limited key's request to its response
 /// (CONTRACT §9.3).
-fn add_rate_headers(headers: &mut HeaderMap, rate: &Decision) {
-    headers.insert(RATELIMIT_POLICY, rate.policy_header());
-    headers.insert(RATELIMIT, rate.ratelimit_header());
+fn add_rate_headers(headers: &mut HeaderMap, rate: &Rated) {
+    headers.insert(RATELIMIT_POLICY, rate.policy.clone());
+    headers.insert(RATELIMIT, rate.decision.ratelimit_header());
 }
 
 /// The response to a refusal: the handler's, plus the rate-limit headers and
@@ -43,7 +40,7 @@ pub(crate) fn refusal_response(
         let headers = response.headers_mut();
         add_rate_headers(headers, rate);
         if refused.rejection == Rejection::RateLimited
-            && let Some(seconds) = rate.retry_after_seconds()
+            && let Some(seconds) = rate.decision.retry_after_seconds()
         {
             headers.insert(header::RETRY_AFTER, seconds.into());
         }
@@ -83,7 +80,7 @@ pin_project! {
         Inner {
             #[pin]
             future: S::Future,
-            rate: Option<Decision>,
+            rate: Option<Rated>,
         },
         Rejected {
             response: Option<Response<RejectionBody>>,
@@ -95,7 +92,7 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn inner(future: S::Future, rate: Option<Decision>, span: tracing::Span) -> Self {
+    pub(crate) fn inner(future: S::Future, rate: Option<Rated>, span: tracing::Span) -> Self {
         Self {
             state: State::Inner { future, rate },
             span,

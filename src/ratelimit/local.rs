@@ -1,14 +1,17 @@
 //! The in-process limiter: one direct `governor` GCRA limiter per key, kept in a
-//! bounded moka cache.
+//! bounded `quick_cache` map.
 //!
 //! governor's keyed limiter holds one quota for every key (governor issue
 //! #193), so it cannot serve a quota per key; a direct limiter per key can.
-//! Entries idle for `max(period, 60 s)` are dropped: by then the key's bucket is
-//! full again, so dropping it forgets nothing. Past `max_keys` the cache evicts
-//! the least useful entries, which keeps memory bounded under a flood of keys
-//! (an evicted key starts again with a full budget).
+//! Past `max_keys` the map evicts the least useful entries (CLOCK-Pro: keys
+//! seen once go first), which keeps memory bounded under a flood of keys; an
+//! evicted key starts again with a full budget. The map needs no expiry of its
+//! own: a limiter's state is a single arrival time, so an old entry is as good
+//! as a new one once its key's bucket is full again.
 
 use std::{cell::Cell, fmt, sync::Arc, time::Duration};
+
+use http::HeaderValue;
 
 use governor::{
     NotUntil, Quota,
@@ -17,13 +20,10 @@ use governor::{
     nanos::Nanos,
     state::{InMemoryState, NotKeyed, StateStore},
 };
-use moka::{Expiry, sync::Cache};
+use quick_cache::sync::{Cache, EntryAction, EntryResult};
 use uuid::Uuid;
 
-use super::{Decision, RateLimit};
-
-/// Entries are kept at least this long after their last use.
-const MIN_IDLE: Duration = Duration::from_secs(60);
+use super::{Decision, RateLimit, headers::Rated};
 
 thread_local! {
     /// The theoretical arrival time that the last allowed check on this thread
@@ -60,6 +60,8 @@ type Gcra<C> = governor::RateLimiter<NotKeyed, TatState, C, StateInformationMidd
 /// One key's limiter and the limit it was built for.
 struct Entry<C: Clock> {
     limit: RateLimit,
+    /// The limit's `RateLimit-Policy` value, made once.
+    policy: HeaderValue,
     gcra: Gcra<C>,
     /// Read just before governor read its own start, so never after it.
     start: C::Instant,
@@ -82,6 +84,7 @@ impl<C: Clock + Clone> Entry<C> {
         let gcra = Gcra::new(quota, TatState::default(), clock.clone());
         Self {
             limit,
+            policy: limit.policy_header(),
             gcra,
             start,
             tau: t * (limit.requests() - 1),
@@ -121,47 +124,6 @@ impl<C: Clock + Clone> Entry<C> {
     }
 }
 
-/// Keeps an entry for `max(period, 60 s)` after its last use.
-struct IdleFor;
-
-impl IdleFor {
-    fn idle<C: Clock>(entry: &Entry<C>) -> Duration {
-        entry.limit.period().max(MIN_IDLE)
-    }
-}
-
-impl<C: Clock> Expiry<Uuid, Arc<Entry<C>>> for IdleFor {
-    fn expire_after_create(
-        &self,
-        _key: &Uuid,
-        entry: &Arc<Entry<C>>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Self::idle(entry))
-    }
-
-    fn expire_after_read(
-        &self,
-        _key: &Uuid,
-        entry: &Arc<Entry<C>>,
-        _read_at: std::time::Instant,
-        _duration_until_expiry: Option<Duration>,
-        _last_modified_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Self::idle(entry))
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &Uuid,
-        entry: &Arc<Entry<C>>,
-        _updated_at: std::time::Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(Self::idle(entry))
-    }
-}
-
 /// Per-key GCRA limiters in process memory.
 pub(crate) struct Local<C: Clock = DefaultClock> {
     entries: Cache<Uuid, Arc<Entry<C>>>,
@@ -183,10 +145,7 @@ where
 {
     /// Tracks at most `max_keys` keys, on `clock` (a fake one in tests).
     pub(crate) fn with_clock(max_keys: u64, clock: C) -> Self {
-        let entries = Cache::builder()
-            .max_capacity(max_keys)
-            .expire_after(IdleFor)
-            .build();
+        let entries = Cache::new(usize::try_from(max_keys).unwrap_or(usize::MAX).max(1));
         Self {
             entries,
             clock,
@@ -197,22 +156,46 @@ where
     /// Counts one request of `key_id` against `limit`. A key whose limit
     /// changed starts afresh under the new one.
     pub(crate) fn check(&self, key_id: Uuid, limit: RateLimit) -> Decision {
-        let entry = self
-            .entries
-            .get_with(key_id, || Arc::new(Entry::new(limit, &self.clock)));
-        if entry.limit == limit {
-            return entry.check();
+        self.entry(key_id, limit).check()
+    }
+
+    /// [`check`](Self::check), with the limit's `RateLimit-Policy` value.
+    pub(crate) fn check_rated(&self, key_id: Uuid, limit: RateLimit) -> Rated {
+        let entry = self.entry(key_id, limit);
+        Rated {
+            decision: entry.check(),
+            policy: entry.policy.clone(),
         }
-        // Serialized per key by moka, so concurrent requests that see the change
-        // build one new limiter between them.
-        self.entries
-            .entry(key_id)
-            .and_upsert_with(|current| match current {
-                Some(current) if current.value().limit == limit => current.into_value(),
-                _ => Arc::new(Entry::new(limit, &self.clock)),
-            })
-            .into_value()
-            .check()
+    }
+
+    /// The limiter of `key_id` under `limit`: a read-locked lookup when the
+    /// key is tracked under that limit.
+    fn entry(&self, key_id: Uuid, limit: RateLimit) -> Arc<Entry<C>> {
+        if let Some(entry) = self.entries.get(&key_id)
+            && entry.limit == limit
+        {
+            return entry;
+        }
+        let fresh = || Arc::new(Entry::new(limit, &self.clock));
+        // Under the shard's lock, so concurrent requests that see a new key or
+        // a changed limit build one limiter between them.
+        match self.entries.entry(&key_id, None, |_, current| {
+            if current.limit != limit {
+                *current = fresh();
+            }
+            EntryAction::Retain(Arc::clone(current))
+        }) {
+            EntryResult::Retained(entry) => entry,
+            EntryResult::Vacant(guard) => {
+                let entry = fresh();
+                // Refused only when the key was removed meanwhile: the
+                // limiter still serves this request.
+                let _ = guard.insert(Arc::clone(&entry));
+                entry
+            }
+            // Neither asked for (no removal, no timeout); kept total anyway.
+            EntryResult::Removed(..) | EntryResult::Replaced(..) | EntryResult::Timeout => fresh(),
+        }
     }
 
     /// The most keys tracked at once.
@@ -223,8 +206,7 @@ where
 
     #[cfg(test)]
     pub(crate) fn entry_count(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
+        self.entries.len() as u64
     }
 }
 
@@ -232,7 +214,7 @@ impl<C: Clock> fmt::Debug for Local<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Local")
             .field("max_keys", &self.max_keys)
-            .field("tracked_keys", &self.entries.entry_count())
+            .field("tracked_keys", &self.entries.len())
             .finish_non_exhaustive()
     }
 }

@@ -43,6 +43,7 @@ use uuid::Uuid;
 pub use decision::Decision;
 pub use limit::{RateLimit, RateLimitError};
 
+use headers::Rated;
 use local::Local;
 
 /// Keys tracked at once by [`RateLimiter::in_process`].
@@ -110,10 +111,9 @@ impl RateLimiter {
         Self::in_process_with_capacity(DEFAULT_MAX_KEYS)
     }
 
-    /// An in-process limiter tracking up to `max_keys` keys. A key unused for
-    /// `max(period, 60 s)` is forgotten (its budget is full again by then);
-    /// past `max_keys`, the least recently useful keys are forgotten first and
-    /// start again with a full budget.
+    /// An in-process limiter tracking up to `max_keys` keys. Past `max_keys`,
+    /// the least useful keys (those seen once, then the least recently used)
+    /// are forgotten first and start again with a full budget.
     pub fn in_process_with_capacity(max_keys: u64) -> Self {
         Self {
             local: Arc::new(Local::new(max_keys)),
@@ -221,31 +221,51 @@ impl RateLimiter {
         key_id: Uuid,
         limit: RateLimit,
     ) -> Result<Decision, RateLimitUnavailable> {
+        self.check_rated(key_id, limit)
+            .await
+            .map(|rated| rated.decision)
+    }
+
+    /// [`check`](Self::check), with the limit's `RateLimit-Policy` value.
+    pub(crate) async fn check_rated(
+        &self,
+        key_id: Uuid,
+        limit: RateLimit,
+    ) -> Result<Rated, RateLimitUnavailable> {
         #[cfg(feature = "redis")]
         if let Some(redis) = &self.redis {
             return match redis.check(key_id, limit).await {
-                Ok(decision) => Ok(decision),
+                Ok(decision) => Ok(decision.into()),
                 Err(failure) => match redis.policy {
                     OnRedisError::Refuse => Err(RateLimitUnavailable),
                     OnRedisError::FallBack => {
                         redis.warn_fallback(&failure);
-                        Ok(self.local.check(key_id, limit))
+                        Ok(self.local.check_rated(key_id, limit))
                     }
                 },
             };
         }
-        Ok(self.local.check(key_id, limit))
+        Ok(self.local.check_rated(key_id, limit))
     }
 
     /// The same as [`check`](Self::check) for an in-process limiter, without a
     /// future: `None` when the limiter is Redis-backed (call `check` then).
-    /// Once the key is tracked, allocates nothing of its own: a cache lookup
-    /// and one compare-and-swap.
+    /// Once the key is tracked, allocates nothing of its own: a read-locked
+    /// map lookup and one compare-and-swap.
     pub fn check_local(&self, key_id: Uuid, limit: RateLimit) -> Option<Decision> {
         if self.is_cluster_wide() {
             return None;
         }
         Some(self.local.check(key_id, limit))
+    }
+
+    /// [`check_local`](Self::check_local), with the limit's
+    /// `RateLimit-Policy` value (made once per tracked key, not per call).
+    pub(crate) fn check_local_rated(&self, key_id: Uuid, limit: RateLimit) -> Option<Rated> {
+        if self.is_cluster_wide() {
+            return None;
+        }
+        Some(self.local.check_rated(key_id, limit))
     }
 
     /// Whether budgets are shared by every replica (Redis-backed).

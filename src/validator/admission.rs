@@ -5,7 +5,7 @@
 
 use crate::{
     identity::AuthenticatedKey,
-    ratelimit::{Decision, RateLimit, RateLimitUnavailable, RateLimiter},
+    ratelimit::{RateLimit, RateLimitUnavailable, RateLimiter, headers::Rated},
     rejection::Rejection,
     validator::ApiKeyValidator,
 };
@@ -22,14 +22,14 @@ pub(crate) struct Limits {
 #[derive(Debug)]
 pub(crate) struct Admitted {
     pub(crate) key: AuthenticatedKey,
-    pub(crate) rate: Option<Decision>,
+    pub(crate) rate: Option<Rated>,
 }
 
 /// A refused request, with the rate-limit state its response reports.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Refused {
     pub(crate) rejection: Rejection,
-    pub(crate) rate: Option<Decision>,
+    pub(crate) rate: Option<Rated>,
 }
 
 impl From<Rejection> for Refused {
@@ -62,9 +62,9 @@ impl ApiKeyValidator {
         match self
             .limits()
             .limiter
-            .check_local(key.key_id().into_inner(), limit)
+            .check_local_rated(key.key_id().into_inner(), limit)
         {
-            Some(decision) => Now::Decided(self.decide(key, decision)),
+            Some(rated) => Now::Decided(self.decide(key, rated)),
             None => Now::Later(key),
         }
     }
@@ -78,10 +78,10 @@ impl ApiKeyValidator {
         match self
             .limits()
             .limiter
-            .check(key.key_id().into_inner(), limit)
+            .check_rated(key.key_id().into_inner(), limit)
             .await
         {
-            Ok(decision) => self.decide(key, decision),
+            Ok(rated) => self.decide(key, rated),
             // Only with `OnRedisError::Refuse`: answered like a store outage.
             Err(RateLimitUnavailable) => {
                 self.telemetry().verified(Err(Rejection::StoreUnavailable));
@@ -90,19 +90,19 @@ impl ApiKeyValidator {
         }
     }
 
-    fn decide(&self, key: AuthenticatedKey, decision: Decision) -> Result<Admitted, Refused> {
-        if decision.allowed {
-            Ok(self.admitted(key, Some(decision)))
+    fn decide(&self, key: AuthenticatedKey, rated: Rated) -> Result<Admitted, Refused> {
+        if rated.decision.allowed {
+            Ok(self.admitted(key, Some(rated)))
         } else {
             self.telemetry().verified(Err(Rejection::RateLimited));
             Err(Refused {
                 rejection: Rejection::RateLimited,
-                rate: Some(decision),
+                rate: Some(rated),
             })
         }
     }
 
-    fn admitted(&self, key: AuthenticatedKey, rate: Option<Decision>) -> Admitted {
+    fn admitted(&self, key: AuthenticatedKey, rate: Option<Rated>) -> Admitted {
         self.telemetry().verified(Ok(()));
         self.count_request(&key);
         Admitted { key, rate }
