@@ -123,10 +123,7 @@ mod tests {
             widest.ratelimit_header(),
             format!("\"key\";r={};t={}", u32::MAX, u64::MAX).as_str()
         );
-        assert_eq!(
-            Rated::from(refused).policy,
-            "\"key\";q=1000000;w=86400"
-        );
+        assert_eq!(Rated::from(refused).policy, "\"key\";q=1000000;w=86400");
         assert_eq!(RATELIMIT_POLICY.as_str(), "ratelimit-policy");
         assert_eq!(RATELIMIT.as_str(), "ratelimit");
     }
