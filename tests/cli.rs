@@ -48,12 +48,9 @@ impl Db {
             return None;
         }
         let schema = unique_name();
-        let admin = Database::connect(url.as_str()).await.unwrap();
-        admin
-            .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
+        admin(&url, &format!("CREATE SCHEMA \"{schema}\""))
             .await
             .unwrap();
-        admin.close().await.ok();
         let separator = if url.contains('?') { '&' } else { '?' };
         Some(Self {
             url: format!("{url}{separator}options=-c%20search_path%3D{schema}"),
@@ -70,14 +67,12 @@ impl Db {
             return None;
         }
         let database = unique_name();
-        let admin = Database::connect(url.as_str()).await.unwrap();
-        admin
-            .execute_unprepared(&format!(
-                "CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-            ))
-            .await
-            .unwrap();
-        admin.close().await.ok();
+        admin(
+            &url,
+            &format!("CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"),
+        )
+        .await
+        .unwrap();
         let (base, _) = url
             .rsplit_once('/')
             .expect("TEST_MYSQL_URL names a database");
@@ -89,13 +84,18 @@ impl Db {
     }
 
     async fn drop_it(self) {
-        if let Some((admin_url, statement)) = self.cleanup
-            && let Ok(admin) = Database::connect(admin_url.as_str()).await
-        {
-            admin.execute_unprepared(&statement).await.ok();
-            admin.close().await.ok();
+        if let Some((admin_url, statement)) = self.cleanup {
+            admin(&admin_url, &statement).await.ok();
         }
     }
+}
+
+/// Runs `statement` on a connection of its own to `url`.
+async fn admin(url: &str, statement: &str) -> Result<(), sea_orm::DbErr> {
+    let admin = Database::connect(url).await?;
+    let result = admin.execute_unprepared(statement).await.map(drop);
+    admin.close().await.ok();
+    result
 }
 
 fn unique_name() -> String {
@@ -151,6 +151,18 @@ impl Tool {
             pepper: Some(PEPPER),
             previous: None,
         }
+    }
+
+    /// A tool over a SQLite file in a fresh directory.
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::sqlite(dir.path());
+        Self::new(dir, db)
+    }
+
+    /// A tool over `db`, in a fresh directory.
+    fn on(db: Db) -> Self {
+        Self::new(tempfile::tempdir().unwrap(), db)
     }
 
     fn run(&self, args: &[&str]) -> Out {
@@ -276,22 +288,20 @@ macro_rules! on_every_backend {
         mod $name {
             #[tokio::test]
             async fn sqlite() {
-                let dir = tempfile::tempdir().unwrap();
-                let db = super::Db::sqlite(dir.path());
-                super::$name(super::Tool::new(dir, db)).await;
+                super::$name(super::Tool::sqlite()).await;
             }
 
             #[tokio::test]
             async fn postgres() {
                 if let Some(db) = super::Db::postgres().await {
-                    super::$name(super::Tool::new(tempfile::tempdir().unwrap(), db)).await;
+                    super::$name(super::Tool::on(db)).await;
                 }
             }
 
             #[tokio::test]
             async fn mysql() {
                 if let Some(db) = super::Db::mysql().await {
-                    super::$name(super::Tool::new(tempfile::tempdir().unwrap(), db)).await;
+                    super::$name(super::Tool::on(db)).await;
                 }
             }
         }
@@ -705,16 +715,9 @@ async fn pepper_status_counts_keys_per_pepper(mut tool: Tool) {
     tool.finish().await;
 }
 
-/// A tool over a SQLite file in a fresh directory.
-fn sqlite_tool() -> Tool {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::sqlite(dir.path());
-    Tool::new(dir, db)
-}
-
 #[tokio::test]
 async fn create_without_json_prints_the_secret_once() {
-    let tool = sqlite_tool();
+    let tool = Tool::sqlite();
     let account = Uuid::new_v4().to_string();
     let out = tool
         .run(&["create", "--account", &account, "--title", "laptop"])
@@ -728,7 +731,7 @@ async fn create_without_json_prints_the_secret_once() {
 
 #[tokio::test]
 async fn commands_that_do_not_hash_need_no_pepper() {
-    let mut tool = sqlite_tool();
+    let mut tool = Tool::sqlite();
     let account = Uuid::new_v4();
     let created = tool.create(account, "made with a pepper", &[]);
     let key_id = created["key_id"].as_str().unwrap();
@@ -783,8 +786,14 @@ async fn commands_that_do_not_hash_need_no_pepper() {
 
 #[tokio::test]
 async fn usage_errors_exit_1() {
-    let tool = sqlite_tool();
+    let tool = Tool::sqlite();
     let account = Uuid::new_v4().to_string();
+    // `create --account <account> --title t` and then `extra`.
+    let create_t = |extra: &[&'static str]| {
+        let mut args: Vec<&str> = vec!["create", "--account", &account, "--title", "t"];
+        args.extend_from_slice(extra);
+        args
+    };
     let cases: Vec<Vec<&str>> = vec![
         vec![],
         vec!["frobnicate"],
@@ -793,60 +802,12 @@ async fn usage_errors_exit_1() {
         vec!["show", "12345"],
         vec!["show"],
         vec!["create", "--account", &account],
-        vec![
-            "create",
-            "--account",
-            &account,
-            "--title",
-            "t",
-            "--rate-limit",
-            "10",
-        ],
-        vec![
-            "create",
-            "--account",
-            &account,
-            "--title",
-            "t",
-            "--rate-limit",
-            "0/60",
-        ],
-        vec![
-            "create",
-            "--account",
-            &account,
-            "--title",
-            "t",
-            "--metadata",
-            "[1]",
-        ],
-        vec![
-            "create",
-            "--account",
-            &account,
-            "--title",
-            "t",
-            "--metadata",
-            "{",
-        ],
-        vec![
-            "create",
-            "--account",
-            &account,
-            "--title",
-            "t",
-            "--scope",
-            "Bad",
-        ],
-        vec![
-            "create",
-            "--account",
-            &account,
-            "--title",
-            "t",
-            "--expires-in-days",
-            "0",
-        ],
+        create_t(&["--rate-limit", "10"]),
+        create_t(&["--rate-limit", "0/60"]),
+        create_t(&["--metadata", "[1]"]),
+        create_t(&["--metadata", "{"]),
+        create_t(&["--scope", "Bad"]),
+        create_t(&["--expires-in-days", "0"]),
         vec!["create", "--account", &account, "--title", "   "],
         vec!["rotate", &account, "--grace-period-seconds", "-1"],
         vec!["import"],
@@ -868,7 +829,7 @@ async fn usage_errors_exit_1() {
 
 #[tokio::test]
 async fn import_reads_standard_input_and_refuses_huge_lines() {
-    let tool = sqlite_tool();
+    let tool = Tool::sqlite();
     let account = Uuid::new_v4();
     let empty = tool
         .run_with(&["import", "--json", "-"], Some(""), &[])
@@ -891,7 +852,7 @@ async fn import_reads_standard_input_and_refuses_huge_lines() {
 
 #[tokio::test]
 async fn logs_appear_only_with_rust_log() {
-    let tool = sqlite_tool();
+    let tool = Tool::sqlite();
     let account = Uuid::new_v4().to_string();
     let out = tool.run_with(
         &["create", "--account", &account, "--title", "logged"],
@@ -911,7 +872,7 @@ async fn logs_appear_only_with_rust_log() {
 
 #[tokio::test]
 async fn an_unreachable_database_exits_3_without_its_password() {
-    let tool = sqlite_tool();
+    let tool = Tool::sqlite();
     let account = Uuid::new_v4().to_string();
     let list = ["list", "--account", account.as_str()];
     let missing_dir = tool.dir.path().join("no/such/dir/keys.db");

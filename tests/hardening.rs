@@ -23,7 +23,7 @@ use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyValidator, CreatedKey, Credential, KeyManager, KeyPair,
     ManagerError, NewApiKey, Pepper, PepperFileError, Rejection, entity,
     hash::{KeyHasher, SecretHash},
-    store::{ApiKeyRecord, ApiKeyRepository, KeyStatus, MemoryRepository, StoreError},
+    store::{ApiKeyRecord, ApiKeyRepository, MemoryRepository, StoreError},
 };
 use tracing_subscriber::fmt::MakeWriter;
 use uuid::Uuid;
@@ -358,23 +358,14 @@ async fn nothing_secret_is_ever_logged(db: &TestDb) {
     // A store error from the database itself (a duplicate row) carries no hash.
     let duplicate = ApiKeyRecord {
         key_id: by_manager.key.key_id.into_inner(),
-        public_key: by_manager.key.public_key.clone(),
-        secret_key_hash: KeyHasher::new(&pepper())
-            .hash(by_manager.secret_key.expose())
-            .to_hex()
-            .into(),
-        account_id: account.into_inner(),
         title: "duplicate".into(),
-        description: None,
-        status: KeyStatus::Active,
-        expires_at: None,
-        last_used_at: None,
-        created_at: Some(Utc::now()),
-        pepper_id: None,
-        scopes: None,
-        metadata: None,
-        rotated_from: None,
-        rate_limit: None,
+        ..common::record(
+            &by_manager.key.public_key,
+            &KeyHasher::new(&pepper())
+                .hash(by_manager.secret_key.expose())
+                .to_hex(),
+            account.into_inner(),
+        )
     };
     let err = db.repo.insert(duplicate.clone()).await.unwrap_err();
     let manager_err = ManagerError::from(err);

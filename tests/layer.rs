@@ -11,7 +11,7 @@ use serde_json::Value;
 use tower_api_keys::{
     AccountId, ApiKeyValidator, KeyManager, NewApiKey, Pepper,
     hash::KeyHasher,
-    store::{ApiKeyRecord, ApiKeyRepository, KeyStatus},
+    store::{ApiKeyRecord, ApiKeyRepository},
 };
 use uuid::Uuid;
 
@@ -436,20 +436,12 @@ async fn reference_vectors_validate_from_stored_rows(db: &TestDb) {
         db.repo
             .insert(ApiKeyRecord {
                 key_id,
-                public_key: case["public_key"].as_str().unwrap().to_owned(),
-                secret_key_hash: case["secret_key_hash"].as_str().unwrap().into(),
-                account_id: account,
                 title: "reference".into(),
-                description: None,
-                status: KeyStatus::Active,
-                expires_at: None,
-                last_used_at: None,
-                created_at: Some(Utc::now()),
-                pepper_id: None,
-                scopes: None,
-                metadata: None,
-                rotated_from: None,
-                rate_limit: None,
+                ..common::record(
+                    case["public_key"].as_str().unwrap(),
+                    case["secret_key_hash"].as_str().unwrap(),
+                    account,
+                )
             })
             .await
             .unwrap();

@@ -31,21 +31,8 @@ fn vectors() -> Value {
 /// A row as the reference service writes it: no `pepper_id`.
 fn reference_row(public_key: &str, hash: &str, account: Uuid) -> ApiKeyRecord {
     ApiKeyRecord {
-        key_id: Uuid::new_v4(),
-        public_key: public_key.to_owned(),
-        secret_key_hash: hash.into(),
-        account_id: account,
         title: "reference".into(),
-        description: None,
-        status: KeyStatus::Active,
-        expires_at: None,
-        last_used_at: None,
-        created_at: Some(Utc::now()),
-        pepper_id: None,
-        scopes: None,
-        metadata: None,
-        rotated_from: None,
-        rate_limit: None,
+        ..common::record(public_key, hash, account)
     }
 }
 

@@ -950,6 +950,42 @@ async fn rotation_keeps_the_lifetime_and_never_extends_the_old_key(db: &TestDb) 
     }
 }
 
+/// The successor copies the old key's rate limit (CONTRACT §8.3): its key
+/// object shows it, and the layer enforces it on the new credential.
+async fn rotation_copies_the_rate_limit(db: &TestDb) {
+    let api = Api::start(db).await;
+    let limit = json!({"requests": 1, "period_seconds": 3600});
+    let old = api
+        .create_ok(json!({"title": "metered", "rate_limit": limit}))
+        .await;
+    assert_eq!(old.created["rate_limit"], limit);
+
+    let response = api.rotate(&old.id, None).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let new = key_of(response.json().await.unwrap());
+    assert_eq!(new.created["rotated_from"], old.id.as_str());
+    assert_eq!(new.created["rate_limit"], limit);
+    assert_eq!(api.get_key(&new.id).await["rate_limit"], limit);
+
+    // One request per hour on the new credential: the first passes with the
+    // copied policy in its headers, the second is refused.
+    let first = api.report(Method::GET, &new.credential).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["ratelimit-policy"], "\"key\";q=1;w=3600");
+    let second = api.report(Method::GET, &new.credential).await;
+    assert_eq!(second.headers()["ratelimit-policy"], "\"key\";q=1;w=3600");
+    let retry_after: u64 = second.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=3600).contains(&retry_after),
+        "Retry-After {retry_after}"
+    );
+    assert_eq!(problem(second, 429).await["detail"], "Rate limit exceeded");
+}
+
 async fn rotation_refusals_change_nothing(db: &TestDb) {
     let api = Api::start(db).await;
     let key = api.create_ok(json!({"title": "target"})).await;
@@ -1320,6 +1356,7 @@ backend_tests!(
     rotation_without_grace_replaces_the_key_at_once,
     rotation_with_grace_keeps_both_keys_until_it_ends,
     rotation_keeps_the_lifetime_and_never_extends_the_old_key,
+    rotation_copies_the_rate_limit,
     rotation_refusals_change_nothing,
     concurrent_rotations_leave_exactly_one_successor,
     revocation_by_credential_answers_alike_and_revokes_only_valid_keys,

@@ -13,7 +13,7 @@ use http::uri::PathAndQuery;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::{
     Code, Status,
-    metadata::MetadataValue,
+    metadata::{MetadataMap, MetadataValue},
     transport::{Channel, server::TcpIncoming},
 };
 use tonic_health::pb::{
@@ -21,7 +21,7 @@ use tonic_health::pb::{
 };
 use tonic_prost::ProstCodec;
 use tower_api_keys::{
-    AccountId, ApiKeyValidator, CreatedKey, KeyManager, NewApiKey, Rejection,
+    AccountId, ApiKeyValidator, CreatedKey, KeyManager, NewApiKey, RateLimit, Rejection,
     store::SeaOrmRepository,
 };
 use uuid::Uuid;
@@ -109,6 +109,16 @@ impl Grpc {
 
     /// `WhoAmI/Get` with `credential` as `x-api-key`.
     async fn whoami(&self, credential: &str) -> Result<WhoAmIReply, Status> {
+        self.whoami_response(credential)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// `WhoAmI/Get` with `credential` as `x-api-key`, the response metadata kept.
+    async fn whoami_response(
+        &self,
+        credential: &str,
+    ) -> Result<tonic::Response<WhoAmIReply>, Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
         grpc.ready()
             .await
@@ -120,7 +130,6 @@ impl Grpc {
         let codec = ProstCodec::<WhoAmIRequest, WhoAmIReply>::default();
         grpc.unary(request, PathAndQuery::from_static(GET), codec)
             .await
-            .map(tonic::Response::into_inner)
     }
 
     /// Stops the server as a signal would, and checks that it ends cleanly.
@@ -289,6 +298,74 @@ async fn a_store_outage_is_unavailable_not_unauthenticated() {
     assert_eq!(
         grpc.check(Some(&credential)).await.unwrap(),
         ServingStatus::Serving
+    );
+    grpc.stop().await;
+}
+
+/// The text of metadata entry `name`.
+fn entry(metadata: &MetadataMap, name: &str) -> Option<String> {
+    metadata
+        .get(name)
+        .map(|value| value.to_str().unwrap().to_owned())
+}
+
+/// `r` of a `ratelimit` entry.
+fn remaining(metadata: &MetadataMap) -> Option<u32> {
+    let value = entry(metadata, "ratelimit")?;
+    let r = value.split(';').find_map(|part| part.strip_prefix("r="))?;
+    Some(r.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limit_is_resource_exhausted_with_the_ratelimit_metadata() {
+    let grpc = Grpc::start().await;
+    let account = AccountId::new(Uuid::new_v4());
+    let key = grpc
+        .manager
+        .create(
+            account,
+            NewApiKey::new("metered").with_rate_limit(RateLimit::new(1, 3600).unwrap()),
+        )
+        .await
+        .unwrap();
+    let credential = key.credential();
+
+    // The allowed call carries the RateLimit fields as response metadata.
+    let allowed = grpc.whoami_response(&credential).await.unwrap();
+    assert_eq!(
+        entry(allowed.metadata(), "ratelimit-policy").as_deref(),
+        Some("\"key\";q=1;w=3600")
+    );
+    assert_eq!(remaining(allowed.metadata()), Some(0));
+    assert_eq!(allowed.get_ref().key_id, key.key.key_id.to_string());
+
+    // The next one is refused with RESOURCE_EXHAUSTED, the same fields and
+    // `retry-after` in its metadata.
+    let status = grpc.whoami(&credential).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status.code() as i32, 8);
+    assert_eq!(status.message(), Rejection::RateLimited.detail());
+    let metadata = status.metadata();
+    assert_eq!(
+        entry(metadata, "ratelimit-policy").as_deref(),
+        Some("\"key\";q=1;w=3600")
+    );
+    assert_eq!(remaining(metadata), Some(0));
+    let retry_after: u64 = entry(metadata, "retry-after")
+        .expect("retry-after metadata")
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=3600).contains(&retry_after),
+        "retry-after {retry_after}"
+    );
+
+    // Health/Check with the same key is refused alike: the limit is the key's,
+    // not the method's.
+    assert_refused(
+        grpc.check(Some(&credential)).await,
+        Code::ResourceExhausted,
+        Rejection::RateLimited,
     );
     grpc.stop().await;
 }

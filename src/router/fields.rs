@@ -98,50 +98,76 @@ fn merge(errors: &mut Vec<FieldError>, more: Vec<FieldError>) {
     }
 }
 
+/// A field that create and update bodies share, read; `null` is `None` where
+/// the field allows it.
+enum Field {
+    Title(String),
+    Description(Option<String>),
+    Scopes(Option<Scopes>),
+    Metadata(Option<Metadata>),
+    RateLimit(Option<RateLimit>),
+    /// Any other field, unread: the body decides whether it knows it.
+    Other(String, Value),
+}
+
+/// Reads one field of a create or update body.
+fn field(name: String, value: Value) -> Result<Field, FieldError> {
+    match name.as_str() {
+        "title" => match value {
+            Value::String(title) => Ok(Field::Title(title)),
+            _ => Err(FieldError::new("title", "must be a string")),
+        },
+        "description" => match value {
+            Value::String(description) => Ok(Field::Description(Some(description))),
+            Value::Null => Ok(Field::Description(None)),
+            _ => Err(FieldError::new("description", "must be a string or null")),
+        },
+        "scopes" => scopes(value).map(Field::Scopes),
+        "metadata" => metadata(value).map(Field::Metadata),
+        "rate_limit" => rate_limit(value).map(Field::RateLimit),
+        _ => Ok(Field::Other(name, value)),
+    }
+}
+
+/// `expires_in_days`: `null` or an integer. Its range is a rule of
+/// [`NewApiKey::validate`]; an integer too large for `i64` reads as `i64::MAX`,
+/// which that rule refuses.
+fn expires_in_days(value: Value) -> Result<Option<i64>, FieldError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Number(n) if n.as_i64().is_some() => Ok(n.as_i64()),
+        Value::Number(n) if n.as_u64().is_some() => Ok(Some(i64::MAX)),
+        _ => Err(FieldError::new(
+            "expires_in_days",
+            "must be an integer from 1 to 365, or null",
+        )),
+    }
+}
+
 /// Reads a create body: `title`, `description`, `expires_in_days`, `scopes`,
 /// `metadata`, `rate_limit`.
 pub(super) fn new_key(body: Map<String, Value>) -> Result<NewApiKey, ApiError> {
     let mut errors = Vec::new();
     let mut request = NewApiKey::new("");
     let mut has_title = false;
-    for (field, value) in body {
-        match field.as_str() {
-            "title" => match value {
-                Value::String(title) => {
-                    request.title = title;
-                    has_title = true;
+    for (name, value) in body {
+        match field(name, value) {
+            Ok(Field::Title(title)) => {
+                request.title = title;
+                has_title = true;
+            }
+            Ok(Field::Description(description)) => request.description = description,
+            Ok(Field::Scopes(scopes)) => request.scopes = scopes,
+            Ok(Field::Metadata(metadata)) => request.metadata = metadata,
+            Ok(Field::RateLimit(limit)) => request.rate_limit = limit,
+            Ok(Field::Other(name, value)) if name == "expires_in_days" => {
+                match expires_in_days(value) {
+                    Ok(days) => request.expires_in_days = days,
+                    Err(error) => errors.push(error),
                 }
-                _ => errors.push(FieldError::new("title", "must be a string")),
-            },
-            "description" => match value {
-                Value::String(description) => request.description = Some(description),
-                Value::Null => {}
-                _ => errors.push(FieldError::new("description", "must be a string or null")),
-            },
-            "expires_in_days" => match value {
-                Value::Null => {}
-                Value::Number(n) if n.as_i64().is_some() => request.expires_in_days = n.as_i64(),
-                Value::Number(n) if n.as_u64().is_some() => {
-                    request.expires_in_days = Some(i64::MAX)
-                }
-                _ => errors.push(FieldError::new(
-                    "expires_in_days",
-                    "must be an integer from 1 to 365, or null",
-                )),
-            },
-            "scopes" => match scopes(value) {
-                Ok(scopes) => request.scopes = scopes,
-                Err(error) => errors.push(error),
-            },
-            "metadata" => match metadata(value) {
-                Ok(metadata) => request.metadata = metadata,
-                Err(error) => errors.push(error),
-            },
-            "rate_limit" => match rate_limit(value) {
-                Ok(limit) => request.rate_limit = limit,
-                Err(error) => errors.push(error),
-            },
-            _ => errors.push(FieldError::new(field, "unknown field")),
+            }
+            Ok(Field::Other(name, _)) => errors.push(FieldError::new(name, "unknown field")),
+            Err(error) => errors.push(error),
         }
     }
     if !has_title && !errors.iter().any(|e| e.field == "title") {
@@ -162,30 +188,15 @@ pub(super) fn new_key(body: Map<String, Value>) -> Result<NewApiKey, ApiError> {
 pub(super) fn key_changes(body: Map<String, Value>) -> Result<KeyChanges, ApiError> {
     let mut errors = Vec::new();
     let mut changes = KeyChanges::default();
-    for (field, value) in body {
-        match field.as_str() {
-            "title" => match value {
-                Value::String(title) => changes.title = Some(title),
-                _ => errors.push(FieldError::new("title", "must be a string")),
-            },
-            "description" => match value {
-                Value::String(description) => changes.description = Some(Some(description)),
-                Value::Null => changes.description = Some(None),
-                _ => errors.push(FieldError::new("description", "must be a string or null")),
-            },
-            "scopes" => match scopes(value) {
-                Ok(scopes) => changes.scopes = Some(scopes),
-                Err(error) => errors.push(error),
-            },
-            "metadata" => match metadata(value) {
-                Ok(metadata) => changes.metadata = Some(metadata),
-                Err(error) => errors.push(error),
-            },
-            "rate_limit" => match rate_limit(value) {
-                Ok(limit) => changes.rate_limit = Some(limit),
-                Err(error) => errors.push(error),
-            },
-            _ => errors.push(FieldError::new(field, "unknown field")),
+    for (name, value) in body {
+        match field(name, value) {
+            Ok(Field::Title(title)) => changes.title = Some(title),
+            Ok(Field::Description(description)) => changes.description = Some(description),
+            Ok(Field::Scopes(scopes)) => changes.scopes = Some(scopes),
+            Ok(Field::Metadata(metadata)) => changes.metadata = Some(metadata),
+            Ok(Field::RateLimit(limit)) => changes.rate_limit = Some(limit),
+            Ok(Field::Other(name, _)) => errors.push(FieldError::new(name, "unknown field")),
+            Err(error) => errors.push(error),
         }
     }
     if let Err(more) = changes.validate() {
@@ -363,6 +374,31 @@ mod tests {
             ["expires_in_days"]
         );
         assert!(key_changes(Map::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn create_and_update_refuse_a_shared_field_alike() {
+        for (name, bad) in [
+            ("title", json!(null)),
+            ("title", json!(1)),
+            ("description", json!(1)),
+            ("scopes", json!("a")),
+            ("scopes", json!(["a", "a"])),
+            ("metadata", json!([])),
+            ("rate_limit", json!(5)),
+            ("rate_limit", json!({"requests": 0, "period_seconds": 1})),
+        ] {
+            let mut create = object(json!({"title": "t"}));
+            create.insert(name.to_owned(), bad.clone());
+            let update = object(json!({ name: bad }));
+            let Err(ApiError::Invalid(created)) = new_key(create) else {
+                panic!("create accepted {name}: {bad}");
+            };
+            let Err(ApiError::Invalid(updated)) = key_changes(update) else {
+                panic!("update accepted {name}: {bad}");
+            };
+            assert_eq!(created, updated, "{name}: {bad}");
+        }
     }
 
     #[test]

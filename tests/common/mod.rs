@@ -562,28 +562,39 @@ where
     out
 }
 
-/// A row for `pair` written straight to the store, as another process (or the
-/// reference service) would: the secret hashed under [`PEPPER`], status active.
-pub fn row(pair: &KeyPair, account_id: Uuid, expires_at: Option<DateTime<Utc>>) -> ApiKeyRecord {
-    let now = Utc::now();
+/// A row written straight to the store, as another process (or the reference
+/// service) would: `public_key` with `secret_key_hash` as given, status active,
+/// no expiry, made now. Override fields with struct-update syntax.
+pub fn record(public_key: &str, secret_key_hash: &str, account_id: Uuid) -> ApiKeyRecord {
     ApiKeyRecord {
         key_id: Uuid::new_v4(),
-        public_key: pair.public_key.as_str().to_owned(),
-        secret_key_hash: KeyHasher::new(&pepper())
-            .hash(pair.secret_key.expose())
-            .to_hex()
-            .into(),
+        public_key: public_key.to_owned(),
+        secret_key_hash: secret_key_hash.into(),
         account_id,
         title: "written directly".into(),
         description: None,
         status: KeyStatus::Active,
-        expires_at,
+        expires_at: None,
         last_used_at: None,
-        created_at: Some(expires_at.map_or(now, |at| at.min(now) - chrono::TimeDelta::days(1))),
+        created_at: Some(Utc::now()),
         pepper_id: None,
         scopes: None,
         metadata: None,
         rotated_from: None,
         rate_limit: None,
+    }
+}
+
+/// A row for `pair` written straight to the store, as another process (or the
+/// reference service) would: the secret hashed under [`PEPPER`], status active.
+pub fn row(pair: &KeyPair, account_id: Uuid, expires_at: Option<DateTime<Utc>>) -> ApiKeyRecord {
+    let now = Utc::now();
+    let hash = KeyHasher::new(&pepper())
+        .hash(pair.secret_key.expose())
+        .to_hex();
+    ApiKeyRecord {
+        expires_at,
+        created_at: Some(expires_at.map_or(now, |at| at.min(now) - chrono::TimeDelta::days(1))),
+        ..record(pair.public_key.as_str(), &hash, account_id)
     }
 }
