@@ -9,7 +9,7 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicI64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -66,6 +66,50 @@ impl LastRecorded {
     }
 }
 
+/// Unix seconds read off the monotonic clock, so that a use still within its
+/// key's throttle interval needs no wall-clock read. The offset between the
+/// two clocks is taken when the writer is made and again at every flush, so a
+/// step of the wall clock (or a suspend) skews the throttle for one flush
+/// interval at most; the time a use records is always read off the wall clock.
+#[derive(Debug)]
+struct WallClock {
+    base: Instant,
+    /// Unix seconds at `base`.
+    offset: AtomicI64,
+}
+
+impl WallClock {
+    fn new() -> Self {
+        let clock = Self {
+            base: Instant::now(),
+            offset: AtomicI64::new(0),
+        };
+        clock.resync();
+        clock
+    }
+
+    /// Takes the offset again.
+    fn resync(&self) {
+        let since_base = secs(Instant::now().saturating_duration_since(self.base));
+        let offset = Utc::now().timestamp().saturating_sub(since_base);
+        self.offset.store(offset, Ordering::Relaxed);
+    }
+
+    /// Unix seconds at `now`, to within a second and the drift since the last
+    /// [`resync`](Self::resync).
+    fn unix_seconds(&self, now: Instant) -> i64 {
+        let since_base = secs(now.saturating_duration_since(self.base));
+        self.offset
+            .load(Ordering::Relaxed)
+            .saturating_add(since_base)
+    }
+}
+
+/// Whole seconds of `d`, as `i64`.
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// Pending `last_used_at` values, re-hashes and request counts, and the store
 /// they are written to.
 pub(crate) struct BatchWriter {
@@ -74,6 +118,7 @@ pub(crate) struct BatchWriter {
     usage: [UsageShard; USAGE_SHARDS],
     store: Store,
     throttle_secs: i64,
+    clock: WallClock,
 }
 
 impl BatchWriter {
@@ -83,7 +128,8 @@ impl BatchWriter {
             rehashes: Mutex::new(HashMap::new()),
             usage: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             store,
-            throttle_secs: i64::try_from(throttle.as_secs()).unwrap_or(i64::MAX),
+            throttle_secs: secs(throttle),
+            clock: WallClock::new(),
         }
     }
 
@@ -102,8 +148,21 @@ impl BatchWriter {
         self.pending().get(&key_id).copied()
     }
 
-    /// Notes a successful validation of `key_id`. Takes the lock at most once
-    /// per key and throttle interval; every other call is one atomic load.
+    /// Notes a successful validation of `key_id` at `now` (the request's
+    /// monotonic time). Within the key's throttle interval this is one atomic
+    /// load and no clock read; otherwise the use is recorded at the wall
+    /// clock's time.
+    pub(crate) fn record_use(&self, key_id: Uuid, last: &LastRecorded, now: Instant) {
+        let estimate = self.clock.unix_seconds(now);
+        if estimate.saturating_sub(last.0.load(Ordering::Relaxed)) < self.throttle_secs {
+            return;
+        }
+        self.record(key_id, last, Utc::now());
+    }
+
+    /// Notes a successful validation of `key_id` at wall-clock time `now`.
+    /// Takes the lock at most once per key and throttle interval; every other
+    /// call is one atomic load.
     pub(crate) fn record(&self, key_id: Uuid, last: &LastRecorded, now: DateTime<Utc>) {
         let now_secs = now.timestamp();
         let previous = last.0.load(Ordering::Relaxed);
@@ -159,6 +218,7 @@ impl BatchWriter {
     /// Each call counts once in `tower_api_keys_flushes_total`, `result` `ok`
     /// or `error`.
     pub(crate) async fn flush(&self) -> Result<usize, StoreError> {
+        self.clock.resync();
         let used = self.flush_last_used().await;
         let rehashed = self.flush_rehashes().await;
         let counted = self.flush_usage().await;
@@ -518,6 +578,45 @@ mod tests {
         // A key last used (in the store) a minute ago is not recorded again yet.
         let recent = LastRecorded::new(Some(start - TimeDelta::seconds(60)));
         writer.record(Uuid::from_u128(2), &recent, start);
+        assert_eq!(writer.pending_for(Uuid::from_u128(2)), None);
+    }
+
+    #[test]
+    fn a_use_on_the_monotonic_clock_is_throttled_and_recorded_at_wall_time() {
+        let writer = BatchWriter::new(
+            Store::new(Scripted::default(), Duration::from_secs(2)),
+            Duration::from_secs(900),
+        );
+        let key_id = Uuid::from_u128(1);
+        let last = LastRecorded::new(None);
+        let now = Instant::now();
+        let before = Utc::now() - TimeDelta::seconds(1);
+        writer.record_use(key_id, &last, now);
+        let recorded = writer.pending_for(key_id).expect("recorded");
+        assert!(recorded >= before && recorded <= Utc::now(), "{recorded}");
+        writer.pending().clear();
+        writer.record_use(key_id, &last, now + Duration::from_secs(898));
+        assert_eq!(writer.pending_len(), 0, "throttled");
+        // Past the interval by the monotonic clock, the wall clock decides:
+        // a use is never recorded at a time the wall clock has not reached.
+        writer.record_use(key_id, &last, now + Duration::from_secs(902));
+        assert_eq!(
+            writer.pending_len(),
+            0,
+            "the wall clock is still within the interval"
+        );
+        let unthrottled = BatchWriter::new(
+            Store::new(Scripted::default(), Duration::from_secs(2)),
+            Duration::ZERO,
+        );
+        for _ in 0..2 {
+            unthrottled.record_use(key_id, &last, Instant::now());
+            assert_eq!(unthrottled.pending_len(), 1);
+            unthrottled.pending().clear();
+        }
+        // A key last used (in the store) a minute ago is not recorded again yet.
+        let recent = LastRecorded::new(Some(Utc::now() - TimeDelta::seconds(60)));
+        writer.record_use(Uuid::from_u128(2), &recent, Instant::now());
         assert_eq!(writer.pending_for(Uuid::from_u128(2)), None);
     }
 

@@ -3,8 +3,6 @@
 
 use std::{sync::atomic::Ordering, time::Instant};
 
-use chrono::Utc;
-
 use super::{ApiKeyValidator, MAX_WARNED_KEYS};
 use crate::{
     cache::CachedKey, identity::AuthenticatedKey, rejection::Rejection, store::KeyStatus,
@@ -34,7 +32,7 @@ impl ApiKeyValidator {
             return Err(Rejection::InvalidCredential);
         }
         let key_id = entry.key.key_id().into_inner();
-        inner.writer.record(key_id, &entry.last_used, Utc::now());
+        inner.writer.record_use(key_id, &entry.last_used, now);
         // Made with a previous pepper: re-hashed under the current one, once.
         if let Some(rehash) = &entry.rehash
             && !rehash.queued.swap(true, Ordering::Relaxed)
