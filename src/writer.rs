@@ -559,12 +559,17 @@ mod tests {
         assert_eq!(writer.pending_for(b), Some(newer));
     }
 
+    /// A writer over a scripted store, with `throttle`.
+    fn throttled(throttle: Duration) -> BatchWriter {
+        BatchWriter::new(
+            Store::new(Scripted::default(), Duration::from_secs(2)),
+            throttle,
+        )
+    }
+
     #[test]
     fn a_use_is_recorded_once_per_throttle_interval() {
-        let writer = BatchWriter::new(
-            Store::new(Scripted::default(), Duration::from_secs(2)),
-            Duration::from_secs(900),
-        );
+        let writer = throttled(Duration::from_secs(900));
         let key_id = Uuid::from_u128(1);
         let start = DateTime::from_timestamp(1_767_225_600, 0).unwrap();
         let last = LastRecorded::new(None);
@@ -583,10 +588,7 @@ mod tests {
 
     #[test]
     fn a_use_on_the_monotonic_clock_is_throttled_and_recorded_at_wall_time() {
-        let writer = BatchWriter::new(
-            Store::new(Scripted::default(), Duration::from_secs(2)),
-            Duration::from_secs(900),
-        );
+        let writer = throttled(Duration::from_secs(900));
         let key_id = Uuid::from_u128(1);
         let last = LastRecorded::new(None);
         let now = Instant::now();
@@ -605,10 +607,7 @@ mod tests {
             0,
             "the wall clock is still within the interval"
         );
-        let unthrottled = BatchWriter::new(
-            Store::new(Scripted::default(), Duration::from_secs(2)),
-            Duration::ZERO,
-        );
+        let unthrottled = throttled(Duration::ZERO);
         for _ in 0..2 {
             unthrottled.record_use(key_id, &last, Instant::now());
             assert_eq!(unthrottled.pending_len(), 1);
