@@ -205,11 +205,11 @@ impl KeyCache {
     }
 
     /// The entry for `public_key`, unless there is none or it is past its
-    /// lifetime (then it is removed).
-    pub(crate) fn get(&self, public_key: &str) -> Option<Arc<CachedKey>> {
+    /// lifetime at `now` (then it is removed).
+    pub(crate) fn get(&self, public_key: &str, now: Instant) -> Option<Arc<CachedKey>> {
         let key = PublicKeyBytes::new(public_key)?;
         let entry = self.positive.get(&key)?;
-        if entry.is_evicted(Instant::now()) {
+        if entry.is_evicted(now) {
             // Only this entry: one cached since by a newer lookup stays.
             self.positive
                 .remove_if(&key, |cached| Arc::ptr_eq(cached, &entry));
@@ -218,14 +218,15 @@ impl KeyCache {
         Some(entry)
     }
 
-    pub(crate) fn is_known_unknown(&self, public_key: &str) -> bool {
+    /// Whether `public_key` is remembered as unknown at `now`.
+    pub(crate) fn is_known_unknown(&self, public_key: &str, now: Instant) -> bool {
         let Some(key) = PublicKeyBytes::new(public_key) else {
             return false;
         };
         let Some(until) = self.negative.get(&key) else {
             return false;
         };
-        if until.is_some_and(|until| Instant::now() >= until) {
+        if until.is_some_and(|until| now >= until) {
             self.negative.remove_if(&key, |cached| *cached == until);
             return false;
         }
@@ -360,13 +361,13 @@ mod tests {
     fn known_and_unknown_exclude_each_other() {
         let cache = cache();
         cache.insert_unknown(A);
-        assert!(cache.is_known_unknown(A));
+        assert!(cache.is_known_unknown(A, Instant::now()));
         cache.insert_known(A, Arc::new(entry(Instant::now(), None)));
-        assert!(cache.get(A).is_some());
-        assert!(!cache.is_known_unknown(A));
+        assert!(cache.get(A, Instant::now()).is_some());
+        assert!(!cache.is_known_unknown(A, Instant::now()));
         cache.insert_unknown(A);
-        assert!(cache.get(A).is_none());
-        assert!(cache.is_known_unknown(A));
+        assert!(cache.get(A, Instant::now()).is_none());
+        assert!(cache.is_known_unknown(A, Instant::now()));
     }
 
     #[test]
@@ -375,7 +376,7 @@ mod tests {
         cache.insert_known(A, Arc::new(entry(Instant::now(), None)));
         cache.insert_unknown(B);
         cache.remove(A);
-        assert!(cache.get(A).is_none());
+        assert!(cache.get(A, Instant::now()).is_none());
         assert_eq!(
             cache.entry_counts(),
             CachedEntries {
@@ -396,9 +397,9 @@ mod tests {
         cache.insert_known(A, Arc::new(entry(past - TTL, Some(past))));
         cache.insert_known(B, Arc::new(entry(Instant::now(), None)));
         assert_eq!(cache.positive.len(), 2);
-        assert!(cache.get(A).is_none());
+        assert!(cache.get(A, Instant::now()).is_none());
         assert_eq!(cache.positive.len(), 1);
-        assert!(cache.get(B).is_some());
+        assert!(cache.get(B, Instant::now()).is_some());
     }
 
     #[test]
@@ -409,7 +410,7 @@ mod tests {
             negative_ttl: Duration::ZERO,
         });
         cache.insert_unknown(A);
-        assert!(!cache.is_known_unknown(A));
+        assert!(!cache.is_known_unknown(A, Instant::now()));
         assert_eq!(cache.entry_counts(), CachedEntries::default());
     }
 
@@ -419,8 +420,8 @@ mod tests {
         let cache = cache();
         cache.insert_known("pk_short", Arc::new(entry(Instant::now(), None)));
         cache.insert_unknown("pk_short");
-        assert!(cache.get("pk_short").is_none());
-        assert!(!cache.is_known_unknown("pk_short"));
+        assert!(cache.get("pk_short", Instant::now()).is_none());
+        assert!(!cache.is_known_unknown("pk_short", Instant::now()));
         assert_eq!(cache.entry_counts(), CachedEntries::default());
     }
 
