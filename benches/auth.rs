@@ -330,7 +330,7 @@ impl SplitMix {
 
     /// Uniform enough in `0..n` for a benchmark (`n` far below 2^32).
     fn below(&mut self, n: usize) -> usize {
-        ((self.next() >> 32) * n as u64 >> 32) as usize
+        (((self.next() >> 32) * n as u64) >> 32) as usize
     }
 
     /// 32 characters of `[A-Za-z0-9]`, the body of a key.
