@@ -12,20 +12,40 @@
 //! - (h) `ApiKeyAuthLayer`, cache hit of a key with a rate limit (in-process
 //!   GCRA, never exhausted: 1,000,000 per second), its headers added;
 //! - (i) as (c), with a Prometheus metrics recorder installed when the
-//!   validator was built (its counters then really count).
+//!   validator was built (its counters then really count);
+//! - (j) a cache hit on a key drawn uniformly at random from 1,000 cached keys;
+//! - (k) the same with 1,000,000 cached keys, so that the cache's memory is
+//!   far larger than the CPU's caches.
+//!
+//! For (j) and (k) the rows are made in the benchmark (HMAC of a generated
+//! secret, no store round trip) and served from a hash map, and the cache is
+//! filled by validating every key once: `MemoryRepository` scans a `Vec` and
+//! SQLite answers in tens of microseconds, either far too slow for a million
+//! lookups. Filling the million takes a few seconds.
 //!
 //! Run with `cargo bench --bench auth`.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use axum::{Router, body::Body, routing::get};
+use chrono::{DateTime, NaiveDate, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use tower::ServiceExt;
 use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyValidator, KeyManager, KeyPair, NewApiKey, Pepper, RateLimit,
-    RequireScopesLayer, Scopes, store::SeaOrmRepository,
+    RequireScopesLayer, Scopes,
+    hash::KeyHasher,
+    store::{
+        ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, MemoryRepository,
+        PepperCount, RotateOutcome, Rotation, SeaOrmRepository, StoreError, StoredHash, UsageCount,
+    },
 };
+use uuid::Uuid;
 
 const BEARER: &str = "static-bearer-token-of-a-realistic-length-0123456789";
 
@@ -200,6 +220,23 @@ fn bench_auth(c: &mut Criterion) {
                 .oneshot(request(Some(("x-api-key", &scoped_credential))))
         })
     });
+
+    // (j) and (k): random hits over many cached keys.
+    for (name, keys) in [
+        ("j_cache_hit_1k_random", 1_000),
+        ("k_cache_hit_1m_random", 1_000_000),
+    ] {
+        let (service, credentials) = rt.block_on(filled(keys, pepper()));
+        let mut rng = SplitMix(0x5eed);
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let credential = &credentials[rng.below(credentials.len())];
+                service
+                    .clone()
+                    .oneshot(request(Some(("x-api-key", credential))))
+            })
+        });
+    }
     group.finish();
 
     // The parts, for reference.
@@ -222,6 +259,178 @@ fn bench_auth(c: &mut Criterion) {
         b.iter(|| tower_api_keys::Credential::parse(std::hint::black_box(&credential)).is_ok())
     });
     parts.finish();
+}
+
+/// A layer over a validator whose cache holds `keys` distinct keys, each
+/// already used once (so that its `last_used_at` throttle and usage count are
+/// warm too), and their credentials.
+async fn filled(keys: usize, pepper: Pepper) -> (Router, Vec<String>) {
+    let hasher = KeyHasher::new(&pepper);
+    let account = Uuid::new_v4();
+    let mut rng = SplitMix(keys as u64);
+    let mut credentials = Vec::with_capacity(keys);
+    let mut rows = Vec::with_capacity(keys);
+    let now = Utc::now();
+    for _ in 0..keys {
+        let public_key = format!("pk_{}", rng.alphanumerics());
+        let secret_key = format!("sk_{}", rng.alphanumerics());
+        credentials.push(format!("{public_key}:{secret_key}"));
+        let record = ApiKeyRecord {
+            key_id: Uuid::new_v4(),
+            public_key: public_key.clone(),
+            secret_key_hash: StoredHash::new(hasher.hash(&secret_key).to_hex()),
+            account_id: account,
+            title: "bench".to_owned(),
+            description: None,
+            status: KeyStatus::Active,
+            expires_at: None,
+            last_used_at: None,
+            created_at: Some(now),
+            pepper_id: None,
+            scopes: None,
+            metadata: None,
+            rotated_from: None,
+            rate_limit: None,
+        };
+        rows.push(record);
+    }
+    let repository = Indexed::default();
+    repository.insert_many(rows).await.unwrap();
+    let validator = ApiKeyValidator::builder(repository, pepper)
+        // Room to spare: a cache split in shards may evict before it is full.
+        .with_cache_capacity(2 * keys as u64)
+        // The whole run stays within one TTL: every measured request is a hit.
+        .with_positive_ttl(Duration::from_secs(3600))
+        .build();
+    let service = app().layer(ApiKeyAuthLayer::new(validator.clone()));
+    // Through the layer, so that the usage counts hold every key as well.
+    for credential in &credentials {
+        let response = service
+            .clone()
+            .oneshot(request(Some(("x-api-key", credential))))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(validator.cached_entries().known, keys as u64);
+    (service, credentials)
+}
+
+/// A cheap, seeded random number generator (SplitMix64).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough in `0..n` for a benchmark (`n` far below 2^32).
+    fn below(&mut self, n: usize) -> usize {
+        (((self.next() >> 32) * n as u64) >> 32) as usize
+    }
+
+    /// 32 characters of `[A-Za-z0-9]`, the body of a key.
+    fn alphanumerics(&mut self) -> String {
+        const ALPHABET: &[u8; 62] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        (0..32)
+            .map(|_| char::from(ALPHABET[self.below(ALPHABET.len())]))
+            .collect()
+    }
+}
+
+/// Rows by public key in a hash map; everything but lookups and bulk inserts
+/// goes to an (empty) `MemoryRepository`.
+#[derive(Clone, Default)]
+struct Indexed {
+    rows: Arc<RwLock<HashMap<String, ApiKeyRecord>>>,
+    rest: MemoryRepository,
+}
+
+impl ApiKeyRepository for Indexed {
+    async fn find_by_public_key(
+        &self,
+        public_key: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Ok(self.rows.read().unwrap().get(public_key).cloned())
+    }
+    async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
+        self.insert_many(vec![record]).await
+    }
+    async fn insert_many(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
+        let mut rows = self.rows.write().unwrap();
+        rows.extend(
+            records
+                .into_iter()
+                .map(|record| (record.public_key.clone(), record)),
+        );
+        Ok(())
+    }
+    async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.rest.list_by_account(account_id).await
+    }
+    async fn get(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.rest.get(account_id, key_id).await
+    }
+    async fn revoke(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.rest.revoke(account_id, key_id).await
+    }
+    async fn update(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+        changes: &KeyChanges,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.rest.update(account_id, key_id, changes).await
+    }
+    async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
+        self.rest.rotate(rotation).await
+    }
+    async fn delete(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.rest.delete(account_id, key_id).await
+    }
+    async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+        self.rest.record_last_used(batch).await
+    }
+    async fn rewrite_hashes(&self, batch: &[HashRewrite]) -> Result<(), StoreError> {
+        self.rest.rewrite_hashes(batch).await
+    }
+    async fn record_usage(&self, batch: &[UsageCount]) -> Result<(), StoreError> {
+        self.rest.record_usage(batch).await
+    }
+    async fn usage(
+        &self,
+        key_id: Uuid,
+        since: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, u64)>, StoreError> {
+        self.rest.usage(key_id, since).await
+    }
+    async fn count_by_pepper(&self) -> Result<Vec<PepperCount>, StoreError> {
+        self.rest.count_by_pepper().await
+    }
+    async fn revoke_by_pepper(
+        &self,
+        pepper_id: &str,
+        include_legacy: bool,
+    ) -> Result<u64, StoreError> {
+        self.rest.revoke_by_pepper(pepper_id, include_legacy).await
+    }
 }
 
 criterion_group!(benches, bench_auth);

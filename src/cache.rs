@@ -1,5 +1,10 @@
 //! The in-process key cache: positive entries by public key, and a separate,
 //! smaller cache of public keys the store does not know.
+//!
+//! Both are bounded [`quick_cache`] maps keyed by the public key's 35 bytes,
+//! held inline. Each entry carries its own deadline, checked on every read:
+//! an entry past it reads as absent and is removed. Eviction by capacity is
+//! the map's (S3-FIFO, per shard).
 
 use std::{
     sync::{Arc, atomic::AtomicBool},
@@ -7,11 +12,12 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use moka::{policy::Expiry, sync::Cache};
+use quick_cache::sync::Cache;
 
 use crate::{
     hash::SecretHash,
     identity::AuthenticatedKey,
+    key::KEY_LEN,
     ring::Hashers,
     store::{ApiKeyRecord, KeyStatus, StoredHash},
     writer::LastRecorded,
@@ -27,8 +33,10 @@ pub(crate) struct CachedKey {
     pub(crate) expires_at: Option<Instant>,
     /// After this the entry is stale: used only while the store is failing.
     pub(crate) fresh_until: Instant,
-    /// When moka drops the entry: `fresh_until` + the stale grace, never past `expires_at`.
-    evict_after: Duration,
+    /// When the entry stops being served at all: `fresh_until` + the stale
+    /// grace, never past `expires_at`. `None`: never (a lifetime too long for
+    /// the clock).
+    evict_at: Option<Instant>,
     /// The batch writer's throttle state for this key.
     pub(crate) last_used: LastRecorded,
     /// Which of the validator's peppers made the hash (an index into its
@@ -122,7 +130,7 @@ impl CachedKey {
             hash,
             expires_at,
             fresh_until: now + ttl,
-            evict_after,
+            evict_at: now.checked_add(evict_after),
             last_used,
             pepper: Some(0),
             rehash: None,
@@ -132,6 +140,11 @@ impl CachedKey {
     pub(crate) fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| now >= at)
     }
+
+    /// Whether the entry is past its lifetime in the cache.
+    fn is_evicted(&self, now: Instant) -> bool {
+        self.evict_at.is_some_and(|at| now >= at)
+    }
 }
 
 /// When an entry was made and how long it stays fresh, then stale.
@@ -140,29 +153,6 @@ pub(crate) struct Freshness {
     pub(crate) now: Instant,
     pub(crate) ttl: Duration,
     pub(crate) stale_grace: Duration,
-}
-
-struct PerEntryExpiry;
-
-impl Expiry<String, Arc<CachedKey>> for PerEntryExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &Arc<CachedKey>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.evict_after)
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &String,
-        value: &Arc<CachedKey>,
-        _updated_at: Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.evict_after)
-    }
 }
 
 /// How many public keys a validator's caches hold (approximately: the cache
@@ -183,70 +173,118 @@ pub(crate) struct CacheConfig {
     pub(crate) negative_ttl: Duration,
 }
 
+/// A public key as the caches hold it: its bytes, inline. Only a key of the
+/// credential's shape (`pk_` and 32 characters) is ever cached.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct PublicKeyBytes([u8; KEY_LEN]);
+
+impl PublicKeyBytes {
+    /// `None` for a string of another length, which no cached key has.
+    fn new(public_key: &str) -> Option<Self> {
+        public_key.as_bytes().try_into().ok().map(Self)
+    }
+}
+
 /// Both caches. Writes that race with invalidations are ordered by the
 /// caller (see [`crate::flight`]): this type only stores.
 pub(crate) struct KeyCache {
-    positive: Cache<String, Arc<CachedKey>>,
-    negative: Cache<String, ()>,
+    positive: Cache<PublicKeyBytes, Arc<CachedKey>>,
+    /// Unknown public keys, each with the end of its negative TTL (`None`:
+    /// never, a TTL too long for the clock).
+    negative: Cache<PublicKeyBytes, Option<Instant>>,
+    negative_ttl: Duration,
 }
 
 impl KeyCache {
     pub(crate) fn new(config: CacheConfig) -> Self {
         Self {
-            positive: Cache::builder()
-                .max_capacity(config.capacity)
-                .expire_after(PerEntryExpiry)
-                .build(),
-            negative: Cache::builder()
-                .max_capacity(config.negative_capacity)
-                .time_to_live(config.negative_ttl)
-                .build(),
+            positive: Cache::new(capacity(config.capacity)),
+            negative: Cache::new(capacity(config.negative_capacity)),
+            negative_ttl: config.negative_ttl,
         }
     }
 
-    pub(crate) fn get(&self, public_key: &str) -> Option<Arc<CachedKey>> {
-        self.positive.get(public_key)
+    /// The entry for `public_key`, unless there is none or it is past its
+    /// lifetime at `now` (then it is removed).
+    pub(crate) fn get(&self, public_key: &str, now: Instant) -> Option<Arc<CachedKey>> {
+        let key = PublicKeyBytes::new(public_key)?;
+        let entry = self.positive.get(&key)?;
+        if entry.is_evicted(now) {
+            // Only this entry: one cached since by a newer lookup stays.
+            self.positive
+                .remove_if(&key, |cached| Arc::ptr_eq(cached, &entry));
+            return None;
+        }
+        Some(entry)
     }
 
-    pub(crate) fn is_known_unknown(&self, public_key: &str) -> bool {
-        self.negative.contains_key(public_key)
+    /// Whether `public_key` is remembered as unknown at `now`.
+    pub(crate) fn is_known_unknown(&self, public_key: &str, now: Instant) -> bool {
+        let Some(key) = PublicKeyBytes::new(public_key) else {
+            return false;
+        };
+        let Some(until) = self.negative.get(&key) else {
+            return false;
+        };
+        if until.is_some_and(|until| now >= until) {
+            self.negative.remove_if(&key, |cached| *cached == until);
+            return false;
+        }
+        true
     }
 
     /// Caches a key the store knows (and forgets it as unknown).
     pub(crate) fn insert_known(&self, public_key: &str, entry: Arc<CachedKey>) {
-        self.negative.invalidate(public_key);
-        self.positive.insert(public_key.to_owned(), entry);
+        let Some(key) = PublicKeyBytes::new(public_key) else {
+            return;
+        };
+        self.negative.remove(&key);
+        self.positive.insert(key, entry);
     }
 
     /// Remembers that the store does not know `public_key`, and forgets any
     /// entry for it as known (it was deleted behind this process's back: a
     /// later outage must not serve it as stale-if-error).
     pub(crate) fn insert_unknown(&self, public_key: &str) {
-        self.positive.invalidate(public_key);
-        self.negative.insert(public_key.to_owned(), ());
+        let Some(key) = PublicKeyBytes::new(public_key) else {
+            return;
+        };
+        self.positive.remove(&key);
+        let until = Instant::now().checked_add(self.negative_ttl);
+        self.negative.insert(key, until);
     }
 
     /// Forgets everything about `public_key`, in both caches.
     pub(crate) fn remove(&self, public_key: &str) {
-        self.positive.invalidate(public_key);
-        self.negative.invalidate(public_key);
+        let Some(key) = PublicKeyBytes::new(public_key) else {
+            return;
+        };
+        self.positive.remove(&key);
+        self.negative.remove(&key);
     }
 
     /// Forgets everything.
     pub(crate) fn clear(&self) {
-        self.positive.invalidate_all();
-        self.negative.invalidate_all();
+        self.positive.clear();
+        self.negative.clear();
     }
 
-    /// Approximate entry counts, after pending maintenance.
+    /// Entry counts, after dropping the entries past their lifetime.
     pub(crate) fn entry_counts(&self) -> CachedEntries {
-        self.positive.run_pending_tasks();
-        self.negative.run_pending_tasks();
+        let now = Instant::now();
+        self.positive.retain(|_, entry| !entry.is_evicted(now));
+        self.negative
+            .retain(|_, until| until.is_none_or(|until| now < until));
         CachedEntries {
-            known: self.positive.entry_count(),
-            unknown: self.negative.entry_count(),
+            known: self.positive.len() as u64,
+            unknown: self.negative.len() as u64,
         }
     }
+}
+
+/// A configured capacity as the map takes it.
+fn capacity(configured: u64) -> usize {
+    usize::try_from(configured).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -257,6 +295,8 @@ mod tests {
     use crate::identity::{AccountId, ApiKeyId};
 
     const TTL: Duration = Duration::from_secs(60);
+    const A: &str = "pk_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "pk_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
     const GRACE: Duration = Duration::from_secs(300);
 
     fn entry(now: Instant, expires_at: Option<Instant>) -> CachedKey {
@@ -294,7 +334,7 @@ mod tests {
         let now = Instant::now();
         let entry = entry(now, None);
         assert_eq!(entry.fresh_until, now + TTL);
-        assert_eq!(entry.evict_after, TTL + GRACE);
+        assert_eq!(entry.evict_at, Some(now + TTL + GRACE));
         assert!(!entry.is_expired(now + Duration::from_secs(1_000_000)));
     }
 
@@ -303,7 +343,7 @@ mod tests {
         let now = Instant::now();
         let expires = now + Duration::from_secs(5);
         let entry = entry(now, Some(expires));
-        assert_eq!(entry.evict_after, Duration::from_secs(5));
+        assert_eq!(entry.evict_at, Some(expires));
         assert!(!entry.is_expired(now));
         assert!(entry.is_expired(expires));
     }
@@ -311,31 +351,32 @@ mod tests {
     #[test]
     fn an_already_expired_key_is_cached_like_any_refused_key() {
         let now = Instant::now();
-        let entry = entry(now + Duration::from_secs(10), Some(now));
-        assert_eq!(entry.evict_after, TTL + GRACE);
+        let later = now + Duration::from_secs(10);
+        let entry = entry(later, Some(now));
+        assert_eq!(entry.evict_at, Some(later + TTL + GRACE));
         assert!(entry.is_expired(now + Duration::from_secs(10)));
     }
 
     #[test]
     fn known_and_unknown_exclude_each_other() {
         let cache = cache();
-        cache.insert_unknown("pk_a");
-        assert!(cache.is_known_unknown("pk_a"));
-        cache.insert_known("pk_a", Arc::new(entry(Instant::now(), None)));
-        assert!(cache.get("pk_a").is_some());
-        assert!(!cache.is_known_unknown("pk_a"));
-        cache.insert_unknown("pk_a");
-        assert!(cache.get("pk_a").is_none());
-        assert!(cache.is_known_unknown("pk_a"));
+        cache.insert_unknown(A);
+        assert!(cache.is_known_unknown(A, Instant::now()));
+        cache.insert_known(A, Arc::new(entry(Instant::now(), None)));
+        assert!(cache.get(A, Instant::now()).is_some());
+        assert!(!cache.is_known_unknown(A, Instant::now()));
+        cache.insert_unknown(A);
+        assert!(cache.get(A, Instant::now()).is_none());
+        assert!(cache.is_known_unknown(A, Instant::now()));
     }
 
     #[test]
     fn remove_and_clear_forget_both_kinds() {
         let cache = cache();
-        cache.insert_known("pk_a", Arc::new(entry(Instant::now(), None)));
-        cache.insert_unknown("pk_b");
-        cache.remove("pk_a");
-        assert!(cache.get("pk_a").is_none());
+        cache.insert_known(A, Arc::new(entry(Instant::now(), None)));
+        cache.insert_unknown(B);
+        cache.remove(A);
+        assert!(cache.get(A, Instant::now()).is_none());
         assert_eq!(
             cache.entry_counts(),
             CachedEntries {
@@ -343,8 +384,57 @@ mod tests {
                 unknown: 1
             }
         );
-        cache.insert_known("pk_a", Arc::new(entry(Instant::now(), None)));
+        cache.insert_known(A, Arc::new(entry(Instant::now(), None)));
         cache.clear();
         assert_eq!(cache.entry_counts(), CachedEntries::default());
+    }
+
+    #[test]
+    fn an_entry_past_its_lifetime_reads_as_absent_and_is_removed() {
+        let cache = cache();
+        let past = Instant::now() - Duration::from_secs(1);
+        // Expired a second ago: kept until then, no longer.
+        cache.insert_known(A, Arc::new(entry(past - TTL, Some(past))));
+        cache.insert_known(B, Arc::new(entry(Instant::now(), None)));
+        assert_eq!(cache.positive.len(), 2);
+        assert!(cache.get(A, Instant::now()).is_none());
+        assert_eq!(cache.positive.len(), 1);
+        assert!(cache.get(B, Instant::now()).is_some());
+    }
+
+    #[test]
+    fn an_unknown_key_is_forgotten_after_the_negative_ttl() {
+        let cache = KeyCache::new(CacheConfig {
+            capacity: 100,
+            negative_capacity: 100,
+            negative_ttl: Duration::ZERO,
+        });
+        cache.insert_unknown(A);
+        assert!(!cache.is_known_unknown(A, Instant::now()));
+        assert_eq!(cache.entry_counts(), CachedEntries::default());
+    }
+
+    #[test]
+    fn only_keys_of_the_credential_shape_are_cached() {
+        assert_eq!(A.len(), KEY_LEN);
+        let cache = cache();
+        cache.insert_known("pk_short", Arc::new(entry(Instant::now(), None)));
+        cache.insert_unknown("pk_short");
+        assert!(cache.get("pk_short", Instant::now()).is_none());
+        assert!(!cache.is_known_unknown("pk_short", Instant::now()));
+        assert_eq!(cache.entry_counts(), CachedEntries::default());
+    }
+
+    #[test]
+    fn the_caches_stay_within_their_capacity() {
+        let cache = cache();
+        for index in 0..1_000 {
+            let key = format!("pk_{index:032}");
+            cache.insert_known(&key, Arc::new(entry(Instant::now(), None)));
+            cache.insert_unknown(&format!("pk_{:032}", index + 1_000_000));
+        }
+        let CachedEntries { known, unknown } = cache.entry_counts();
+        assert!(known <= 100, "{known} known");
+        assert!(unknown <= 100, "{unknown} unknown");
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! governor's keyed limiter holds one quota for every key (governor issue
 //! #193), so it cannot serve a quota per key; a direct limiter per key can.
-//! Past `max_keys` the map evicts the least useful entries (CLOCK-Pro: keys
+//! Past `max_keys` the map evicts the least useful entries (S3-FIFO: keys
 //! seen once go first), which keeps memory bounded under a flood of keys; an
 //! evicted key starts again with a full budget. The map needs no expiry of its
 //! own: a limiter's state is a single arrival time, so an old entry is as good

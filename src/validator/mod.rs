@@ -124,7 +124,7 @@ impl ApiKeyValidator {
     ) -> Option<Result<AuthenticatedKey, Rejection>> {
         let inner = &*self.inner;
         let now = Instant::now();
-        if let Some(entry) = inner.cache.get(credential.public_key()) {
+        if let Some(entry) = inner.cache.get(credential.public_key(), now) {
             if now < entry.fresh_until {
                 inner.telemetry.hit.increment(1);
                 return Some(self.check_entry(&entry, credential.secret_key(), now));
@@ -132,7 +132,7 @@ impl ApiKeyValidator {
             inner.telemetry.miss.increment(1);
             return None;
         }
-        if inner.cache.is_known_unknown(credential.public_key()) {
+        if inner.cache.is_known_unknown(credential.public_key(), now) {
             inner.telemetry.negative_hit.increment(1);
             inner
                 .hashers
@@ -174,7 +174,7 @@ impl ApiKeyValidator {
                 Err(Rejection::InvalidCredential)
             }
             // Stale-if-error: a cached entry outlives its TTL by the grace period.
-            StoreAnswer::Failed => match inner.cache.get(public_key) {
+            StoreAnswer::Failed => match inner.cache.get(public_key, now) {
                 Some(entry) if !entry.is_expired(now) => self.check_entry(&entry, secret_key, now),
                 _ => {
                     inner
@@ -192,12 +192,13 @@ impl ApiKeyValidator {
     async fn lookup(&self, public_key: &str, flight: &Flight<StoreAnswer>) -> StoreAnswer {
         let inner = &*self.inner;
         // A flight that just landed may have answered already.
-        if let Some(entry) = inner.cache.get(public_key)
-            && Instant::now() < entry.fresh_until
+        let now = Instant::now();
+        if let Some(entry) = inner.cache.get(public_key, now)
+            && now < entry.fresh_until
         {
             return StoreAnswer::Found(entry);
         }
-        if inner.cache.is_known_unknown(public_key) {
+        if inner.cache.is_known_unknown(public_key, now) {
             return StoreAnswer::Unknown;
         }
         match inner.store.find_by_public_key(public_key).await {
