@@ -23,9 +23,9 @@ pub(crate) type Check = Pin<Box<dyn Future<Output = Result<Admitted, Refused>> +
 
 /// Adds the rate-limit state of a limited key's request to its response
 /// (CONTRACT §9.3).
-fn add_rate_headers(headers: &mut HeaderMap, rate: &Rated) {
-    headers.insert(RATELIMIT_POLICY, rate.policy.clone());
+fn add_rate_headers(headers: &mut HeaderMap, rate: Rated) {
     headers.insert(RATELIMIT, rate.decision.ratelimit_header());
+    headers.insert(RATELIMIT_POLICY, rate.policy);
 }
 
 /// The response to a refusal: the handler's, plus the rate-limit headers and
@@ -36,14 +36,14 @@ pub(crate) fn refusal_response(
 ) -> Response<RejectionBody> {
     tracing::debug!(rejection = %refused.rejection, "API key rejected");
     let mut response = handler.respond(refused.rejection);
-    if let Some(rate) = &refused.rate {
+    if let Some(rate) = refused.rate {
         let headers = response.headers_mut();
-        add_rate_headers(headers, rate);
         if refused.rejection == Rejection::RateLimited
             && let Some(seconds) = rate.decision.retry_after_seconds()
         {
             headers.insert(header::RETRY_AFTER, seconds.into());
         }
+        add_rate_headers(headers, rate);
     }
     response
 }
@@ -149,7 +149,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Inner { future, rate } => {
                     let mut response = ready!(future.poll(cx))?;
-                    if let Some(rate) = rate {
+                    if let Some(rate) = rate.take() {
                         add_rate_headers(response.headers_mut(), rate);
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
