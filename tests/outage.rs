@@ -137,6 +137,15 @@ async fn postgres_outage_degrades_to_503_and_recovers() {
         .with_store_timeout(Duration::from_millis(700))
         .with_flush_interval(Duration::from_secs(3600))
         .build();
+    // The feed empties the cache when it connects: wait for that first.
+    let started = std::time::Instant::now();
+    while !validator.change_feed().is_some_and(|feed| feed.connected) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the change feed did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let h = common::Harness::start(validator).await;
     let account = AccountId::new(Uuid::new_v4());
     let cached = h
@@ -149,6 +158,20 @@ async fn postgres_outage_degrades_to_503_and_recovers() {
         .create(account, NewApiKey::new("uncached"))
         .await
         .unwrap();
+    // The feed also evicts a key when its row changes: wait until it has seen
+    // both inserts, so that the key cached below stays cached.
+    let started = std::time::Instant::now();
+    while !h
+        .validator
+        .change_feed()
+        .is_some_and(|feed| feed.connected && feed.events >= 2)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the change feed did not report both inserts"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         h.whoami(&cached.credential()).await.status(),
         StatusCode::OK
