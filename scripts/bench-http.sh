@@ -63,24 +63,29 @@ run() { # url [header] -> "requests/s non2xx"
   echo "$rps ${bad:-0}"
 }
 
-healthz=(); whoami=(); bad=0
-for i in $(seq 1 "$RUNS"); do
-  read -r h hb < <(run "http://127.0.0.1:$PORT/healthz")
-  read -r w wb < <(run "http://127.0.0.1:$PORT/v1/whoami" "X-API-Key: $credential")
-  healthz+=("$h"); whoami+=("$w"); bad=$((bad + hb + wb))
-  echo "run $i: /healthz $h req/s, /v1/whoami $w req/s" >&2
-done
-
-python3 - "$bad" "${healthz[*]}" "${whoami[*]}" <<'PY'
+compare() { # name url name url credential label: the second URL is the keyed one
+  local first=() second=() bad=0 i x xb y yb
+  for i in $(seq 1 "$RUNS"); do
+    read -r x xb < <(run "$2")
+    read -r y yb < <(run "$4" "X-API-Key: $5")
+    first+=("$x"); second+=("$y"); bad=$((bad + xb + yb))
+    echo "run $i: $1 $x req/s, $3 $y req/s" >&2
+  done
+  python3 - "$bad" "${first[*]}" "${second[*]}" "$1" "$3" "$6" <<'PY'
 import statistics, sys
 bad = int(sys.argv[1])
-h = [float(x) for x in sys.argv[2].split()]
-w = [float(x) for x in sys.argv[3].split()]
-mh, mw = statistics.median(h), statistics.median(w)
-print(f"/healthz   median {mh:>10.0f} req/s  runs {', '.join(f'{x:.0f}' for x in h)}")
-print(f"/v1/whoami median {mw:>10.0f} req/s  runs {', '.join(f'{x:.0f}' for x in w)}")
-print(f"ratio whoami/healthz: {mw / mh:.3f}   non-2xx responses: {bad}")
+a = [float(x) for x in sys.argv[2].split()]
+b = [float(x) for x in sys.argv[3].split()]
+name_a, name_b, label = sys.argv[4], sys.argv[5], sys.argv[6]
+ma, mb = statistics.median(a), statistics.median(b)
+print(f"{name_a:<10} median {ma:>10.0f} req/s  runs {', '.join(f'{x:.0f}' for x in a)}")
+print(f"{name_b:<10} median {mb:>10.0f} req/s  runs {', '.join(f'{x:.0f}' for x in b)}")
+print(f"ratio {label}: {mb / ma:.3f}   non-2xx responses: {bad}")
 PY
+}
+
+compare /healthz "http://127.0.0.1:$PORT/healthz" \
+  /v1/whoami "http://127.0.0.1:$PORT/v1/whoami" "$credential" "whoami/healthz"
 
 # 2. The same handler with and without the layer.
 kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true
@@ -94,21 +99,5 @@ done
 bench_credential=$(cat "$work/credential")
 curl -fsS "http://127.0.0.1:$BENCH_PORT/keyed" -H "X-API-Key: $bench_credential" >/dev/null
 
-plain=(); keyed=(); bad=0
-for i in $(seq 1 "$RUNS"); do
-  read -r p pb < <(run "http://127.0.0.1:$BENCH_PORT/plain")
-  read -r k kb < <(run "http://127.0.0.1:$BENCH_PORT/keyed" "X-API-Key: $bench_credential")
-  plain+=("$p"); keyed+=("$k"); bad=$((bad + pb + kb))
-  echo "run $i: /plain $p req/s, /keyed $k req/s" >&2
-done
-
-python3 - "$bad" "${plain[*]}" "${keyed[*]}" <<'PY'
-import statistics, sys
-bad = int(sys.argv[1])
-p = [float(x) for x in sys.argv[2].split()]
-k = [float(x) for x in sys.argv[3].split()]
-mp, mk = statistics.median(p), statistics.median(k)
-print(f"/plain     median {mp:>10.0f} req/s  runs {', '.join(f'{x:.0f}' for x in p)}")
-print(f"/keyed     median {mk:>10.0f} req/s  runs {', '.join(f'{x:.0f}' for x in k)}")
-print(f"ratio keyed/plain (the layer alone): {mk / mp:.3f}   non-2xx responses: {bad}")
-PY
+compare /plain "http://127.0.0.1:$BENCH_PORT/plain" \
+  /keyed "http://127.0.0.1:$BENCH_PORT/keyed" "$bench_credential" "keyed/plain (the layer alone)"
