@@ -9,7 +9,7 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicI64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -33,9 +33,10 @@ type UsageShard = Mutex<HashMap<(Uuid, i32), u64>>;
 const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// Today's UTC day, in days since 1970-01-01: one clock read and a division.
+#[cfg(test)]
 fn today() -> i32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| {
             i32::try_from(since.as_secs() / 86_400).unwrap_or(i32::MAX)
         })
@@ -180,12 +181,15 @@ impl BatchWriter {
     }
 
     /// Counts one request the authentication layer let through with `key_id`
-    /// (usage metering, CONTRACT §9.4), on today's UTC day. On the request
-    /// path: one clock read and one lock of one of [`USAGE_SHARDS`] maps; no
-    /// allocation once the key has been counted today (the maps keep their
-    /// size across flushes).
-    pub(crate) fn count_request(&self, key_id: Uuid) {
-        self.add_usage(key_id, today(), 1);
+    /// (usage metering, CONTRACT §9.4), on the UTC day of `now` (the
+    /// request's monotonic time). The day is read off `now` through the
+    /// writer's clock offset (exact to within a second and the drift since the
+    /// last flush), so the request path reads no wall clock: one lock of one
+    /// of [`USAGE_SHARDS`] maps, and no allocation once the key has been
+    /// counted that day (the maps keep their size across flushes).
+    pub(crate) fn count_request_at(&self, key_id: Uuid, now: Instant) {
+        let day = self.clock.unix_seconds(now).div_euclid(86_400);
+        self.add_usage(key_id, i32::try_from(day).unwrap_or(i32::MAX), 1);
     }
 
     /// The shard that counts `key_id`.
@@ -653,15 +657,35 @@ mod tests {
         assert_eq!(day_to_date(today()), Some(Utc::now().date_naive()));
     }
 
+    #[test]
+    fn a_count_falls_on_the_day_of_its_monotonic_time() {
+        let writer = usage_writer(&Scripted::default());
+        let key = Uuid::new_v4();
+        let now = Instant::now();
+        let today = today();
+        writer.count_request_at(key, now);
+        writer.count_request_at(key, now + Duration::from_secs(86_400));
+        writer.count_request_at(key, now + Duration::from_secs(2 * 86_400));
+        let mut days: Vec<_> = pending_usage(&writer)
+            .into_iter()
+            .map(|((_, day), requests)| (day, requests))
+            .collect();
+        days.sort_unstable();
+        // Within a second of midnight the clock offset may round either way.
+        let first = days[0].0;
+        assert!((today - 1..=today + 1).contains(&first), "{days:?}");
+        assert_eq!(days, [(first, 1), (first + 1, 1), (first + 2, 1)]);
+    }
+
     #[tokio::test]
     async fn counts_aggregate_per_key_and_day() {
         let repository = Scripted::default();
         let writer = usage_writer(&repository);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         for _ in 0..5 {
-            writer.count_request(a);
+            writer.count_request_at(a, Instant::now());
         }
-        writer.count_request(b);
+        writer.count_request_at(b, Instant::now());
         let yesterday = today() - 1;
         writer.add_usage(a, yesterday, 2);
         let pending = pending_usage(&writer);
@@ -695,7 +719,7 @@ mod tests {
         assert_eq!(stored_usage(&repository, b).await, [(now, 1)]);
 
         // A later flush adds to what is stored.
-        writer.count_request(a);
+        writer.count_request_at(a, Instant::now());
         writer.flush().await.unwrap();
         assert_eq!(stored_usage(&repository, a).await, [(now, 6), (before, 2)]);
         // With nothing counted, no store call.
@@ -709,14 +733,14 @@ mod tests {
         let writer = usage_writer(&repository);
         let key = Uuid::new_v4();
         for _ in 0..3 {
-            writer.count_request(key);
+            writer.count_request_at(key, Instant::now());
         }
         repository.fail_usage_from.store(1, Ordering::SeqCst);
         let err = writer.flush().await.unwrap_err();
         assert!(err.to_string().contains("injected failure"), "{err}");
         assert_eq!(pending_usage(&writer)[&(key, today())], 3, "put back");
-        writer.count_request(key);
-        writer.count_request(key);
+        writer.count_request_at(key, Instant::now());
+        writer.count_request_at(key, Instant::now());
         assert_eq!(
             pending_usage(&writer)[&(key, today())],
             5,
@@ -773,7 +797,7 @@ mod tests {
         let repository = Scripted::default();
         let (writer, expected) = setup(&repository, 3, Duration::from_secs(2)).await;
         let key = *expected.keys().next().unwrap();
-        writer.count_request(key);
+        writer.count_request_at(key, Instant::now());
         repository.fail_flush_call(1, false);
         assert!(writer.flush().await.is_err());
         assert_eq!(
@@ -784,7 +808,7 @@ mod tests {
         assert_eq!(writer.pending().len(), 3, "uses put back");
 
         repository.heal_flushes();
-        writer.count_request(key);
+        writer.count_request_at(key, Instant::now());
         repository.fail_usage_from.store(1, Ordering::SeqCst);
         assert!(writer.flush().await.is_err());
         assert_eq!(stored(&repository).await, expected, "uses written");
@@ -800,7 +824,8 @@ mod tests {
                 let (writer, keys) = (Arc::clone(&writer), Arc::clone(&keys));
                 std::thread::spawn(move || {
                     for i in 0..10_000 {
-                        writer.count_request(keys[(thread * 7 + i) % keys.len()]);
+                        writer
+                            .count_request_at(keys[(thread * 7 + i) % keys.len()], Instant::now());
                     }
                 })
             })

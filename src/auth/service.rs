@@ -1,4 +1,7 @@
-use std::task::{Context, Poll};
+use std::{
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use http::{Request, Response};
 use tower_service::Service;
@@ -123,11 +126,14 @@ where
             key_id = tracing::field::Empty,
             account_id = tracing::field::Empty,
         );
+        // The request's one clock reading: cache freshness, expiry, the
+        // `last_used_at` throttle and the usage day all use it.
+        let now = Instant::now();
         let verdict = match extract_credential(request.headers()) {
             Err(_) => Verdict::Reject(Rejection::MalformedCredential),
             Ok(None) if self.config.allow_anonymous => Verdict::Pass(None),
             Ok(None) => Verdict::Reject(Rejection::MissingCredential),
-            Ok(Some(credential)) => match self.config.validator.check_cached(&credential) {
+            Ok(Some(credential)) => match self.config.validator.check_cached(&credential, now) {
                 Some(Ok(key)) => Verdict::Pass(Some(key)),
                 Some(Err(rejection)) => Verdict::Reject(rejection),
                 None => Verdict::AskStore {
@@ -149,7 +155,7 @@ where
                 let future = span.in_scope(|| self.inner.call(request));
                 ResponseFuture::inner(future, None, span)
             }
-            Verdict::Pass(Some(key)) => match self.config.validator.admit_now(key) {
+            Verdict::Pass(Some(key)) => match self.config.validator.admit_now(key, now) {
                 Now::Decided(Ok(admitted)) => {
                     record_key(&span, &admitted.key);
                     insert_extensions(&mut request, admitted.key);

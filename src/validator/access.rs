@@ -2,6 +2,8 @@
 //! boundary (the key manager), hashing of new secrets, the limits and metrics
 //! (the layer), the peppers (pepper status).
 
+use std::time::Instant;
+
 use super::{ApiKeyValidator, admission::Limits};
 use crate::{
     hash::SecretHash, identity::AuthenticatedKey, ring::PepperId, store::Store,
@@ -41,8 +43,10 @@ impl ApiKeyValidator {
     }
 
     /// Counts a request the layer lets through (usage metering).
-    pub(crate) fn count_request(&self, key: &AuthenticatedKey) {
-        self.inner.writer.count_request(key.key_id().into_inner());
+    pub(crate) fn count_request(&self, key: &AuthenticatedKey, now: Instant) {
+        self.inner
+            .writer
+            .count_request_at(key.key_id().into_inner(), now);
     }
 
     /// The ids of the peppers this validator holds, current first.

@@ -3,6 +3,8 @@
 //! metering. Shared by the layer's cache-hit path (answered at once when the
 //! limiter is in-process) and its store path (awaited).
 
+use std::time::Instant;
+
 use crate::{
     identity::AuthenticatedKey,
     ratelimit::{RateLimit, RateLimitUnavailable, RateLimiter, headers::Rated},
@@ -54,17 +56,18 @@ impl ApiKeyValidator {
         key.rate_limit().or(self.limits().default)
     }
 
-    /// Admits or refuses an authenticated key without awaiting, when it can.
-    pub(crate) fn admit_now(&self, key: AuthenticatedKey) -> Now {
+    /// Admits or refuses an authenticated key without awaiting, when it can;
+    /// `now` is the request's clock reading.
+    pub(crate) fn admit_now(&self, key: AuthenticatedKey, now: Instant) -> Now {
         let Some(limit) = self.limit_of(&key) else {
-            return Now::Decided(Ok(self.admitted(key, None)));
+            return Now::Decided(Ok(self.admitted(key, None, now)));
         };
         match self
             .limits()
             .limiter
             .check_local_rated(key.key_id().into_inner(), limit)
         {
-            Some(rated) => Now::Decided(self.decide(key, rated)),
+            Some(rated) => Now::Decided(self.decide(key, rated, now)),
             None => Now::Later(key),
         }
     }
@@ -73,7 +76,7 @@ impl ApiKeyValidator {
     /// validator has one.
     pub(crate) async fn admit(&self, key: AuthenticatedKey) -> Result<Admitted, Refused> {
         let Some(limit) = self.limit_of(&key) else {
-            return Ok(self.admitted(key, None));
+            return Ok(self.admitted(key, None, Instant::now()));
         };
         match self
             .limits()
@@ -81,7 +84,7 @@ impl ApiKeyValidator {
             .check_rated(key.key_id().into_inner(), limit)
             .await
         {
-            Ok(rated) => self.decide(key, rated),
+            Ok(rated) => self.decide(key, rated, Instant::now()),
             // Only with `OnRedisError::Refuse`: answered like a store outage.
             Err(RateLimitUnavailable) => {
                 self.telemetry().verified(Err(Rejection::StoreUnavailable));
@@ -90,9 +93,14 @@ impl ApiKeyValidator {
         }
     }
 
-    fn decide(&self, key: AuthenticatedKey, rated: Rated) -> Result<Admitted, Refused> {
+    fn decide(
+        &self,
+        key: AuthenticatedKey,
+        rated: Rated,
+        now: Instant,
+    ) -> Result<Admitted, Refused> {
         if rated.decision.allowed {
-            Ok(self.admitted(key, Some(rated)))
+            Ok(self.admitted(key, Some(rated), now))
         } else {
             self.telemetry().verified(Err(Rejection::RateLimited));
             Err(Refused {
@@ -102,9 +110,9 @@ impl ApiKeyValidator {
         }
     }
 
-    fn admitted(&self, key: AuthenticatedKey, rate: Option<Rated>) -> Admitted {
+    fn admitted(&self, key: AuthenticatedKey, rate: Option<Rated>, now: Instant) -> Admitted {
         self.telemetry().verified(Ok(()));
-        self.count_request(&key);
+        self.count_request(&key, now);
         Admitted { key, rate }
     }
 }

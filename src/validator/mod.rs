@@ -107,7 +107,7 @@ impl ApiKeyValidator {
     pub async fn validate(&self, credential: &str) -> Result<AuthenticatedKey, Rejection> {
         let credential =
             Credential::parse(credential).map_err(|_| Rejection::MalformedCredential)?;
-        match self.check_cached(&credential) {
+        match self.check_cached(&credential, Instant::now()) {
             Some(result) => result,
             None => {
                 self.check_store(credential.public_key(), credential.secret_key())
@@ -117,13 +117,14 @@ impl ApiKeyValidator {
     }
 
     /// Answers from the cache alone, without awaiting: `None` when the store must
-    /// be asked (not cached, or cached but past its TTL).
+    /// be asked (not cached, or cached but past its TTL). `now` is the
+    /// request's one clock reading.
     pub(crate) fn check_cached(
         &self,
         credential: &Credential<'_>,
+        now: Instant,
     ) -> Option<Result<AuthenticatedKey, Rejection>> {
         let inner = &*self.inner;
-        let now = Instant::now();
         if let Some(entry) = inner.cache.get(credential.public_key(), now) {
             if now < entry.fresh_until {
                 inner.telemetry.hit.increment(1);
