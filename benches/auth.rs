@@ -25,14 +25,10 @@
 //!
 //! Run with `cargo bench --bench auth`.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::time::Duration;
 
 use axum::{Router, body::Body, routing::get};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use tower::ServiceExt;
@@ -41,8 +37,7 @@ use tower_api_keys::{
     RequireScopesLayer, Scopes,
     hash::KeyHasher,
     store::{
-        ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, MemoryRepository,
-        PepperCount, RotateOutcome, Rotation, SeaOrmRepository, StoreError, StoredHash, UsageCount,
+        ApiKeyRecord, ApiKeyRepository, KeyStatus, MemoryRepository, SeaOrmRepository, StoredHash,
     },
 };
 use uuid::Uuid;
@@ -294,7 +289,7 @@ async fn filled(keys: usize, pepper: Pepper) -> (Router, Vec<String>) {
         };
         rows.push(record);
     }
-    let repository = Indexed::default();
+    let repository = MemoryRepository::new();
     repository.insert_many(rows).await.unwrap();
     let validator = ApiKeyValidator::builder(repository, pepper)
         // Room to spare: a cache split in shards may evict before it is full.
@@ -340,96 +335,6 @@ impl SplitMix {
         (0..32)
             .map(|_| char::from(ALPHABET[self.below(ALPHABET.len())]))
             .collect()
-    }
-}
-
-/// Rows by public key in a hash map; everything but lookups and bulk inserts
-/// goes to an (empty) `MemoryRepository`.
-#[derive(Clone, Default)]
-struct Indexed {
-    rows: Arc<RwLock<HashMap<String, ApiKeyRecord>>>,
-    rest: MemoryRepository,
-}
-
-impl ApiKeyRepository for Indexed {
-    async fn find_by_public_key(
-        &self,
-        public_key: &str,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        Ok(self.rows.read().unwrap().get(public_key).cloned())
-    }
-    async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
-        self.insert_many(vec![record]).await
-    }
-    async fn insert_many(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
-        let mut rows = self.rows.write().unwrap();
-        rows.extend(
-            records
-                .into_iter()
-                .map(|record| (record.public_key.clone(), record)),
-        );
-        Ok(())
-    }
-    async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.rest.list_by_account(account_id).await
-    }
-    async fn get(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.rest.get(account_id, key_id).await
-    }
-    async fn revoke(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.rest.revoke(account_id, key_id).await
-    }
-    async fn update(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-        changes: &KeyChanges,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.rest.update(account_id, key_id, changes).await
-    }
-    async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
-        self.rest.rotate(rotation).await
-    }
-    async fn delete(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.rest.delete(account_id, key_id).await
-    }
-    async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
-        self.rest.record_last_used(batch).await
-    }
-    async fn rewrite_hashes(&self, batch: &[HashRewrite]) -> Result<(), StoreError> {
-        self.rest.rewrite_hashes(batch).await
-    }
-    async fn record_usage(&self, batch: &[UsageCount]) -> Result<(), StoreError> {
-        self.rest.record_usage(batch).await
-    }
-    async fn usage(
-        &self,
-        key_id: Uuid,
-        since: NaiveDate,
-    ) -> Result<Vec<(NaiveDate, u64)>, StoreError> {
-        self.rest.usage(key_id, since).await
-    }
-    async fn count_by_pepper(&self) -> Result<Vec<PepperCount>, StoreError> {
-        self.rest.count_by_pepper().await
-    }
-    async fn revoke_by_pepper(
-        &self,
-        pepper_id: &str,
-        include_legacy: bool,
-    ) -> Result<u64, StoreError> {
-        self.rest.revoke_by_pepper(pepper_id, include_legacy).await
     }
 }
 

@@ -1,5 +1,6 @@
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
+    ops::{Deref, DerefMut},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -13,13 +14,68 @@ use super::{
 
 /// An in-memory [`ApiKeyRepository`], for unit tests and examples.
 ///
-/// Keys live in insertion order in a `Vec` behind a mutex, daily usage counts
-/// in a map; nothing is persisted. Clones share the same keys and counts.
-/// Deleting a key leaves its usage counts, as in the SQL store.
+/// Keys live in insertion order in a `Vec` behind a mutex, indexed by public
+/// key and key id (so a lookup or an insert costs the same with a million keys
+/// as with one); daily usage counts live in a map. Nothing is persisted.
+/// Clones share the same keys and counts. Deleting a key leaves its usage
+/// counts, as in the SQL store.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryRepository {
-    rows: Arc<Mutex<Vec<ApiKeyRecord>>>,
+    rows: Arc<Mutex<Rows>>,
     usage: Arc<Mutex<HashMap<(Uuid, NaiveDate), u64>>>,
+}
+
+/// The rows in insertion order, with the indexes the unique columns need.
+/// Reads and in-place changes go through the `Vec`; rows are added and
+/// removed only through [`Rows::push`] and [`Rows::remove`], which keep the
+/// indexes (a row's public key and key id never change in place).
+#[derive(Debug, Default)]
+struct Rows {
+    list: Vec<ApiKeyRecord>,
+    /// Position in `list` by public key.
+    by_public_key: HashMap<String, usize>,
+    key_ids: HashSet<Uuid>,
+}
+
+impl Rows {
+    /// Whether `record` would clash with a stored row's unique columns.
+    fn clashes(&self, record: &ApiKeyRecord) -> bool {
+        self.key_ids.contains(&record.key_id) || self.by_public_key.contains_key(&record.public_key)
+    }
+
+    fn push(&mut self, record: ApiKeyRecord) {
+        self.by_public_key
+            .insert(record.public_key.clone(), self.list.len());
+        self.key_ids.insert(record.key_id);
+        self.list.push(record);
+    }
+
+    fn remove(&mut self, index: usize) -> ApiKeyRecord {
+        let record = self.list.remove(index);
+        self.key_ids.remove(&record.key_id);
+        self.by_public_key.remove(&record.public_key);
+        // The rows after it moved down by one.
+        for position in self.by_public_key.values_mut() {
+            if *position > index {
+                *position -= 1;
+            }
+        }
+        record
+    }
+}
+
+impl Deref for Rows {
+    type Target = Vec<ApiKeyRecord>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.list
+    }
+}
+
+impl DerefMut for Rows {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.list
+    }
 }
 
 impl MemoryRepository {
@@ -28,7 +84,7 @@ impl MemoryRepository {
         Self::default()
     }
 
-    fn rows(&self) -> MutexGuard<'_, Vec<ApiKeyRecord>> {
+    fn rows(&self) -> MutexGuard<'_, Rows> {
         // A panic while holding the lock cannot leave a row half-written.
         crate::sync::lock(&self.rows)
     }
@@ -46,19 +102,16 @@ impl ApiKeyRepository for MemoryRepository {
         &self,
         public_key: &str,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        Ok(self
-            .rows()
-            .iter()
-            .find(|row| row.public_key == public_key)
-            .cloned())
+        let rows = self.rows();
+        Ok(rows
+            .by_public_key
+            .get(public_key)
+            .map(|&index| rows.list[index].clone()))
     }
 
     async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
         let mut rows = self.rows();
-        if rows
-            .iter()
-            .any(|row| row.key_id == record.key_id || row.public_key == record.public_key)
-        {
+        if rows.clashes(&record) {
             return Err(StoreError::Conflict);
         }
         rows.push(record);
@@ -67,15 +120,19 @@ impl ApiKeyRepository for MemoryRepository {
 
     async fn insert_many(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
         let mut rows = self.rows();
-        for (index, record) in records.iter().enumerate() {
-            let clash = |row: &ApiKeyRecord| {
-                row.key_id == record.key_id || row.public_key == record.public_key
-            };
-            if rows.iter().any(clash) || records[..index].iter().any(clash) {
+        let mut key_ids = HashSet::with_capacity(records.len());
+        let mut public_keys = HashSet::with_capacity(records.len());
+        for record in &records {
+            if rows.clashes(record)
+                || !key_ids.insert(record.key_id)
+                || !public_keys.insert(record.public_key.as_str())
+            {
                 return Err(StoreError::Conflict);
             }
         }
-        rows.extend(records);
+        for record in records {
+            rows.push(record);
+        }
         Ok(())
     }
 
@@ -143,11 +200,11 @@ impl ApiKeyRepository for MemoryRepository {
             return Ok(RotateOutcome::NotActive);
         }
         let successor = &rotation.successor;
-        if rows.iter().any(|row| {
-            row.rotated_from == successor.rotated_from
-                || row.key_id == successor.key_id
-                || row.public_key == successor.public_key
-        }) {
+        if rows.clashes(successor)
+            || rows
+                .iter()
+                .any(|row| row.rotated_from == successor.rotated_from)
+        {
             return Ok(RotateOutcome::AlreadyRotated);
         }
         match rotation.old_key {
@@ -266,4 +323,63 @@ impl ApiKeyRepository for MemoryRepository {
 /// Whether the key can still validate: active and not past its expiry.
 fn still_valid(row: &ApiKeyRecord, now: DateTime<Utc>) -> bool {
     row.status == KeyStatus::Active && row.expires_at.is_none_or(|at| at > now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{key::KeyPair, test_support::row};
+
+    fn record() -> ApiKeyRecord {
+        row(&KeyPair::generate().unwrap(), Uuid::new_v4())
+    }
+
+    #[tokio::test]
+    async fn the_indexes_follow_inserts_and_deletes() {
+        let repository = MemoryRepository::new();
+        let [a, b, c] = [record(), record(), record()];
+        repository.insert(a.clone()).await.unwrap();
+        repository
+            .insert_many(vec![b.clone(), c.clone()])
+            .await
+            .unwrap();
+        assert!(matches!(
+            repository.insert(a.clone()).await,
+            Err(StoreError::Conflict)
+        ));
+        let removed = repository.delete(b.account_id, b.key_id).await.unwrap();
+        assert_eq!(removed.map(|row| row.key_id), Some(b.key_id));
+        for (kept, expected) in [(&a, true), (&b, false), (&c, true)] {
+            let found = repository
+                .find_by_public_key(&kept.public_key)
+                .await
+                .unwrap();
+            assert_eq!(
+                found.map(|row| row.key_id == kept.key_id),
+                expected.then_some(true)
+            );
+        }
+        // A deleted key's public key and id are free again.
+        repository.insert(b.clone()).await.unwrap();
+        let found = repository.find_by_public_key(&b.public_key).await.unwrap();
+        assert_eq!(found.map(|row| row.key_id), Some(b.key_id));
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_a_clash_inserts_nothing() {
+        let repository = MemoryRepository::new();
+        let stored = record();
+        repository.insert(stored.clone()).await.unwrap();
+        let fresh = record();
+        let twice = vec![fresh.clone(), fresh.clone()];
+        let clashing = vec![record(), stored.clone()];
+        for batch in [twice, clashing] {
+            let first = batch[0].public_key.clone();
+            assert!(matches!(
+                repository.insert_many(batch).await,
+                Err(StoreError::Conflict)
+            ));
+            assert_eq!(repository.find_by_public_key(&first).await.unwrap(), None);
+        }
+    }
 }
