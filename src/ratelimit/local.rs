@@ -153,13 +153,15 @@ where
         }
     }
 
-    /// Counts one request of `key_id` against `limit`. A key whose limit
-    /// changed starts afresh under the new one.
+    /// [`check_rated`](Self::check_rated) without the policy value.
+    #[cfg(test)]
     pub(crate) fn check(&self, key_id: Uuid, limit: RateLimit) -> Decision {
         self.entry(key_id, limit).check()
     }
 
-    /// [`check`](Self::check), with the limit's `RateLimit-Policy` value.
+    /// Counts one request of `key_id` against `limit`, with the limit's
+    /// `RateLimit-Policy` value. A key whose limit changed starts afresh
+    /// under the new one.
     pub(crate) fn check_rated(&self, key_id: Uuid, limit: RateLimit) -> Rated {
         let entry = self.entry(key_id, limit);
         Rated {

@@ -253,10 +253,8 @@ impl RateLimiter {
     /// Once the key is tracked, allocates nothing of its own: a read-locked
     /// map lookup and one compare-and-swap.
     pub fn check_local(&self, key_id: Uuid, limit: RateLimit) -> Option<Decision> {
-        if self.is_cluster_wide() {
-            return None;
-        }
-        Some(self.local.check(key_id, limit))
+        self.check_local_rated(key_id, limit)
+            .map(|rated| rated.decision)
     }
 
     /// [`check_local`](Self::check_local), with the limit's
