@@ -14,7 +14,10 @@ use std::{
 use chrono::{DateTime, Utc};
 use quick_cache::sync::Cache;
 
+use uuid::Uuid;
+
 use crate::{
+    day_count::{Counted, DayCount},
     hash::SecretHash,
     identity::AuthenticatedKey,
     key::KEY_LEN,
@@ -45,6 +48,18 @@ pub(crate) struct CachedKey {
     pub(crate) pepper: Option<usize>,
     /// For a key hashed with a previous pepper: what its re-hash needs.
     pub(crate) rehash: Option<Box<Rehash>>,
+    /// The requests the layer let through with this entry, not yet flushed.
+    usage: DayCount,
+}
+
+impl Counted for CachedKey {
+    fn key_id(&self) -> Uuid {
+        self.key.key_id().into_inner()
+    }
+
+    fn day_count(&self) -> &DayCount {
+        &self.usage
+    }
 }
 
 /// A key whose hash was made with a previous pepper, to be re-hashed under the
@@ -85,7 +100,7 @@ impl CachedKey {
             AuthenticatedKey::new(
                 record.account_id.into(),
                 record.key_id.into(),
-                Arc::from(record.public_key),
+                &record.public_key,
                 record.expires_at,
                 record.scopes,
                 record.metadata,
@@ -134,6 +149,7 @@ impl CachedKey {
             last_used,
             pepper: Some(0),
             rehash: None,
+            usage: DayCount::default(),
         }
     }
 
@@ -304,7 +320,7 @@ mod tests {
             AuthenticatedKey::new(
                 AccountId::new(Uuid::new_v4()),
                 ApiKeyId::new(Uuid::new_v4()),
-                Arc::from("pk_x"),
+                "pk_x",
                 None,
                 None,
                 None,

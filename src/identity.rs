@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
+    key::KEY_LEN,
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
 };
@@ -81,18 +82,45 @@ uuid_newtype!(
 pub struct AuthenticatedKey {
     account_id: AccountId,
     key_id: ApiKeyId,
-    public_key: Arc<str>,
+    public_key: KeyText,
     expires_at: Option<DateTime<Utc>>,
     scopes: Option<Scopes>,
     metadata: Option<Metadata>,
     rate_limit: Option<RateLimit>,
 }
 
+/// A public key's text: inline when it has the generated length, as every
+/// key the layer admits does, so that a copy for a request's extensions
+/// writes no memory other threads share (no reference count); otherwise
+/// shared.
+#[derive(Clone, PartialEq, Eq)]
+enum KeyText {
+    Inline([u8; KEY_LEN]),
+    Shared(Arc<str>),
+}
+
+impl KeyText {
+    fn new(text: &str) -> Self {
+        match <[u8; KEY_LEN]>::try_from(text.as_bytes()) {
+            Ok(bytes) => Self::Inline(bytes),
+            Err(_) => Self::Shared(Arc::from(text)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // The bytes were copied from a `&str`: this never falls back.
+            Self::Inline(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
+            Self::Shared(text) => text,
+        }
+    }
+}
+
 impl AuthenticatedKey {
     pub(crate) fn new(
         account_id: AccountId,
         key_id: ApiKeyId,
-        public_key: Arc<str>,
+        public_key: &str,
         expires_at: Option<DateTime<Utc>>,
         scopes: Option<Scopes>,
         metadata: Option<Metadata>,
@@ -100,7 +128,7 @@ impl AuthenticatedKey {
         Self {
             account_id,
             key_id,
-            public_key,
+            public_key: KeyText::new(public_key),
             expires_at,
             scopes,
             metadata,
@@ -131,7 +159,7 @@ impl AuthenticatedKey {
 
     /// The key's public half, `pk_…` (not secret).
     pub fn public_key(&self) -> &str {
-        &self.public_key
+        self.public_key.as_str()
     }
 
     /// When the key expires, if it does.
@@ -173,11 +201,43 @@ impl fmt::Debug for AuthenticatedKey {
         f.debug_struct("AuthenticatedKey")
             .field("account_id", &self.account_id)
             .field("key_id", &self.key_id)
-            .field("public_key", &&*self.public_key)
+            .field("public_key", &self.public_key.as_str())
             .field("expires_at", &self.expires_at)
             .field("scopes", &self.scopes)
             .field("metadata", &self.metadata)
             .field("rate_limit", &self.rate_limit)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(public_key: &str) -> AuthenticatedKey {
+        let id = Uuid::new_v4();
+        AuthenticatedKey::new(id.into(), id.into(), public_key, None, None, None)
+    }
+
+    #[test]
+    fn the_public_key_reads_back_whatever_its_length() {
+        let generated = "pk_yrnTu6uwTKEiuUnscbyAm7BdtEt8Wmij";
+        for text in [generated, "pk_x", "", "pk_é-not-generated-but-35-bytes-xy"] {
+            let key = key(text);
+            assert_eq!(key.public_key(), text);
+            assert_eq!(key.clone().public_key(), text);
+            assert!(format!("{key:?}").contains(&format!("{text:?}")));
+        }
+        assert!(matches!(key(generated).public_key, KeyText::Inline(_)));
+        assert!(matches!(key("pk_x").public_key, KeyText::Shared(_)));
+    }
+
+    #[test]
+    fn keys_with_the_same_text_are_equal() {
+        let one = key("pk_yrnTu6uwTKEiuUnscbyAm7BdtEt8Wmij");
+        let mut other = one.clone();
+        assert_eq!(one, other);
+        other.public_key = KeyText::new("pk_Ndhz3gUiu1AV2DSc6pHgH89HNra53GZI");
+        assert_ne!(one, other);
     }
 }

@@ -31,6 +31,7 @@
 mod auth;
 mod body;
 mod cache;
+mod day_count;
 pub mod entity;
 #[cfg(feature = "axum")]
 mod extract;

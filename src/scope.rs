@@ -275,7 +275,7 @@ mod tests {
         AuthenticatedKey::new(
             AccountId::new(Uuid::new_v4()),
             ApiKeyId::new(Uuid::new_v4()),
-            Arc::from("pk_x"),
+            "pk_x",
             None,
             scopes.map(|scopes| Scopes::new(scopes).unwrap()),
             None,

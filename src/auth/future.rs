@@ -144,7 +144,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let _entered = this.span.enter();
+        // A disabled span has nothing to enter.
+        let _entered = (!this.span.is_disabled()).then(|| this.span.enter());
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { future, rate } => {

@@ -514,7 +514,7 @@ mod tests {
         let key = crate::AuthenticatedKey::new(
             account,
             created.key.key_id,
-            created.key.public_key.as_str().into(),
+            created.key.public_key.as_str(),
             None,
             None,
             None,

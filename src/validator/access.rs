@@ -2,11 +2,11 @@
 //! boundary (the key manager), hashing of new secrets, the limits and metrics
 //! (the layer), the peppers (pepper status).
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use super::{ApiKeyValidator, admission::Limits};
 use crate::{
-    hash::SecretHash, identity::AuthenticatedKey, ring::PepperId, store::Store,
+    cache::CachedKey, hash::SecretHash, identity::AuthenticatedKey, ring::PepperId, store::Store,
     telemetry::Telemetry,
 };
 
@@ -42,11 +42,19 @@ impl ApiKeyValidator {
         &self.inner.telemetry
     }
 
-    /// Counts a request the layer lets through (usage metering).
-    pub(crate) fn count_request(&self, key: &AuthenticatedKey, now: Instant) {
-        self.inner
-            .writer
-            .count_request_at(key.key_id().into_inner(), now);
+    /// Counts a request the layer lets through (usage metering): in the
+    /// key's cache entry when there is one, else in the writer's maps.
+    pub(crate) fn count_request(
+        &self,
+        key: &AuthenticatedKey,
+        entry: Option<&Arc<CachedKey>>,
+        now: Instant,
+    ) {
+        let writer = &self.inner.writer;
+        match entry {
+            Some(entry) => writer.count_request_in(entry, now),
+            None => writer.count_request_at(key.key_id().into_inner(), now),
+        }
     }
 
     /// The ids of the peppers this validator holds, current first.

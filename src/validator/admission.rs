@@ -3,9 +3,11 @@
 //! metering. Shared by the layer's cache-hit path (answered at once when the
 //! limiter is in-process) and its store path (awaited).
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
+use super::Hit;
 use crate::{
+    cache::CachedKey,
     identity::AuthenticatedKey,
     ratelimit::{RateLimit, RateLimitUnavailable, RateLimiter, headers::Rated},
     rejection::Rejection,
@@ -58,16 +60,17 @@ impl ApiKeyValidator {
 
     /// Admits or refuses an authenticated key without awaiting, when it can;
     /// `now` is the request's clock reading.
-    pub(crate) fn admit_now(&self, key: AuthenticatedKey, now: Instant) -> Now {
+    pub(crate) fn admit_now(&self, hit: Hit, now: Instant) -> Now {
+        let Hit { key, entry } = hit;
         let Some(limit) = self.limit_of(&key) else {
-            return Now::Decided(Ok(self.admitted(key, None, now)));
+            return Now::Decided(Ok(self.admitted(key, None, now, Some(&entry))));
         };
         match self
             .limits()
             .limiter
             .check_local_rated(key.key_id().into_inner(), limit)
         {
-            Some(rated) => Now::Decided(self.decide(key, rated, now)),
+            Some(rated) => Now::Decided(self.decide(key, rated, now, Some(&entry))),
             None => Now::Later(key),
         }
     }
@@ -76,7 +79,7 @@ impl ApiKeyValidator {
     /// validator has one.
     pub(crate) async fn admit(&self, key: AuthenticatedKey) -> Result<Admitted, Refused> {
         let Some(limit) = self.limit_of(&key) else {
-            return Ok(self.admitted(key, None, Instant::now()));
+            return Ok(self.admitted(key, None, Instant::now(), None));
         };
         match self
             .limits()
@@ -84,7 +87,7 @@ impl ApiKeyValidator {
             .check_rated(key.key_id().into_inner(), limit)
             .await
         {
-            Ok(rated) => self.decide(key, rated, Instant::now()),
+            Ok(rated) => self.decide(key, rated, Instant::now(), None),
             // Only with `OnRedisError::Refuse`: answered like a store outage.
             Err(RateLimitUnavailable) => {
                 self.telemetry().verified(Err(Rejection::StoreUnavailable));
@@ -98,9 +101,10 @@ impl ApiKeyValidator {
         key: AuthenticatedKey,
         rated: Rated,
         now: Instant,
+        entry: Option<&Arc<CachedKey>>,
     ) -> Result<Admitted, Refused> {
         if rated.decision.allowed {
-            Ok(self.admitted(key, Some(rated), now))
+            Ok(self.admitted(key, Some(rated), now, entry))
         } else {
             self.telemetry().verified(Err(Rejection::RateLimited));
             Err(Refused {
@@ -110,9 +114,17 @@ impl ApiKeyValidator {
         }
     }
 
-    fn admitted(&self, key: AuthenticatedKey, rate: Option<Rated>, now: Instant) -> Admitted {
+    /// Counts the request (in `entry`, the key's cache entry, when the
+    /// cache answered) and lets it through.
+    fn admitted(
+        &self,
+        key: AuthenticatedKey,
+        rate: Option<Rated>,
+        now: Instant,
+        entry: Option<&Arc<CachedKey>>,
+    ) -> Admitted {
         self.telemetry().verified(Ok(()));
-        self.count_request(&key, now);
+        self.count_request(&key, entry, now);
         Admitted { key, rate }
     }
 }

@@ -35,6 +35,13 @@ use crate::{
     writer::{BatchWriter, Flusher},
 };
 
+/// A key the cache answered for, with its cache entry (which counts the
+/// key's requests, see [`admission`]).
+pub(crate) struct Hit {
+    pub(crate) key: AuthenticatedKey,
+    pub(crate) entry: Arc<CachedKey>,
+}
+
 /// Most keys remembered as already warned about an unknown pepper.
 const MAX_WARNED_KEYS: usize = 10_000;
 
@@ -108,7 +115,7 @@ impl ApiKeyValidator {
         let credential =
             Credential::parse(credential).map_err(|_| Rejection::MalformedCredential)?;
         match self.check_cached(&credential, Instant::now()) {
-            Some(result) => result,
+            Some(result) => result.map(|hit| hit.key),
             None => {
                 self.check_store(credential.public_key(), credential.secret_key())
                     .await
@@ -123,12 +130,13 @@ impl ApiKeyValidator {
         &self,
         credential: &Credential<'_>,
         now: Instant,
-    ) -> Option<Result<AuthenticatedKey, Rejection>> {
+    ) -> Option<Result<Hit, Rejection>> {
         let inner = &*self.inner;
         if let Some(entry) = inner.cache.get(credential.public_key(), now) {
             if now < entry.fresh_until {
                 inner.telemetry.hit.increment(1);
-                return Some(self.check_entry(&entry, credential.secret_key(), now));
+                let checked = self.check_entry(&entry, credential.secret_key(), now);
+                return Some(checked.map(|key| Hit { key, entry }));
             }
             inner.telemetry.miss.increment(1);
             return None;
