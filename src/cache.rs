@@ -13,7 +13,6 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use quick_cache::sync::Cache;
-
 use uuid::Uuid;
 
 use crate::{
