@@ -19,7 +19,7 @@ use crate::{
     day_count::{Counted, DayCount},
     hash::SecretHash,
     identity::AuthenticatedKey,
-    key::KEY_LEN,
+    key::PublicKeyBytes,
     ring::Hashers,
     store::{ApiKeyRecord, KeyStatus, StoredHash},
     writer::LastRecorded,
@@ -186,18 +186,6 @@ pub(crate) struct CacheConfig {
     pub(crate) capacity: u64,
     pub(crate) negative_capacity: u64,
     pub(crate) negative_ttl: Duration,
-}
-
-/// A public key as the caches hold it: its bytes, inline. Only a key of the
-/// credential's shape (`pk_` and 32 characters) is ever cached.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct PublicKeyBytes([u8; KEY_LEN]);
-
-impl PublicKeyBytes {
-    /// `None` for a string of another length, which no cached key has.
-    fn new(public_key: &str) -> Option<Self> {
-        public_key.as_bytes().try_into().ok().map(Self)
-    }
 }
 
 /// Both caches. Writes that race with invalidations are ordered by the
@@ -430,8 +418,23 @@ mod tests {
     }
 
     #[test]
+    fn a_capacity_of_zero_does_not_panic() {
+        let cache = KeyCache::new(CacheConfig {
+            capacity: 0,
+            negative_capacity: 0,
+            negative_ttl: Duration::from_secs(30),
+        });
+        cache.insert_known(A, Arc::new(entry(Instant::now(), None)));
+        cache.insert_unknown(B);
+        let _ = cache.get(A, Instant::now());
+        let _ = cache.is_known_unknown(B, Instant::now());
+        let counts = cache.entry_counts();
+        assert!(counts.known <= 1 && counts.unknown <= 1, "{counts:?}");
+    }
+
+    #[test]
     fn only_keys_of_the_credential_shape_are_cached() {
-        assert_eq!(A.len(), KEY_LEN);
+        assert_eq!(A.len(), crate::key::KEY_LEN);
         let cache = cache();
         cache.insert_known("pk_short", Arc::new(entry(Instant::now(), None)));
         cache.insert_unknown("pk_short");

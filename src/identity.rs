@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    key::KEY_LEN,
+    key::PublicKeyBytes,
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
 };
@@ -95,22 +95,18 @@ pub struct AuthenticatedKey {
 /// shared.
 #[derive(Clone, PartialEq, Eq)]
 enum KeyText {
-    Inline([u8; KEY_LEN]),
+    Inline(PublicKeyBytes),
     Shared(Arc<str>),
 }
 
 impl KeyText {
     fn new(text: &str) -> Self {
-        match <[u8; KEY_LEN]>::try_from(text.as_bytes()) {
-            Ok(bytes) => Self::Inline(bytes),
-            Err(_) => Self::Shared(Arc::from(text)),
-        }
+        PublicKeyBytes::new(text).map_or_else(|| Self::Shared(Arc::from(text)), Self::Inline)
     }
 
     fn as_str(&self) -> &str {
         match self {
-            // The bytes were copied from a `&str`: this never falls back.
-            Self::Inline(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
+            Self::Inline(bytes) => bytes.as_str(),
             Self::Shared(text) => text,
         }
     }

@@ -229,6 +229,25 @@ pub struct RandomSourceError(getrandom::Error);
 #[error("invalid API key format, expected pk_xxx:sk_xxx")]
 pub struct MalformedCredential;
 
+/// A public key's text of the generated length (`pk_` and 32 characters),
+/// held inline: what the caches key on and what an
+/// [`AuthenticatedKey`](crate::AuthenticatedKey) carries.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PublicKeyBytes([u8; KEY_LEN]);
+
+impl PublicKeyBytes {
+    /// `None` for a text of another length.
+    pub(crate) fn new(public_key: &str) -> Option<Self> {
+        public_key.as_bytes().try_into().ok().map(Self)
+    }
+
+    /// The text back.
+    pub(crate) fn as_str(&self) -> &str {
+        // The bytes were copied from a `&str`: this never falls back.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 fn is_key_shaped(value: &[u8], prefix: &str) -> bool {
     value.len() == KEY_LEN
         && value.starts_with(prefix.as_bytes())
