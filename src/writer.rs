@@ -27,9 +27,10 @@ use crate::{
 /// different keys rarely wait for one another.
 const USAGE_SHARDS: usize = 16;
 
-/// Requests counted per `(key id, UTC day as days since 1970-01-01)`. Hashed
-/// with aHash (randomly keyed, as `std`'s SipHash is, and about twice as fast
-/// on a 20-byte key): the map is written on every admitted request.
+/// Requests counted per `(key id, UTC day as days since 1970-01-01)` that no
+/// cache entry could hold (see [`BatchWriter::count_request_in`]), and counts
+/// put back after a failed write. Hashed with aHash (randomly keyed, as
+/// `std`'s SipHash is, and about twice as fast on a 20-byte key).
 type UsageShard = Mutex<UsageMap>;
 type UsageMap = HashMap<(Uuid, i32), u64, quick_cache::DefaultHashBuilder>;
 
@@ -114,6 +115,11 @@ impl WallClock {
     }
 }
 
+/// The shard of `shards` that holds `key_id`.
+fn shard_of<T>(key_id: Uuid, shards: &[T; USAGE_SHARDS]) -> &T {
+    &shards[usize::from(key_id.as_bytes()[15]) % USAGE_SHARDS]
+}
+
 /// Whole seconds of `d`, as `i64`.
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
@@ -190,27 +196,21 @@ impl BatchWriter {
         }
     }
 
-    /// Counts one request the authentication layer let through with `key_id`
-    /// (usage metering, CONTRACT §9.4), on the UTC day of `now` (the
-    /// request's monotonic time). The day is read off `now` through the
-    /// writer's clock offset (exact to within a second and the drift since the
-    /// last flush), so the request path reads no wall clock: one lock of one
-    /// of [`USAGE_SHARDS`] maps, and no allocation once the key has been
-    /// counted that day (the maps keep their size across flushes).
-    pub(crate) fn count_request_at(&self, key_id: Uuid, now: Instant) {
-        self.add_usage(key_id, self.day_of(now), 1);
-    }
-
-    /// As [`Self::count_request_at`], in the count `entry` carries: one
-    /// atomic operation on memory the cache hit has just read, and a lock only
-    /// for the first count after a flush (to queue the entry). A count the
-    /// entry cannot take (the day changed and the old day's count is not yet
-    /// flushed) goes to the maps.
+    /// Counts one request the authentication layer let through (usage
+    /// metering, CONTRACT §9.4) in `entry`, the cache entry its key was
+    /// checked against, on the UTC day of `now` (the request's monotonic
+    /// time). The day is read off `now` through the writer's clock offset
+    /// (exact to within a second and the drift since the last flush), so the
+    /// request path reads no wall clock. One atomic operation on memory the
+    /// check has just read, and a lock only for the first count after a flush
+    /// (to queue the entry). A count the entry cannot take (the day changed
+    /// and the old day's count is not yet flushed) goes to one of
+    /// [`USAGE_SHARDS`] maps, which keep their size across flushes.
     pub(crate) fn count_request_in<T: Counted + 'static>(&self, entry: &Arc<T>, now: Instant) {
         let day = self.day_of(now);
         match entry.day_count().add(day) {
             Added::Counted => {}
-            Added::First => lock(self.shard_of(entry.key_id(), &self.counted)).push(entry.clone()),
+            Added::First => lock(shard_of(entry.key_id(), &self.counted)).push(entry.clone()),
             Added::Elsewhere => self.add_usage(entry.key_id(), day, 1),
         }
     }
@@ -221,14 +221,9 @@ impl BatchWriter {
         i32::try_from(day).unwrap_or(i32::MAX)
     }
 
-    /// The shard of `shards` that holds `key_id`.
-    fn shard_of<'a, T>(&self, key_id: Uuid, shards: &'a [T; USAGE_SHARDS]) -> &'a T {
-        &shards[usize::from(key_id.as_bytes()[15]) % USAGE_SHARDS]
-    }
-
     /// Adds `requests` to the count of `key_id` on `day`.
     fn add_usage(&self, key_id: Uuid, day: i32, requests: u64) {
-        let mut shard = lock(self.shard_of(key_id, &self.usage));
+        let mut shard = lock(shard_of(key_id, &self.usage));
         let count = shard.entry((key_id, day)).or_insert(0);
         *count = count.saturating_add(requests);
     }
@@ -603,12 +598,24 @@ mod tests {
         assert_only_unwritten_chunks_retried(&repository, &writer, &expected).await;
     }
 
+    /// A writer over `repository` with `throttle` (2 s store timeout).
+    fn throttled(repository: &Scripted, throttle: Duration) -> BatchWriter {
+        BatchWriter::new(
+            Store::new(repository.clone(), Duration::from_secs(2)),
+            throttle,
+        )
+    }
+
+    impl BatchWriter {
+        /// Counts a request in the maps, as a count no cache entry can hold.
+        fn count_in_maps(&self, key_id: Uuid, now: Instant) {
+            self.add_usage(key_id, self.day_of(now), 1);
+        }
+    }
+
     #[test]
     fn put_back_keeps_a_newer_pending_value() {
-        let writer = BatchWriter::new(
-            Store::new(Scripted::default(), Duration::from_secs(2)),
-            Duration::from_secs(900),
-        );
+        let writer = usage_writer(&Scripted::default());
         let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
         let older = DateTime::from_timestamp(1_767_225_600, 500).unwrap();
         let newer = older + TimeDelta::seconds(5);
@@ -620,17 +627,9 @@ mod tests {
         assert_eq!(writer.pending_for(b), Some(newer));
     }
 
-    /// A writer over a scripted store, with `throttle`.
-    fn throttled(throttle: Duration) -> BatchWriter {
-        BatchWriter::new(
-            Store::new(Scripted::default(), Duration::from_secs(2)),
-            throttle,
-        )
-    }
-
     #[test]
     fn a_use_is_recorded_once_per_throttle_interval() {
-        let writer = throttled(Duration::from_secs(900));
+        let writer = throttled(&Scripted::default(), Duration::from_secs(900));
         let key_id = Uuid::from_u128(1);
         let start = DateTime::from_timestamp(1_767_225_600, 0).unwrap();
         let last = LastRecorded::new(None);
@@ -649,7 +648,7 @@ mod tests {
 
     #[test]
     fn a_use_on_the_monotonic_clock_is_throttled_and_recorded_at_wall_time() {
-        let writer = throttled(Duration::from_secs(900));
+        let writer = throttled(&Scripted::default(), Duration::from_secs(900));
         let key_id = Uuid::from_u128(1);
         let last = LastRecorded::new(None);
         let now = Instant::now();
@@ -668,7 +667,7 @@ mod tests {
             0,
             "the wall clock is still within the interval"
         );
-        let unthrottled = throttled(Duration::ZERO);
+        let unthrottled = throttled(&Scripted::default(), Duration::ZERO);
         for _ in 0..2 {
             unthrottled.record_use(key_id, &last, Instant::now());
             assert_eq!(unthrottled.pending_len(), 1);
@@ -680,11 +679,9 @@ mod tests {
         assert_eq!(writer.pending_for(Uuid::from_u128(2)), None);
     }
 
+    /// A writer over `repository` (2 s store timeout, 900 s throttle).
     fn usage_writer(repository: &Scripted) -> BatchWriter {
-        BatchWriter::new(
-            Store::new(repository.clone(), Duration::from_secs(2)),
-            Duration::from_secs(900),
-        )
+        throttled(repository, Duration::from_secs(900))
     }
 
     /// The pending counts, summed over the shards.
@@ -720,9 +717,9 @@ mod tests {
         let key = Uuid::new_v4();
         let now = Instant::now();
         let today = today();
-        writer.count_request_at(key, now);
-        writer.count_request_at(key, now + Duration::from_secs(86_400));
-        writer.count_request_at(key, now + Duration::from_secs(2 * 86_400));
+        writer.count_in_maps(key, now);
+        writer.count_in_maps(key, now + Duration::from_secs(86_400));
+        writer.count_in_maps(key, now + Duration::from_secs(2 * 86_400));
         let mut days: Vec<_> = pending_usage(&writer)
             .into_iter()
             .map(|((_, day), requests)| (day, requests))
@@ -740,9 +737,9 @@ mod tests {
         let writer = usage_writer(&repository);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         for _ in 0..5 {
-            writer.count_request_at(a, Instant::now());
+            writer.count_in_maps(a, Instant::now());
         }
-        writer.count_request_at(b, Instant::now());
+        writer.count_in_maps(b, Instant::now());
         let yesterday = today() - 1;
         writer.add_usage(a, yesterday, 2);
         let pending = pending_usage(&writer);
@@ -776,7 +773,7 @@ mod tests {
         assert_eq!(stored_usage(&repository, b).await, [(now, 1)]);
 
         // A later flush adds to what is stored.
-        writer.count_request_at(a, Instant::now());
+        writer.count_in_maps(a, Instant::now());
         writer.flush().await.unwrap();
         assert_eq!(stored_usage(&repository, a).await, [(now, 6), (before, 2)]);
         // With nothing counted, no store call.
@@ -820,7 +817,7 @@ mod tests {
             writer.count_request_in(&first, now);
         }
         writer.count_request_in(&second, now);
-        writer.count_request_at(key, now);
+        writer.count_in_maps(key, now);
         // The next day, while the first day's count waits: into the maps.
         writer.count_request_in(&second, now + Duration::from_secs(86_400));
         assert_eq!(writer.pending_len(), 2 + 2, "two entries, two map counts");
@@ -862,7 +859,7 @@ mod tests {
                     for i in 0..EACH as usize {
                         let entry = &entries[(thread + i) % entries.len()];
                         if i % 10 == 0 {
-                            writer.count_request_at(entry.key_id, Instant::now());
+                            writer.count_in_maps(entry.key_id, Instant::now());
                         } else {
                             writer.count_request_in(entry, Instant::now());
                         }
@@ -904,14 +901,14 @@ mod tests {
         let writer = usage_writer(&repository);
         let key = Uuid::new_v4();
         for _ in 0..3 {
-            writer.count_request_at(key, Instant::now());
+            writer.count_in_maps(key, Instant::now());
         }
         repository.fail_usage_from.store(1, Ordering::SeqCst);
         let err = writer.flush().await.unwrap_err();
         assert!(err.to_string().contains("injected failure"), "{err}");
         assert_eq!(pending_usage(&writer)[&(key, today())], 3, "put back");
-        writer.count_request_at(key, Instant::now());
-        writer.count_request_at(key, Instant::now());
+        writer.count_in_maps(key, Instant::now());
+        writer.count_in_maps(key, Instant::now());
         assert_eq!(
             pending_usage(&writer)[&(key, today())],
             5,
@@ -968,7 +965,7 @@ mod tests {
         let repository = Scripted::default();
         let (writer, expected) = setup(&repository, 3, Duration::from_secs(2)).await;
         let key = *expected.keys().next().unwrap();
-        writer.count_request_at(key, Instant::now());
+        writer.count_in_maps(key, Instant::now());
         repository.fail_flush_call(1, false);
         assert!(writer.flush().await.is_err());
         assert_eq!(
@@ -979,7 +976,7 @@ mod tests {
         assert_eq!(writer.pending().len(), 3, "uses put back");
 
         repository.heal_flushes();
-        writer.count_request_at(key, Instant::now());
+        writer.count_in_maps(key, Instant::now());
         repository.fail_usage_from.store(1, Ordering::SeqCst);
         assert!(writer.flush().await.is_err());
         assert_eq!(stored(&repository).await, expected, "uses written");
@@ -995,8 +992,7 @@ mod tests {
                 let (writer, keys) = (Arc::clone(&writer), Arc::clone(&keys));
                 std::thread::spawn(move || {
                     for i in 0..10_000 {
-                        writer
-                            .count_request_at(keys[(thread * 7 + i) % keys.len()], Instant::now());
+                        writer.count_in_maps(keys[(thread * 7 + i) % keys.len()], Instant::now());
                     }
                 })
             })
@@ -1017,7 +1013,7 @@ mod tests {
             "64 random keys use {used} of 16 shards"
         );
         for key in keys.iter() {
-            assert!(lock(writer.shard_of(*key, &writer.usage)).contains_key(&(*key, today())));
+            assert!(lock(shard_of(*key, &writer.usage)).contains_key(&(*key, today())));
         }
     }
 }

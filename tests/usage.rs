@@ -22,6 +22,7 @@ backend_tests!(
     days_out_of_range_or_not_a_number_is_400,
     another_accounts_key_is_404,
     a_request_refused_with_429_is_not_counted,
+    counts_outlive_their_cache_entry_and_reach_the_store_at_shutdown,
     the_store_adds_counts_over_chunks,
     a_hundred_thousand_requests_over_a_thousand_keys_count_exactly,
 );
@@ -316,6 +317,46 @@ async fn a_request_refused_with_429_is_not_counted(db: &TestDb) {
         1
     );
     assert_eq!(usage(&h, account, &key_id, "?days=2", 2).await, [2, 0]);
+}
+
+/// Requests count in the cache entry their key was checked against. An update
+/// replaces the key's entry (the next request asks the store again); the
+/// counts of both entries add up, and shutdown writes them without a flush
+/// being asked for.
+async fn counts_outlive_their_cache_entry_and_reach_the_store_at_shutdown(db: &TestDb) {
+    let probe = Probe::new(db.repo.clone());
+    let h = Harness::start(validator(probe.clone())).await;
+    let account = Uuid::new_v4();
+    let (key_id, credential) = create(&h, account, json!({"title": "before"})).await;
+    let (public_key, _) = credential.split_once(':').unwrap();
+    for _ in 0..3 {
+        assert_eq!(h.whoami(&credential).await.status(), StatusCode::OK);
+    }
+    let response = h
+        .client
+        .patch(h.url(&format!("/v1/api-keys/{key_id}")))
+        .header("x-account-id", account.to_string())
+        .json(&json!({"title": "after"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    for _ in 0..4 {
+        assert_eq!(h.whoami(&credential).await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        probe.lookups_of(public_key),
+        2,
+        "the update replaced the cached entry"
+    );
+    h.validator.shutdown().await;
+    let today = Utc::now().date_naive();
+    let stored = db
+        .repo
+        .usage(key_id.parse().unwrap(), today - TimeDelta::days(7))
+        .await
+        .unwrap();
+    assert_eq!(stored, [(today, 3 + 4)]);
 }
 
 /// The store itself: more rows than one statement writes, duplicates within

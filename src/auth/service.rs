@@ -172,9 +172,9 @@ where
                         span.in_scope(|| refusal_response(&*self.config.rejection, refused));
                     ResponseFuture::rejected(response, span)
                 }
-                Now::Later(key) => {
+                Now::Later(hit) => {
                     let validator = self.config.validator.clone();
-                    let check = Box::pin(async move { validator.admit(key).await });
+                    let check = Box::pin(async move { validator.admit(hit).await });
                     self.checking(check, request, span)
                 }
             },
@@ -185,7 +185,7 @@ where
                 let validator = self.config.validator.clone();
                 let check = Box::pin(async move {
                     match validator.check_store(&public_key, &secret_key).await {
-                        Ok(key) => validator.admit(key).await,
+                        Ok(hit) => validator.admit(hit).await,
                         Err(rejection) => {
                             validator.telemetry().verified(Err(rejection));
                             Err(rejection.into())

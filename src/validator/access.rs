@@ -6,8 +6,7 @@ use std::{sync::Arc, time::Instant};
 
 use super::{ApiKeyValidator, admission::Limits};
 use crate::{
-    cache::CachedKey, hash::SecretHash, identity::AuthenticatedKey, ring::PepperId, store::Store,
-    telemetry::Telemetry,
+    cache::CachedKey, hash::SecretHash, ring::PepperId, store::Store, telemetry::Telemetry,
 };
 
 impl ApiKeyValidator {
@@ -42,19 +41,10 @@ impl ApiKeyValidator {
         &self.inner.telemetry
     }
 
-    /// Counts a request the layer lets through (usage metering): in the
-    /// key's cache entry when there is one, else in the writer's maps.
-    pub(crate) fn count_request(
-        &self,
-        key: &AuthenticatedKey,
-        entry: Option<&Arc<CachedKey>>,
-        now: Instant,
-    ) {
-        let writer = &self.inner.writer;
-        match entry {
-            Some(entry) => writer.count_request_in(entry, now),
-            None => writer.count_request_at(key.key_id().into_inner(), now),
-        }
+    /// Counts a request the layer lets through (usage metering), in the
+    /// cache entry its key was checked against.
+    pub(crate) fn count_request(&self, entry: &Arc<CachedKey>, now: Instant) {
+        self.inner.writer.count_request_in(entry, now);
     }
 
     /// The ids of the peppers this validator holds, current first.

@@ -3,11 +3,10 @@
 //! metering. Shared by the layer's cache-hit path (answered at once when the
 //! limiter is in-process) and its store path (awaited).
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 
 use super::Hit;
 use crate::{
-    cache::CachedKey,
     identity::AuthenticatedKey,
     ratelimit::{RateLimit, RateLimitUnavailable, RateLimiter, headers::Rated},
     rejection::Rejection,
@@ -49,7 +48,7 @@ impl From<Rejection> for Refused {
 pub(crate) enum Now {
     Decided(Result<Admitted, Refused>),
     /// The limiter is in Redis: await [`ApiKeyValidator::admit`].
-    Later(AuthenticatedKey),
+    Later(Hit),
 }
 
 impl ApiKeyValidator {
@@ -61,33 +60,32 @@ impl ApiKeyValidator {
     /// Admits or refuses an authenticated key without awaiting, when it can;
     /// `now` is the request's clock reading.
     pub(crate) fn admit_now(&self, hit: Hit, now: Instant) -> Now {
-        let Hit { key, entry } = hit;
-        let Some(limit) = self.limit_of(&key) else {
-            return Now::Decided(Ok(self.admitted(key, None, now, Some(&entry))));
+        let Some(limit) = self.limit_of(&hit.key) else {
+            return Now::Decided(Ok(self.admitted(hit, None, now)));
         };
         match self
             .limits()
             .limiter
-            .check_local_rated(key.key_id().into_inner(), limit)
+            .check_local_rated(hit.key.key_id().into_inner(), limit)
         {
-            Some(rated) => Now::Decided(self.decide(key, rated, now, Some(&entry))),
-            None => Now::Later(key),
+            Some(rated) => Now::Decided(self.decide(hit, rated, now)),
+            None => Now::Later(hit),
         }
     }
 
     /// Admits or refuses an authenticated key, asking a shared limiter if the
     /// validator has one.
-    pub(crate) async fn admit(&self, key: AuthenticatedKey) -> Result<Admitted, Refused> {
-        let Some(limit) = self.limit_of(&key) else {
-            return Ok(self.admitted(key, None, Instant::now(), None));
+    pub(crate) async fn admit(&self, hit: Hit) -> Result<Admitted, Refused> {
+        let Some(limit) = self.limit_of(&hit.key) else {
+            return Ok(self.admitted(hit, None, Instant::now()));
         };
         match self
             .limits()
             .limiter
-            .check_rated(key.key_id().into_inner(), limit)
+            .check_rated(hit.key.key_id().into_inner(), limit)
             .await
         {
-            Ok(rated) => self.decide(key, rated, Instant::now(), None),
+            Ok(rated) => self.decide(hit, rated, Instant::now()),
             // Only with `OnRedisError::Refuse`: answered like a store outage.
             Err(RateLimitUnavailable) => {
                 self.telemetry().verified(Err(Rejection::StoreUnavailable));
@@ -96,15 +94,9 @@ impl ApiKeyValidator {
         }
     }
 
-    fn decide(
-        &self,
-        key: AuthenticatedKey,
-        rated: Rated,
-        now: Instant,
-        entry: Option<&Arc<CachedKey>>,
-    ) -> Result<Admitted, Refused> {
+    fn decide(&self, hit: Hit, rated: Rated, now: Instant) -> Result<Admitted, Refused> {
         if rated.decision.allowed {
-            Ok(self.admitted(key, Some(rated), now, entry))
+            Ok(self.admitted(hit, Some(rated), now))
         } else {
             self.telemetry().verified(Err(Rejection::RateLimited));
             Err(Refused {
@@ -114,18 +106,11 @@ impl ApiKeyValidator {
         }
     }
 
-    /// Counts the request (in `entry`, the key's cache entry, when the
-    /// cache answered) and lets it through.
-    fn admitted(
-        &self,
-        key: AuthenticatedKey,
-        rate: Option<Rated>,
-        now: Instant,
-        entry: Option<&Arc<CachedKey>>,
-    ) -> Admitted {
+    /// Counts the request, in the key's cache entry, and lets it through.
+    fn admitted(&self, hit: Hit, rate: Option<Rated>, now: Instant) -> Admitted {
         self.telemetry().verified(Ok(()));
-        self.count_request(&key, entry, now);
-        Admitted { key, rate }
+        self.count_request(&hit.entry, now);
+        Admitted { key: hit.key, rate }
     }
 }
 

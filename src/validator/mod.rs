@@ -35,8 +35,8 @@ use crate::{
     writer::{BatchWriter, Flusher},
 };
 
-/// A key the cache answered for, with its cache entry (which counts the
-/// key's requests, see [`admission`]).
+/// An authenticated key, with the cache entry it was checked against (which
+/// counts the key's requests, see [`admission`]).
 pub(crate) struct Hit {
     pub(crate) key: AuthenticatedKey,
     pub(crate) entry: Arc<CachedKey>,
@@ -116,10 +116,10 @@ impl ApiKeyValidator {
             Credential::parse(credential).map_err(|_| Rejection::MalformedCredential)?;
         match self.check_cached(&credential, Instant::now()) {
             Some(result) => result.map(|hit| hit.key),
-            None => {
-                self.check_store(credential.public_key(), credential.secret_key())
-                    .await
-            }
+            None => self
+                .check_store(credential.public_key(), credential.secret_key())
+                .await
+                .map(|hit| hit.key),
         }
     }
 
@@ -135,8 +135,7 @@ impl ApiKeyValidator {
         if let Some(entry) = inner.cache.get(credential.public_key(), now) {
             if now < entry.fresh_until {
                 inner.telemetry.hit.increment(1);
-                let checked = self.check_entry(&entry, credential.secret_key(), now);
-                return Some(checked.map(|key| Hit { key, entry }));
+                return Some(self.check_entry(entry, credential.secret_key(), now));
             }
             inner.telemetry.miss.increment(1);
             return None;
@@ -164,7 +163,7 @@ impl ApiKeyValidator {
         &self,
         public_key: &str,
         secret_key: &str,
-    ) -> Result<AuthenticatedKey, Rejection> {
+    ) -> Result<Hit, Rejection> {
         let inner = &*self.inner;
         let flight = inner.flights.join(public_key);
         let answer = flight
@@ -174,7 +173,7 @@ impl ApiKeyValidator {
         drop(flight);
         let now = Instant::now();
         match answer {
-            StoreAnswer::Found(entry) => self.check_entry(&entry, secret_key, now),
+            StoreAnswer::Found(entry) => self.check_entry(entry, secret_key, now),
             StoreAnswer::Unknown => {
                 inner
                     .hashers
@@ -184,7 +183,7 @@ impl ApiKeyValidator {
             }
             // Stale-if-error: a cached entry outlives its TTL by the grace period.
             StoreAnswer::Failed => match inner.cache.get(public_key, now) {
-                Some(entry) if !entry.is_expired(now) => self.check_entry(&entry, secret_key, now),
+                Some(entry) if !entry.is_expired(now) => self.check_entry(entry, secret_key, now),
                 _ => {
                     inner
                         .hashers

@@ -1,13 +1,13 @@
 //! The last step of a validation: the secret checked against a cached entry
 //! with one HMAC, whatever the entry says, and the bookkeeping of a success.
 
-use std::{sync::atomic::Ordering, time::Instant};
-
-use super::{ApiKeyValidator, MAX_WARNED_KEYS};
-use crate::{
-    cache::CachedKey, identity::AuthenticatedKey, rejection::Rejection, store::KeyStatus,
-    sync::lock,
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
 };
+
+use super::{ApiKeyValidator, Hit, MAX_WARNED_KEYS};
+use crate::{cache::CachedKey, rejection::Rejection, store::KeyStatus, sync::lock};
 
 impl ApiKeyValidator {
     /// Verifies `secret_key` against `entry`: one HMAC (with the pepper that
@@ -15,10 +15,10 @@ impl ApiKeyValidator {
     /// use and, for a hash made with a previous pepper, queues its re-hash once.
     pub(super) fn check_entry(
         &self,
-        entry: &CachedKey,
+        entry: Arc<CachedKey>,
         secret_key: &str,
         now: Instant,
-    ) -> Result<AuthenticatedKey, Rejection> {
+    ) -> Result<Hit, Rejection> {
         let inner = &*self.inner;
         // One HMAC whatever the entry says (with the pepper that made its hash),
         // so that every refusal costs the same.
@@ -42,7 +42,10 @@ impl ApiKeyValidator {
                 .rewrite(key_id, rehash.old_hash.clone(), secret_key);
             inner.writer.queue_rehash(rewrite);
         }
-        Ok(entry.key.clone())
+        Ok(Hit {
+            key: entry.key.clone(),
+            entry,
+        })
     }
 
     /// Logs, once per key, that a row names a pepper this validator does not
