@@ -50,6 +50,15 @@ impl Api {
             .header("x-account-id", self.account.to_string())
     }
 
+    /// The head of a JSON `POST /v1/api-keys` without its body's framing.
+    fn post_head(&self) -> String {
+        format!(
+            "POST /v1/api-keys HTTP/1.1\r\nhost: localhost\r\nx-account-id: {}\r\n\
+             content-type: application/json\r\n",
+            self.account
+        )
+    }
+
     async fn create(&self, body: Value) -> reqwest::Response {
         self.request(reqwest::Method::POST, "")
             .json(&body)
@@ -532,46 +541,210 @@ async fn an_oversized_body_is_413_declared_or_chunked(db: &TestDb) {
         413,
     )
     .await;
-    // Chunked (no Content-Length). The server answers before the body ends and
-    // closes the connection, so the request is written on a raw socket while
-    // the answer is read: an HTTP client would report the broken pipe instead.
-    let address = api.h.base.trim_start_matches("http://").to_owned();
-    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let (mut reader, mut writer) = stream.into_split();
-    let head = format!(
-        "POST /v1/api-keys HTTP/1.1\r\nhost: localhost\r\nx-account-id: {}\r\n\
-         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
-        api.account
+    // Chunked: no Content-Length, the limit is found while reading.
+    let chunks: Vec<Result<String, std::io::Error>> = big
+        .as_bytes()
+        .chunks(1000)
+        .map(|chunk| Ok(String::from_utf8(chunk.to_vec()).unwrap()))
+        .collect();
+    problem(
+        post()
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .send()
+            .await
+            .unwrap(),
+        413,
+    )
+    .await;
+    let mut raw = RawConnection::open(&api.h.base).await;
+    raw.write(&api.post_head(), big.as_bytes(), Framing::Chunked)
+        .await
+        .unwrap();
+    let (status, head, _) = raw.answer().await.expect("an answer");
+    assert_eq!(status, 413);
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
     );
-    let sending = tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        writer.write_all(head.as_bytes()).await?;
-        for chunk in big.as_bytes().chunks(1000) {
-            writer
-                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-                .await?;
-            writer.write_all(chunk).await?;
-            writer.write_all(b"\r\n").await?;
-        }
-        writer.write_all(b"0\r\n\r\n").await
-    });
-    let mut answer = Vec::new();
-    {
-        use tokio::io::AsyncReadExt;
-        let mut buffer = [0u8; 4096];
-        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            let read = reader.read(&mut buffer).await.unwrap();
-            assert!(read > 0, "the connection closed without an answer");
-            answer.extend_from_slice(&buffer[..read]);
+    assert_eq!(api.count().await, 0);
+}
+
+/// How a request body is framed on a raw connection.
+#[derive(Clone, Copy)]
+enum Framing {
+    Length,
+    Chunked,
+}
+
+/// One HTTP/1.1 connection on a raw socket, for what an HTTP client hides:
+/// whether the server read a body out and kept the connection open.
+struct RawConnection {
+    stream: tokio::net::TcpStream,
+    read: Vec<u8>,
+}
+
+impl RawConnection {
+    async fn open(base: &str) -> Self {
+        let stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        Self {
+            stream,
+            read: Vec::new(),
         }
     }
-    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
-    assert!(answer.starts_with("http/1.1 413 "), "{answer}");
-    assert!(
-        answer.contains("content-type: application/problem+json"),
-        "{answer}"
+
+    /// Writes `head` (request line and headers, each ending in CRLF) and
+    /// `body`, framed by Content-Length or in 1,000-byte chunks.
+    async fn write(&mut self, head: &str, body: &[u8], framing: Framing) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut request = head.as_bytes().to_vec();
+        match framing {
+            Framing::Length => {
+                request.extend_from_slice(
+                    format!("content-length: {}\r\n\r\n", body.len()).as_bytes(),
+                );
+                request.extend_from_slice(body);
+            }
+            Framing::Chunked => {
+                request.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+                for chunk in body.chunks(1000) {
+                    request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                    request.extend_from_slice(chunk);
+                    request.extend_from_slice(b"\r\n");
+                }
+                request.extend_from_slice(b"0\r\n\r\n");
+            }
+        }
+        self.stream.write_all(&request).await
+    }
+
+    /// Reads one answer: its status, its head in lower case, and its body by
+    /// Content-Length. `None` when the server closed the connection first.
+    async fn answer(&mut self) -> Option<(u16, String, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0u8; 4096];
+        let head_end = loop {
+            if let Some(end) = self.read.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            match self.stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return None,
+                Ok(read) => self.read.extend_from_slice(&buffer[..read]),
+            }
+        };
+        let head = String::from_utf8_lossy(&self.read[..head_end]).to_ascii_lowercase();
+        let status = head
+            .strip_prefix("http/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .expect("a status line");
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .expect("a content-length")
+            .trim()
+            .parse()
+            .unwrap();
+        while self.read.len() < head_end + length {
+            match self.stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return None,
+                Ok(read) => self.read.extend_from_slice(&buffer[..read]),
+            }
+        }
+        let body = self.read[head_end..head_end + length].to_vec();
+        self.read.drain(..head_end + length);
+        Some((status, head, body))
+    }
+}
+
+/// A refused body is read out before the answer, up to a bound: a client
+/// that writes its whole request first reads the answer, and its connection
+/// serves the next request. A body declared past the bound is refused before
+/// it is sent, and one streamed past it is cut off.
+#[tokio::test]
+async fn a_refused_body_is_read_out_and_the_connection_stays_open() {
+    let validator = ApiKeyValidator::new(tower_api_keys::store::MemoryRepository::new(), pepper());
+    let api = Api {
+        h: Harness::start(validator).await,
+        account: Uuid::new_v4(),
+    };
+    let big = format!("{{\"title\":\"{}\"}}", "t".repeat(300_000));
+    let list = format!(
+        "GET /v1/api-keys HTTP/1.1\r\nhost: localhost\r\nx-account-id: {}\r\n",
+        api.account
     );
-    let _ = sending.await;
+    let text_head = api.post_head().replace("application/json", "text/plain");
+    for (what, head, framing, status) in [
+        ("declared too long", api.post_head(), Framing::Length, 413),
+        ("streamed too long", api.post_head(), Framing::Chunked, 413),
+        ("not JSON", text_head.clone(), Framing::Length, 415),
+        ("not JSON, streamed", text_head, Framing::Chunked, 415),
+    ] {
+        let mut raw = RawConnection::open(&api.h.base).await;
+        raw.write(&head, big.as_bytes(), framing).await.unwrap();
+        let (answered, _, _) = raw.answer().await.expect(what);
+        assert_eq!(answered, status, "{what}");
+        raw.write(&list, b"", Framing::Length).await.unwrap();
+        let (listed, _, body) = raw.answer().await.expect(what);
+        assert_eq!((listed, body.as_slice()), (200, &b"[]"[..]), "{what}");
+    }
+
+    // Declared past the bound: the answer comes before the body is sent.
+    let mut raw = RawConnection::open(&api.h.base).await;
+    {
+        use tokio::io::AsyncWriteExt;
+        let head = format!("{}content-length: 2000000\r\n\r\n{{", api.post_head());
+        raw.stream.write_all(head.as_bytes()).await.unwrap();
+    }
+    let (status, _, _) = tokio::time::timeout(Duration::from_secs(30), raw.answer())
+        .await
+        .expect("answered without the body")
+        .expect("an answer");
+    assert_eq!(status, 413);
+
+    // Streamed without end: answered, and the connection closed.
+    let raw = RawConnection::open(&api.h.base).await;
+    let (mut reader, mut writer) = raw.stream.into_split();
+    let head = format!("{}transfer-encoding: chunked\r\n\r\n", api.post_head());
+    let endless = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = format!("1000\r\n{}\r\n", "x".repeat(0x1000));
+        loop {
+            writer.write_all(chunk.as_bytes()).await?;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), std::io::Error>(())
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0u8; 4096];
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => answer.extend_from_slice(&buffer[..read]),
+            }
+        }
+    })
+    .await
+    .expect("the connection is closed");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 413 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), endless)
+            .await
+            .expect("the writer stops")
+            .unwrap()
+            .is_err()
+    );
     assert_eq!(api.count().await, 0);
 }
 

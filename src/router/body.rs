@@ -1,7 +1,10 @@
 //! Reading a request body: JSON by `Content-Type`, at most
 //! [`MAX_BODY_BYTES`], declared or streamed.
 
+use std::time::Duration;
+
 use axum::{
+    body::Body,
     extract::Request,
     http::{HeaderMap, header},
 };
@@ -25,24 +28,35 @@ pub(super) fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
+/// How much of a refused body is still read, and thrown away, before the
+/// answer. A client that writes its whole body before it reads then gets the
+/// answer, on a connection that stays open, instead of a reset. A body
+/// declared longer than this is refused without reading it.
+const DRAIN_BYTES: u64 = 1 << 20;
+
+/// How long reading a refused body may delay its answer.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
 /// Reads the body up to [`MAX_BODY_BYTES`], declared or streamed. `None` for an
 /// empty body when none is `required`. A body must be JSON by `Content-Type`.
 pub(super) async fn json_body(request: Request, required: bool) -> Result<Option<Value>, ApiError> {
-    let (parts, body) = request.into_parts();
-    if required && !is_json(&parts.headers) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
+    let (parts, mut body) = request.into_parts();
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::TooLarge);
+    if required && !is_json(&parts.headers) {
+        return Err(refuse(body, declared, ApiError::UnsupportedMediaType).await);
     }
-    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(refuse(body, declared, ApiError::TooLarge).await);
+    }
+    let bytes = match Limited::new(&mut body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => return Err(ApiError::TooLarge),
+        Err(err) if err.is::<LengthLimitError>() => {
+            return Err(refuse(body, None, ApiError::TooLarge).await);
+        }
         Err(_) => return Err(ApiError::MalformedJson),
     };
     if bytes.is_empty() && !required {
@@ -54,6 +68,27 @@ pub(super) async fn json_body(request: Request, required: bool) -> Result<Option
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|_| ApiError::MalformedJson)
+}
+
+/// Reads out what is left of a refused body, at most [`DRAIN_BYTES`] within
+/// [`DRAIN_TIME`], then gives back `error` to answer with. Past either limit
+/// the answer goes out at once and the server closes the connection.
+async fn refuse(mut body: Body, declared: Option<u64>, error: ApiError) -> ApiError {
+    if declared.is_some_and(|len| len > DRAIN_BYTES) {
+        return error;
+    }
+    let drain = async {
+        let mut left = DRAIN_BYTES;
+        while let Some(Ok(frame)) = body.frame().await {
+            let read = frame.data_ref().map_or(0, |data| data.len() as u64);
+            left = left.saturating_sub(read);
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    error
 }
 
 pub(super) fn body_object(value: Value) -> Result<Map<String, Value>, ApiError> {
