@@ -693,18 +693,24 @@ async fn a_refused_body_is_read_out_and_the_connection_stays_open() {
         assert_eq!((listed, body.as_slice()), (200, &b"[]"[..]), "{what}");
     }
 
-    // Declared past the bound: the answer comes before the body is sent.
-    let mut raw = RawConnection::open(&api.h.base).await;
-    {
-        use tokio::io::AsyncWriteExt;
-        let head = format!("{}content-length: 2000000\r\n\r\n{{", api.post_head());
-        raw.stream.write_all(head.as_bytes()).await.unwrap();
+    // Declared past the bound, or waiting for `100 Continue`: the answer
+    // comes before the body is sent.
+    for framing in [
+        "content-length: 2000000\r\n",
+        "expect: 100-continue\r\ncontent-length: 70000\r\n",
+    ] {
+        let mut raw = RawConnection::open(&api.h.base).await;
+        {
+            use tokio::io::AsyncWriteExt;
+            let head = format!("{}{framing}\r\n", api.post_head());
+            raw.stream.write_all(head.as_bytes()).await.unwrap();
+        }
+        let (status, _, _) = tokio::time::timeout(Duration::from_secs(30), raw.answer())
+            .await
+            .expect("answered without the body")
+            .expect("an answer");
+        assert_eq!(status, 413, "{framing}");
     }
-    let (status, _, _) = tokio::time::timeout(Duration::from_secs(30), raw.answer())
-        .await
-        .expect("answered without the body")
-        .expect("an answer");
-    assert_eq!(status, 413);
 
     // Streamed without end: answered, and the connection closed.
     let raw = RawConnection::open(&api.h.base).await;

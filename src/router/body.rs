@@ -46,16 +46,28 @@ pub(super) async fn json_body(request: Request, required: bool) -> Result<Option
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // What may be read out of a body refused before reading it: nothing when
+    // the client waits for `100 Continue` (it has not sent the body) or when
+    // the body is declared past the bound.
+    let unsent = parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let drain = if unsent || declared.is_some_and(|len| len > DRAIN_BYTES) {
+        0
+    } else {
+        DRAIN_BYTES
+    };
     if required && !is_json(&parts.headers) {
-        return Err(refuse(body, declared, ApiError::UnsupportedMediaType).await);
+        return Err(refuse(body, drain, ApiError::UnsupportedMediaType).await);
     }
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(refuse(body, declared, ApiError::TooLarge).await);
+        return Err(refuse(body, drain, ApiError::TooLarge).await);
     }
     let bytes = match Limited::new(&mut body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.is::<LengthLimitError>() => {
-            return Err(refuse(body, None, ApiError::TooLarge).await);
+            return Err(refuse(body, DRAIN_BYTES, ApiError::TooLarge).await);
         }
         Err(_) => return Err(ApiError::MalformedJson),
     };
@@ -70,15 +82,15 @@ pub(super) async fn json_body(request: Request, required: bool) -> Result<Option
         .map_err(|_| ApiError::MalformedJson)
 }
 
-/// Reads out what is left of a refused body, at most [`DRAIN_BYTES`] within
+/// Reads out what is left of a refused body, at most `limit` bytes within
 /// [`DRAIN_TIME`], then gives back `error` to answer with. Past either limit
 /// the answer goes out at once and the server closes the connection.
-async fn refuse(mut body: Body, declared: Option<u64>, error: ApiError) -> ApiError {
-    if declared.is_some_and(|len| len > DRAIN_BYTES) {
+async fn refuse(mut body: Body, limit: u64, error: ApiError) -> ApiError {
+    if limit == 0 {
         return error;
     }
     let drain = async {
-        let mut left = DRAIN_BYTES;
+        let mut left = limit;
         while let Some(Ok(frame)) = body.frame().await {
             let read = frame.data_ref().map_or(0, |data| data.len() as u64);
             left = left.saturating_sub(read);
