@@ -6,21 +6,40 @@
 //! service or plain SQL is seen like one made by this crate's manager):
 //!
 //! - **PostgreSQL (push):** the triggers `NOTIFY` channel `tower_api_keys` with
-//!   the public key as the payload. Each validator holds one dedicated listening
-//!   connection (its own pool of one, not a connection of the query pool) and
-//!   evicts each key it is told about. While the listener is disconnected,
-//!   notifications are lost, so after every (re)connection the validator empties
-//!   its cache before it trusts entries again; it reconnects with backoff.
+//!   the public key as the payload. Each validator listens on a connection of
+//!   its own (never one of the query pool's) and evicts each key it is told
+//!   about.
 //! - **MySQL/MariaDB and SQLite (poll):** the triggers append the public key to
 //!   `tower_api_keys_changes`, and each validator reads the new rows every poll
 //!   interval (default 1 s). Ids are assigned when a row is inserted but become
 //!   visible when its transaction commits, so a poll that sees id 12 but not 11
-//!   remembers 11 as a *gap* and asks for it again on every poll until it
-//!   appears or the gap is older than [`GAP_WINDOW`]: a slow writer that commits
-//!   late is not skipped. Rows older than [`RETENTION`] are pruned.
+//!   keeps 11 as a *gap* and reads it again on every poll until the transaction
+//!   that may hold it is over (see `cursor`): a slow or large writer
+//!   transaction that commits late is not skipped.
 //!
-//! Whatever the feed's state, a cached entry is never trusted past the
-//! positive TTL (default 60 s): a broken feed costs freshness, never more.
+//! # Faults
+//!
+//! A feed never claims to work when it does not:
+//!
+//! - **Liveness.** The listener sends itself a notification every
+//!   [`HEARTBEAT_EVERY`] on a channel of its own and must receive it within
+//!   [`HEARTBEAT_DEADLINE`]; every poll query has the deadline
+//!   [`QUERY_DEADLINE`]. A connection that dies silently (a firewall drops it,
+//!   the host vanishes, a query hangs) is noticed within 5 s: the feed counts
+//!   as disconnected (`tower_api_keys_change_feed_connected` reads 0) and
+//!   reconnects with its own backoff, capped at [`MAX_BACKOFF`].
+//! - **Catching up.** A listener that reconnects empties the cache (what was
+//!   sent meanwhile is lost); a poller reads on from where it was (the rows
+//!   are still in the log) unless the outage lasted nearly [`RETENTION`].
+//! - **Trust while down.** While the feed is down, a cached key is trusted
+//!   without a store check for the validator's feed-down TTL at most (by
+//!   default the positive TTL, 60 s) after it was last read.
+//! - **Pruning.** The change log is pruned by id: a row goes [`RETENTION`]
+//!   after the poller had read every id up to it, never by the writer's clock.
+//!
+//! Writes that fire no trigger are not fed, and reach a validator within its
+//! positive TTL: on MySQL/MariaDB, `TRUNCATE api_keys` and changes made by
+//! foreign-key cascades from a host's own tables.
 
 // Without a database driver there is nothing to follow.
 #![cfg_attr(
@@ -41,6 +60,8 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::sync::lock;
 
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+mod cursor;
 #[cfg(feature = "postgres")]
 mod listen;
 #[cfg(any(feature = "mysql", feature = "sqlite"))]
@@ -48,18 +69,23 @@ mod poll;
 
 /// The PostgreSQL `NOTIFY` channel the triggers write to.
 pub const CHANNEL: &str = "tower_api_keys";
-/// How long a missing change-log id is asked for again before it is taken for
-/// a rolled-back transaction.
+/// How long a missing change-log id is waited for when the database cannot
+/// tell whether the transaction that holds it is still open (MySQL without
+/// the `PROCESS` privilege): then it is taken for a rolled-back transaction.
 pub const GAP_WINDOW: Duration = Duration::from_secs(600);
-/// How long change-log rows are kept.
+/// How long change-log rows are kept after every id up to theirs was read.
 pub const RETENTION: Duration = Duration::from_secs(3600);
-
+/// How often a listener checks its connection with a notification to itself.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// How long a listener's heartbeat may take before the connection counts as
+/// dead.
+pub const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(2);
+/// Longest wait for one poll query (or the listener's `LISTEN`).
+pub const QUERY_DEADLINE: Duration = Duration::from_secs(3);
+/// Longest wait for a feed connection to open.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
 /// Longest wait between two reconnection attempts.
-#[cfg_attr(
-    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
-    allow(dead_code)
-)]
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// First wait after a failure.
 #[cfg_attr(
     not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
@@ -154,10 +180,13 @@ pub struct FeedStatus {
     /// When the last change was received, if any.
     pub last_event: Option<SystemTime>,
     /// How far behind the feed may be: for polling, the time since the last
-    /// successful poll; for listening, zero while connected. `None` before the
-    /// feed first connected or while it is disconnected.
+    /// successful poll; for listening, zero while connected (a heartbeat
+    /// proves the connection every second). `None` before the feed first
+    /// connected or while it is disconnected.
     pub lag: Option<Duration>,
-    /// Times the feed (re)connected; every reconnection empties the cache.
+    /// Times the feed (re)connected. A listener empties the cache on every
+    /// reconnection (notifications sent meanwhile are lost); a poller reads on
+    /// from where it was, unless the outage outlasted the log's retention.
     pub connections: u64,
 }
 
@@ -250,14 +279,16 @@ impl Feed {
                 drop(worker);
                 match source.0 {
                     #[cfg(feature = "postgres")]
-                    Source::Postgres(pool) => listen::run(worker, pool).await,
+                    Source::Postgres(pool) => {
+                        listen::run(worker, (*pool.connect_options()).clone()).await
+                    }
                     #[cfg(feature = "mysql")]
                     Source::MySql(pool) => {
-                        poll::run(worker, poll::Backend::MySql(pool), poll_interval).await
+                        poll::run(worker, poll::Source::MySql(pool), poll_interval).await
                     }
                     #[cfg(feature = "sqlite")]
                     Source::Sqlite(pool) => {
-                        poll::run(worker, poll::Backend::Sqlite(pool), poll_interval).await
+                        poll::run(worker, poll::Source::Sqlite(pool), poll_interval).await
                     }
                 }
             })
@@ -274,6 +305,11 @@ impl Feed {
 
     pub(crate) fn status(&self) -> FeedStatus {
         self.state.snapshot(self.mode)
+    }
+
+    /// Whether the feed works now (cheap: one atomic load).
+    pub(crate) fn is_up(&self) -> bool {
+        self.state.connected.load(Ordering::Relaxed)
     }
 
     /// Stops the task and waits for it.

@@ -1,297 +1,452 @@
 //! MySQL/MariaDB and SQLite: polling the change-log table.
+//!
+//! MySQL polls on a connection of its own, opened from the query pool's
+//! options, so that a connection the database killed, or one that hangs, is
+//! noticed and replaced at once and never handed to a request. SQLite polls
+//! through the query pool (a file has no connection to lose, and an in-memory
+//! database exists only on its one connection).
+//!
+//! Every query has a deadline ([`QUERY_DEADLINE`]); a failed or late one
+//! counts the feed as down until a poll on a new connection succeeds. The
+//! rows missed meanwhile are still in the log, so the poller catches up from
+//! where it was instead of emptying the cache, unless the outage was long
+//! enough for them to have been pruned.
 
 use std::{
-    collections::BTreeMap,
+    collections::VecDeque,
     time::{Duration, Instant},
 };
 
-use super::{Backoff, GAP_WINDOW, RETENTION, Worker};
+use super::{
+    Backoff, GAP_WINDOW, QUERY_DEADLINE, RETENTION, Worker,
+    cursor::{Cursor, Settle},
+};
+
+type SqlxError = sea_orm::sqlx::Error;
 
 /// Most rows read by one query; a poll that gets this many asks again at once.
 const PAGE: i64 = 5_000;
-/// How many recent ids are examined for gaps when the feed starts.
-const START_LOOK_BACK: i64 = 1_000;
-/// Most gaps remembered; beyond that the cache is emptied instead.
-const MAX_GAPS: usize = 10_000;
-/// How often old change-log rows are pruned.
+/// Most ids read by one query when a poller starts.
+const START_PAGE: i64 = 50_000;
+/// Most gap ranges named by one query.
+const RANGES_PER_QUERY: usize = 200;
+/// How often the poller notes how far it has read, and prunes.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Most rows one prune statement deletes, and statements per prune.
+const PRUNE_LIMIT: u64 = 10_000;
+const PRUNE_ROUNDS: usize = 10;
+/// An outage this long may have outlived rows the poller needed (they are
+/// pruned [`RETENTION`] after every poller had them): it starts over.
+const LONG_OUTAGE: Duration = RETENTION.saturating_sub(Duration::from_secs(300));
 
-pub(super) enum Backend {
+/// Where a poller reads the change log.
+pub(super) enum Source {
     #[cfg(feature = "mysql")]
     MySql(sea_orm::sqlx::MySqlPool),
     #[cfg(feature = "sqlite")]
     Sqlite(sea_orm::sqlx::SqlitePool),
 }
 
-type Row = (i64, String);
-
-macro_rules! on_backend {
-    ($backend:expr, |$pool:ident| $body:expr) => {
-        match $backend {
-            #[cfg(feature = "mysql")]
-            Backend::MySql($pool) => $body,
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite($pool) => $body,
-        }
-    };
+/// A poller's connection.
+enum Conn {
+    #[cfg(feature = "mysql")]
+    MySql(sea_orm::sqlx::MySqlConnection),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sea_orm::sqlx::SqlitePool),
 }
 
-impl Backend {
-    async fn max_id(&self) -> Result<i64, sea_orm::sqlx::Error> {
+type Row = (i64, String);
+
+/// Runs `$body` with `$executor` bound to the connection's executor, under the
+/// query deadline.
+macro_rules! query {
+    ($conn:expr, |$executor:ident| $body:expr) => {{
+        let run = async {
+            match $conn {
+                #[cfg(feature = "mysql")]
+                Conn::MySql(connection) => {
+                    let $executor = &mut *connection;
+                    $body
+                }
+                #[cfg(feature = "sqlite")]
+                Conn::Sqlite(pool) => {
+                    let $executor = &*pool;
+                    $body
+                }
+            }
+        };
+        match tokio::time::timeout(QUERY_DEADLINE, run).await {
+            Ok(result) => result,
+            Err(_) => Err(SqlxError::PoolTimedOut),
+        }
+    }};
+}
+
+impl Source {
+    async fn connect(&self) -> Result<Conn, SqlxError> {
+        match self {
+            #[cfg(feature = "mysql")]
+            Self::MySql(pool) => {
+                use sea_orm::sqlx::Connection;
+                let options = pool.connect_options();
+                let connect = sea_orm::sqlx::MySqlConnection::connect_with(&options);
+                match tokio::time::timeout(super::CONNECT_DEADLINE, connect).await {
+                    Ok(connection) => connection.map(Conn::MySql),
+                    Err(_) => Err(SqlxError::PoolTimedOut),
+                }
+            }
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(pool) => Ok(Conn::Sqlite(pool.clone())),
+        }
+    }
+
+    /// How gaps settle; `lists_transactions` is false once the database
+    /// refused to list its open transactions.
+    #[cfg_attr(not(feature = "mysql"), allow(unused_variables))]
+    fn settle(&self, lists_transactions: bool) -> Settle {
+        match self {
+            #[cfg(feature = "mysql")]
+            Self::MySql(_) if lists_transactions => Settle::OpenTransactions,
+            #[cfg(feature = "mysql")]
+            Self::MySql(_) => Settle::After(GAP_WINDOW),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(_) => Settle::Serialized,
+        }
+    }
+}
+
+impl Conn {
+    async fn max_id(&mut self) -> Result<i64, SqlxError> {
         const SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM tower_api_keys_changes";
-        on_backend!(self, |pool| {
+        query!(self, |executor| {
             sea_orm::sqlx::query_scalar::<_, i64>(SQL)
-                .fetch_one(pool)
+                .fetch_one(executor)
                 .await
         })
     }
 
-    async fn ids_above(&self, above: i64) -> Result<Vec<i64>, sea_orm::sqlx::Error> {
-        const SQL: &str = "SELECT id FROM tower_api_keys_changes WHERE id > ? ORDER BY id";
-        on_backend!(self, |pool| {
+    async fn ids_above(&mut self, above: i64) -> Result<Vec<i64>, SqlxError> {
+        const SQL: &str = "SELECT id FROM tower_api_keys_changes WHERE id > ? ORDER BY id LIMIT ?";
+        query!(self, |executor| {
             sea_orm::sqlx::query_scalar::<_, i64>(SQL)
                 .bind(above)
-                .fetch_all(pool)
+                .bind(START_PAGE)
+                .fetch_all(executor)
                 .await
         })
     }
 
-    async fn rows_above(&self, above: i64) -> Result<Vec<Row>, sea_orm::sqlx::Error> {
+    async fn rows_above(&mut self, above: i64) -> Result<Vec<Row>, SqlxError> {
         const SQL: &str = "SELECT id, public_key FROM tower_api_keys_changes \
                            WHERE id > ? ORDER BY id LIMIT ?";
-        on_backend!(self, |pool| {
+        query!(self, |executor| {
             sea_orm::sqlx::query_as::<_, Row>(SQL)
                 .bind(above)
                 .bind(PAGE)
-                .fetch_all(pool)
+                .fetch_all(executor)
                 .await
         })
     }
 
-    async fn rows_in(&self, ids: &[i64]) -> Result<Vec<Row>, sea_orm::sqlx::Error> {
-        let mut rows = Vec::new();
-        for chunk in ids.chunks(500) {
-            let placeholders = vec!["?"; chunk.len()].join(", ");
-            let sql = format!(
-                "SELECT id, public_key FROM tower_api_keys_changes WHERE id IN ({placeholders})"
-            );
-            let found = on_backend!(self, |pool| {
-                let mut query =
-                    sea_orm::sqlx::query_as::<_, Row>(sea_orm::sqlx::AssertSqlSafe(sql));
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                query.fetch_all(pool).await
-            })?;
-            rows.extend(found);
-        }
-        Ok(rows)
+    /// Rows in `ranges` (inclusive) with an id above `above`, a page at most.
+    async fn rows_in(&mut self, ranges: &[(i64, i64)], above: i64) -> Result<Vec<Row>, SqlxError> {
+        let sql = format!(
+            "SELECT id, public_key FROM tower_api_keys_changes WHERE ({}) AND id > ? \
+             ORDER BY id LIMIT ?",
+            vec!["id BETWEEN ? AND ?"; ranges.len()].join(" OR ")
+        );
+        query!(self, |executor| {
+            let mut query = sea_orm::sqlx::query_as::<_, Row>(sea_orm::sqlx::AssertSqlSafe(sql));
+            for (start, end) in ranges {
+                query = query.bind(*start).bind(*end);
+            }
+            query.bind(above).bind(PAGE).fetch_all(executor).await
+        })
     }
 
-    async fn prune(&self) -> Result<u64, sea_orm::sqlx::Error> {
-        let retention = i64::try_from(RETENTION.as_secs()).unwrap_or(i64::MAX);
-        let done = match self {
+    /// The ids of the transactions open now (MySQL/MariaDB).
+    async fn open_transactions(&mut self) -> Result<Vec<String>, SqlxError> {
+        const SQL: &str = "SELECT CAST(trx_id AS CHAR) FROM information_schema.INNODB_TRX";
+        query!(self, |executor| {
+            sea_orm::sqlx::query_scalar::<_, String>(SQL)
+                .fetch_all(executor)
+                .await
+        })
+    }
+
+    /// Deletes up to [`PRUNE_LIMIT`] rows with an id at or below `through`.
+    async fn prune(&mut self, through: i64) -> Result<u64, SqlxError> {
+        let sql = match self {
             #[cfg(feature = "mysql")]
-            Backend::MySql(pool) => sea_orm::sqlx::query(
-                "DELETE FROM tower_api_keys_changes \
-                 WHERE changed_at < NOW(6) - INTERVAL ? SECOND LIMIT 10000",
-            )
-            .bind(retention)
-            .execute(pool)
-            .await?
-            .rows_affected(),
+            Self::MySql(_) => {
+                "DELETE FROM tower_api_keys_changes WHERE id <= ? ORDER BY id LIMIT ?"
+            }
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sea_orm::sqlx::query(
+            Self::Sqlite(_) => {
                 "DELETE FROM tower_api_keys_changes WHERE id IN (\
-                 SELECT id FROM tower_api_keys_changes \
-                 WHERE changed_at < CAST(strftime('%s', 'now') AS INTEGER) - ? LIMIT 10000)",
-            )
-            .bind(retention)
-            .execute(pool)
-            .await?
-            .rows_affected(),
+                 SELECT id FROM tower_api_keys_changes WHERE id <= ? ORDER BY id LIMIT ?)"
+            }
         };
-        Ok(done)
+        query!(self, |executor| {
+            sea_orm::sqlx::query(sql)
+                .bind(through)
+                .bind(i64::try_from(PRUNE_LIMIT).unwrap_or(i64::MAX))
+                .execute(executor)
+                .await
+                .map(|done| done.rows_affected())
+        })
     }
 }
 
-/// What the poller has read: the highest id seen, and the ids below it that
-/// were not visible yet (their transactions may still commit).
-struct Cursor {
-    last: i64,
-    gaps: BTreeMap<i64, Instant>,
-}
-
-impl Cursor {
-    /// Starts at the newest row, remembering the gaps among recent ids.
-    async fn start(backend: &Backend) -> Result<Self, sea_orm::sqlx::Error> {
-        let max = backend.max_id().await?;
-        let recent = backend
-            .ids_above(max.saturating_sub(START_LOOK_BACK))
-            .await?;
-        // Ids missing among the recent ones may belong to transactions still
-        // open; below the first visible one they are pruned or long gone.
-        let mut cursor = Self {
-            last: recent.first().map_or(max, |first| first - 1),
-            gaps: BTreeMap::new(),
-        };
-        let now = Instant::now();
-        for id in recent {
-            cursor.saw(id, now);
-        }
-        Ok(cursor)
-    }
-
-    /// Notes that `id` is visible: above the cursor it moves the cursor (and
-    /// any id skipped becomes a gap); below, it fills a gap.
-    fn saw(&mut self, id: i64, now: Instant) {
-        if id > self.last {
-            for missing in self.last.saturating_add(1)..id {
-                self.gaps.insert(missing, now);
-            }
-            self.last = id;
-        } else {
-            self.gaps.remove(&id);
-        }
-    }
-
-    /// Forgets gaps older than the window: rolled back, or a transaction
-    /// longer than any the feed waits for.
-    fn expire_gaps(&mut self, now: Instant) {
-        self.gaps
-            .retain(|_, noticed| now.duration_since(*noticed) < GAP_WINDOW);
-    }
-}
-
-pub(super) async fn run(mut worker: Worker, backend: Backend, interval: Duration) {
-    let mut backoff = Backoff::new();
-    let mut cursor = loop {
-        match Cursor::start(&backend).await {
-            Ok(cursor) => break cursor,
-            Err(err) => {
-                worker.disconnected();
-                tracing::warn!(error = %err, "change feed: cannot read tower_api_keys_changes; retrying");
-                if !worker.sleep(backoff.next()).await {
-                    return;
-                }
-            }
-        }
-    };
-    backoff.reset();
-    worker.connected();
-    tracing::debug!(interval = ?interval, "change feed: polling tower_api_keys_changes");
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_prune = Instant::now() - PRUNE_EVERY;
-    let mut down_since: Option<Instant> = None;
+/// Reads the whole log's ids into a starting cursor.
+async fn start(conn: &mut Conn, settle: Settle) -> Result<Cursor, SqlxError> {
+    let now = Instant::now();
+    let mut cursor = Cursor::starting_at(&[], settle, now);
     loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = worker.stopped.wait_for(|stop| *stop) => return,
-        }
-        if !worker.running() {
-            return;
-        }
-        match poll(&worker, &backend, &mut cursor).await {
-            Ok(()) => {
-                if let Some(since) = down_since.take() {
-                    // The log kept what happened meanwhile, unless the outage
-                    // outlasted the gap window (rows may be pruned by then).
-                    if since.elapsed() >= GAP_WINDOW {
-                        worker.connected();
-                    } else {
-                        worker.state.connected();
-                    }
-                    tracing::info!("change feed: polling works again; caught up");
-                } else {
-                    worker.state.ok();
-                }
-            }
-            Err(err) => {
-                worker.disconnected();
-                if down_since.is_none() {
-                    down_since = Some(Instant::now());
-                    tracing::warn!(error = %err, "change feed: poll failed; cached keys are trusted for the positive TTL only until it works again");
-                }
-                continue;
-            }
-        }
-        if last_prune.elapsed() >= PRUNE_EVERY {
-            last_prune = Instant::now();
-            match backend.prune().await {
-                Ok(0) => {}
-                Ok(rows) => tracing::debug!(rows, "change feed: pruned old change-log rows"),
-                Err(err) => tracing::debug!(error = %err, "change feed: pruning failed"),
-            }
-        }
-    }
-}
-
-/// One poll: new rows (page by page), then the gaps.
-async fn poll(
-    worker: &Worker,
-    backend: &Backend,
-    cursor: &mut Cursor,
-) -> Result<(), sea_orm::sqlx::Error> {
-    loop {
-        let rows = backend.rows_above(cursor.last).await?;
-        let now = Instant::now();
-        let full = rows.len() as i64 >= PAGE;
-        if rows.is_empty() && backend.max_id().await? < cursor.last {
-            // The table was emptied and its ids restarted: start over.
-            tracing::info!("change feed: the change log was reset; cache emptied");
-            *cursor = Cursor::start(backend).await?;
-            worker.connected();
-            return Ok(());
-        }
-        for (id, public_key) in rows {
+        let ids = conn.ids_above(cursor.last).await?;
+        let full = ids.len() as i64 >= START_PAGE;
+        for id in ids {
             cursor.saw(id, now);
-            worker.changed(&public_key);
         }
         if !full {
-            break;
+            return Ok(cursor);
         }
     }
-    let now = Instant::now();
-    cursor.expire_gaps(now);
-    if cursor.gaps.len() > MAX_GAPS {
-        tracing::warn!(
-            gaps = cursor.gaps.len(),
-            "change feed: too many missing change-log ids; cache emptied"
-        );
-        cursor.gaps.clear();
-        worker.connected();
-        return Ok(());
-    }
-    if !cursor.gaps.is_empty() {
-        let ids: Vec<i64> = cursor.gaps.keys().copied().collect();
-        for (id, public_key) in backend.rows_in(&ids).await? {
-            cursor.saw(id, now);
-            worker.changed(&public_key);
-        }
-    }
-    Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The poller's own state across connections.
+struct Poller {
+    source: Source,
+    /// `None` until a first start succeeded.
+    cursor: Option<Cursor>,
+    /// Whether the database lists its open transactions to this poller; a
+    /// refusal (a missing privilege) switches its gaps to [`GAP_WINDOW`].
+    lists_transactions: bool,
+    /// How far the log had been read, noted every [`PRUNE_EVERY`].
+    read_marks: VecDeque<(Instant, i64)>,
+    last_mark: Option<Instant>,
+    /// When the last poll succeeded.
+    last_good: Option<Instant>,
+    /// Since when the feed is down, if it is.
+    down_since: Option<Instant>,
+}
 
-    #[test]
-    fn skipped_ids_become_gaps_until_they_appear_or_expire() {
-        let mut cursor = Cursor {
-            last: 10,
-            gaps: BTreeMap::new(),
+pub(super) async fn run(mut worker: Worker, source: Source, interval: Duration) {
+    let mut poller = Poller {
+        source,
+        cursor: None,
+        lists_transactions: true,
+        read_marks: VecDeque::new(),
+        last_mark: None,
+        last_good: None,
+        down_since: None,
+    };
+    let mut backoff = Backoff::new();
+    while worker.running() {
+        let failure = match poller.source.connect().await {
+            Ok(mut conn) => match poller
+                .follow(&mut worker, &mut conn, interval, &mut backoff)
+                .await
+            {
+                None => return,
+                Some(failure) => failure,
+            },
+            Err(err) => err,
         };
-        let start = Instant::now();
-        cursor.saw(11, start);
-        cursor.saw(14, start);
-        assert_eq!(cursor.last, 14);
-        assert_eq!(cursor.gaps.keys().copied().collect::<Vec<_>>(), [12, 13]);
-        cursor.saw(12, start);
-        assert_eq!(cursor.gaps.keys().copied().collect::<Vec<_>>(), [13]);
-        cursor.expire_gaps(start + GAP_WINDOW);
-        assert!(cursor.gaps.is_empty());
-        assert_eq!(cursor.last, 14);
+        worker.disconnected();
+        if poller.down_since.is_none() {
+            poller.down_since = Some(Instant::now());
+            tracing::warn!(error = %failure, "change feed: cannot read tower_api_keys_changes; \
+                reconnecting (meanwhile cached keys are trusted for the feed-down TTL only)");
+        }
+        if !worker.sleep(backoff.next()).await {
+            return;
+        }
+    }
+}
+
+impl Poller {
+    /// Polls on `conn` until it fails (the error) or the feed stops (`None`).
+    async fn follow(
+        &mut self,
+        worker: &mut Worker,
+        conn: &mut Conn,
+        interval: Duration,
+        backoff: &mut Backoff,
+    ) -> Option<SqlxError> {
+        // Catch up: from the cursor after a short outage, from scratch at the
+        // first start or after a long one.
+        let resume =
+            self.cursor.is_some() && self.last_good.is_some_and(|at| at.elapsed() < LONG_OUTAGE);
+        if resume {
+            if let Err(err) = self.poll(worker, conn).await {
+                return Some(err);
+            }
+            worker.state.connected();
+        } else {
+            if self.cursor.is_some() {
+                tracing::warn!(
+                    "change feed: the outage outlasted the change log's retention; cache emptied"
+                );
+            }
+            match start(conn, self.source.settle(self.lists_transactions)).await {
+                Ok(cursor) => self.cursor = Some(cursor),
+                Err(err) => return Some(err),
+            }
+            self.read_marks.clear();
+            // Anything cached before the log was read may predate a change
+            // read as already seen.
+            worker.connected();
+            tracing::debug!(interval = ?interval, "change feed: polling tower_api_keys_changes");
+        }
+        if let Some(since) = self.down_since.take() {
+            tracing::info!(down_for = ?since.elapsed(), "change feed: polling works again; caught up");
+        }
+        self.last_good = Some(Instant::now());
+        backoff.reset();
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = worker.stopped.wait_for(|stop| *stop) => return None,
+            }
+            if !worker.running() {
+                return None;
+            }
+            if let Err(err) = self.poll(worker, conn).await {
+                return Some(err);
+            }
+            self.last_good = Some(Instant::now());
+            worker.state.ok();
+            if let Err(err) = self.prune(conn).await {
+                return Some(err);
+            }
+        }
+    }
+
+    /// One poll: new rows (page by page), then the gaps.
+    async fn poll(&mut self, worker: &Worker, conn: &mut Conn) -> Result<(), SqlxError> {
+        let Some(cursor) = self.cursor.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            let rows = conn.rows_above(cursor.last).await?;
+            if rows.is_empty() {
+                let max = conn.max_id().await?;
+                if max > 0 && max < cursor.last {
+                    // Rows exist, all below the cursor: the log's ids restarted
+                    // (it was truncated or made again). Start over.
+                    tracing::warn!("change feed: the change log's ids restarted; cache emptied");
+                    *cursor = start(conn, self.source.settle(self.lists_transactions)).await?;
+                    self.read_marks.clear();
+                    worker.connected();
+                    return Ok(());
+                }
+            }
+            let full = rows.len() as i64 >= PAGE;
+            let now = Instant::now();
+            for (id, public_key) in rows {
+                cursor.saw(id, now);
+                worker.changed(&public_key);
+            }
+            if !full {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        if !cursor.has_gaps() {
+            return Ok(());
+        }
+        let open = if cursor.needs_open_transactions() && self.lists_transactions {
+            match conn.open_transactions().await {
+                Ok(open) => Some(open),
+                Err(SqlxError::Database(err)) => {
+                    tracing::warn!(
+                        error = %err,
+                        "change feed: cannot list open transactions (information_schema.INNODB_TRX \
+                         needs the PROCESS privilege); a missing change-log id is waited for {} s, \
+                         so a writer transaction open longer reaches this replica within the \
+                         positive TTL only",
+                        GAP_WINDOW.as_secs()
+                    );
+                    self.lists_transactions = false;
+                    cursor.set_settle(Settle::After(GAP_WINDOW));
+                    None
+                }
+                Err(err) => return Err(err),
+            }
+        } else {
+            None
+        };
+        cursor.settle(open, Instant::now());
+        // Read the gaps, settled ones included, before dropping those.
+        let ranges: Vec<(i64, i64)> = cursor.gap_ranges().collect();
+        for chunk in ranges.chunks(RANGES_PER_QUERY) {
+            let mut above = i64::MIN;
+            loop {
+                let rows = conn.rows_in(chunk, above).await?;
+                let full = rows.len() as i64 >= PAGE;
+                let now = Instant::now();
+                for (id, public_key) in rows {
+                    above = id;
+                    cursor.saw(id, now);
+                    worker.changed(&public_key);
+                }
+                if !full {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        cursor.drop_settled();
+        Ok(())
+    }
+
+    /// Every [`PRUNE_EVERY`]: notes how far the log is read, and deletes the
+    /// rows that were read at least [`RETENTION`] ago. A row that old was
+    /// visible to every poller for that long: any poller that still needs it
+    /// has been down longer than [`LONG_OUTAGE`] and starts over.
+    async fn prune(&mut self, conn: &mut Conn) -> Result<(), SqlxError> {
+        let now = Instant::now();
+        if self
+            .last_mark
+            .is_some_and(|at| now.duration_since(at) < PRUNE_EVERY)
+        {
+            return Ok(());
+        }
+        self.last_mark = Some(now);
+        let Some(cursor) = &self.cursor else {
+            return Ok(());
+        };
+        self.read_marks.push_back((now, cursor.read_through()));
+        let mut through = None;
+        while let Some(&(at, read)) = self.read_marks.front() {
+            if now.duration_since(at) < RETENTION {
+                break;
+            }
+            through = Some(read);
+            self.read_marks.pop_front();
+        }
+        let Some(through) = through else {
+            return Ok(());
+        };
+        let mut pruned = 0;
+        for _ in 0..PRUNE_ROUNDS {
+            let rows = conn.prune(through).await?;
+            pruned += rows;
+            if rows < PRUNE_LIMIT {
+                break;
+            }
+        }
+        if pruned > 0 {
+            tracing::debug!(
+                rows = pruned,
+                through,
+                "change feed: pruned old change-log rows"
+            );
+        }
+        Ok(())
     }
 }
