@@ -20,6 +20,7 @@ mod m20261127_000002_change_feed;
 mod m20261127_000004_pepper_id;
 mod m20261127_000005_key_policy;
 mod m20261127_000006_usage;
+mod m20261205_000007_feed_faults;
 mod triggers;
 
 /// Name of the table in which [`Migrator`] records applied migrations.
@@ -34,6 +35,7 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m20261127_000004_pepper_id::Migration),
         Box::new(m20261127_000005_key_policy::Migration),
         Box::new(m20261127_000006_usage::Migration),
+        Box::new(m20261205_000007_feed_faults::Migration),
     ]
 }
 

@@ -5,6 +5,11 @@
 //! new trigger). MySQL and SQLite compare the columns validation reads, listed
 //! by each migration that adds one; [`update_trigger`] recreates the trigger
 //! with the new list.
+//!
+//! MySQL stamps each change-log row with `UTC_TIMESTAMP(6)`, never the
+//! writer session's local time (`CURRENT_TIMESTAMP` follows the session's
+//! `time_zone`); SQLite's `strftime('%s', 'now')` is UTC already. The feed
+//! prunes by id, not by these stamps, which are there for operators.
 
 use sea_orm_migration::{
     prelude::*,
@@ -26,6 +31,10 @@ pub(super) async fn execute(
     transaction.commit().await
 }
 
+/// The start of a MySQL trigger's insert into the change log; the values
+/// follow.
+const MYSQL_LOG: &str = "INSERT INTO tower_api_keys_changes (public_key, changed_at) VALUES ";
+
 /// The change log, the notify function and every trigger, for `columns`.
 pub(super) fn create(backend: DatabaseBackend, columns: &[&str]) -> Vec<String> {
     match backend {
@@ -40,16 +49,7 @@ pub(super) fn create(backend: DatabaseBackend, columns: &[&str]) -> Vec<String> 
                  ) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
                     .to_owned(),
             ];
-            for (name, event, row) in [
-                ("tower_api_keys_inserted", "INSERT", "NEW"),
-                ("tower_api_keys_deleted", "DELETE", "OLD"),
-            ] {
-                statements.push(format!("DROP TRIGGER IF EXISTS {name}"));
-                statements.push(format!(
-                    "CREATE TRIGGER {name} AFTER {event} ON api_keys FOR EACH ROW \
-                     INSERT INTO tower_api_keys_changes (public_key) VALUES ({row}.public_key)"
-                ));
-            }
+            statements.extend(mysql_insert_delete());
             statements.extend(update_trigger(backend, columns));
             statements
         }
@@ -98,9 +98,9 @@ pub(super) fn update_trigger(backend: DatabaseBackend, columns: &[&str]) -> Vec<
                     "CREATE TRIGGER {NAME} AFTER UPDATE ON api_keys FOR EACH ROW \
                      BEGIN \
                        IF NOT ({unchanged}) THEN \
-                         INSERT INTO tower_api_keys_changes (public_key) VALUES (NEW.public_key); \
+                         {MYSQL_LOG}(NEW.public_key, UTC_TIMESTAMP(6)); \
                          IF NOT (OLD.public_key <=> NEW.public_key) THEN \
-                           INSERT INTO tower_api_keys_changes (public_key) VALUES (OLD.public_key); \
+                           {MYSQL_LOG}(OLD.public_key, UTC_TIMESTAMP(6)); \
                          END IF; \
                        END IF; \
                      END"
@@ -127,6 +127,42 @@ pub(super) fn update_trigger(backend: DatabaseBackend, columns: &[&str]) -> Vec<
     }
 }
 
+/// The MySQL insert and delete triggers, as [`create`] makes them.
+pub(super) fn mysql_insert_delete() -> Vec<String> {
+    let mut statements = Vec::new();
+    for (name, event, row) in [
+        ("tower_api_keys_inserted", "INSERT", "NEW"),
+        ("tower_api_keys_deleted", "DELETE", "OLD"),
+    ] {
+        statements.push(format!("DROP TRIGGER IF EXISTS {name}"));
+        statements.push(format!(
+            "CREATE TRIGGER {name} AFTER {event} ON api_keys FOR EACH ROW \
+             {MYSQL_LOG}({row}.public_key, UTC_TIMESTAMP(6))"
+        ));
+    }
+    statements
+}
+
+/// SQLite: `INSERT OR REPLACE` (and `REPLACE`) deletes the rows it conflicts
+/// with without firing their delete trigger (SQLite fires it only with
+/// `recursive_triggers` on, per connection). This trigger logs them before the
+/// insert, whatever the writer's connection.
+pub(super) const SQLITE_REPLACED: &str = "tower_api_keys_replaced";
+
+/// Creates [`SQLITE_REPLACED`].
+pub(super) fn sqlite_replaced() -> Vec<String> {
+    vec![
+        format!("DROP TRIGGER IF EXISTS {SQLITE_REPLACED}"),
+        format!(
+            "CREATE TRIGGER {SQLITE_REPLACED} BEFORE INSERT ON api_keys BEGIN \
+             INSERT INTO tower_api_keys_changes (public_key) \
+               SELECT public_key FROM api_keys \
+               WHERE key_id = NEW.key_id OR public_key = NEW.public_key; \
+             END"
+        ),
+    ]
+}
+
 /// Drops what [`create`] made.
 pub(super) fn drop(backend: DatabaseBackend) -> Vec<String> {
     match backend {
@@ -140,6 +176,7 @@ pub(super) fn drop(backend: DatabaseBackend) -> Vec<String> {
             "DROP TRIGGER IF EXISTS tower_api_keys_inserted".to_owned(),
             "DROP TRIGGER IF EXISTS tower_api_keys_deleted".to_owned(),
             "DROP TRIGGER IF EXISTS tower_api_keys_updated".to_owned(),
+            format!("DROP TRIGGER IF EXISTS {SQLITE_REPLACED}"),
             "DROP TABLE IF EXISTS tower_api_keys_changes".to_owned(),
         ],
     }
