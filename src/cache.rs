@@ -33,6 +33,8 @@ pub(crate) struct CachedKey {
     pub(crate) hash: Option<SecretHash>,
     /// The key's `expires_at`, on the monotonic clock.
     pub(crate) expires_at: Option<Instant>,
+    /// When the store last answered with this row.
+    pub(crate) confirmed: Instant,
     /// After this the entry is stale: used only while the store is failing.
     pub(crate) fresh_until: Instant,
     /// When the entry stops being served at all: `fresh_until` + the stale
@@ -143,6 +145,7 @@ impl CachedKey {
             status,
             hash,
             expires_at,
+            confirmed: now,
             fresh_until: now + ttl,
             evict_at: now.checked_add(evict_after),
             last_used,

@@ -31,6 +31,7 @@ pub struct ValidatorBuilder {
     poll_interval: Duration,
     peppers: PepperRing,
     positive_ttl: Duration,
+    feed_down_ttl: Option<Duration>,
     capacity: u64,
     negative_ttl: Duration,
     negative_capacity: u64,
@@ -94,9 +95,26 @@ impl ValidatorBuilder {
         self
     }
 
-    /// How long past its TTL a cached key keeps validating while the store is
-    /// failing (stale-if-error): default **300 s**. Never past the key's
-    /// `expires_at`. `Duration::ZERO` turns it off.
+    /// How long a cached key is trusted without a store check while the
+    /// change feed is down (the listener lost its connection, or polls fail):
+    /// default **the positive TTL**. A shorter value makes a replica whose
+    /// feed is down read keys again sooner; a longer one has no effect (the
+    /// positive TTL always holds). Counted from the key's last read.
+    pub fn with_feed_down_ttl(mut self, ttl: Duration) -> Self {
+        self.feed_down_ttl = Some(ttl);
+        self
+    }
+
+    /// Stale-if-error: how long a cached key keeps validating after its trust
+    /// ended (the positive TTL, or the feed-down TTL while the feed is down)
+    /// when the store cannot answer the lookup that would confirm it: default
+    /// **300 s**. Never past the key's `expires_at`. `Duration::ZERO` fails
+    /// closed: once its trust ends, a key is refused with `503` while the
+    /// store is unreachable.
+    ///
+    /// This is separate from the change feed: it answers a store outage, not a
+    /// feed outage. While both are down, a key revoked elsewhere may validate
+    /// here for its trust plus this window.
     pub fn with_stale_if_error(mut self, grace: Duration) -> Self {
         self.stale_if_error = grace;
         self
@@ -166,6 +184,7 @@ impl ValidatorBuilder {
                 warned_peppers: Mutex::default(),
                 feed: OnceLock::new(),
                 positive_ttl: self.positive_ttl,
+                feed_down_ttl: self.feed_down_ttl.filter(|ttl| *ttl < self.positive_ttl),
                 stale_if_error: self.stale_if_error,
                 telemetry: crate::telemetry::Telemetry::register(),
                 limits: Limits {
@@ -217,6 +236,7 @@ impl fmt::Debug for ValidatorBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ValidatorBuilder")
             .field("positive_ttl", &self.positive_ttl)
+            .field("feed_down_ttl", &self.feed_down_ttl)
             .field("capacity", &self.capacity)
             .field("negative_ttl", &self.negative_ttl)
             .field("negative_capacity", &self.negative_capacity)
@@ -243,6 +263,7 @@ impl ValidatorBuilder {
             store: Store::new(repository, STORE_TIMEOUT),
             peppers,
             positive_ttl: Duration::from_secs(60),
+            feed_down_ttl: None,
             capacity: 100_000,
             negative_ttl: Duration::from_secs(30),
             negative_capacity: 10_000,

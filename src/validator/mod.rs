@@ -89,6 +89,9 @@ struct Inner {
     /// reference to it).
     feed: OnceLock<Feed>,
     positive_ttl: Duration,
+    /// Shorter than the positive TTL when set: how long an entry is trusted
+    /// while the change feed is down.
+    feed_down_ttl: Option<Duration>,
     stale_if_error: Duration,
     limits: Limits,
     telemetry: Telemetry,
@@ -133,7 +136,7 @@ impl ApiKeyValidator {
     ) -> Option<Result<Hit, Rejection>> {
         let inner = &*self.inner;
         if let Some(entry) = inner.cache.get(credential.public_key(), now) {
-            if now < entry.fresh_until {
+            if inner.is_trusted(&entry, now) {
                 inner.telemetry.hit.increment(1);
                 return Some(self.check_entry(entry, credential.secret_key(), now));
             }
@@ -181,9 +184,12 @@ impl ApiKeyValidator {
                     .verify(secret_key, &inner.dummy_hash);
                 Err(Rejection::InvalidCredential)
             }
-            // Stale-if-error: a cached entry outlives its TTL by the grace period.
+            // Stale-if-error: a cached entry outlives its trust by the grace
+            // period while the store cannot answer.
             StoreAnswer::Failed => match inner.cache.get(public_key, now) {
-                Some(entry) if !entry.is_expired(now) => self.check_entry(entry, secret_key, now),
+                Some(entry) if !entry.is_expired(now) && inner.is_servable_stale(&entry, now) => {
+                    self.check_entry(entry, secret_key, now)
+                }
                 _ => {
                     inner
                         .hashers
@@ -202,7 +208,7 @@ impl ApiKeyValidator {
         // A flight that just landed may have answered already.
         let now = Instant::now();
         if let Some(entry) = inner.cache.get(public_key, now)
-            && now < entry.fresh_until
+            && inner.is_trusted(&entry, now)
         {
             return StoreAnswer::Found(entry);
         }
@@ -301,6 +307,39 @@ impl ApiKeyValidator {
     }
 }
 
+impl Inner {
+    /// Whether `entry` may be served without asking the store: within the
+    /// positive TTL of its read, and within the feed-down TTL while the
+    /// change feed is down (one atomic load, and only when that TTL is the
+    /// shorter one).
+    fn is_trusted(&self, entry: &CachedKey, now: Instant) -> bool {
+        now < entry.fresh_until
+            && match self.feed_down_ttl {
+                Some(ttl) => self.feed_is_up() || now < entry.confirmed + ttl,
+                None => true,
+            }
+    }
+
+    /// Whether `entry`, past its trust, may still be served because the store
+    /// cannot answer: for the stale-if-error window after its trust ended.
+    fn is_servable_stale(&self, entry: &CachedKey, now: Instant) -> bool {
+        let trust = match self.feed_down_ttl {
+            Some(ttl) if !self.feed_is_up() => ttl,
+            _ => self.positive_ttl,
+        };
+        entry
+            .confirmed
+            .checked_add(trust.saturating_add(self.stale_if_error))
+            .is_none_or(|until| now < until)
+    }
+
+    /// Whether the change feed works now; a validator without a feed has
+    /// nothing to miss.
+    fn feed_is_up(&self) -> bool {
+        self.feed.get().is_none_or(Feed::is_up)
+    }
+}
+
 impl Evict for Inner {
     fn evict(&self, public_key: &str) {
         self.flights
@@ -324,6 +363,7 @@ impl fmt::Debug for ApiKeyValidator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiKeyValidator")
             .field("positive_ttl", &self.inner.positive_ttl)
+            .field("feed_down_ttl", &self.inner.feed_down_ttl)
             .field("stale_if_error", &self.inner.stale_if_error)
             .field("store_timeout", &self.inner.store.timeout())
             .finish_non_exhaustive()
@@ -389,6 +429,35 @@ mod tests {
             validator.validate(&pair.credential()).await,
             Err(Rejection::StoreUnavailable)
         );
+    }
+
+    #[tokio::test]
+    async fn stale_if_error_zero_fails_closed_once_the_trust_ends() {
+        let repository = Scripted::default();
+        let pair = KeyPair::generate().unwrap();
+        repository
+            .inner
+            .insert(row(&pair, Uuid::new_v4()))
+            .await
+            .unwrap();
+        let build = |stale| {
+            ApiKeyValidator::builder(repository.clone(), pepper())
+                .with_positive_ttl(Duration::from_millis(20))
+                .with_stale_if_error(stale)
+                .build()
+        };
+        let closed = build(Duration::ZERO);
+        let grace = build(Duration::from_secs(300));
+        for validator in [&closed, &grace] {
+            assert!(validator.validate(&pair.credential()).await.is_ok());
+        }
+        repository.failing.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(
+            closed.validate(&pair.credential()).await.map(|_| ()),
+            Err(Rejection::StoreUnavailable)
+        );
+        assert!(grace.validate(&pair.credential()).await.is_ok());
     }
 
     #[tokio::test]
