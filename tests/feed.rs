@@ -5,47 +5,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestDb, pepper};
+use common::{
+    TestDb,
+    feed::{DEADLINE, eventually, replica},
+    pepper,
+};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use tower_api_keys::{
-    AccountId, ApiKeyValidator, CreatedKey, KeyManager, KeyPair, NewApiKey,
-    feed::FeedMode,
-    store::{ApiKeyRepository, SeaOrmRepository},
+    AccountId, ApiKeyValidator, CreatedKey, KeyManager, KeyPair, NewApiKey, feed::FeedMode,
+    store::ApiKeyRepository,
 };
 use uuid::Uuid;
-
-/// Generous: the figure itself is measured by `benches/propagation.rs`.
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A validator on a connection of its own, as another process would have,
-/// once its feed is connected.
-async fn replica(repository: SeaOrmRepository, poll: Duration) -> ApiKeyValidator {
-    let validator = ApiKeyValidator::builder(repository, pepper())
-        .with_change_poll_interval(poll)
-        .build();
-    let started = Instant::now();
-    while !validator.change_feed().is_some_and(|feed| feed.connected) {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "the change feed did not connect"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    validator
-}
-
-/// Waits until `validator` refuses `credential` (or accepts it, with
-/// `accepted`), failing after [`DEADLINE`].
-async fn eventually(validator: &ApiKeyValidator, credential: &str, accepted: bool, what: &str) {
-    let started = Instant::now();
-    while validator.validate(credential).await.is_ok() != accepted {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{what}: not seen within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 async fn cached_everywhere(replicas: &[ApiKeyValidator], key: &CreatedKey) {
     for replica in replicas {

@@ -4,100 +4,16 @@
 
 mod common;
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU8, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
+use common::faults::{Forwarder, upstream_of};
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    task::AbortHandle,
-};
 use tower_api_keys::{
     AccountId, ApiKeyValidator, NewApiKey,
     store::{SeaOrmRepository, connect_options},
 };
 use uuid::Uuid;
-
-const PASS: u8 = 0;
-const REFUSE: u8 = 1;
-const HANG: u8 = 2;
-
-/// Forwards loopback connections to `upstream`, until told to refuse or hang.
-struct Forwarder {
-    addr: SocketAddr,
-    mode: Arc<AtomicU8>,
-    connections: Arc<Mutex<Vec<AbortHandle>>>,
-}
-
-impl Forwarder {
-    async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mode = Arc::new(AtomicU8::new(PASS));
-        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (accept_mode, accept_connections) = (mode.clone(), connections.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    break;
-                };
-                match accept_mode.load(Ordering::SeqCst) {
-                    REFUSE => drop(client),
-                    HANG => {
-                        // Accept, then never answer.
-                        let task = tokio::spawn(async move {
-                            let _held = client;
-                            std::future::pending::<()>().await;
-                        });
-                        accept_connections.lock().unwrap().push(task.abort_handle());
-                    }
-                    _ => {
-                        let task = tokio::spawn(async move {
-                            if let Ok(mut server) = TcpStream::connect(upstream).await {
-                                let _ =
-                                    tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                            }
-                        });
-                        accept_connections.lock().unwrap().push(task.abort_handle());
-                    }
-                }
-            }
-        });
-        Self {
-            addr,
-            mode,
-            connections,
-        }
-    }
-
-    fn drop_connections(&self) {
-        for connection in self.connections.lock().unwrap().drain(..) {
-            connection.abort();
-        }
-    }
-
-    fn cut(&self) {
-        self.mode.store(REFUSE, Ordering::SeqCst);
-        self.drop_connections();
-    }
-
-    fn hang(&self) {
-        self.mode.store(HANG, Ordering::SeqCst);
-        self.drop_connections();
-    }
-
-    fn restore(&self) {
-        self.drop_connections();
-        self.mode.store(PASS, Ordering::SeqCst);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_degrades_to_503_and_recovers() {
@@ -109,14 +25,8 @@ async fn postgres_outage_degrades_to_503_and_recovers() {
         eprintln!("the `postgres` feature is off; the outage test needs it");
         return;
     }
-    let upstream_url: reqwest::Url = url.parse().unwrap();
-    let upstream = SocketAddr::new(
-        upstream_url.host_str().unwrap().parse().unwrap(),
-        upstream_url.port().unwrap_or(5432),
-    );
-    let forwarder = Forwarder::start(upstream).await;
-    let mut through = upstream_url.clone();
-    through.set_port(Some(forwarder.addr.port())).unwrap();
+    let forwarder = Forwarder::start(upstream_of(&url)).await;
+    let through = forwarder.url_for(&url);
 
     let schema = format!("tak_outage_{}", Uuid::new_v4().simple());
     let admin = Database::connect(url.as_str()).await.unwrap();
@@ -124,7 +34,7 @@ async fn postgres_outage_degrades_to_503_and_recovers() {
         .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
         .await
         .unwrap();
-    let mut options = connect_options(through.as_str());
+    let mut options = connect_options(&through);
     options
         .set_schema_search_path(schema.clone())
         .acquire_timeout(Duration::from_secs(1))

@@ -34,6 +34,9 @@ use tower_api_keys::{
 };
 use uuid::Uuid;
 
+pub mod faults;
+pub mod feed;
+
 pub const PEPPER: &str = "integration-test-pepper";
 
 pub fn pepper() -> Pepper {
@@ -89,6 +92,26 @@ impl TestDb {
         SeaOrmRepository::connect_with(self.options.clone())
             .await
             .unwrap()
+    }
+
+    /// A repository over the same database whose connections go through
+    /// `forwarder` (which forwards to this database's server).
+    pub async fn connect_via(&self, forwarder: &faults::Forwarder) -> SeaOrmRepository {
+        let mut options = connect_options(&forwarder.url_for(self.options.get_url()));
+        if let Some(schema) = &self.application_name {
+            options
+                .set_schema_search_path(schema.clone())
+                .set_application_name(schema.clone());
+        }
+        options
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .acquire_timeout(std::time::Duration::from_secs(2));
+        SeaOrmRepository::connect_with(options).await.unwrap()
+    }
+
+    /// The URL this test's database was opened with.
+    pub fn url(&self) -> &str {
+        self.options.get_url()
     }
 
     /// The `application_name` of this test's PostgreSQL connections (unique
