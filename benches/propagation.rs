@@ -1,8 +1,15 @@
 //! How long a revocation made through one replica takes to reach another, over
-//! the change feed (CONTRACT §7): 1,000 keys, cached on a second validator with
-//! a pool of its own, are revoked one after another through the first; the
-//! second validator validates every revoked key until it refuses it. Reports
-//! p50 / p99 / max per backend, from the moment `revoke` returned.
+//! the change feed (CONTRACT §7, §12):
+//!
+//! - 1,000 keys, cached on a second validator with a pool of its own, are
+//!   revoked one after another through the first; the second validator
+//!   validates every revoked key until it refuses it. Reports p50 / p99 / max
+//!   per backend, from the moment `revoke` returned.
+//! - 100,000 keys, cached on the second validator, are revoked by one `UPDATE`
+//!   (one transaction). Reports the time from its commit until every one has
+//!   left the second validator's cache (the next request for each is then
+//!   refused), and the process's peak heap growth meanwhile (the feed's work:
+//!   reading the change log or the notifications, and evicting).
 //!
 //! ```text
 //! cargo bench --bench propagation --all-features     # SQLite
@@ -12,17 +19,48 @@
 //! ```
 
 use std::{
+    alloc::{GlobalAlloc, Layout, System},
     collections::VecDeque,
+    sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
 use tower_api_keys::{
-    AccountId, ApiKeyValidator, CreatedKey, KeyManager, NewApiKey, Pepper,
-    store::{SeaOrmRepository, connect_options},
+    AccountId, ApiKeyValidator, CreatedKey, KeyManager, KeyPair, NewApiKey, Pepper,
+    hash::KeyHasher,
+    store::{ApiKeyRecord, ApiKeyRepository, KeyStatus, SeaOrmRepository, connect_options},
 };
 
 const KEYS: usize = 1_000;
+/// Keys revoked by the one large transaction.
+const LARGE: usize = 100_000;
+
+/// `System`, keeping the bytes live on the heap and their peak.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed on unchanged to `System`; the counters are
+// atomics, whose updates never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        // SAFETY: the caller's contract is `System::alloc`'s.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as `alloc`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 fn pepper() -> Pepper {
     Pepper::try_from("benchmark-pepper-0123456789").unwrap()
@@ -106,6 +144,95 @@ async fn measure(name: &str, options: ConnectOptions) {
     replica.shutdown().await;
 }
 
+/// One transaction revokes [`LARGE`] keys cached on a replica: how long until
+/// the replica has dropped them all, and the heap's peak growth meanwhile.
+async fn measure_large(name: &str, options: ConnectOptions) {
+    let writer = SeaOrmRepository::connect_with(options.clone())
+        .await
+        .unwrap();
+    let account = uuid::Uuid::new_v4();
+    let hasher = KeyHasher::new(&pepper());
+    let pairs: Vec<KeyPair> = (0..LARGE).map(|_| KeyPair::generate().unwrap()).collect();
+    for chunk in pairs.chunks(10_000) {
+        let records = chunk
+            .iter()
+            .map(|pair| ApiKeyRecord {
+                key_id: uuid::Uuid::new_v4(),
+                public_key: pair.public_key.as_str().to_owned(),
+                secret_key_hash: hasher.hash(pair.secret_key.expose()).to_hex().into(),
+                account_id: account,
+                title: "large".into(),
+                description: None,
+                status: KeyStatus::Active,
+                expires_at: None,
+                last_used_at: None,
+                created_at: Some(chrono::Utc::now()),
+                pepper_id: None,
+                scopes: None,
+                metadata: None,
+                rotated_from: None,
+                rate_limit: None,
+            })
+            .collect();
+        writer.insert_many(records).await.unwrap();
+    }
+    let reader = SeaOrmRepository::connect_with(options).await.unwrap();
+    let replica = ApiKeyValidator::builder(reader, pepper())
+        .with_cache_capacity(4 * LARGE as u64)
+        .build();
+    while !replica.change_feed().is_some_and(|feed| feed.connected) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the inserts' own feed events pass, then cache every key.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let credentials: Vec<String> = pairs.iter().map(KeyPair::credential).collect();
+    let tasks: Vec<_> = credentials
+        .chunks(LARGE / 16)
+        .map(|chunk| {
+            let (replica, chunk) = (replica.clone(), chunk.to_vec());
+            tokio::spawn(async move {
+                for credential in chunk {
+                    assert!(replica.validate(&credential).await.is_ok());
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let cached = replica.cached_entries().known;
+    assert!(cached >= LARGE as u64);
+
+    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+    let before = LIVE.load(Ordering::Relaxed);
+    writer
+        .connection()
+        .execute_unprepared("UPDATE api_keys SET status = 'revoked' WHERE title = 'large'")
+        .await
+        .unwrap();
+    let committed = Instant::now();
+    while replica.cached_entries().known > cached - LARGE as u64 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let propagated = committed.elapsed();
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    for credential in credentials.iter().step_by(LARGE / 100) {
+        assert!(replica.validate(credential).await.is_err());
+    }
+    println!(
+        "{name:<11} one transaction revoking {LARGE} keys: all refused {propagated:.2?} after \
+         its commit; heap peak +{:.1} MiB meanwhile",
+        peak as f64 / (1024.0 * 1024.0)
+    );
+    replica.shutdown().await;
+}
+
+/// Both measurements on one backend.
+async fn measure_both(name: &str, options: ConnectOptions) {
+    measure(name, options.clone()).await;
+    measure_large(name, options).await;
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -115,7 +242,7 @@ fn main() {
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("keys.db").display());
-        measure("SQLite", connect_options(&url)).await;
+        measure_both("SQLite", connect_options(&url)).await;
 
         #[cfg(feature = "postgres")]
         if let Ok(url) = std::env::var("TEST_POSTGRES_URL") {
@@ -127,7 +254,7 @@ fn main() {
                 .unwrap();
             let mut options = connect_options(&url);
             options.set_schema_search_path(schema.clone());
-            measure("PostgreSQL", options).await;
+            measure_both("PostgreSQL", options).await;
             admin
                 .execute_unprepared(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
                 .await
@@ -143,7 +270,7 @@ fn main() {
                 .await
                 .unwrap();
             let (base, _) = url.rsplit_once('/').unwrap();
-            measure("MySQL", connect_options(&format!("{base}/{database}"))).await;
+            measure_both("MySQL", connect_options(&format!("{base}/{database}"))).await;
             admin
                 .execute_unprepared(&format!("DROP DATABASE `{database}`"))
                 .await
