@@ -67,7 +67,9 @@ pub struct RateLimiter {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum OnRedisError {
     /// Decide with the in-process limiter for that request (each replica then
-    /// enforces the limit on its own) and log a warning, at most one per 10 s.
+    /// enforces the limit on its own), count it in
+    /// `tower_api_keys_ratelimit_fallbacks_total` and log a warning, at most
+    /// one per 10 s.
     #[default]
     FallBack,
     /// Return [`RateLimitUnavailable`]; the host decides (typically a `503`).
@@ -239,7 +241,7 @@ impl RateLimiter {
                 Err(failure) => match redis.policy {
                     OnRedisError::Refuse => Err(RateLimitUnavailable),
                     OnRedisError::FallBack => {
-                        redis.warn_fallback(&failure);
+                        redis.fell_back(&failure);
                         Ok(self.local.check_rated(key_id, limit))
                     }
                 },

@@ -10,10 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use metrics::{Counter, counter};
 use redis::{Script, aio::ConnectionManager};
 use uuid::Uuid;
 
 use super::{Decision, OnRedisError, RateLimit};
+use crate::telemetry::RATELIMIT_FALLBACKS;
 
 /// The default prefix of every key the limiter writes.
 pub(crate) const DEFAULT_PREFIX: &str = "tower_api_keys:rl:";
@@ -62,6 +64,8 @@ pub(crate) struct RedisBackend {
     pub(crate) timeout: Duration,
     pub(crate) policy: OnRedisError,
     warnings: Arc<WarnEvery>,
+    /// `tower_api_keys_ratelimit_fallbacks_total`, registered once.
+    fallbacks: Counter,
 }
 
 impl RedisBackend {
@@ -73,6 +77,7 @@ impl RedisBackend {
             timeout: DEFAULT_TIMEOUT,
             policy: OnRedisError::FallBack,
             warnings: Arc::new(WarnEvery::new(WARN_EVERY)),
+            fallbacks: counter!(RATELIMIT_FALLBACKS),
         }
     }
 
@@ -98,8 +103,10 @@ impl RedisBackend {
         decision_from_reply(limit, &reply).ok_or(RedisFailure::Reply)
     }
 
-    /// Logs that Redis failed, at most once per [`WARN_EVERY`].
-    pub(crate) fn warn_fallback(&self, failure: &RedisFailure) {
+    /// Counts a request limited in process because Redis failed, and logs
+    /// it at most once per [`WARN_EVERY`].
+    pub(crate) fn fell_back(&self, failure: &RedisFailure) {
+        self.fallbacks.increment(1);
         if self.warnings.should_warn() {
             tracing::warn!(
                 error = %failure,
