@@ -129,8 +129,9 @@ impl RateLimiter {
     ///
     /// `url` names one Redis server, or any one node of a Redis Cluster (cluster
     /// mode is detected at start with `INFO cluster`), or is a comma-separated
-    /// list of a cluster's nodes, each a full `redis://` or `rediss://` URL
-    /// (see [`redis_cluster`](Self::redis_cluster)). On a cluster, each key's
+    /// list of a cluster's nodes, each a full `redis://` URL (see
+    /// [`redis_cluster`](Self::redis_cluster); `rediss://` needs the `redis`
+    /// crate's TLS support, which this crate does not enable). On a cluster, each key's
     /// budget lives on the master holding its slot and holds once for the whole
     /// cluster; the client follows `MOVED` redirects and reads the slot map
     /// again after a failover.
@@ -201,8 +202,8 @@ impl RateLimiter {
     }
 
     /// A limiter whose budgets live on the Redis Cluster that `nodes` belong
-    /// to: any of its nodes, each a full `redis://` or `rediss://` URL (with
-    /// the same user, password and TLS mode); the client reads the rest of the
+    /// to: any of its nodes, each a full `redis://` URL (with the same user
+    /// and password); the client reads the rest of the
     /// topology from them. [`redis`](Self::redis) comes here for a node list
     /// or a node that says it is in cluster mode.
     ///
