@@ -126,11 +126,37 @@ impl Topology {
     }
 }
 
-/// The slot of the limiter's key for `key_id`.
-async fn slot(conn: &mut MultiplexedConnection, key_id: &str) -> u16 {
+/// Items from `next` (each with the Redis key its limiter state lives
+/// under) until every master holds `per_master` of them; returns them with
+/// their master's id. Items beyond a master's share are dropped.
+async fn spread_over_masters<T>(
+    topology: &Topology,
+    conn: &mut MultiplexedConnection,
+    per_master: usize,
+    mut next: impl AsyncFnMut() -> (T, String),
+) -> Vec<(T, String)> {
+    let mut count: HashMap<String, usize> = topology.masters().map(|m| (m.id.clone(), 0)).collect();
+    assert_eq!(count.len(), 3, "3 masters expected: {:?}", topology.nodes);
+    let mut items = Vec::new();
+    for _ in 0..200 {
+        if count.values().all(|&n| n >= per_master) {
+            return items;
+        }
+        let (item, key) = next().await;
+        let master = topology.master_of(slot(conn, &key).await).id.clone();
+        let n = count.get_mut(&master).unwrap();
+        if *n < per_master {
+            *n += 1;
+            items.push((item, master));
+        }
+    }
+    panic!("200 tries and still a master without {per_master}: {count:?}");
+}
+
+async fn slot(conn: &mut MultiplexedConnection, key: &str) -> u16 {
     redis::cmd("CLUSTER")
         .arg("KEYSLOT")
-        .arg(format!("{PREFIX}{key_id}"))
+        .arg(key)
         .query_async(conn)
         .await
         .unwrap()
@@ -196,23 +222,12 @@ impl Replicas {
         conn: &mut MultiplexedConnection,
         per_master: usize,
     ) -> Vec<(Created, String)> {
-        let mut count: HashMap<String, usize> =
-            topology.masters().map(|m| (m.id.clone(), 0)).collect();
-        assert_eq!(count.len(), 3, "3 masters expected: {:?}", topology.nodes);
-        let mut keys = Vec::new();
-        for i in 0..200 {
-            if count.values().all(|&n| n >= per_master) {
-                return keys;
-            }
-            let key = self.create(&format!("key {i}"), 3).await;
-            let master = topology.master_of(slot(conn, &key.key_id).await).id.clone();
-            let n = count.get_mut(&master).unwrap();
-            if *n < per_master {
-                *n += 1;
-                keys.push((key, master));
-            }
-        }
-        panic!("200 keys and still a master without {per_master}: {count:?}");
+        spread_over_masters(topology, conn, per_master, async || {
+            let key = self.create("spread", 3).await;
+            let redis_key = format!("{PREFIX}{}", key.key_id);
+            (key, redis_key)
+        })
+        .await
     }
 
     /// `n` requests with `key`, alternating between the two servers; the
@@ -267,7 +282,7 @@ async fn fallbacks(client: &reqwest::Client, server: &Server) -> u64 {
 }
 
 /// Runs `command` (e.g. `CLIENT PAUSE`) on every master.
-async fn on_every_master(topology: &Topology, command: &redis::Cmd) {
+async fn run_on_every_master(topology: &Topology, command: &redis::Cmd) {
     for master in topology.masters() {
         let () = command
             .query_async(&mut connect(&master.url).await)
@@ -276,14 +291,12 @@ async fn on_every_master(topology: &Topology, command: &redis::Cmd) {
     }
 }
 
-#[tokio::test]
-async fn one_node_url_finds_the_cluster_and_limits_hold_once_on_every_master() {
-    let Some(urls) = cluster_urls() else { return };
-    let _shared = CLUSTER.read().await;
+/// Two servers with these `REDIS_URL`s: 3 of 8 requests allowed across both
+/// for two keys on every master, the rest `429`, and no fallback.
+async fn assert_limits_hold_once_on_every_master(urls: &[String], redis_a: &str, redis_b: &str) {
     let topology = Topology::read(&urls[0]).await;
     let mut conn = connect(&urls[0]).await;
-    // Two different nodes, whatever their roles.
-    let replicas = Replicas::start(&urls[0], &urls[urls.len() - 1]).await;
+    let replicas = Replicas::start(redis_a, redis_b).await;
     for server in [&replicas.a, &replicas.b] {
         let stderr = server.stderr();
         assert!(
@@ -303,23 +316,19 @@ async fn one_node_url_finds_the_cluster_and_limits_hold_once_on_every_master() {
 }
 
 #[tokio::test]
+async fn one_node_url_finds_the_cluster_and_limits_hold_once_on_every_master() {
+    let Some(urls) = cluster_urls() else { return };
+    let _shared = CLUSTER.read().await;
+    // Two different nodes, whatever their roles.
+    assert_limits_hold_once_on_every_master(&urls, &urls[0], &urls[urls.len() - 1]).await;
+}
+
+#[tokio::test]
 async fn a_comma_separated_node_list_works_too() {
     let Some(urls) = cluster_urls() else { return };
     let _shared = CLUSTER.read().await;
-    let topology = Topology::read(&urls[0]).await;
-    let mut conn = connect(&urls[0]).await;
-    let list = urls.join(",");
     let reversed: Vec<&str> = urls.iter().rev().map(String::as_str).collect();
-    let replicas = Replicas::start(&list, &reversed.join(", ")).await;
-    let keys = replicas.keys_on_every_master(&topology, &mut conn, 2).await;
-    for (key, master) in &keys {
-        replicas.assert_exactly_three(key, master).await;
-    }
-    assert_eq!(
-        replicas.fallbacks().await,
-        (0, 0),
-        "Redis answered every request"
-    );
+    assert_limits_hold_once_on_every_master(&urls, &urls.join(","), &reversed.join(", ")).await;
 }
 
 /// A replica promoted with `CLUSTER FAILOVER` while requests keep coming: no
@@ -337,7 +346,8 @@ async fn limits_hold_again_within_5s_of_a_failover() {
     // A key whose budget is spent before the failover, on the master that fails over.
     let spent = replicas.create("spent", 3).await;
     assert_eq!(replicas.requests(&spent, 4).await, [200, 200, 200, 429]);
-    let old_master = topology.master_of(slot(&mut conn, &spent.key_id).await);
+    let old_master =
+        topology.master_of(slot(&mut conn, &format!("{PREFIX}{}", spent.key_id)).await);
     let promoted = topology.replica_of(old_master).clone();
 
     // Traffic during the failover, on a key that is never over its limit.
@@ -404,7 +414,9 @@ async fn limits_hold_again_within_5s_of_a_failover() {
         topology.nodes
     );
     assert_eq!(
-        topology.master_of(slot(&mut conn, &spent.key_id).await).id,
+        topology
+            .master_of(slot(&mut conn, &format!("{PREFIX}{}", spent.key_id)).await)
+            .id,
         promoted.id
     );
     assert_eq!(
@@ -436,7 +448,7 @@ async fn every_fallback_is_counted_and_logged_once_per_10s() {
 
     // Scripts wait while the masters are paused for writes; the limiter gives
     // up after its 50 ms and decides in this process.
-    on_every_master(
+    run_on_every_master(
         &topology,
         redis::cmd("CLIENT").arg("PAUSE").arg(10_000).arg("WRITE"),
     )
@@ -450,7 +462,7 @@ async fn every_fallback_is_counted_and_logged_once_per_10s() {
                 .as_u16(),
         );
     }
-    on_every_master(&topology, &redis::cmd("CLIENT").arg("UNPAUSE").to_owned()).await;
+    run_on_every_master(&topology, &redis::cmd("CLIENT").arg("UNPAUSE").to_owned()).await;
     assert_eq!(statuses, [200, 200, 200, 429, 429], "limited in process");
     assert_eq!(replicas.fallbacks().await, (5, 0));
     let stderr = replicas.a.stderr();
@@ -507,30 +519,22 @@ async fn an_unusable_redis_url_stops_the_server() {
     }
 }
 
-/// The keys of `per_master` key ids on every master, chosen by slot.
+/// `per_master` key ids for every master, chosen by the slot of
+/// `<prefix><id>`.
 async fn key_ids_on_every_master(
     topology: &Topology,
     conn: &mut MultiplexedConnection,
     prefix: &str,
     per_master: usize,
 ) -> Vec<Uuid> {
-    let mut count: HashMap<&str, usize> = topology.masters().map(|m| (m.id.as_str(), 0)).collect();
-    let mut ids = Vec::new();
-    while count.values().any(|&n| n < per_master) {
+    spread_over_masters(topology, conn, per_master, async || {
         let id = Uuid::new_v4();
-        let slot: u16 = redis::cmd("CLUSTER")
-            .arg("KEYSLOT")
-            .arg(format!("{prefix}{id}"))
-            .query_async(conn)
-            .await
-            .unwrap();
-        let n = count.get_mut(topology.master_of(slot).id.as_str()).unwrap();
-        if *n < per_master {
-            *n += 1;
-            ids.push(id);
-        }
-    }
-    ids
+        (id, format!("{prefix}{id}"))
+    })
+    .await
+    .into_iter()
+    .map(|(id, _)| id)
+    .collect()
 }
 
 /// Through the library: a limiter on one node and one on the node list share
