@@ -18,7 +18,7 @@
 //! | `API_KEY_PREVIOUS_PEPPERS` | previous peppers during a rotation, comma-separated, newest first; the last one made the rows without a `pepper_id` | none |
 //! | `ADMIN_TOKEN` | stands in for the host's own login on the management routes (at least 16 bytes, no whitespace) | generated at each start and printed once to stdout as `ADMIN_TOKEN=…` |
 //! | `BIND` | listening address | `127.0.0.1:3000` |
-//! | `REDIS_URL` | keeps per-key rate limits in Redis, shared by every replica (feature `redis`, on by default) | rate limits kept in this process |
+//! | `REDIS_URL` | keeps per-key rate limits in Redis, shared by every replica (feature `redis`, on by default): one server, any node of a Redis Cluster (detected at start), or a comma-separated list of cluster nodes (`redis://a:6379,redis://b:6379`); a Redis that cannot be used stops the server at start | rate limits kept in this process |
 //! | `RUST_LOG` | log filter (logs go to stderr); `tower_api_keys::auth=debug` adds one span per authenticated request | `info` |
 //! | `LOG_FORMAT` | `json` for one JSON object per log line | text |
 //!

@@ -22,6 +22,10 @@ pub(crate) const FLUSHES: &str = "tower_api_keys_flushes_total";
 pub(crate) const FEED_CONNECTED: &str = "tower_api_keys_change_feed_connected";
 /// `tower_api_keys_change_feed_events_total`.
 pub(crate) const FEED_EVENTS: &str = "tower_api_keys_change_feed_events_total";
+/// `tower_api_keys_ratelimit_fallbacks_total`: requests limited in process
+/// because Redis could not answer (CONTRACT §13.3).
+#[cfg(feature = "redis")]
+pub(crate) const RATELIMIT_FALLBACKS: &str = "tower_api_keys_ratelimit_fallbacks_total";
 
 /// The request path's counters, registered once.
 pub(crate) struct Telemetry {

@@ -197,6 +197,48 @@ async fn without_redis_fall_back_still_limits_in_process() {
     assert!(refused.retry_after_seconds().unwrap() >= 1);
 }
 
+/// Each request limited in process counts once in
+/// `tower_api_keys_ratelimit_fallbacks_total`.
+#[tokio::test]
+async fn every_fallback_is_counted() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // The counter is registered when the limiter is built.
+    let limiter = metrics::with_local_recorder(&recorder, lost_redis);
+    let three = RateLimit::new(3, 60).unwrap();
+    let key = Uuid::new_v4();
+    for _ in 0..5 {
+        limiter.check(key, three).await.expect("falls back");
+    }
+    let counted: Vec<u64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, _, _, _)| key.key().name() == "tower_api_keys_ratelimit_fallbacks_total")
+        .map(|(_, _, _, value)| match value {
+            DebugValue::Counter(n) => n,
+            other => panic!("not a counter: {other:?}"),
+        })
+        .collect();
+    assert_eq!(counted, [5]);
+
+    // Refusing instead of falling back limits nothing in process.
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let limiter =
+        metrics::with_local_recorder(&recorder, lost_redis).on_redis_error(OnRedisError::Refuse);
+    assert!(limiter.check(key, three).await.is_err());
+    let snapshot = snapshotter.snapshot().into_vec();
+    assert!(
+        snapshot
+            .iter()
+            .all(|(_, _, _, value)| *value == DebugValue::Counter(0)),
+        "{snapshot:?}"
+    );
+}
+
 #[tokio::test]
 async fn without_redis_refuse_reports_unavailable() {
     let limiter = lost_redis().on_redis_error(OnRedisError::Refuse);

@@ -67,7 +67,9 @@ pub struct RateLimiter {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum OnRedisError {
     /// Decide with the in-process limiter for that request (each replica then
-    /// enforces the limit on its own) and log a warning, at most one per 10 s.
+    /// enforces the limit on its own), count it in
+    /// `tower_api_keys_ratelimit_fallbacks_total` and log a warning, at most
+    /// one per 10 s.
     #[default]
     FallBack,
     /// Return [`RateLimitUnavailable`]; the host decides (typically a `503`).
@@ -125,6 +127,15 @@ impl RateLimiter {
     /// A limiter whose budgets live in Redis at `url` and are shared by every
     /// replica using the same Redis and [`key_prefix`](Self::key_prefix).
     ///
+    /// `url` names one Redis server, or any one node of a Redis Cluster (cluster
+    /// mode is detected at start with `INFO cluster`), or is a comma-separated
+    /// list of a cluster's nodes, each a full `redis://` URL (see
+    /// [`redis_cluster`](Self::redis_cluster); `rediss://` needs the `redis`
+    /// crate's TLS support, which this crate does not enable). On a cluster, each key's
+    /// budget lives on the master holding its slot and holds once for the whole
+    /// cluster; the client follows `MOVED` redirects and reads the slot map
+    /// again after a failover.
+    ///
     /// Connects now, so a wrong URL or an unreachable server is reported at
     /// start-up (within about a second) rather than at the first request;
     /// later outages are handled per request as
@@ -134,26 +145,110 @@ impl RateLimiter {
     /// build a lazy manager (`ConnectionManager::new_lazy_with_config`) and
     /// pass it to [`redis_with`](Self::redis_with).
     ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), tower_api_keys::RateLimiterError> {
+    /// use tower_api_keys::RateLimiter;
+    ///
+    /// let single = RateLimiter::redis("redis://127.0.0.1:6379").await?;
+    /// // Any node of a cluster, or several:
+    /// let cluster = RateLimiter::redis("redis://10.0.0.1:6379").await?;
+    /// let cluster = RateLimiter::redis("redis://10.0.0.1:6379,redis://10.0.0.2:6379").await?;
+    /// # let _ = (single, cluster);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
-    /// [`RateLimiterError`] when the URL is invalid or the connection fails.
+    /// [`RateLimiterError`] when a URL is invalid or the connection fails.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub async fn redis(url: &str) -> Result<Self, RateLimiterError> {
-        let client = ::redis::Client::open(url).map_err(|e| RateLimiterError::InvalidUrl {
+        let nodes = crate::store::url_list(url);
+        if nodes.len() > 1 {
+            return Self::redis_cluster(nodes).await;
+        }
+        let invalid = |e: ::redis::RedisError| {
+            let mut reason = redis::scrub(&e.to_string(), url);
+            if url.contains(',') {
+                reason.push_str(
+                    "; a list of cluster nodes is comma-separated, each a full \
+                     redis:// or rediss:// URL",
+                );
+            }
+            RateLimiterError::InvalidUrl {
+                url: redis::redact_url(url),
+                reason,
+            }
+        };
+        let connect = |e: ::redis::RedisError| RateLimiterError::Connect {
             url: redis::redact_url(url),
             reason: redis::scrub(&e.to_string(), url),
-        })?;
+        };
+        let client = ::redis::Client::open(url.trim()).map_err(invalid)?;
         let config = ::redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_connection_timeout(Some(redis::CONNECT_TIMEOUT))
             .set_number_of_retries(1);
-        let manager = ::redis::aio::ConnectionManager::new_with_config(client, config)
+        let mut manager = ::redis::aio::ConnectionManager::new_with_config(client, config)
             .await
-            .map_err(|e| RateLimiterError::Connect {
-                url: redis::redact_url(url),
-                reason: redis::scrub(&e.to_string(), url),
-            })?;
+            .map_err(connect)?;
+        if redis::is_cluster_node(&mut manager)
+            .await
+            .map_err(connect)?
+        {
+            drop(manager);
+            return Self::redis_cluster([url]).await;
+        }
         Ok(Self::redis_with(manager))
+    }
+
+    /// A limiter whose budgets live on the Redis Cluster that `nodes` belong
+    /// to: any of its nodes, each a full `redis://` URL (with the same user
+    /// and password); the client reads the rest of the
+    /// topology from them. [`redis`](Self::redis) comes here for a node list
+    /// or a node that says it is in cluster mode.
+    ///
+    /// Do not put a hash tag (`{…}`) in the [`key_prefix`](Self::key_prefix):
+    /// every key would then hash to one slot, on one master.
+    ///
+    /// # Errors
+    ///
+    /// [`RateLimiterError`] when a URL is invalid, no node can be reached, or
+    /// the nodes are not in cluster mode.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub async fn redis_cluster<I>(nodes: I) -> Result<Self, RateLimiterError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let nodes: Vec<String> = nodes
+            .into_iter()
+            .map(|node| node.as_ref().trim().to_owned())
+            .collect();
+        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        let shown = nodes
+            .iter()
+            .map(|node| redis::redact_url(node))
+            .collect::<Vec<_>>()
+            .join(",");
+        let reason = |e: ::redis::RedisError| {
+            let message = format!("Redis Cluster: {e}");
+            nodes.iter().fold(message, |m, node| redis::scrub(&m, node))
+        };
+        let client = redis::cluster_client(&nodes).map_err(|e| RateLimiterError::InvalidUrl {
+            url: shown.clone(),
+            reason: reason(e),
+        })?;
+        let connection =
+            client
+                .get_async_connection()
+                .await
+                .map_err(|e| RateLimiterError::Connect {
+                    url: shown.clone(),
+                    reason: reason(e),
+                })?;
+        tracing::info!(nodes = %shown, "rate limits on a Redis Cluster");
+        Ok(Self::redis_cluster_with(connection))
     }
 
     /// A limiter whose budgets live in Redis behind `manager` (see
@@ -162,9 +257,24 @@ impl RateLimiter {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_with(manager: ::redis::aio::ConnectionManager) -> Self {
+        Self::with_redis(redis::Connection::Single(manager))
+    }
+
+    /// A limiter whose budgets live on the Redis Cluster behind `connection`
+    /// (see [`redis_cluster`](Self::redis_cluster)), for a cluster client
+    /// configured by the host. Keep its overall response timeout at least the
+    /// [`redis_timeout`](Self::redis_timeout), or unset.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_cluster_with(connection: ::redis::cluster_async::ClusterConnection) -> Self {
+        Self::with_redis(redis::Connection::Cluster(connection))
+    }
+
+    #[cfg(feature = "redis")]
+    fn with_redis(connection: redis::Connection) -> Self {
         Self {
             local: Arc::new(Local::new(DEFAULT_MAX_KEYS)),
-            redis: Some(redis::RedisBackend::new(manager)),
+            redis: Some(redis::RedisBackend::new(connection)),
         }
     }
 
@@ -239,7 +349,7 @@ impl RateLimiter {
                 Err(failure) => match redis.policy {
                     OnRedisError::Refuse => Err(RateLimitUnavailable),
                     OnRedisError::FallBack => {
-                        redis.warn_fallback(&failure);
+                        redis.fell_back(&failure);
                         Ok(self.local.check_rated(key_id, limit))
                     }
                 },

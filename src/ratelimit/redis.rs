@@ -1,5 +1,7 @@
 //! The cluster-wide limiter: the same GCRA, evaluated atomically in Redis by
-//! one Lua script per request.
+//! one Lua script per request, on one Redis server or on a Redis Cluster (the
+//! script touches one key, so the cluster client sends it to the master that
+//! holds that key's slot).
 
 use std::{
     fmt,
@@ -10,10 +12,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{Script, aio::ConnectionManager};
+use metrics::{Counter, counter};
+use redis::{
+    Cmd, ErrorKind, Pipeline, RedisFuture, RedisResult, Script, Value,
+    aio::{ConnectionLike, ConnectionManager},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+};
 use uuid::Uuid;
 
 use super::{Decision, OnRedisError, RateLimit};
+use crate::telemetry::RATELIMIT_FALLBACKS;
 
 /// The default prefix of every key the limiter writes.
 pub(crate) const DEFAULT_PREFIX: &str = "tower_api_keys:rl:";
@@ -21,6 +30,9 @@ pub(crate) const DEFAULT_PREFIX: &str = "tower_api_keys:rl:";
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 /// At most one fallback warning per this long.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// The bound on connecting to a node, and on one reply to the cluster
+/// client's own commands (the slot map it reads after a `MOVED` or a failover).
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// GCRA in microseconds on the Redis server's clock, so replicas with skewed
 /// clocks agree. `KEYS[1]` holds the theoretical arrival time (TAT);
@@ -53,27 +65,116 @@ end
 return {1, remaining, new_tat - now, 0}
 ";
 
+/// One Redis server, or a Redis Cluster.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    /// One server (or a proxy in front of several) behind a reconnecting manager.
+    Single(ConnectionManager),
+    /// The `redis` crate's cluster client: routes each command by its key's
+    /// slot, follows `MOVED`/`ASK` and reads the slot map again when the
+    /// cluster changes (a failover, a resharding).
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(manager) => manager.req_packed_command(cmd),
+            Self::Cluster(cluster) => cluster.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(manager) => manager.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(cluster) => cluster.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(manager) => manager.get_db(),
+            Self::Cluster(cluster) => cluster.get_db(),
+        }
+    }
+}
+
+/// Whether the server behind `manager` is a node of a Redis Cluster
+/// (`INFO cluster` says `cluster_enabled:1`). A server that refuses `INFO`
+/// (an ACL without it) is taken for a single server, with a warning.
+pub(crate) async fn is_cluster_node(manager: &mut ConnectionManager) -> RedisResult<bool> {
+    let info = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        redis::cmd("INFO")
+            .arg("cluster")
+            .query_async::<String>(manager),
+    )
+    .await
+    .map_err(|_| redis::RedisError::from((ErrorKind::Io, "no answer to INFO cluster")))?;
+    match info {
+        Ok(info) => Ok(info.lines().any(|line| line.trim() == "cluster_enabled:1")),
+        Err(err) if matches!(err.kind(), ErrorKind::Server(_) | ErrorKind::Extension) => {
+            tracing::warn!(
+                error = %err,
+                "INFO cluster refused; taking the Redis URL for a single server \
+                 (for a Redis Cluster, list two or more nodes, comma-separated, \
+                 or use RateLimiter::redis_cluster)"
+            );
+            Ok(false)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// A cluster client on `nodes` (any nodes of the cluster; it reads the rest of
+/// the topology from them). A call is bounded by the limiter's own timeout, so
+/// the client's retries only matter within it: a redirect is followed at once,
+/// a `TRYAGAIN` or `CLUSTERDOWN` retried after 10–80 ms.
+pub(crate) fn cluster_client(nodes: &[&str]) -> RedisResult<ClusterClient> {
+    ClusterClient::builder(nodes.iter().copied())
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(CONNECT_TIMEOUT)
+        .overall_response_timeout(None)
+        .retries(3)
+        .min_retry_wait(10)
+        .max_retry_wait(80)
+        .build()
+}
+
 /// The Redis side of a [`RateLimiter`](super::RateLimiter).
 #[derive(Clone)]
 pub(crate) struct RedisBackend {
-    manager: ConnectionManager,
+    connection: Connection,
     script: Arc<Script>,
     pub(crate) prefix: Arc<str>,
     pub(crate) timeout: Duration,
     pub(crate) policy: OnRedisError,
     warnings: Arc<WarnEvery>,
+    /// `tower_api_keys_ratelimit_fallbacks_total`, registered once.
+    fallbacks: Counter,
 }
 
 impl RedisBackend {
-    pub(crate) fn new(manager: ConnectionManager) -> Self {
+    pub(crate) fn new(connection: Connection) -> Self {
         Self {
-            manager,
+            connection,
             script: Arc::new(Script::new(GCRA_LUA)),
             prefix: Arc::from(DEFAULT_PREFIX),
             timeout: DEFAULT_TIMEOUT,
             policy: OnRedisError::FallBack,
             warnings: Arc::new(WarnEvery::new(WARN_EVERY)),
+            fallbacks: counter!(RATELIMIT_FALLBACKS),
         }
+    }
+
+    /// Whether the budgets live on a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.connection, Connection::Cluster(_))
     }
 
     /// One script call, bounded by the timeout.
@@ -87,19 +188,24 @@ impl RedisBackend {
         key.push_str(key_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
         // The interval in whole microseconds (at least 1 given the bounds).
         let t = (limit.emission_interval_nanos() / 1_000).max(1);
-        let mut manager = self.manager.clone();
+        let mut connection = self.connection.clone();
         let mut invocation = self.script.key(key);
         invocation.arg(t).arg(limit.requests());
+        // `EVALSHA`; on `NOSCRIPT` (a server restarted or flushed, a node that
+        // joined later) `SCRIPT LOAD`, which a cluster client sends to every
+        // node, replicas included, and `EVALSHA` again.
         let reply: Vec<i64> =
-            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut manager))
+            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
                 .await
                 .map_err(|_| RedisFailure::Timeout(self.timeout))?
                 .map_err(RedisFailure::Redis)?;
         decision_from_reply(limit, &reply).ok_or(RedisFailure::Reply)
     }
 
-    /// Logs that Redis failed, at most once per [`WARN_EVERY`].
-    pub(crate) fn warn_fallback(&self, failure: &RedisFailure) {
+    /// Counts a request limited in process because Redis failed, and logs
+    /// it at most once per [`WARN_EVERY`].
+    pub(crate) fn fell_back(&self, failure: &RedisFailure) {
+        self.fallbacks.increment(1);
         if self.warnings.should_warn() {
             tracing::warn!(
                 error = %failure,
@@ -129,6 +235,7 @@ fn decision_from_reply(limit: RateLimit, reply: &[i64]) -> Option<Decision> {
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackend")
+            .field("cluster", &self.is_cluster())
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("policy", &self.policy)

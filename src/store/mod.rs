@@ -24,6 +24,8 @@ mod timed;
 
 pub use self::memory::MemoryRepository;
 pub use self::redact::redact_url;
+#[cfg(feature = "redis")]
+pub(crate) use self::redact::url_list;
 pub use self::sql::{SeaOrmRepository, connect_options};
 pub(crate) use self::timed::Store;
 pub use crate::entity::StoredHash;

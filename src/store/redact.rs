@@ -1,7 +1,8 @@
 /// A database URL fit for logs: the user and password of the authority, and the
 /// value of every query parameter that may hold a secret (`password`,
 /// `sslpassword`, any name containing `pass`, `secret` or `token`), replaced by
-/// `***`.
+/// `***`. A comma-separated list of URLs (the nodes of a Redis Cluster, as
+/// `REDIS_URL` may give them) is redacted URL by URL.
 ///
 /// ```
 /// use tower_api_keys::store::redact_url;
@@ -11,8 +12,51 @@
 ///     "postgres://***@db:5432/keys?sslmode=require&password=***",
 /// );
 /// assert_eq!(redact_url("sqlite://api-keys.db"), "sqlite://api-keys.db");
+/// assert_eq!(
+///     redact_url("redis://:hunter2@node-a:6379,redis://:hunter2@node-b:6379"),
+///     "redis://***@node-a:6379,redis://***@node-b:6379",
+/// );
 /// ```
 pub fn redact_url(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for (i, one) in url_list(url).into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        redact_one(one, &mut out);
+    }
+    out
+}
+
+/// `list` cut at every comma that starts another URL (a comma, optional
+/// spaces, then `scheme://`), untrimmed. A comma anywhere else (in a password,
+/// between the hosts of a multi-host PostgreSQL URL) does not cut.
+pub(crate) fn url_list(list: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for (comma, _) in list.match_indices(',') {
+        if starts_with_scheme(list[comma + 1..].trim_start()) {
+            pieces.push(&list[start..comma]);
+            start = comma + 1;
+        }
+    }
+    pieces.push(&list[start..]);
+    pieces
+}
+
+/// Whether `text` begins with `scheme://` (RFC 3986: a letter, then letters,
+/// digits, `+`, `-` or `.`).
+fn starts_with_scheme(text: &str) -> bool {
+    let Some((scheme, _)) = text.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// Appends one URL of [`redact_url`]'s list, redacted, to `out`.
+fn redact_one(url: &str, out: &mut String) {
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, url),
@@ -21,7 +65,6 @@ pub fn redact_url(url: &str) -> String {
         Some((before, query)) => (before, Some(query)),
         None => (rest, None),
     };
-    let mut out = String::with_capacity(url.len());
     if let Some(scheme) = scheme {
         out.push_str(scheme);
         out.push_str("://");
@@ -59,7 +102,6 @@ pub fn redact_url(url: &str) -> String {
             out.push_str(fragment);
         }
     }
-    out
 }
 
 fn is_secret_parameter(name: &str) -> bool {
@@ -102,6 +144,32 @@ mod tests {
             (
                 "postgres://u:p@h?password=x",
                 "postgres://***@h?password=***",
+            ),
+        ] {
+            assert_eq!(redact_url(url), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_list_of_urls_is_redacted_url_by_url() {
+        for (url, expected) in [
+            (
+                "redis://u:p1@a:1,redis://u:p2@b:2",
+                "redis://***@a:1,redis://***@b:2",
+            ),
+            (
+                "rediss://:p@a:1, rediss://b:2/0?password=p",
+                "rediss://***@a:1, rediss://b:2/0?password=***",
+            ),
+            // Commas that do not start a URL stay inside one.
+            ("redis://:a,b@h:1", "redis://***@h:1"),
+            (
+                "postgres://u:p@h1:5432,h2:5432/db",
+                "postgres://***@h1:5432,h2:5432/db",
+            ),
+            (
+                "redis://:p,redis@h:1,redis://:q@i:2",
+                "redis://***@h:1,redis://***@i:2",
             ),
         ] {
             assert_eq!(redact_url(url), expected, "{url}");

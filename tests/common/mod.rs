@@ -1,6 +1,10 @@
 //! Shared test support: a fresh database per test on every configured backend,
-//! a counting/failing repository wrapper, and a real HTTP app on loopback.
+//! a counting/failing repository wrapper, a real HTTP app on loopback, and the
+//! example server as a process ([`server`]).
 #![allow(dead_code, unreachable_pub)]
+
+#[cfg(unix)]
+pub mod server;
 
 use std::{
     collections::HashMap,
