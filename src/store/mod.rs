@@ -17,16 +17,25 @@ use crate::{
     ratelimit::RateLimit,
 };
 
+mod conn;
+mod connect;
 mod memory;
 mod redact;
+#[cfg(feature = "postgres")]
+pub(crate) mod replica;
 mod sql;
 mod timed;
+#[cfg(feature = "postgres")]
+mod unprepared;
 
+pub use self::connect::{
+    ConnectError, PoolMode, RepositoryBuilder, UnknownPoolMode, connect_options,
+};
 pub use self::memory::MemoryRepository;
 pub use self::redact::redact_url;
 #[cfg(feature = "redis")]
 pub(crate) use self::redact::url_list;
-pub use self::sql::{SeaOrmRepository, connect_options};
+pub use self::sql::SeaOrmRepository;
 pub(crate) use self::timed::Store;
 pub use crate::entity::StoredHash;
 

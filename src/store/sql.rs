@@ -6,8 +6,8 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, Value,
+    ColumnTrait, ConnectOptions, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, Value,
     sea_query::{Expr, ExprTrait, NullOrdering, Order, Query},
 };
 use uuid::Uuid;
@@ -17,85 +17,48 @@ use super::{
     OldKeyLimit, PepperCount, RotateOutcome, Rotation, StoreError, StoredHash, USAGE_CHUNK,
     UsageCount, merge_usage, metadata_from_column, rate_limit_from_columns, scopes_from_column,
 };
+use super::{
+    conn::Conn,
+    connect::{PoolMode, RepositoryBuilder, connect_options},
+};
 use crate::entity::{self, Column, Entity, Model};
 use crate::policy::{Metadata, Scopes};
-
-/// Connection options with the defaults this crate relies on.
-///
-/// - `test_before_acquire(false)`: no ping before every query (a lookup on local
-///   PostgreSQL drops from about 229 µs to 151 µs); a broken connection surfaces as
-///   a store error, which the layer answers with `503`, and the pool replaces it.
-/// - SQLite files: created if missing, WAL journal, `synchronous = NORMAL`, a 5 s
-///   busy timeout and a pool of 4 connections (SeaORM otherwise uses one, which
-///   serializes every lookup). In-memory SQLite keeps a single connection, since
-///   each connection would see its own empty database.
-/// - Other backends: a pool of 10 connections.
-///
-/// Adjust the returned options further before passing them to
-/// [`SeaOrmRepository::connect_with`].
-pub fn connect_options(url: &str) -> ConnectOptions {
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .test_before_acquire(false)
-        .sqlx_logging(false)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .acquire_timeout(CONNECT_TIMEOUT);
-    if url.starts_with("sqlite:") {
-        if url.contains(":memory:") || url.contains("mode=memory") {
-            options.max_connections(1);
-        } else {
-            options.max_connections(4);
-            #[cfg(feature = "sqlite")]
-            options.map_sqlx_sqlite_opts(|opts| {
-                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-                opts.create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(std::time::Duration::from_secs(5))
-            });
-        }
-    } else {
-        options.max_connections(10);
-    }
-    options
-}
-
-/// How long opening a connection (or waiting for one from the pool) may take
-/// before it counts as failed, so that a store that cannot be reached fails a
-/// start within seconds instead of retrying for half a minute.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The crate feature a database URL needs, if that feature is not compiled in.
-fn missing_driver(url: &str, compiled: &[&'static str]) -> Option<&'static str> {
-    let scheme = url.split(':').next().unwrap_or_default();
-    let feature = match scheme {
-        "sqlite" => "sqlite",
-        "postgres" | "postgresql" => "postgres",
-        "mysql" | "mariadb" => "mysql",
-        _ => return None,
-    };
-    (!compiled.contains(&feature)).then_some(feature)
-}
-
-/// The database drivers compiled into this build.
-const COMPILED_DRIVERS: &[&str] = &[
-    #[cfg(feature = "sqlite")]
-    "sqlite",
-    #[cfg(feature = "postgres")]
-    "postgres",
-    #[cfg(feature = "mysql")]
-    "mysql",
-];
 
 /// The SeaORM implementation of [`ApiKeyRepository`] over the `api_keys` table.
 ///
 /// Works on SQLite, PostgreSQL and MySQL/MariaDB (each behind its cargo feature).
 /// Run [`crate::migration::Migrator`] first, or let [`SeaOrmRepository::connect`]
-/// do it.
-#[derive(Debug, Clone)]
+/// do it. [`RepositoryBuilder`] adds a transaction-mode pooler, a read replica
+/// and the change feed's own URL.
+#[derive(Clone)]
 pub struct SeaOrmRepository {
     db: DatabaseConnection,
     pool: Pool,
+    mode: PoolMode,
+    /// PostgreSQL in transaction mode: the pool, without named statements.
+    #[cfg(feature = "postgres")]
+    unprepared: Option<super::unprepared::Unprepared>,
+    /// Where the change feed listens, when not on the pool's own URL.
+    #[cfg(feature = "postgres")]
+    feed_options: Option<sea_orm::sqlx::postgres::PgConnectOptions>,
+    /// The read replica for lookups, if any.
+    #[cfg(feature = "postgres")]
+    replica: Option<std::sync::Arc<super::replica::ReadReplica>>,
+}
+
+impl std::fmt::Debug for SeaOrmRepository {
+    /// The backend and how it is reached; never a URL (it may hold a password).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut debug = f.debug_struct("SeaOrmRepository");
+        debug
+            .field("backend", &self.backend())
+            .field("pool_mode", &self.mode);
+        #[cfg(feature = "postgres")]
+        debug
+            .field("feed_url", &self.feed_options.is_some())
+            .field("read_replica", &self.replica.is_some());
+        debug.finish_non_exhaustive()
+    }
 }
 
 /// The sqlx pool under the connection, for the one query on the request path.
@@ -155,53 +118,124 @@ macro_rules! select_by_public_key {
     };
 }
 
+/// Decodes one `api_keys` row read by [`select_by_public_key!`].
+macro_rules! record_from_row {
+    ($row:expr) => {{
+        use sea_orm::sqlx::Row;
+        let row = $row;
+        (|| -> Result<ApiKeyRecord, sea_orm::sqlx::Error> {
+            let key_id = row.try_get("key_id")?;
+            Ok(ApiKeyRecord {
+                key_id,
+                public_key: row.try_get("public_key")?,
+                secret_key_hash: StoredHash::new(row.try_get::<String, _>("secret_key_hash")?),
+                account_id: row.try_get("account_id")?,
+                title: row.try_get("title")?,
+                description: row.try_get("description")?,
+                status: KeyStatus::from_column(row.try_get::<Option<&str>, _>("status")?),
+                expires_at: row.try_get("expires_at")?,
+                last_used_at: row.try_get("last_used_at")?,
+                created_at: row.try_get("created_at")?,
+                pepper_id: row.try_get("pepper_id")?,
+                scopes: scopes_from_column(key_id, row.try_get("scopes")?),
+                metadata: metadata_from_column(key_id, row.try_get("metadata")?),
+                rotated_from: row.try_get("rotated_from")?,
+                rate_limit: rate_limit_from_columns(
+                    key_id,
+                    row.try_get("rate_limit_requests")?,
+                    row.try_get("rate_limit_period_seconds")?,
+                ),
+            })
+        })()
+        .map_err(|err| StoreError::Database(Box::new(err)))
+    }};
+}
+
 macro_rules! fetch_by_public_key {
     ($pool:expr, $status:literal, $json:literal, $placeholder:literal, $public_key:expr) => {{
-        use sea_orm::sqlx::Row;
         match sea_orm::sqlx::query(select_by_public_key!($status, $json, $placeholder))
             .bind($public_key)
             .fetch_optional($pool)
             .await
         {
             Ok(None) => Ok(None),
-            Ok(Some(row)) => (|| -> Result<ApiKeyRecord, sea_orm::sqlx::Error> {
-                let key_id = row.try_get("key_id")?;
-                Ok(ApiKeyRecord {
-                    key_id,
-                    public_key: row.try_get("public_key")?,
-                    secret_key_hash: StoredHash::new(row.try_get::<String, _>("secret_key_hash")?),
-                    account_id: row.try_get("account_id")?,
-                    title: row.try_get("title")?,
-                    description: row.try_get("description")?,
-                    status: KeyStatus::from_column(row.try_get::<Option<&str>, _>("status")?),
-                    expires_at: row.try_get("expires_at")?,
-                    last_used_at: row.try_get("last_used_at")?,
-                    created_at: row.try_get("created_at")?,
-                    pepper_id: row.try_get("pepper_id")?,
-                    scopes: scopes_from_column(key_id, row.try_get("scopes")?),
-                    metadata: metadata_from_column(key_id, row.try_get("metadata")?),
-                    rotated_from: row.try_get("rotated_from")?,
-                    rate_limit: rate_limit_from_columns(
-                        key_id,
-                        row.try_get("rate_limit_requests")?,
-                        row.try_get("rate_limit_period_seconds")?,
-                    ),
-                })
-            })()
-            .map(Some)
-            .map_err(|err| StoreError::Database(Box::new(err))),
+            Ok(Some(row)) => record_from_row!(&row).map(Some),
             Err(err) => Err(StoreError::Database(Box::new(err))),
         }
     }};
 }
 
+/// The PostgreSQL lookup: a prepared statement kept on the connection, or,
+/// through a transaction-mode pooler, one simple-protocol query with the
+/// public key inlined (its alphabet, `pk_` and 32 alphanumerics, is checked
+/// first): one round trip, and nothing prepared under a name.
+#[cfg(feature = "postgres")]
+async fn postgres_lookup(
+    pool: &sea_orm::sqlx::PgPool,
+    mode: PoolMode,
+    public_key: &str,
+) -> Result<Option<ApiKeyRecord>, StoreError> {
+    const SQL: &str = select_by_public_key!("status::text", "text", "$1");
+    if mode == PoolMode::Session {
+        return fetch_by_public_key!(pool, "status::text", "text", "$1", public_key);
+    }
+    if crate::key::PublicKey::parse(public_key).is_err() {
+        // Not the shape of a public key: no row has it.
+        return Ok(None);
+    }
+    let sql = SQL.replace("$1", &format!("'{public_key}'"));
+    match sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql))
+        .fetch_optional(pool)
+        .await
+    {
+        Ok(None) => Ok(None),
+        Ok(Some(row)) => record_from_row!(&row).map(Some),
+        Err(err) => Err(StoreError::Database(Box::new(err))),
+    }
+}
+
 impl SeaOrmRepository {
     /// Wraps an existing connection (pool). Does not run migrations.
     pub fn new(db: DatabaseConnection) -> Self {
+        Self::with_mode(db, PoolMode::Session)
+    }
+
+    /// Wraps an existing connection reached in `mode`. Does not run migrations.
+    pub(crate) fn with_mode(db: DatabaseConnection, mode: PoolMode) -> Self {
+        let pool = Pool::of(&db);
         Self {
-            pool: Pool::of(&db),
+            #[cfg(feature = "postgres")]
+            unprepared: match (&pool, mode) {
+                (Pool::Postgres(pool), PoolMode::Transaction) => {
+                    Some(super::unprepared::Unprepared(pool.clone()))
+                }
+                _ => None,
+            },
+            #[cfg(feature = "postgres")]
+            feed_options: None,
+            #[cfg(feature = "postgres")]
+            replica: None,
+            pool,
+            mode,
             db,
         }
+    }
+
+    /// Listens for changes on `options` instead of the pool's own URL.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn with_feed_options(
+        mut self,
+        options: sea_orm::sqlx::postgres::PgConnectOptions,
+    ) -> Self {
+        self.feed_options = Some(options);
+        self
+    }
+
+    /// Reads cache misses from `pool`, a read replica.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn with_replica(mut self, pool: sea_orm::sqlx::PgPool) -> Self {
+        self.replica = Some(super::replica::ReadReplica::start(pool));
+        self
     }
 
     /// Connects to `url` with [`connect_options`] and runs the crate's migrations.
@@ -212,20 +246,53 @@ impl SeaOrmRepository {
     /// Connects with the given options and runs the crate's migrations.
     ///
     /// A URL whose driver is not compiled in (`postgres://` without the crate
-    /// feature `postgres`, say) is refused with an error that names the feature.
+    /// feature `postgres`, say) is refused with an error that names the feature,
+    /// and so is a read-only database (a standby). [`RepositoryBuilder`] has
+    /// the other settings.
     pub async fn connect_with(options: ConnectOptions) -> Result<Self, DbErr> {
-        use sea_orm_migration::MigratorTrait;
-        if let Some(feature) = missing_driver(options.get_url(), COMPILED_DRIVERS) {
-            let scheme = options.get_url().split(':').next().unwrap_or_default();
-            return Err(DbErr::Custom(format!(
-                "{scheme}:// databases need the crate feature `{feature}`, which this build \
-                 does not have (for the example server: \
-                 cargo run --example server --features {feature})"
-            )));
+        Ok(RepositoryBuilder::new(options).connect().await?)
+    }
+
+    /// Starts configuring a repository on `url` (with [`connect_options`]).
+    pub fn builder(url: &str) -> RepositoryBuilder {
+        RepositoryBuilder::new(connect_options(url))
+    }
+
+    /// How the database is reached.
+    pub fn pool_mode(&self) -> PoolMode {
+        self.mode
+    }
+
+    /// A connection that runs SeaORM statements as the store does: behind a
+    /// transaction-mode pooler, without naming a prepared statement. Use it
+    /// rather than [`connection`](Self::connection) for queries of your own
+    /// in [`PoolMode::Transaction`]; otherwise it is that connection.
+    pub fn executor(&self) -> impl ConnectionTrait + '_ {
+        self.conn()
+    }
+
+    /// The connection the store's statements run on.
+    fn conn(&self) -> Conn<'_> {
+        #[cfg(feature = "postgres")]
+        if let Some(unprepared) = &self.unprepared {
+            return Conn::Unprepared(unprepared);
         }
-        let db = Database::connect(options).await?;
-        crate::migration::Migrator::up(&db, None).await?;
-        Ok(Self::new(db))
+        Conn::Orm(&self.db)
+    }
+
+    /// Where the change feed comes from (see [`crate::feed`]).
+    fn feed_source(&self) -> Option<crate::feed::ChangeSource> {
+        #[cfg(feature = "postgres")]
+        if let Pool::Postgres(pool) = &self.pool {
+            let fence = self.replica.as_ref().map(|replica| replica.fence.clone());
+            return Some(crate::feed::ChangeSource::postgres(
+                pool.clone(),
+                self.mode,
+                self.feed_options.clone(),
+                fence,
+            ));
+        }
+        crate::feed::ChangeSource::of(&self.db)
     }
 
     /// The underlying connection.
@@ -238,7 +305,6 @@ impl SeaOrmRepository {
     }
     /// One attempt of [`ApiKeyRepository::rotate`].
     async fn rotate_once(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
-        use sea_orm::TransactionTrait;
         let backend = self.backend();
         let Rotation {
             account_id,
@@ -246,7 +312,7 @@ impl SeaOrmRepository {
             old_key,
             successor,
         } = rotation;
-        let transaction = self.db.begin().await.map_err(database)?;
+        let transaction = self.conn().begin().await.map_err(database)?;
         let read_old = || {
             entity::find(backend)
                 .filter(Column::KeyId.eq(old_key_id))
@@ -638,15 +704,23 @@ impl ApiKeyRepository for SeaOrmRepository {
         &self,
         public_key: &str,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        #[cfg(feature = "postgres")]
+        if let Some(replica) = &self.replica
+            && replica.fence.allows(public_key)
+        {
+            // A key the replica does not know may be a moment old: the primary
+            // is asked before it is taken for unknown.
+            if let Some(record) = postgres_lookup(&replica.pool, self.mode, public_key).await? {
+                return Ok(Some(record));
+            }
+        }
         match &self.pool {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(pool) => {
                 return fetch_by_public_key!(pool, "status", "text", "?", public_key);
             }
             #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => {
-                return fetch_by_public_key!(pool, "status::text", "text", "$1", public_key);
-            }
+            Pool::Postgres(pool) => return postgres_lookup(pool, self.mode, public_key).await,
             #[cfg(feature = "mysql")]
             Pool::MySql(pool) => {
                 return fetch_by_public_key!(pool, "status", "char", "?", public_key);
@@ -663,7 +737,7 @@ impl ApiKeyRepository for SeaOrmRepository {
 
     async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
         let statement = insert_statement(self.backend(), record)?;
-        match self.db.execute(&statement).await {
+        match self.conn().execute(&statement).await {
             Ok(_) => Ok(()),
             Err(err) if is_unique_violation(&err) => Err(StoreError::Conflict),
             Err(err) => Err(database(err)),
@@ -671,9 +745,8 @@ impl ApiKeyRepository for SeaOrmRepository {
     }
 
     async fn insert_many(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
-        use sea_orm::TransactionTrait;
         let backend = self.backend();
-        let transaction = self.db.begin().await.map_err(database)?;
+        let transaction = self.conn().begin().await.map_err(database)?;
         for record in records {
             let statement = insert_statement(backend, record)?;
             match transaction.execute(&statement).await {
@@ -690,7 +763,7 @@ impl ApiKeyRepository for SeaOrmRepository {
         entity::find(self.backend())
             .filter(Column::AccountId.eq(account_id))
             .order_by_with_nulls(Column::CreatedAt, Order::Desc, NullOrdering::Last)
-            .all(&self.db)
+            .all(&self.conn())
             .await
             .map(|rows| rows.into_iter().map(ApiKeyRecord::from).collect())
             .map_err(database)
@@ -704,7 +777,7 @@ impl ApiKeyRepository for SeaOrmRepository {
         entity::find(self.backend())
             .filter(Column::KeyId.eq(key_id))
             .filter(Column::AccountId.eq(account_id))
-            .one(&self.db)
+            .one(&self.conn())
             .await
             .map(|row| row.map(ApiKeyRecord::from))
             .map_err(database)
@@ -719,7 +792,7 @@ impl ApiKeyRepository for SeaOrmRepository {
             .col_expr(Column::Status, Expr::cust(KeyStatus::Revoked.sql_literal()))
             .filter(Column::KeyId.eq(key_id))
             .filter(Column::AccountId.eq(account_id))
-            .exec(&self.db)
+            .exec(&self.conn())
             .await
             .map_err(database)?;
         self.get(account_id, key_id).await
@@ -758,7 +831,7 @@ impl ApiKeyRepository for SeaOrmRepository {
             update
                 .filter(Column::KeyId.eq(key_id))
                 .filter(Column::AccountId.eq(account_id))
-                .exec(&self.db)
+                .exec(&self.conn())
                 .await
                 .map_err(database)?;
         }
@@ -800,7 +873,7 @@ impl ApiKeyRepository for SeaOrmRepository {
         let result = Entity::delete_many()
             .filter(Column::KeyId.eq(key_id))
             .filter(Column::AccountId.eq(account_id))
-            .exec(&self.db)
+            .exec(&self.conn())
             .await
             .map_err(database)?;
         Ok((result.rows_affected > 0).then_some(record))
@@ -809,7 +882,7 @@ impl ApiKeyRepository for SeaOrmRepository {
     async fn rewrite_hashes(&self, batch: &[HashRewrite]) -> Result<(), StoreError> {
         let backend = self.backend();
         for chunk in batch.chunks(REWRITE_CHUNK) {
-            self.db
+            self.conn()
                 .execute_raw(rewrite_statement(backend, chunk))
                 .await
                 .map_err(database)?;
@@ -825,7 +898,11 @@ impl ApiKeyRepository for SeaOrmRepository {
             // can simply run again.
             let mut attempt = 1;
             loop {
-                match self.db.execute_raw(usage_statement(backend, chunk)).await {
+                match self
+                    .conn()
+                    .execute_raw(usage_statement(backend, chunk))
+                    .await
+                {
                     Ok(_) => break,
                     Err(err) if attempt < 3 && is_deadlock(&err) => {
                         attempt += 1;
@@ -852,7 +929,7 @@ impl ApiKeyRepository for SeaOrmRepository {
              WHERE key_id = ? AND day >= ? ORDER BY day DESC"
         };
         let rows = self
-            .db
+            .conn()
             .query_all_raw(Statement::from_sql_and_values(
                 backend,
                 sql,
@@ -878,7 +955,7 @@ impl ApiKeyRepository for SeaOrmRepository {
             .filter(still_valid(Utc::now()))
             .group_by(Column::PepperId)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.conn())
             .await
             .map_err(database)?;
         Ok(rows
@@ -903,14 +980,14 @@ impl ApiKeyRepository for SeaOrmRepository {
             .col_expr(Column::Status, Expr::cust(KeyStatus::Revoked.sql_literal()))
             .filter(still_valid(Utc::now()))
             .filter(names)
-            .exec(&self.db)
+            .exec(&self.conn())
             .await
             .map(|done| done.rows_affected)
             .map_err(database)
     }
 
     fn change_source(&self) -> Option<crate::feed::ChangeSource> {
-        crate::feed::ChangeSource::of(&self.db)
+        self.feed_source()
     }
 
     async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
@@ -920,8 +997,10 @@ impl ApiKeyRepository for SeaOrmRepository {
         let mut batch = batch.to_vec();
         batch.sort_unstable_by_key(|(key_id, _)| *key_id);
         for chunk in batch.chunks(LAST_USED_CHUNK) {
+            // Array binds need a prepared statement: not through a
+            // transaction-mode pooler, where the text form below runs inline.
             #[cfg(feature = "postgres")]
-            if let Pool::Postgres(pool) = &self.pool {
+            if let (Pool::Postgres(pool), PoolMode::Session) = (&self.pool, self.mode) {
                 let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = chunk.iter().copied().unzip();
                 sea_orm::sqlx::query(POSTGRES_LAST_USED)
                     .bind(ids)
@@ -931,45 +1010,11 @@ impl ApiKeyRepository for SeaOrmRepository {
                     .map_err(|err| StoreError::Database(Box::new(err)))?;
                 continue;
             }
-            self.db
+            self.conn()
                 .execute_raw(last_used_statement(backend, chunk))
                 .await
                 .map_err(database)?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod driver_tests {
-    use super::missing_driver;
-
-    #[test]
-    fn a_url_whose_driver_is_missing_names_the_feature() {
-        let only_sqlite = &["sqlite"];
-        assert_eq!(
-            missing_driver("postgres://u@h/db", only_sqlite),
-            Some("postgres")
-        );
-        assert_eq!(
-            missing_driver("postgresql://h/db", only_sqlite),
-            Some("postgres")
-        );
-        assert_eq!(
-            missing_driver("mysql://root@h/db", only_sqlite),
-            Some("mysql")
-        );
-        assert_eq!(missing_driver("mariadb://h/db", only_sqlite), Some("mysql"));
-        assert_eq!(missing_driver("sqlite://keys.db", only_sqlite), None);
-        assert_eq!(
-            missing_driver("sqlite://keys.db", &["postgres"]),
-            Some("sqlite")
-        );
-        assert_eq!(
-            missing_driver("postgres://h/db", &["sqlite", "postgres"]),
-            None
-        );
-        // Unknown schemes are left to the driver's own error.
-        assert_eq!(missing_driver("oracle://h/db", only_sqlite), None);
     }
 }

@@ -1,0 +1,103 @@
+//! The connection the SQL store's statements run on: SeaORM's own, or (for
+//! PostgreSQL behind a transaction-mode pooler) one that never prepares a
+//! statement under a name. Both implement SeaORM's [`ConnectionTrait`], so
+//! each query is written once.
+
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
+    QueryResult, Statement, TransactionTrait,
+};
+
+#[cfg(feature = "postgres")]
+use super::unprepared::{Unprepared, UnpreparedTransaction};
+
+/// A connection (pool) of the store.
+pub(crate) enum Conn<'a> {
+    Orm(&'a DatabaseConnection),
+    #[cfg(feature = "postgres")]
+    Unprepared(&'a Unprepared),
+}
+
+/// A transaction of the store.
+pub(crate) enum Tx {
+    Orm(DatabaseTransaction),
+    #[cfg(feature = "postgres")]
+    Unprepared(UnpreparedTransaction),
+}
+
+impl Conn<'_> {
+    pub(crate) async fn begin(&self) -> Result<Tx, DbErr> {
+        match self {
+            Self::Orm(db) => db.begin().await.map(Tx::Orm),
+            #[cfg(feature = "postgres")]
+            Self::Unprepared(pool) => pool.begin().await.map(Tx::Unprepared),
+        }
+    }
+}
+
+impl Tx {
+    pub(crate) async fn commit(self) -> Result<(), DbErr> {
+        match self {
+            Self::Orm(transaction) => transaction.commit().await,
+            #[cfg(feature = "postgres")]
+            Self::Unprepared(transaction) => transaction.commit().await,
+        }
+    }
+}
+
+/// Passes each call to the variant's connection.
+macro_rules! delegate {
+    ($self:ident, |$conn:ident| $call:expr) => {
+        match $self {
+            Self::Orm($conn) => $call,
+            #[cfg(feature = "postgres")]
+            Self::Unprepared($conn) => $call,
+        }
+    };
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl ConnectionTrait for Conn<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        delegate!(self, |conn| conn.get_database_backend())
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        delegate!(self, |conn| conn.execute_raw(stmt).await)
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        delegate!(self, |conn| conn.execute_unprepared(sql).await)
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        delegate!(self, |conn| conn.query_one_raw(stmt).await)
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        delegate!(self, |conn| conn.query_all_raw(stmt).await)
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl ConnectionTrait for Tx {
+    fn get_database_backend(&self) -> DbBackend {
+        delegate!(self, |conn| conn.get_database_backend())
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        delegate!(self, |conn| conn.execute_raw(stmt).await)
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        delegate!(self, |conn| conn.execute_unprepared(sql).await)
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        delegate!(self, |conn| conn.query_one_raw(stmt).await)
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        delegate!(self, |conn| conn.query_all_raw(stmt).await)
+    }
+}
