@@ -28,7 +28,14 @@ pub(super) enum Settle {
     /// The poller reads the list of open transactions (MySQL/MariaDB
     /// `information_schema.INNODB_TRX`): a gap settles once every transaction
     /// open when it was noticed has ended.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     OpenTransactions,
+    /// The poller reads the transaction snapshot (PostgreSQL
+    /// `pg_current_snapshot()`): a gap settles once the oldest transaction
+    /// still running began after every transaction running when it was
+    /// noticed (`xmin` has passed the `xmax` of then).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Snapshot,
     /// Nothing tells: a gap settles after this long (a writer transaction open
     /// longer is missed; its keys reach the replica within the positive TTL).
     After(Duration),
@@ -39,6 +46,20 @@ pub(super) enum Settle {
 /// refresh `INNODB_TRX` at most every 0.1 s.
 const LIST_SLACK: Duration = Duration::from_millis(250);
 
+/// What the database told of its transactions at one poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Observed {
+    /// Nothing (the database cannot tell, or the poller did not ask).
+    Nothing,
+    /// The ids of the transactions open now ([`Settle::OpenTransactions`]).
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    Open(Vec<String>),
+    /// The oldest transaction id still running, and the next one to be
+    /// assigned ([`Settle::Snapshot`]).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Snapshot { xmin: i64, xmax: i64 },
+}
+
 /// One range of ids not seen yet, `start..=end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Gap {
@@ -47,6 +68,9 @@ struct Gap {
     /// The first poll at least [`LIST_SLACK`] after `noticed`: the holder of
     /// the gap, if still open then, was on that poll's list.
     reference: Option<Instant>,
+    /// The next transaction id at the first snapshot after the gap was
+    /// noticed: its holder's id is below it.
+    xmax: Option<i64>,
     /// Settled by the last call of [`Cursor::settle`]: dropped after the
     /// next read of the gaps.
     settled: bool,
@@ -103,6 +127,7 @@ impl Cursor {
                         end: id - 1,
                         noticed: now,
                         reference: None,
+                        xmax: None,
                         settled: false,
                     },
                 );
@@ -146,16 +171,16 @@ impl Cursor {
         self.gaps.len()
     }
 
-    /// Whether this cursor needs the list of open transactions.
-    pub(super) fn needs_open_transactions(&self) -> bool {
-        self.settle == Settle::OpenTransactions && self.has_gaps()
+    /// How gaps settle.
+    pub(super) fn settles_by(&self) -> Settle {
+        self.settle
     }
 
-    /// Marks the gaps that are over as settled, given the transactions open
-    /// now (`Settle::OpenTransactions`; ignored otherwise). Call it before
-    /// the gaps are read again, and [`Self::drop_settled`] after: a gap whose
-    /// holder committed is read once more before it is dropped.
-    pub(super) fn settle(&mut self, open_now: Option<Vec<String>>, now: Instant) {
+    /// Marks the gaps that are over as settled, given what the database told
+    /// of its transactions now. Call it before the gaps are read again, and
+    /// [`Self::drop_settled`] after: a gap whose holder committed is read once
+    /// more before it is dropped.
+    pub(super) fn settle(&mut self, observed: Observed, now: Instant) {
         match self.settle {
             Settle::Serialized => {
                 for gap in self.gaps.values_mut() {
@@ -167,8 +192,17 @@ impl Cursor {
                     gap.settled = now.duration_since(gap.noticed) >= window;
                 }
             }
+            Settle::Snapshot => {
+                let Observed::Snapshot { xmin, xmax } = observed else {
+                    return;
+                };
+                for gap in self.gaps.values_mut() {
+                    let reference = *gap.xmax.get_or_insert(xmax);
+                    gap.settled = xmin >= reference;
+                }
+            }
             Settle::OpenTransactions => {
-                let Some(open_now) = open_now else {
+                let Observed::Open(open_now) = observed else {
                     return;
                 };
                 let mut open = HashMap::with_capacity(open_now.len());
@@ -267,7 +301,7 @@ mod tests {
         let now = Instant::now();
         let mut cursor = Cursor::new(0, Settle::Serialized);
         cursor.saw(3, now);
-        cursor.settle(None, now);
+        cursor.settle(Observed::Nothing, now);
         assert!(cursor.has_gaps(), "kept until read once more");
         cursor.drop_settled();
         assert!(!cursor.has_gaps());
@@ -280,10 +314,10 @@ mod tests {
         let window = Duration::from_secs(600);
         let mut cursor = Cursor::new(0, Settle::After(window));
         cursor.saw(3, start);
-        cursor.settle(None, start + window - Duration::from_millis(1));
+        cursor.settle(Observed::Nothing, start + window - Duration::from_millis(1));
         cursor.drop_settled();
         assert!(cursor.has_gaps());
-        cursor.settle(None, start + window);
+        cursor.settle(Observed::Nothing, start + window);
         cursor.drop_settled();
         assert!(!cursor.has_gaps());
     }
@@ -292,7 +326,7 @@ mod tests {
     fn a_gap_waits_for_every_transaction_open_when_it_was_noticed() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
-        let open = |ids: &[&str]| Some(ids.iter().map(|id| (*id).to_owned()).collect());
+        let open = |ids: &[&str]| Observed::Open(ids.iter().map(|id| (*id).to_owned()).collect());
         let mut cursor = Cursor::new(10, Settle::OpenTransactions);
         // The holder of 11..=11 ("a") has not shown in the list yet.
         cursor.saw(12, at(0));
@@ -314,11 +348,58 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_waits_for_the_snapshot_to_pass_the_transactions_of_its_notice() {
+        let now = Instant::now();
+        let mut cursor = Cursor::new(10, Settle::Snapshot);
+        cursor.saw(13, now);
+        // Transactions 700..=799 may still run; 800 is the next id.
+        cursor.settle(
+            Observed::Snapshot {
+                xmin: 700,
+                xmax: 800,
+            },
+            now,
+        );
+        cursor.drop_settled();
+        assert!(cursor.has_gaps());
+        // Later ones do not hold it open once those ended.
+        cursor.settle(
+            Observed::Snapshot {
+                xmin: 799,
+                xmax: 900,
+            },
+            now,
+        );
+        cursor.drop_settled();
+        assert!(cursor.has_gaps());
+        cursor.settle(
+            Observed::Snapshot {
+                xmin: 800,
+                xmax: 900,
+            },
+            now,
+        );
+        cursor.drop_settled();
+        assert!(!cursor.has_gaps());
+        // No transaction running when it was noticed: settled at once.
+        cursor.saw(15, now);
+        cursor.settle(
+            Observed::Snapshot {
+                xmin: 950,
+                xmax: 950,
+            },
+            now,
+        );
+        cursor.drop_settled();
+        assert!(!cursor.has_gaps());
+    }
+
+    #[test]
     fn no_list_leaves_the_gaps_as_they_are() {
         let start = Instant::now();
         let mut cursor = Cursor::new(0, Settle::OpenTransactions);
         cursor.saw(2, start);
-        cursor.settle(None, start + Duration::from_secs(3_600));
+        cursor.settle(Observed::Nothing, start + Duration::from_secs(3_600));
         cursor.drop_settled();
         assert!(cursor.has_gaps());
     }

@@ -21,8 +21,10 @@ use sea_orm::sqlx::{
 use tokio::time::Instant;
 
 use super::{
-    Backoff, CHANNEL, CONNECT_DEADLINE, HEARTBEAT_DEADLINE, HEARTBEAT_EVERY, QUERY_DEADLINE, Worker,
+    Backoff, CHANNEL, CONNECT_DEADLINE, HEARTBEAT_DEADLINE, HEARTBEAT_EVERY, QUERY_DEADLINE,
+    Worker, prune::Pruner,
 };
+use crate::store::replica::parse_lsn;
 
 /// The listener's `application_name`, so that operators can find it in
 /// `pg_stat_activity`; the query pool's own name, if it has one, follows it.
@@ -67,21 +69,27 @@ pub(super) async fn run(mut worker: Worker, options: PgConnectOptions) {
     let own_channel = format!("tower_api_keys_hb_{}", uuid::Uuid::new_v4().simple());
     let mut backoff = Backoff::new();
     let mut down_since: Option<std::time::Instant> = None;
+    let mut pruner = Pruner::default();
     while worker.running() {
         let lost = match connect(&options, &own_channel).await {
             Ok(mut listener) => {
                 backoff.reset();
-                worker.connected();
-                match down_since.take() {
-                    Some(since) => tracing::info!(
-                        down_for = ?since.elapsed(),
-                        "change feed: listening again; cache emptied to catch up"
-                    ),
-                    None => tracing::debug!("change feed: listening on channel {CHANNEL}"),
+                if let Err(lost) = sample(&worker, &mut listener).await {
+                    worker.disconnected();
+                    lost
+                } else {
+                    worker.connected();
+                    match down_since.take() {
+                        Some(since) => tracing::info!(
+                            down_for = ?since.elapsed(),
+                            "change feed: listening again; cache emptied to catch up"
+                        ),
+                        None => tracing::debug!("change feed: listening on channel {CHANNEL}"),
+                    }
+                    let lost = follow(&mut worker, &mut listener, &own_channel, &mut pruner).await;
+                    worker.disconnected();
+                    lost
                 }
-                let lost = follow(&mut worker, &mut listener, &own_channel).await;
-                worker.disconnected();
-                lost
             }
             Err(err) => {
                 worker.disconnected();
@@ -128,9 +136,37 @@ async fn connect(options: &PgConnectOptions, own_channel: &str) -> Result<PgList
     Ok(listener)
 }
 
+/// With a read replica: samples the primary's WAL position once listening,
+/// so that the replica is trusted again only once it has replayed what the
+/// feed may have missed.
+async fn sample(worker: &Worker, listener: &mut PgListener) -> Result<(), Lost> {
+    let Some(fence) = &worker.fence else {
+        return Ok(());
+    };
+    let sample = fence.begin_sample();
+    let lsn = tokio::time::timeout(
+        QUERY_DEADLINE,
+        sqlx::query_scalar::<_, String>("SELECT pg_current_wal_lsn()::text")
+            .persistent(false)
+            .fetch_one(&mut *listener),
+    )
+    .await
+    .map_err(|_| Lost::Heartbeat)?
+    .map_err(Lost::Error)?;
+    if let Some(lsn) = parse_lsn(&lsn) {
+        fence.sampled(sample, lsn);
+    }
+    Ok(())
+}
+
 /// Receives notifications until the connection is lost or fails its
 /// heartbeat, or the feed stops.
-async fn follow(worker: &mut Worker, listener: &mut PgListener, own_channel: &str) -> Lost {
+async fn follow(
+    worker: &mut Worker,
+    listener: &mut PgListener,
+    own_channel: &str,
+    pruner: &mut Pruner,
+) -> Lost {
     let mut beat: u64 = 0;
     // The heartbeat awaited, and by when.
     let mut awaiting: Option<(String, Instant)> = None;
@@ -141,16 +177,29 @@ async fn follow(worker: &mut Worker, listener: &mut PgListener, own_channel: &st
             beat += 1;
             let payload = beat.to_string();
             let deadline = now + HEARTBEAT_DEADLINE;
+            // The primary's WAL position comes with the heartbeat: every change
+            // received before it was sent committed below it.
+            let sample = worker.fence.as_ref().map(|fence| fence.begin_sample());
             let sent = tokio::time::timeout_at(
                 deadline,
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(own_channel)
-                    .bind(&payload)
-                    .execute(&mut *listener),
+                sqlx::query_scalar::<_, String>(
+                    "SELECT pg_current_wal_lsn()::text FROM (SELECT pg_notify($1, $2)) AS sent",
+                )
+                .persistent(false)
+                .bind(own_channel)
+                .bind(&payload)
+                .fetch_one(&mut *listener),
             )
             .await;
             match sent {
-                Ok(Ok(_)) => awaiting = Some((payload, deadline)),
+                Ok(Ok(lsn)) => {
+                    if let (Some(fence), Some(sample), Some(lsn)) =
+                        (&worker.fence, sample, parse_lsn(&lsn))
+                    {
+                        fence.sampled(sample, lsn);
+                    }
+                    awaiting = Some((payload, deadline));
+                }
                 Ok(Err(err)) => return Lost::Error(err),
                 Err(_) => return Lost::Heartbeat,
             }
@@ -169,8 +218,22 @@ async fn follow(worker: &mut Worker, listener: &mut PgListener, own_channel: &st
                     .is_some_and(|(payload, _)| payload == notification.payload())
                 {
                     awaiting = None;
-                    next_beat = Instant::now() + HEARTBEAT_EVERY;
                     worker.state.ok();
+                    // Pruning rides on the heartbeat's connection; a failure
+                    // other than a timeout does not stop the feed.
+                    let pruned = async {
+                        use sqlx::Acquire;
+                        let connection = listener.acquire().await?;
+                        pruner.step(connection).await
+                    };
+                    match tokio::time::timeout(QUERY_DEADLINE * 4, pruned).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => {
+                            tracing::debug!(error = %err, "change feed: pruning failed");
+                        }
+                        Err(_) => return Lost::Heartbeat,
+                    }
+                    next_beat = Instant::now() + HEARTBEAT_EVERY;
                 }
             }
             Ok(Ok(Some(notification))) => worker.changed(notification.payload()),

@@ -60,12 +60,14 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::sync::lock;
 
-#[cfg(any(feature = "mysql", feature = "sqlite"))]
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod cursor;
 #[cfg(feature = "postgres")]
 mod listen;
-#[cfg(any(feature = "mysql", feature = "sqlite"))]
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod poll;
+#[cfg(feature = "postgres")]
+mod prune;
 
 /// The PostgreSQL `NOTIFY` channel the triggers write to.
 pub const CHANNEL: &str = "tower_api_keys";
@@ -106,11 +108,24 @@ pub struct ChangeSource(pub(crate) Source);
 #[derive(Clone)]
 pub(crate) enum Source {
     #[cfg(feature = "postgres")]
-    Postgres(sea_orm::sqlx::PgPool),
+    Postgres(Box<PgSource>),
     #[cfg(feature = "mysql")]
     MySql(sea_orm::sqlx::MySqlPool),
     #[cfg(feature = "sqlite")]
     Sqlite(sea_orm::sqlx::SqlitePool),
+}
+
+/// A PostgreSQL feed: it listens when it has a URL to listen on (a direct or
+/// session-mode one), and otherwise polls the change log through the pool.
+#[cfg(feature = "postgres")]
+#[derive(Clone)]
+pub(crate) struct PgSource {
+    /// The query pool: the poller reads through it.
+    pool: sea_orm::sqlx::PgPool,
+    /// Where to listen, if anywhere.
+    listen: Option<sea_orm::sqlx::postgres::PgConnectOptions>,
+    /// The read replica's fence, told of every change.
+    fence: Option<Arc<crate::store::replica::Fence>>,
 }
 
 impl fmt::Debug for ChangeSource {
@@ -128,9 +143,12 @@ impl ChangeSource {
         // Each getter is called only for its own variant, so none can panic.
         match &db.inner {
             #[cfg(feature = "postgres")]
-            Type::SqlxPostgresPoolConnection(_) => Some(Self(Source::Postgres(
+            Type::SqlxPostgresPoolConnection(_) => Some(Self::postgres(
                 db.get_postgres_connection_pool().clone(),
-            ))),
+                crate::store::PoolMode::Session,
+                None,
+                None,
+            )),
             #[cfg(feature = "mysql")]
             Type::SqlxMySqlPoolConnection(_) => {
                 Some(Self(Source::MySql(db.get_mysql_connection_pool().clone())))
@@ -144,15 +162,40 @@ impl ChangeSource {
         }
     }
 
+    /// A PostgreSQL feed over `pool`, reached in `mode`: it listens on
+    /// `listen` when given, else on the pool's own URL in session mode, and
+    /// polls the change log through the pool in transaction mode.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres(
+        pool: sea_orm::sqlx::PgPool,
+        mode: crate::store::PoolMode,
+        listen: Option<sea_orm::sqlx::postgres::PgConnectOptions>,
+        fence: Option<Arc<crate::store::replica::Fence>>,
+    ) -> Self {
+        let listen = listen.or_else(|| {
+            (mode == crate::store::PoolMode::Session).then(|| (*pool.connect_options()).clone())
+        });
+        Self(Source::Postgres(Box::new(PgSource {
+            pool,
+            listen,
+            fence,
+        })))
+    }
+
     /// How this source delivers changes.
     pub fn mode(&self) -> FeedMode {
-        match self.0 {
+        match &self.0 {
             #[cfg(feature = "postgres")]
-            Source::Postgres(_) => FeedMode::Listen,
+            Source::Postgres(source) if source.listen.is_some() => FeedMode::Listen,
+            #[cfg(feature = "postgres")]
+            Source::Postgres(_) => FeedMode::Poll,
             #[cfg(feature = "mysql")]
             Source::MySql(_) => FeedMode::Poll,
             #[cfg(feature = "sqlite")]
             Source::Sqlite(_) => FeedMode::Poll,
+            // No driver compiled in: no source exists.
+            #[allow(unreachable_patterns)]
+            _ => FeedMode::Poll,
         }
     }
 }
@@ -274,14 +317,26 @@ impl Feed {
                     target,
                     state,
                     stopped,
+                    #[cfg(feature = "postgres")]
+                    fence: match &source.0 {
+                        Source::Postgres(source) => source.fence.clone(),
+                        #[allow(unreachable_patterns)]
+                        _ => None,
+                    },
                 };
                 #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
                 drop(worker);
                 match source.0 {
                     #[cfg(feature = "postgres")]
-                    Source::Postgres(pool) => {
-                        listen::run(worker, (*pool.connect_options()).clone()).await
-                    }
+                    Source::Postgres(source) => match *source {
+                        PgSource {
+                            listen: Some(options),
+                            ..
+                        } => listen::run(worker, options).await,
+                        PgSource { pool, .. } => {
+                            poll::run(worker, poll::Source::Postgres(pool), poll_interval).await
+                        }
+                    },
                     #[cfg(feature = "mysql")]
                     Source::MySql(pool) => {
                         poll::run(worker, poll::Source::MySql(pool), poll_interval).await
@@ -293,7 +348,7 @@ impl Feed {
                 }
             })
         };
-        #[cfg(not(any(feature = "mysql", feature = "sqlite")))]
+        #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
         let _ = poll_interval;
         Some(Self {
             mode,
@@ -333,6 +388,10 @@ struct Worker {
     target: Weak<dyn Evict>,
     state: Arc<FeedState>,
     stopped: watch::Receiver<bool>,
+    /// A read replica's fence: every change is fenced (see
+    /// `store::replica`).
+    #[cfg(feature = "postgres")]
+    fence: Option<Arc<crate::store::replica::Fence>>,
 }
 
 impl Worker {
@@ -344,6 +403,14 @@ impl Worker {
     /// A change to `public_key`; an empty one means "everything".
     fn changed(&self, public_key: &str) {
         self.state.event();
+        #[cfg(feature = "postgres")]
+        if let Some(fence) = &self.fence {
+            if public_key.is_empty() {
+                fence.changed_all();
+            } else {
+                fence.changed(public_key);
+            }
+        }
         if let Some(target) = self.target.upgrade() {
             if public_key.is_empty() {
                 target.evict_all();
@@ -363,6 +430,10 @@ impl Worker {
     }
 
     fn disconnected(&self) {
+        #[cfg(feature = "postgres")]
+        if let Some(fence) = &self.fence {
+            fence.down();
+        }
         self.state.disconnected();
     }
 

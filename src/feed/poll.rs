@@ -19,7 +19,7 @@ use std::{
 
 use super::{
     Backoff, GAP_WINDOW, QUERY_DEADLINE, RETENTION, Worker,
-    cursor::{Cursor, Settle},
+    cursor::{Cursor, Observed, Settle},
 };
 
 type SqlxError = sea_orm::sqlx::Error;
@@ -41,6 +41,10 @@ const LONG_OUTAGE: Duration = RETENTION.saturating_sub(Duration::from_secs(300))
 
 /// Where a poller reads the change log.
 pub(super) enum Source {
+    /// PostgreSQL through a transaction-mode pooler: statements are never
+    /// prepared under a name.
+    #[cfg(feature = "postgres")]
+    Postgres(sea_orm::sqlx::PgPool),
     #[cfg(feature = "mysql")]
     MySql(sea_orm::sqlx::MySqlPool),
     #[cfg(feature = "sqlite")]
@@ -49,6 +53,8 @@ pub(super) enum Source {
 
 /// A poller's connection.
 enum Conn {
+    #[cfg(feature = "postgres")]
+    Postgres(sea_orm::sqlx::PgConnection),
     #[cfg(feature = "mysql")]
     MySql(sea_orm::sqlx::MySqlConnection),
     #[cfg(feature = "sqlite")]
@@ -57,21 +63,47 @@ enum Conn {
 
 type Row = (i64, String);
 
-/// Runs `$body` with `$executor` bound to the connection's executor, under the
-/// query deadline.
-macro_rules! query {
-    ($conn:expr, |$executor:ident| $body:expr) => {{
+/// Runs `$text` (written with `?` placeholders) with the integer `$binds`
+/// and collects its rows as `$ty`, under the query deadline. PostgreSQL runs
+/// it as one simple-protocol query with the integers written in: a pooler in
+/// transaction mode may send a statement's parse and its bind to different
+/// server connections.
+macro_rules! fetch_all {
+    ($conn:expr, $ty:ty, $text:expr, $binds:expr) => {{
+        let text: &str = $text;
+        let binds: &[i64] = $binds;
         let run = async {
             match $conn {
+                #[cfg(feature = "postgres")]
+                Conn::Postgres(connection) => {
+                    use sea_orm::sqlx::FromRow;
+                    let rows =
+                        sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(inline(text, binds)))
+                            .fetch_all(&mut *connection)
+                            .await?;
+                    rows.iter()
+                        .map(<$ty>::from_row)
+                        .collect::<Result<Vec<$ty>, _>>()
+                }
                 #[cfg(feature = "mysql")]
                 Conn::MySql(connection) => {
-                    let $executor = &mut *connection;
-                    $body
+                    let mut query = sea_orm::sqlx::query_as::<_, $ty>(
+                        sea_orm::sqlx::AssertSqlSafe(String::from(text)),
+                    );
+                    for bind in binds {
+                        query = query.bind(*bind);
+                    }
+                    query.fetch_all(&mut *connection).await
                 }
                 #[cfg(feature = "sqlite")]
                 Conn::Sqlite(pool) => {
-                    let $executor = &*pool;
-                    $body
+                    let mut query = sea_orm::sqlx::query_as::<_, $ty>(
+                        sea_orm::sqlx::AssertSqlSafe(String::from(text)),
+                    );
+                    for bind in binds {
+                        query = query.bind(*bind);
+                    }
+                    query.fetch_all(&*pool).await
                 }
             }
         };
@@ -82,12 +114,36 @@ macro_rules! query {
     }};
 }
 
+/// `sql` with each `?` replaced by the next of `binds`.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+fn inline(sql: &str, binds: &[i64]) -> String {
+    let mut out = String::with_capacity(sql.len() + binds.len() * 8);
+    let mut binds = binds.iter();
+    for c in sql.chars() {
+        match (c, if c == '?' { binds.next() } else { None }) {
+            ('?', Some(value)) => out.push_str(&value.to_string()),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 impl Source {
     async fn connect(&self) -> Result<Conn, SqlxError> {
+        #[cfg(any(feature = "postgres", feature = "mysql"))]
+        use sea_orm::sqlx::Connection;
         match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(pool) => {
+                let options = pool.connect_options();
+                let connect = sea_orm::sqlx::PgConnection::connect_with(&options);
+                match tokio::time::timeout(super::CONNECT_DEADLINE, connect).await {
+                    Ok(connection) => connection.map(Conn::Postgres),
+                    Err(_) => Err(SqlxError::PoolTimedOut),
+                }
+            }
             #[cfg(feature = "mysql")]
             Self::MySql(pool) => {
-                use sea_orm::sqlx::Connection;
                 let options = pool.connect_options();
                 let connect = sea_orm::sqlx::MySqlConnection::connect_with(&options);
                 match tokio::time::timeout(super::CONNECT_DEADLINE, connect).await {
@@ -105,6 +161,8 @@ impl Source {
     #[cfg_attr(not(feature = "mysql"), allow(unused_variables))]
     fn settle(&self, lists_transactions: bool) -> Settle {
         match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => Settle::Snapshot,
             #[cfg(feature = "mysql")]
             Self::MySql(_) if lists_transactions => Settle::OpenTransactions,
             #[cfg(feature = "mysql")]
@@ -118,83 +176,100 @@ impl Source {
 impl Conn {
     async fn max_id(&mut self) -> Result<i64, SqlxError> {
         const SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM tower_api_keys_changes";
-        query!(self, |executor| {
-            sea_orm::sqlx::query_scalar::<_, i64>(SQL)
-                .fetch_one(executor)
-                .await
-        })
+        let rows = fetch_all!(self, (i64,), SQL, &[])?;
+        Ok(rows.first().map_or(0, |(max,)| *max))
     }
 
     async fn ids_above(&mut self, above: i64) -> Result<Vec<i64>, SqlxError> {
         const SQL: &str = "SELECT id FROM tower_api_keys_changes WHERE id > ? ORDER BY id LIMIT ?";
-        query!(self, |executor| {
-            sea_orm::sqlx::query_scalar::<_, i64>(SQL)
-                .bind(above)
-                .bind(START_PAGE)
-                .fetch_all(executor)
-                .await
-        })
+        let rows = fetch_all!(self, (i64,), SQL, &[above, START_PAGE])?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
     async fn rows_above(&mut self, above: i64) -> Result<Vec<Row>, SqlxError> {
         const SQL: &str = "SELECT id, public_key FROM tower_api_keys_changes \
                            WHERE id > ? ORDER BY id LIMIT ?";
-        query!(self, |executor| {
-            sea_orm::sqlx::query_as::<_, Row>(SQL)
-                .bind(above)
-                .bind(PAGE)
-                .fetch_all(executor)
-                .await
-        })
+        fetch_all!(self, Row, SQL, &[above, PAGE])
     }
 
     /// Rows in `ranges` (inclusive) with an id above `above`, a page at most.
     async fn rows_in(&mut self, ranges: &[(i64, i64)], above: i64) -> Result<Vec<Row>, SqlxError> {
-        let sql = format!(
+        let text = format!(
             "SELECT id, public_key FROM tower_api_keys_changes WHERE ({}) AND id > ? \
              ORDER BY id LIMIT ?",
             vec!["id BETWEEN ? AND ?"; ranges.len()].join(" OR ")
         );
-        query!(self, |executor| {
-            let mut query = sea_orm::sqlx::query_as::<_, Row>(sea_orm::sqlx::AssertSqlSafe(sql));
-            for (start, end) in ranges {
-                query = query.bind(*start).bind(*end);
+        let mut binds: Vec<i64> = ranges
+            .iter()
+            .flat_map(|(start, end)| [*start, *end])
+            .collect();
+        binds.extend([above, PAGE]);
+        fetch_all!(self, Row, &text, &binds)
+    }
+
+    /// What the database tells of its transactions now: MySQL/MariaDB the ids
+    /// of the open ones, PostgreSQL its snapshot and WAL position.
+    async fn observe(&mut self) -> Result<(Observed, Option<String>), SqlxError> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => {
+                const SQL: &str = "SELECT pg_snapshot_xmin(s)::text::bigint, \
+                     pg_snapshot_xmax(s)::text::bigint, pg_current_wal_lsn()::text \
+                     FROM pg_current_snapshot() AS s";
+                let rows = fetch_all!(self, (i64, i64, String), SQL, &[])?;
+                let (xmin, xmax, lsn) = rows.into_iter().next().ok_or(SqlxError::RowNotFound)?;
+                Ok((Observed::Snapshot { xmin, xmax }, Some(lsn)))
             }
-            query.bind(above).bind(PAGE).fetch_all(executor).await
-        })
-    }
-
-    /// The ids of the transactions open now (MySQL/MariaDB).
-    async fn open_transactions(&mut self) -> Result<Vec<String>, SqlxError> {
-        const SQL: &str = "SELECT CAST(trx_id AS CHAR) FROM information_schema.INNODB_TRX";
-        query!(self, |executor| {
-            sea_orm::sqlx::query_scalar::<_, String>(SQL)
-                .fetch_all(executor)
-                .await
-        })
-    }
-
-    /// Deletes up to [`PRUNE_LIMIT`] rows with an id at or below `through`.
-    async fn prune(&mut self, through: i64) -> Result<u64, SqlxError> {
-        let sql = match self {
             #[cfg(feature = "mysql")]
             Self::MySql(_) => {
-                "DELETE FROM tower_api_keys_changes WHERE id <= ? ORDER BY id LIMIT ?"
+                const SQL: &str = "SELECT CAST(trx_id AS CHAR) FROM information_schema.INNODB_TRX";
+                let open = fetch_all!(self, (String,), SQL, &[])?;
+                Ok((
+                    Observed::Open(open.into_iter().map(|(id,)| id).collect()),
+                    None,
+                ))
             }
             #[cfg(feature = "sqlite")]
-            Self::Sqlite(_) => {
-                "DELETE FROM tower_api_keys_changes WHERE id IN (\
-                 SELECT id FROM tower_api_keys_changes WHERE id <= ? ORDER BY id LIMIT ?)"
+            Self::Sqlite(_) => Ok((Observed::Nothing, None)),
+        }
+    }
+
+    /// Deletes up to [`PRUNE_LIMIT`] rows with an id at or below `through`
+    /// (MySQL/MariaDB and SQLite; PostgreSQL prunes by marks of its own).
+    async fn prune(&mut self, through: i64) -> Result<u64, SqlxError> {
+        let limit = i64::try_from(PRUNE_LIMIT).unwrap_or(i64::MAX);
+        let run = async {
+            match self {
+                #[cfg(feature = "mysql")]
+                Self::MySql(connection) => sea_orm::sqlx::query(
+                    "DELETE FROM tower_api_keys_changes WHERE id <= ? ORDER BY id LIMIT ?",
+                )
+                .bind(through)
+                .bind(limit)
+                .execute(&mut *connection)
+                .await
+                .map(|done| done.rows_affected()),
+                #[cfg(feature = "sqlite")]
+                Self::Sqlite(pool) => sea_orm::sqlx::query(
+                    "DELETE FROM tower_api_keys_changes WHERE id IN (\
+                     SELECT id FROM tower_api_keys_changes WHERE id <= ? ORDER BY id LIMIT ?)",
+                )
+                .bind(through)
+                .bind(limit)
+                .execute(&*pool)
+                .await
+                .map(|done| done.rows_affected()),
+                #[cfg(feature = "postgres")]
+                Self::Postgres(_) => {
+                    let _ = (through, limit);
+                    Ok(0)
+                }
             }
         };
-        query!(self, |executor| {
-            sea_orm::sqlx::query(sql)
-                .bind(through)
-                .bind(i64::try_from(PRUNE_LIMIT).unwrap_or(i64::MAX))
-                .execute(executor)
-                .await
-                .map(|done| done.rows_affected())
-        })
+        match tokio::time::timeout(QUERY_DEADLINE, run).await {
+            Ok(result) => result,
+            Err(_) => Err(SqlxError::PoolTimedOut),
+        }
     }
 }
 
@@ -225,6 +300,9 @@ struct Poller {
     /// How far the log had been read, noted every [`PRUNE_EVERY`].
     read_marks: VecDeque<(Instant, i64)>,
     last_mark: Option<Instant>,
+    /// PostgreSQL prunes by snapshot marks instead.
+    #[cfg(feature = "postgres")]
+    pg_pruner: super::prune::Pruner,
     /// When the last poll succeeded.
     last_good: Option<Instant>,
     /// Since when the feed is down, if it is.
@@ -238,6 +316,8 @@ pub(super) async fn run(mut worker: Worker, source: Source, interval: Duration) 
         lists_transactions: true,
         read_marks: VecDeque::new(),
         last_mark: None,
+        #[cfg(feature = "postgres")]
+        pg_pruner: super::prune::Pruner::default(),
         last_good: None,
         down_since: None,
     };
@@ -356,13 +436,30 @@ impl Poller {
             }
             tokio::task::yield_now().await;
         }
-        if !cursor.has_gaps() {
-            return Ok(());
-        }
-        let open = if cursor.needs_open_transactions() && self.lists_transactions {
-            match conn.open_transactions().await {
-                Ok(open) => Some(open),
-                Err(SqlxError::Database(err)) => {
+        let observe = match cursor.settles_by() {
+            Settle::OpenTransactions => cursor.has_gaps() && self.lists_transactions,
+            // Every poll: a read replica's fence needs the WAL position.
+            Settle::Snapshot => true,
+            Settle::Serialized | Settle::After(_) => false,
+        };
+        let observed = if observe {
+            #[cfg(feature = "postgres")]
+            let sample = worker.fence.as_ref().map(|fence| fence.begin_sample());
+            match conn.observe().await {
+                Ok((observed, _lsn)) => {
+                    #[cfg(feature = "postgres")]
+                    if let (Some(fence), Some(sample), Some(lsn)) = (
+                        &worker.fence,
+                        sample,
+                        _lsn.as_deref().and_then(crate::store::replica::parse_lsn),
+                    ) {
+                        fence.sampled(sample, lsn);
+                    }
+                    observed
+                }
+                Err(SqlxError::Database(err))
+                    if cursor.settles_by() == Settle::OpenTransactions =>
+                {
                     tracing::warn!(
                         error = %err,
                         "change feed: cannot list open transactions (information_schema.INNODB_TRX \
@@ -373,14 +470,17 @@ impl Poller {
                     );
                     self.lists_transactions = false;
                     cursor.set_settle(Settle::After(GAP_WINDOW));
-                    None
+                    Observed::Nothing
                 }
                 Err(err) => return Err(err),
             }
         } else {
-            None
+            Observed::Nothing
         };
-        cursor.settle(open, Instant::now());
+        if !cursor.has_gaps() {
+            return Ok(());
+        }
+        cursor.settle(observed, Instant::now());
         // Read the gaps, settled ones included, before dropping those.
         let ranges: Vec<(i64, i64)> = cursor.gap_ranges().collect();
         for chunk in ranges.chunks(RANGES_PER_QUERY) {
@@ -409,6 +509,16 @@ impl Poller {
     /// visible to every poller for that long: any poller that still needs it
     /// has been down longer than [`LONG_OUTAGE`] and starts over.
     async fn prune(&mut self, conn: &mut Conn) -> Result<(), SqlxError> {
+        #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns)]
+        if let Conn::Postgres(connection) = conn {
+            return match tokio::time::timeout(QUERY_DEADLINE * 4, self.pg_pruner.step(connection))
+                .await
+            {
+                Ok(done) => done,
+                Err(_) => Err(SqlxError::PoolTimedOut),
+            };
+        }
         let now = Instant::now();
         if self
             .last_mark
@@ -448,5 +558,22 @@ impl Poller {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inline;
+
+    #[test]
+    fn inline_writes_each_bind_in_place_of_its_placeholder() {
+        assert_eq!(
+            inline(
+                "SELECT id WHERE id > ? AND id <= ? LIMIT ?",
+                &[-1, 20, 5_000]
+            ),
+            "SELECT id WHERE id > -1 AND id <= 20 LIMIT 5000"
+        );
+        assert_eq!(inline("SELECT 1", &[]), "SELECT 1");
     }
 }

@@ -183,37 +183,56 @@ pub(super) fn drop(backend: DatabaseBackend) -> Vec<String> {
 }
 
 fn postgres() -> Vec<String> {
-    vec![
+    let mut statements = vec![postgres_function(None)];
+    statements.extend(
+        [
+            "DROP TRIGGER IF EXISTS tower_api_keys_changed ON api_keys",
+            "CREATE TRIGGER tower_api_keys_changed AFTER INSERT OR DELETE ON api_keys \
+             FOR EACH ROW EXECUTE FUNCTION tower_api_keys_notify()",
+            "DROP TRIGGER IF EXISTS tower_api_keys_updated ON api_keys",
+            "CREATE TRIGGER tower_api_keys_updated AFTER UPDATE ON api_keys FOR EACH ROW \
+             WHEN ((to_jsonb(OLD) - 'last_used_at') IS DISTINCT FROM (to_jsonb(NEW) - 'last_used_at')) \
+             EXECUTE FUNCTION tower_api_keys_notify()",
+            "DROP TRIGGER IF EXISTS tower_api_keys_truncated ON api_keys",
+            "CREATE TRIGGER tower_api_keys_truncated AFTER TRUNCATE ON api_keys \
+             FOR EACH STATEMENT EXECUTE FUNCTION tower_api_keys_notify()",
+        ]
+        .map(str::to_owned),
+    );
+    statements
+}
+
+/// The PostgreSQL trigger function: `NOTIFY tower_api_keys` with the public
+/// key (an empty payload for a `TRUNCATE`: everything), and with `log`, the
+/// schema of the change log, also a row in `tower_api_keys_changes` there, for
+/// replicas that poll (behind a transaction-mode pooler, where `LISTEN` cannot
+/// run). The log is named with its schema, so that a writer whose
+/// `search_path` differs still finds it.
+pub(super) fn postgres_function(log: Option<&str>) -> String {
+    let change = |key: &str| match log {
+        Some(schema) => format!(
+            "PERFORM pg_notify('tower_api_keys', {key}); \
+             INSERT INTO \"{}\".tower_api_keys_changes (public_key) VALUES ({key}); ",
+            schema.replace('"', "\"\"")
+        ),
+        None => format!("PERFORM pg_notify('tower_api_keys', {key}); "),
+    };
+    format!(
         "CREATE OR REPLACE FUNCTION tower_api_keys_notify() RETURNS trigger \
          LANGUAGE plpgsql AS $$ \
          BEGIN \
-           IF TG_OP = 'INSERT' THEN \
-             PERFORM pg_notify('tower_api_keys', NEW.public_key::text); \
-           ELSIF TG_OP = 'DELETE' THEN \
-             PERFORM pg_notify('tower_api_keys', OLD.public_key::text); \
-           ELSIF TG_OP = 'UPDATE' THEN \
-             PERFORM pg_notify('tower_api_keys', NEW.public_key::text); \
-             IF NEW.public_key IS DISTINCT FROM OLD.public_key THEN \
-               PERFORM pg_notify('tower_api_keys', OLD.public_key::text); \
-             END IF; \
-           ELSE \
-             PERFORM pg_notify('tower_api_keys', ''); \
+           IF TG_OP = 'INSERT' THEN {insert}\
+           ELSIF TG_OP = 'DELETE' THEN {delete}\
+           ELSIF TG_OP = 'UPDATE' THEN {update}\
+             IF NEW.public_key IS DISTINCT FROM OLD.public_key THEN {old} END IF; \
+           ELSE {all}\
            END IF; \
            RETURN NULL; \
-         END $$"
-            .to_owned(),
-        "DROP TRIGGER IF EXISTS tower_api_keys_changed ON api_keys".to_owned(),
-        "CREATE TRIGGER tower_api_keys_changed AFTER INSERT OR DELETE ON api_keys \
-         FOR EACH ROW EXECUTE FUNCTION tower_api_keys_notify()"
-            .to_owned(),
-        "DROP TRIGGER IF EXISTS tower_api_keys_updated ON api_keys".to_owned(),
-        "CREATE TRIGGER tower_api_keys_updated AFTER UPDATE ON api_keys FOR EACH ROW \
-         WHEN ((to_jsonb(OLD) - 'last_used_at') IS DISTINCT FROM (to_jsonb(NEW) - 'last_used_at')) \
-         EXECUTE FUNCTION tower_api_keys_notify()"
-            .to_owned(),
-        "DROP TRIGGER IF EXISTS tower_api_keys_truncated ON api_keys".to_owned(),
-        "CREATE TRIGGER tower_api_keys_truncated AFTER TRUNCATE ON api_keys \
-         FOR EACH STATEMENT EXECUTE FUNCTION tower_api_keys_notify()"
-            .to_owned(),
-    ]
+         END $$",
+        insert = change("NEW.public_key::text"),
+        delete = change("OLD.public_key::text"),
+        update = change("NEW.public_key::text"),
+        old = change("OLD.public_key::text"),
+        all = change("''"),
+    )
 }
