@@ -18,6 +18,9 @@
 //! | `API_KEY_PREVIOUS_PEPPERS` | previous peppers during a rotation, comma-separated, newest first; the last one made the rows without a `pepper_id` | none |
 //! | `ADMIN_TOKEN` | stands in for the host's own login on the management routes (at least 16 bytes, no whitespace) | generated at each start and printed once to stdout as `ADMIN_TOKEN=…` |
 //! | `BIND` | listening address | `127.0.0.1:3000` |
+//! | `DATABASE_POOL_MODE` | `transaction` when `DATABASE_URL` is a transaction-mode pooler (PgBouncer `pool_mode = transaction`, Supavisor's port 6543): nothing session-level goes through it | `session` (a direct connection or a session-mode pooler) |
+//! | `FEED_DATABASE_URL` | PostgreSQL: a direct or session-mode URL of the primary for the change feed's `LISTEN` | `DATABASE_URL` in session mode; none in transaction mode (the feed polls the change log through the pooler) |
+//! | `READ_DATABASE_URL` | PostgreSQL: a read replica (streaming standby) for cache-miss lookups | none |
 //! | `REDIS_URL` | keeps per-key rate limits in Redis, shared by every replica (feature `redis`, on by default): one server, any node of a Redis Cluster (detected at start), or a comma-separated list of cluster nodes (`redis://a:6379,redis://b:6379`); a Redis that cannot be used stops the server at start | rate limits kept in this process |
 //! | `RUST_LOG` | log filter (logs go to stderr); `tower_api_keys::auth=debug` adds one span per authenticated request | `info` |
 //! | `LOG_FORMAT` | `json` for one JSON object per log line | text |
@@ -84,7 +87,7 @@ use tower_api_keys::{
     PepperRing, PepperSource, RateLimiter, RequireScopesLayer, Scopes,
     headers::PROBLEM_JSON,
     router::{ManagementRouter, RevocationRouter},
-    store::{SeaOrmRepository, redact_url},
+    store::{ApiKeyRepository, ConnectError, PoolMode, SeaOrmRepository, redact_url},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -168,19 +171,7 @@ async fn run() -> Result<(), String> {
         .install_recorder()
         .map_err(|err| format!("cannot install the metrics recorder: {err}"))?;
 
-    let shown_url = redact_url(&database_url);
-    let repo = SeaOrmRepository::connect(&database_url)
-        .await
-        .map_err(|err| {
-            let message = format!("cannot open the key store at {shown_url}: {err}");
-            // Driver errors may quote the URL, password included.
-            if shown_url == database_url {
-                message
-            } else {
-                message.replace(&database_url, &shown_url)
-            }
-        })?;
-    tracing::info!(database = %shown_url, "key store ready");
+    let repo = repository(&database_url).await?;
 
     let validator = ApiKeyValidator::builder(repo.clone(), peppers)
         .with_rate_limiter(rate_limiter().await?)
@@ -382,6 +373,53 @@ fn problem(status: StatusCode, detail: &str) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The key store: `DATABASE_URL` reached as `DATABASE_POOL_MODE` says, with
+/// `FEED_DATABASE_URL` and `READ_DATABASE_URL` when given (see "Deployment
+/// topologies" in the README).
+async fn repository(database_url: &str) -> Result<SeaOrmRepository, String> {
+    let mode: PoolMode = env_or("DATABASE_POOL_MODE", "session")?
+        .parse()
+        .map_err(|err| format!("DATABASE_POOL_MODE: {err}"))?;
+    let feed_url = env_or("FEED_DATABASE_URL", "")?;
+    let read_url = env_or("READ_DATABASE_URL", "")?;
+    let mut builder = SeaOrmRepository::builder(database_url).with_pool_mode(mode);
+    if !feed_url.is_empty() {
+        builder = builder.with_feed_url(&feed_url);
+    }
+    if !read_url.is_empty() {
+        builder = builder.with_read_replica(&read_url);
+    }
+    let shown_url = redact_url(database_url);
+    let repo = builder.connect().await.map_err(|err| {
+        let message = match &err {
+            ConnectError::ReadOnly => format!(
+                "DATABASE_URL ({shown_url}) names a read-only server (a standby or a read \
+                 replica): DATABASE_URL must name the primary (a standby can be given as \
+                 READ_DATABASE_URL)"
+            ),
+            ConnectError::MissingFeature { feature, .. } => {
+                format!("{err} (cargo run --example server --features {feature})")
+            }
+            _ => format!("cannot open the key store at {shown_url}: {err}"),
+        };
+        // Driver errors may quote a URL, password included.
+        [database_url, &feed_url, &read_url]
+            .into_iter()
+            .filter(|url| !url.is_empty())
+            .fold(message, |message, url| {
+                message.replace(url, &redact_url(url))
+            })
+    })?;
+    tracing::info!(
+        database = %shown_url,
+        pool_mode = %mode,
+        feed = ?repo.change_source().map(|source| source.mode()),
+        read_replica = !read_url.is_empty(),
+        "key store ready"
+    );
+    Ok(repo)
 }
 
 /// `name` from the environment, or `default` when it is unset.

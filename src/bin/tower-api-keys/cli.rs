@@ -36,6 +36,18 @@ pub(crate) struct Cli {
     )]
     pub(crate) database_url: String,
 
+    /// How DATABASE_URL is reached: `session` (a direct connection or a
+    /// session-mode pooler) or `transaction` (PgBouncer in transaction mode,
+    /// Supavisor's port 6543).
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_POOL_MODE",
+        default_value = "session",
+        value_name = "MODE"
+    )]
+    pub(crate) database_pool_mode: tower_api_keys::store::PoolMode,
+
     /// Print one JSON document on stdout, with the field names of the HTTP API.
     #[arg(long, global = true)]
     pub(crate) json: bool,

@@ -9,7 +9,7 @@ use tower_api_keys::{
     AccountId, ApiKeyId, ApiKeyValidator, KeyManager, ManagerError, Metadata, NewApiKey, PepperId,
     Scopes, entity,
     migration::Migrator,
-    store::{SeaOrmRepository, redact_url},
+    store::{ConnectError, SeaOrmRepository, redact_url},
 };
 use uuid::Uuid;
 
@@ -36,10 +36,19 @@ pub(crate) async fn run(cli: Cli) -> Result<Report, CliError> {
         _ => Vec::new(),
     };
     let shown_url = redact_url(&cli.database_url);
-    let repo = SeaOrmRepository::connect(&cli.database_url)
+    let repo = SeaOrmRepository::builder(&cli.database_url)
+        .with_pool_mode(cli.database_pool_mode)
+        .connect()
         .await
-        .map_err(|err| {
-            CliError::unavailable(format!("cannot open the key store at {shown_url}: {err}"))
+        .map_err(|err| match err {
+            ConnectError::ReadOnly => CliError::usage(format!(
+                "DATABASE_URL ({shown_url}) names a read-only server (a standby or a read \
+                 replica): DATABASE_URL must name the primary"
+            )),
+            err if err.is_configuration() => CliError::usage(err.to_string()),
+            err => {
+                CliError::unavailable(format!("cannot open the key store at {shown_url}: {err}"))
+            }
         })?;
     tracing::debug!(database = %shown_url, "key store connected and migrated");
     // A one-shot process has no cache worth keeping fresh: no change feed.
@@ -62,7 +71,7 @@ async fn execute(
 ) -> Result<Report, CliError> {
     match command {
         Command::Migrate => {
-            let applied: Vec<String> = Migrator::get_applied_migrations(repo.connection())
+            let applied: Vec<String> = Migrator::get_applied_migrations(&repo.executor())
                 .await
                 .map_err(|err| CliError::unavailable(format!("key store error: {err}")))?
                 .iter()
@@ -178,7 +187,7 @@ async fn owner_of(repo: &SeaOrmRepository, key_id: Uuid) -> Result<AccountId, Cl
         .column(entity::Column::AccountId)
         .filter(entity::Column::KeyId.eq(key_id))
         .into_tuple()
-        .one(repo.connection())
+        .one(&repo.executor())
         .await
         .map_err(|err| CliError::unavailable(format!("key store error: {err}")))?;
     account

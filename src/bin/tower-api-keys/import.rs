@@ -465,7 +465,7 @@ async fn stored(
     lines: &[Line],
 ) -> Result<(Vec<String>, Vec<Uuid>), sea_orm::DbErr> {
     const CHUNK: usize = 500;
-    let db = repo.connection();
+    let db = repo.executor();
     let (mut public_keys, mut key_ids) = (Vec::new(), Vec::new());
     for chunk in lines.chunks(CHUNK) {
         let found: Vec<(Uuid, String)> = entity::Entity::find()
@@ -478,7 +478,7 @@ async fn stored(
                     .or(entity::Column::KeyId.is_in(chunk.iter().map(|line| line.record.key_id))),
             )
             .into_tuple()
-            .all(db)
+            .all(&db)
             .await?;
         for (key_id, public_key) in found {
             key_ids.push(key_id);
