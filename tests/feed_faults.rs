@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::{
     TestDb,
-    faults::{self, Forwarder, PgCluster, upstream_of},
+    faults::{self, Forwarder, upstream_of},
     feed::{connected, eventually, replica, seen_events, within},
     pepper,
+    postgres::PgCluster,
 };
 use sea_orm::{ConnectionTrait, Database, IsolationLevel, TransactionTrait};
 use tower_api_keys::{

@@ -40,6 +40,7 @@ use uuid::Uuid;
 
 pub mod faults;
 pub mod feed;
+pub mod postgres;
 
 pub const PEPPER: &str = "integration-test-pepper";
 
