@@ -4,6 +4,12 @@
 //!
 //! SQLite always; PostgreSQL too when `TEST_POSTGRES_URL` is set (a fresh
 //! schema is made and dropped). Run with `cargo bench --bench store --all-features`.
+//!
+//! With `BENCH_PGBOUNCER_URL` also set (a PgBouncer in transaction mode in
+//! front of the same server, its database part ignored), the group
+//! `transaction_pooler` compares the cold miss through it
+//! ([`PoolMode::Transaction`]) with the same lookup direct, on one fresh
+//! database of 1,000 keys, in the same run.
 
 use std::time::Duration;
 
@@ -11,7 +17,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tower_api_keys::{
     AccountId, ApiKeyValidator, KeyManager, NewApiKey, Pepper,
-    store::{ApiKeyRepository, SeaOrmRepository, connect_options},
+    store::{ApiKeyRepository, PoolMode, SeaOrmRepository, connect_options},
 };
 
 macro_rules! select_by_public_key {
@@ -196,5 +202,86 @@ fn bench_cold(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_cold);
+/// The cold miss through a transaction-mode PgBouncer beside the same miss
+/// direct, on one database.
+fn bench_pooler(c: &mut Criterion) {
+    let (Ok(direct), Ok(pooler)) = (
+        std::env::var("TEST_POSTGRES_URL"),
+        std::env::var("BENCH_PGBOUNCER_URL"),
+    ) else {
+        return;
+    };
+    if !cfg!(feature = "postgres") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let database = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    let at = |url: &str| {
+        let mut url: reqwest::Url = url.parse().unwrap();
+        url.set_path(&format!("/{database}"));
+        url.to_string()
+    };
+    let admin = rt.block_on(async {
+        let admin = Database::connect(direct.as_str()).await.unwrap();
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{database}\""))
+            .await
+            .unwrap();
+        admin
+    });
+    let repos = rt.block_on(async {
+        let direct = SeaOrmRepository::connect(&at(&direct)).await.unwrap();
+        fill(direct.connection(), "postgres", 1, 1_000).await;
+        let pooled = SeaOrmRepository::builder(&at(&pooler))
+            .with_pool_mode(PoolMode::Transaction)
+            .connect()
+            .await
+            .unwrap();
+        [("direct", direct), ("pgbouncer_transaction", pooled)]
+    });
+    let pepper = || Pepper::try_from("benchmark-pepper-0123456789").unwrap();
+    let credential = rt.block_on(async {
+        KeyManager::new(ApiKeyValidator::new(repos[0].1.clone(), pepper()))
+            .create(
+                AccountId::new(uuid::Uuid::new_v4()),
+                NewApiKey::new("bench"),
+            )
+            .await
+            .unwrap()
+            .credential()
+    });
+    let public_key = credential[..35].to_owned();
+    let mut group = c.benchmark_group("transaction_pooler");
+    group.measurement_time(Duration::from_secs(5));
+    for (name, repo) in &repos {
+        let validator = ApiKeyValidator::builder(repo.clone(), pepper())
+            .with_positive_ttl(Duration::ZERO)
+            .with_stale_if_error(Duration::ZERO)
+            .with_change_feed(false)
+            .build();
+        group.bench_function(BenchmarkId::new("validator_miss", name), |b| {
+            b.to_async(&rt)
+                .iter(|| async { validator.validate(&credential).await.unwrap() })
+        });
+        group.bench_function(BenchmarkId::new("repository_lookup", name), |b| {
+            b.to_async(&rt)
+                .iter(|| async { repo.find_by_public_key(&public_key).await.unwrap().unwrap() })
+        });
+    }
+    group.finish();
+    rt.block_on(async {
+        for (_, repo) in repos {
+            repo.connection().clone().close().await.ok();
+        }
+        admin
+            .execute_unprepared(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
+            .await
+            .ok();
+    });
+}
+
+criterion_group!(benches, bench_cold, bench_pooler);
 criterion_main!(benches);
