@@ -76,7 +76,8 @@ async fn measure(name: &str, options: ConnectOptions) {
             .with_change_feed(false)
             .with_cache_capacity(10 * KEYS as u64)
             .build(),
-    );
+    )
+    .with_max_keys_per_account(KEYS as u64);
     let replica = ApiKeyValidator::builder(reader, pepper())
         .with_cache_capacity(10 * KEYS as u64)
         .build();

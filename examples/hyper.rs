@@ -17,7 +17,8 @@ use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming, server::conn::http1};
 use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown, service::TowerToHyperService};
 use tower_api_keys::{
-    AccountId, ApiKeyAuthLayer, ApiKeyValidator, PepperRing, store::SeaOrmRepository,
+    AccountId, ApiKeyAuthLayer, ApiKeyValidator, PepperRing,
+    store::{SeaOrmRepository, redact_secrets},
 };
 
 /// The application: only ever called with a valid key.
@@ -38,7 +39,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         "API_KEY_PREVIOUS_PEPPERS",
         Path::new("api-keys.pepper"),
     )?;
-    let validator = ApiKeyValidator::new(SeaOrmRepository::connect(&database_url).await?, peppers);
+    // A driver's error may quote the URL, password included.
+    let repository = SeaOrmRepository::connect(&database_url)
+        .await
+        .map_err(|err| {
+            redact_secrets(&format!("cannot open the key store: {err}"), &database_url)
+        })?;
+    let validator = ApiKeyValidator::new(repository, peppers);
 
     let service = tower::ServiceBuilder::new()
         .layer(ApiKeyAuthLayer::new(validator.clone()))

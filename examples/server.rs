@@ -21,6 +21,7 @@
 //! | `DATABASE_POOL_MODE` | `transaction` when `DATABASE_URL` is a transaction-mode pooler (PgBouncer `pool_mode = transaction`, Supavisor's port 6543): nothing session-level goes through it | `session` (a direct connection or a session-mode pooler) |
 //! | `FEED_DATABASE_URL` | PostgreSQL: a direct or session-mode URL of the primary for the change feed's `LISTEN` | `DATABASE_URL` in session mode; none in transaction mode (the feed polls the change log through the pooler) |
 //! | `READ_DATABASE_URL` | PostgreSQL: a read replica (streaming standby) for cache-miss lookups | none |
+//! | `MAX_KEYS_PER_ACCOUNT` | the most keys one account may have (keys not deleted count, revoked and expired ones too); one more is `409` | 1000 |
 //! | `REDIS_URL` | keeps per-key rate limits in Redis, shared by every replica (feature `redis`, on by default): one server, any node of a Redis Cluster (detected at start), or a comma-separated list of cluster nodes (`redis://a:6379,redis://b:6379`); a Redis that cannot be used stops the server at start | rate limits kept in this process |
 //! | `RUST_LOG` | log filter (logs go to stderr); `tower_api_keys::auth=debug` adds one span per authenticated request | `info` |
 //! | `LOG_FORMAT` | `json` for one JSON object per log line | text |
@@ -80,6 +81,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tower_api_keys::{
@@ -87,7 +89,9 @@ use tower_api_keys::{
     PepperRing, PepperSource, RateLimiter, RequireScopesLayer, Scopes,
     headers::PROBLEM_JSON,
     router::{ManagementRouter, RevocationRouter},
-    store::{ApiKeyRepository, ConnectError, PoolMode, SeaOrmRepository, redact_url},
+    store::{
+        ApiKeyRepository, ConnectError, PoolMode, SeaOrmRepository, redact_secrets, redact_url,
+    },
 };
 use tracing_subscriber::EnvFilter;
 
@@ -138,9 +142,9 @@ async fn rate_limiter() -> Result<RateLimiter, String> {
         .map_err(|_| "REDIS_URL is not valid UTF-8".to_owned())?;
     #[cfg(feature = "redis")]
     {
-        let limiter = RateLimiter::redis(&url)
-            .await
-            .map_err(|err| format!("cannot use Redis for rate limits: {err}"))?;
+        let limiter = RateLimiter::redis(&url).await.map_err(|err| {
+            redact_secrets(&format!("cannot use Redis for rate limits: {err}"), &url)
+        })?;
         tracing::info!(redis = %redact_url(&url), "rate limits are kept in Redis");
         Ok(limiter)
     }
@@ -164,6 +168,7 @@ async fn run() -> Result<(), String> {
         .parse()
         .map_err(|err| format!("BIND={bind:?} is not a socket address: {err}"))?;
     let (admin_token, admin_token_generated) = admin_token()?;
+    let max_keys = max_keys_per_account()?;
     let peppers = peppers()?;
 
     // Before the validator is built: it registers its metrics with the recorder.
@@ -176,7 +181,7 @@ async fn run() -> Result<(), String> {
     let validator = ApiKeyValidator::builder(repo.clone(), peppers)
         .with_rate_limiter(rate_limiter().await?)
         .build();
-    let manager = KeyManager::new(validator.clone());
+    let manager = KeyManager::new(validator.clone()).with_max_keys_per_account(max_keys);
     let app = app(validator.clone(), manager, admin_token).route(
         "/metrics",
         get(move || std::future::ready(metrics.render())),
@@ -248,7 +253,7 @@ fn app(validator: ApiKeyValidator, manager: KeyManager, admin_token: String) -> 
     let management = ManagementRouter::new(manager)
         .build()
         .layer(middleware::from_fn_with_state(
-            Arc::new(AdminToken(admin_token)),
+            Arc::new(AdminToken::new(&admin_token)),
             admin_auth,
         ));
     Router::new()
@@ -303,8 +308,22 @@ async fn report(key: AuthenticatedKey) -> Json<Report> {
     })
 }
 
-/// The admin token. No `Debug`, so that it cannot be logged by accident.
-struct AdminToken(String);
+/// The admin token's SHA-256 digest: requests are checked by comparing
+/// digests in constant time, so that neither the token's bytes nor its length
+/// show in the time an answer takes. No `Debug`.
+struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    fn new(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether `presented` is the token.
+    fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        bool::from(digest.ct_eq(&self.0))
+    }
+}
 
 /// Stand-in for the host's own login: `Authorization: Bearer <ADMIN_TOKEN>`
 /// authenticates, and `X-Account-Id: <uuid>` names the account whose keys the
@@ -321,8 +340,7 @@ async fn admin_auth(
         .and_then(|value| value.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    let authorized =
-        token.is_some_and(|token| bool::from(token.as_bytes().ct_eq(expected.0.as_bytes())));
+    let authorized = token.is_some_and(|token| expected.matches(token));
     if !authorized {
         let mut response = problem(
             StatusCode::UNAUTHORIZED,
@@ -459,6 +477,17 @@ fn peppers() -> Result<PepperRing, String> {
         "peppers loaded (ids only)"
     );
     Ok(ring)
+}
+
+/// `MAX_KEYS_PER_ACCOUNT` (a positive integer), or the crate's default.
+fn max_keys_per_account() -> Result<u64, String> {
+    let default = tower_api_keys::limits::DEFAULT_MAX_KEYS_PER_ACCOUNT.to_string();
+    let text = env_or("MAX_KEYS_PER_ACCOUNT", &default)?;
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|max| *max > 0)
+        .ok_or_else(|| format!("MAX_KEYS_PER_ACCOUNT={text:?} is not a positive integer"))
 }
 
 /// `ADMIN_TOKEN`, or a random one; the second value is the token if it was generated.

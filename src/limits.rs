@@ -10,3 +10,6 @@ pub const EXPIRES_IN_DAYS: std::ops::RangeInclusive<i64> = 1..=365;
 pub const MIN_PEPPER_LEN: usize = 16;
 /// Longest grace period of a rotation, in seconds (7 days).
 pub const MAX_GRACE_PERIOD_SECONDS: u64 = 604_800;
+/// Most keys one account may have by default; see
+/// [`KeyManager::with_max_keys_per_account`](crate::KeyManager::with_max_keys_per_account).
+pub const DEFAULT_MAX_KEYS_PER_ACCOUNT: u64 = 1_000;

@@ -3,6 +3,7 @@
 
 use std::{
     fmt,
+    future::Future,
     sync::atomic::{AtomicI64, Ordering},
     time::Duration,
 };
@@ -14,15 +15,15 @@ use uuid::Uuid;
 use crate::{
     identity::{AccountId, ApiKeyId},
     key::{KeyPair, RandomSourceError, SecretKey},
-    limits::MAX_GRACE_PERIOD_SECONDS,
+    limits::{DEFAULT_MAX_KEYS_PER_ACCOUNT, MAX_GRACE_PERIOD_SECONDS},
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
     rejection::Rejection,
     ring::PepperId,
     rules::{FieldError, NewApiKey},
     store::{
-        ApiKeyRecord, EffectiveStatus, KeyChanges, KeyStatus, OldKeyLimit, RotateOutcome, Rotation,
-        Store, StoreError, storage_time,
+        ApiKeyRecord, EffectiveStatus, KeyChanges, KeyStatus, RotateOutcome, Rotation, Store,
+        StoreError, Successor,
     },
     validator::ApiKeyValidator,
 };
@@ -31,6 +32,12 @@ use crate::{
 ///
 /// Shares the [`ApiKeyValidator`]'s cache: revoking or deleting a key evicts it,
 /// so the very next request on this process is refused.
+///
+/// Every change (create, update, rotate, revoke, delete, import, revocation
+/// by the holder, retiring a pepper) runs to its end on a Tokio task of its
+/// own, which the method awaits: if the caller stops waiting (an HTTP handler
+/// dropped because its client disconnected), a write that reached the store
+/// still evicts the key from this process's cache.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -53,6 +60,11 @@ use crate::{
 pub struct KeyManager {
     validator: ApiKeyValidator,
     store: Store,
+    /// Set by [`KeyManager::with_scope_ceiling`]: every key this manager
+    /// creates, rotates into or changes holds only these scopes.
+    scope_ceiling: Option<Scopes>,
+    /// See [`KeyManager::with_max_keys_per_account`].
+    max_keys_per_account: u64,
 }
 
 /// A key as its owner sees it: no secret, no hash.
@@ -194,6 +206,19 @@ pub enum ManagerError {
     /// The key store could not be reached to check a credential.
     #[error("the key store is unavailable")]
     Unavailable,
+    /// The key would hold a scope the acting party does not (see
+    /// [`KeyManager::with_scope_ceiling`]): nothing was written.
+    #[error("the API key cannot create, rotate into or change a key with scopes it does not hold")]
+    ScopesNotHeld,
+    /// The account already has the most keys allowed
+    /// ([`KeyManager::with_max_keys_per_account`]): nothing was written.
+    #[error("too many API keys for account {account_id} (at most {limit})")]
+    TooManyKeys {
+        /// The account.
+        account_id: AccountId,
+        /// The most keys an account may have.
+        limit: u64,
+    },
     /// The request broke a rule; one entry per field.
     #[error("invalid API key request: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldError>),
@@ -203,6 +228,49 @@ pub enum ManagerError {
     /// The store failed or timed out.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A credential as a key holder presents it for revocation, without ASCII
+/// whitespace around it and without a `Bearer ` prefix (the scheme in any
+/// case, then any ASCII whitespace).
+fn presented_credential(text: &str) -> &str {
+    let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    match text.split_once(|c: char| c.is_ascii_whitespace()) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
+            rest.trim_start_matches(|c: char| c.is_ascii_whitespace())
+        }
+        _ => text,
+    }
+}
+
+/// Runs a change (its store calls and the cache evictions after them) to the
+/// end on a task of its own, and waits for it. The caller's future may be
+/// dropped at any await, as hyper drops a handler whose client disconnected;
+/// the change then still completes, and a committed write still evicts the
+/// key from this process's cache.
+async fn to_completion<T: Send + 'static>(
+    change: impl Future<Output = Result<T, ManagerError>> + Send + 'static,
+) -> Result<T, ManagerError> {
+    match tokio::spawn(change).await {
+        Ok(result) => result,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        // The runtime is shutting down: the change's outcome is unknown.
+        Err(err) => Err(ManagerError::Store(StoreError::Database(Box::new(err)))),
+    }
+}
+
+impl ManagerError {
+    /// A store error, with the per-account limit lifted to
+    /// [`ManagerError::TooManyKeys`].
+    fn from_store(err: StoreError) -> Self {
+        match err {
+            StoreError::TooManyKeys { account_id, limit } => Self::TooManyKeys {
+                account_id: account_id.into(),
+                limit,
+            },
+            err => Self::Store(err),
+        }
+    }
 }
 
 /// `created_at` values that strictly increase within this process, at the
@@ -227,6 +295,41 @@ impl KeyManager {
         Self {
             store: validator.store().clone(),
             validator,
+            scope_ceiling: None,
+            max_keys_per_account: DEFAULT_MAX_KEYS_PER_ACCOUNT,
+        }
+    }
+
+    /// The most keys one account may have: creating or importing one more is
+    /// [`ManagerError::TooManyKeys`]. Every key that is not deleted counts,
+    /// revoked and expired ones too; a rotation is allowed at the limit (its
+    /// old key ends with the grace period, and counts until deleted). The
+    /// count is atomic with the insert, also under concurrent creates.
+    /// Default: [`DEFAULT_MAX_KEYS_PER_ACCOUNT`] (1,000).
+    pub fn with_max_keys_per_account(mut self, max: u64) -> Self {
+        self.max_keys_per_account = max;
+        self
+    }
+
+    /// A manager that acts for someone holding only `scopes` (an API key used
+    /// on the management API, say): every key it creates, rotates into or
+    /// changes must hold only scopes of `scopes`, and so never be
+    /// unrestricted; otherwise [`ManagerError::ScopesNotHeld`]. Revoking,
+    /// deleting and reading are not limited. Default: no ceiling.
+    ///
+    /// The management router applies the acting key's scopes this way when
+    /// the host lets API keys manage keys
+    /// (`ManagementRouter::allow_api_key_auth`).
+    pub fn with_scope_ceiling(mut self, scopes: Scopes) -> Self {
+        self.scope_ceiling = Some(scopes);
+        self
+    }
+
+    /// Whether a key with `scopes` is within the ceiling, if any.
+    fn within_ceiling(&self, scopes: Option<&Scopes>) -> Result<(), ManagerError> {
+        match &self.scope_ceiling {
+            Some(ceiling) if !ceiling.covers(scopes) => Err(ManagerError::ScopesNotHeld),
+            _ => Ok(()),
         }
     }
 
@@ -242,7 +345,17 @@ impl KeyManager {
         account: AccountId,
         request: NewApiKey,
     ) -> Result<CreatedKey, ManagerError> {
+        let this = self.clone();
+        to_completion(async move { this.create_now(account, request).await }).await
+    }
+
+    async fn create_now(
+        &self,
+        account: AccountId,
+        request: NewApiKey,
+    ) -> Result<CreatedKey, ManagerError> {
         request.validate().map_err(ManagerError::Invalid)?;
+        self.within_ceiling(request.scopes.as_ref())?;
         let created_at = creation_time();
         let expires_at = request
             .expires_in_days
@@ -266,11 +379,14 @@ impl KeyManager {
             rotated_from: None,
             rate_limit: request.rate_limit,
         };
-        let inserted = self.store.insert(record.clone()).await;
+        let inserted = self
+            .store
+            .insert_within_limit(vec![record.clone()], self.max_keys_per_account)
+            .await;
         // A probe of this public key before it existed must not linger as
         // "unknown" (also when the insert's outcome is unknown).
         self.validator.invalidate(&record.public_key);
-        inserted?;
+        inserted.map_err(ManagerError::from_store)?;
         tracing::info!(key_id = %record.key_id, account_id = %account, "API key created");
         Ok(CreatedKey {
             key: ApiKeyInfo::from_record(record, created_at),
@@ -310,6 +426,15 @@ impl KeyManager {
         account: AccountId,
         key_id: ApiKeyId,
     ) -> Result<ApiKeyInfo, ManagerError> {
+        let this = self.clone();
+        to_completion(async move { this.revoke_now(account, key_id).await }).await
+    }
+
+    async fn revoke_now(
+        &self,
+        account: AccountId,
+        key_id: ApiKeyId,
+    ) -> Result<ApiKeyInfo, ManagerError> {
         let (account_id, id) = (account.into_inner(), key_id.into_inner());
         let public_key = self.public_key_of(account, key_id).await?;
         let revoked = self.store.revoke(account_id, id).await;
@@ -328,12 +453,31 @@ impl KeyManager {
         key_id: ApiKeyId,
         changes: KeyChanges,
     ) -> Result<ApiKeyInfo, ManagerError> {
+        let this = self.clone();
+        to_completion(async move { this.update_now(account, key_id, changes).await }).await
+    }
+
+    async fn update_now(
+        &self,
+        account: AccountId,
+        key_id: ApiKeyId,
+        changes: KeyChanges,
+    ) -> Result<ApiKeyInfo, ManagerError> {
         changes.validate().map_err(ManagerError::Invalid)?;
         let changes = KeyChanges {
             title: changes.title.map(|title| title.trim().to_owned()),
             ..changes
         };
-        let public_key = self.public_key_of(account, key_id).await?;
+        let current = self
+            .store
+            .get(account.into_inner(), key_id.into_inner())
+            .await?
+            .ok_or(ManagerError::NotFound)?;
+        self.within_ceiling(current.scopes.as_ref())?;
+        if let Some(scopes) = &changes.scopes {
+            self.within_ceiling(scopes.as_ref())?;
+        }
+        let public_key = current.public_key;
         let updated = self
             .store
             .update(account.into_inner(), key_id.into_inner(), &changes)
@@ -345,7 +489,9 @@ impl KeyManager {
     }
 
     /// Replaces the key with a new one that copies its title, description,
-    /// scopes, metadata and rate limit, and its lifetime counted from now. The old key is
+    /// scopes, metadata and rate limit, and its lifetime counted from now, as
+    /// the key is when the rotation commits (a change that commits first is
+    /// copied, never lost to an earlier read). The old key is
     /// revoked at once for a zero `grace_period`, else it expires at the end of
     /// the grace period (never later than it would have). Atomic in the store:
     /// the new key exists if and only if the old one was limited; a key has at
@@ -360,70 +506,57 @@ impl KeyManager {
         key_id: ApiKeyId,
         grace_period: Duration,
     ) -> Result<CreatedKey, ManagerError> {
+        let this = self.clone();
+        to_completion(async move { this.rotate_now(account, key_id, grace_period).await }).await
+    }
+
+    async fn rotate_now(
+        &self,
+        account: AccountId,
+        key_id: ApiKeyId,
+        grace_period: Duration,
+    ) -> Result<CreatedKey, ManagerError> {
         if grace_period.as_secs() > MAX_GRACE_PERIOD_SECONDS {
             return Err(ManagerError::Invalid(vec![FieldError::new(
                 "grace_period_seconds",
                 format!("must be an integer from 0 to {MAX_GRACE_PERIOD_SECONDS}"),
             )]));
         }
-        let old = self
-            .store
-            .get(account.into_inner(), key_id.into_inner())
-            .await?
-            .ok_or(ManagerError::NotFound)?;
-        let now = creation_time();
-        if old.effective_status(now) != EffectiveStatus::Active {
-            return Err(ManagerError::NotActive);
-        }
-        // The same lifetime, counted from now (for a row without `created_at`,
-        // what is left of it).
-        let expires_at = old
-            .expires_at
-            .map(|at| storage_time(now + (at - old.created_at.unwrap_or(now))));
-        let old_key = if grace_period.is_zero() {
-            OldKeyLimit::Revoke
-        } else {
-            let end = now + TimeDelta::from_std(grace_period).unwrap_or(TimeDelta::MAX);
-            OldKeyLimit::ExpireAt(storage_time(old.expires_at.map_or(end, |at| at.min(end))))
-        };
+        // Read first only for the public key, which leaves the cache whatever
+        // the outcome; the successor copies the old key as the store reads it
+        // inside the rotation's transaction.
+        let old_public_key = self.public_key_of(account, key_id).await?;
         let pair = KeyPair::generate()?;
         let (hash, pepper_id) = self.validator.hash_new_secret(pair.secret_key.expose());
-        let successor = ApiKeyRecord {
+        let successor = Successor {
             key_id: Uuid::new_v4(),
             public_key: pair.public_key.as_str().to_owned(),
             secret_key_hash: hash.to_hex().into(),
-            account_id: account.into_inner(),
-            title: old.title.clone(),
-            description: old.description.clone(),
-            status: KeyStatus::Active,
-            expires_at,
-            last_used_at: None,
-            created_at: Some(now),
             pepper_id: Some(pepper_id.as_str().to_owned()),
-            scopes: old.scopes.clone(),
-            metadata: old.metadata.clone(),
-            rotated_from: Some(old.key_id),
-            rate_limit: old.rate_limit,
+            created_at: creation_time(),
         };
         let outcome = self
             .store
             .rotate(Rotation {
                 account_id: account.into_inner(),
-                old_key_id: old.key_id,
-                old_key,
+                old_key_id: key_id.into_inner(),
+                grace_period,
                 successor: successor.clone(),
+                scope_ceiling: self.scope_ceiling.clone(),
             })
             .await;
         // Whatever the outcome, neither key may stay cached as it was.
-        self.validator.invalidate(&old.public_key);
+        self.validator.invalidate(&old_public_key);
         self.validator.invalidate(&successor.public_key);
-        match outcome? {
-            RotateOutcome::Rotated(_) => {}
+        let successor = match outcome? {
+            RotateOutcome::Rotated { successor, .. } => *successor,
             RotateOutcome::NotFound => return Err(ManagerError::NotFound),
             RotateOutcome::NotActive => return Err(ManagerError::NotActive),
             RotateOutcome::AlreadyRotated => return Err(ManagerError::AlreadyRotated),
-        }
+            RotateOutcome::ScopesNotHeld => return Err(ManagerError::ScopesNotHeld),
+        };
         tracing::info!(%key_id, new_key_id = %successor.key_id, account_id = %account, grace_seconds = grace_period.as_secs(), "API key rotated");
+        let now = successor.created_at.unwrap_or_else(Utc::now);
         Ok(CreatedKey {
             key: ApiKeyInfo::from_record(successor, now),
             secret_key: pair.secret_key,
@@ -434,9 +567,18 @@ impl KeyManager {
     /// leaked key reported by a secret scanner). Succeeds the same way whether
     /// or not the credential was valid, malformed, unknown or already revoked,
     /// so that it cannot be used to test keys; the credential is checked by the
-    /// same constant-time path as the layer. [`ManagerError::Unavailable`] or
-    /// [`ManagerError::Store`] only when the store could not be reached.
+    /// same constant-time path as the layer. ASCII whitespace around the
+    /// credential and a `Bearer ` prefix (as copied from a header) are
+    /// removed first. [`ManagerError::Unavailable`] or [`ManagerError::Store`]
+    /// only when the store could not be reached.
     pub async fn revoke_by_credential(&self, credential: &str) -> Result<(), ManagerError> {
+        let credential = credential.to_owned();
+        let this = self.clone();
+        to_completion(async move { this.revoke_by_credential_now(&credential).await }).await
+    }
+
+    async fn revoke_by_credential_now(&self, credential: &str) -> Result<(), ManagerError> {
+        let credential = presented_credential(credential);
         let key = match self.validator.validate(credential).await {
             Ok(key) => key,
             Err(Rejection::StoreUnavailable) => return Err(ManagerError::Unavailable),
@@ -464,16 +606,25 @@ impl KeyManager {
     /// checked before any is written ([`ManagerError::Invalid`], field names
     /// `records[i].field`), and they are written in one transaction: a
     /// duplicate id or public key (in the store or twice in `records`) writes
-    /// nothing and is [`ManagerError::Store`] with [`StoreError::Conflict`].
-    /// A row without `created_at` gets the current time. Returns how many
-    /// were written.
+    /// nothing and is [`ManagerError::Store`] with [`StoreError::Conflict`];
+    /// an account that would have more than the most keys allowed writes
+    /// nothing and is [`ManagerError::TooManyKeys`]. A row without
+    /// `created_at` gets the current time. Returns how many were written.
     pub async fn import(&self, records: Vec<ApiKeyRecord>) -> Result<usize, ManagerError> {
+        let this = self.clone();
+        to_completion(async move { this.import_now(records).await }).await
+    }
+
+    async fn import_now(&self, records: Vec<ApiKeyRecord>) -> Result<usize, ManagerError> {
         let mut errors = Vec::new();
         for (index, record) in records.iter().enumerate() {
             crate::rules::check_record(record, &format!("records[{index}]."), &mut errors);
         }
         if !errors.is_empty() {
             return Err(ManagerError::Invalid(errors));
+        }
+        for record in &records {
+            self.within_ceiling(record.scopes.as_ref())?;
         }
         let count = records.len();
         let public_keys: Vec<String> = records.iter().map(|r| r.public_key.clone()).collect();
@@ -484,11 +635,14 @@ impl KeyManager {
                 record
             })
             .collect();
-        let inserted = self.store.insert_many(records).await;
+        let inserted = self
+            .store
+            .insert_within_limit(records, self.max_keys_per_account)
+            .await;
         for public_key in &public_keys {
             self.validator.invalidate(public_key);
         }
-        inserted?;
+        inserted.map_err(ManagerError::from_store)?;
         tracing::info!(keys = count, "API keys imported");
         Ok(count)
     }
@@ -496,6 +650,11 @@ impl KeyManager {
     /// Deletes the key. Requests on this process are refused from the moment
     /// this returns, whatever it returns (as [`revoke`](Self::revoke)).
     pub async fn delete(&self, account: AccountId, key_id: ApiKeyId) -> Result<(), ManagerError> {
+        let this = self.clone();
+        to_completion(async move { this.delete_now(account, key_id).await }).await
+    }
+
+    async fn delete_now(&self, account: AccountId, key_id: ApiKeyId) -> Result<(), ManagerError> {
         let (account_id, id) = (account.into_inner(), key_id.into_inner());
         let public_key = self.public_key_of(account, key_id).await?;
         let deleted = self.store.delete(account_id, id).await;
@@ -562,6 +721,12 @@ impl KeyManager {
     /// pepper): the end of a rotation, for keys unused since it began. Returns
     /// how many were revoked. The current pepper cannot be retired.
     pub async fn retire_pepper(&self, pepper_id: &PepperId) -> Result<u64, ManagerError> {
+        let pepper_id = pepper_id.clone();
+        let this = self.clone();
+        to_completion(async move { this.retire_pepper_now(&pepper_id).await }).await
+    }
+
+    async fn retire_pepper_now(&self, pepper_id: &PepperId) -> Result<u64, ManagerError> {
         let ring: Vec<PepperId> = self.validator.pepper_ids().cloned().collect();
         if ring.first() == Some(pepper_id) {
             return Err(ManagerError::Invalid(vec![FieldError::new(
@@ -682,6 +847,26 @@ mod tests {
                 "delete: {delete}"
             );
         }
+    }
+
+    #[test]
+    fn a_presented_credential_loses_whitespace_and_a_bearer_prefix() {
+        let credential = "pk_a:sk_b";
+        for presented in [
+            "pk_a:sk_b",
+            "  pk_a:sk_b\r\n",
+            "\tpk_a:sk_b ",
+            "Bearer pk_a:sk_b",
+            " bearer\t pk_a:sk_b \n",
+            "BEARER  pk_a:sk_b",
+        ] {
+            assert_eq!(presented_credential(presented), credential, "{presented:?}");
+        }
+        // Anything else is passed on as it is, to be refused as malformed.
+        assert_eq!(presented_credential("Basic pk_a:sk_b"), "Basic pk_a:sk_b");
+        assert_eq!(presented_credential("pk_a: sk_b"), "pk_a: sk_b");
+        assert_eq!(presented_credential("Bearer"), "Bearer");
+        assert_eq!(presented_credential("\u{a0}pk_a:sk_b"), "\u{a0}pk_a:sk_b");
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub const MAX_SCOPE_LEN: usize = 64;
 /// Largest metadata object, in bytes of its compact JSON serialization.
 pub const MAX_METADATA_BYTES: usize = 4_096;
 
+/// Deepest metadata nesting: the object itself is level 1, and every object
+/// or array inside it one level more. (MariaDB refuses JSON nested 32 deep,
+/// so the bound is the crate's, the same on every backend.)
+pub const MAX_METADATA_DEPTH: usize = 16;
+
 /// Whether `scope` is a valid scope: 1–64 characters of `[a-z0-9_.:-]`,
 /// starting with `[a-z0-9]` (for example `reports:read`).
 pub fn is_valid_scope(scope: &str) -> bool {
@@ -84,6 +89,12 @@ impl Scopes {
         self.0.binary_search_by(|held| (**held).cmp(scope)).is_ok()
     }
 
+    /// Whether a key with `scopes` (`None`: unrestricted) holds only scopes
+    /// of these. An unrestricted key is never covered.
+    pub(crate) fn covers(&self, scopes: Option<&Scopes>) -> bool {
+        scopes.is_some_and(|scopes| scopes.iter().all(|scope| self.contains(scope)))
+    }
+
     /// The scopes, ascending.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         self.0.iter().map(|scope| &**scope)
@@ -104,8 +115,8 @@ impl Scopes {
         serde_json::to_string(&self.iter().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".to_owned())
     }
 
-    /// Reads stored JSON; `None` (and a warning) for text that is not a valid
-    /// list of scopes. The caller fails closed: such a key grants no scope.
+    /// Reads stored JSON; `None` for text that is not a valid list of scopes.
+    /// The caller fails closed: such a key is refused.
     pub(crate) fn from_stored(json: &str) -> Option<Self> {
         serde_json::from_str::<Vec<String>>(json)
             .ok()
@@ -133,8 +144,9 @@ impl<'de> Deserialize<'de> for Scopes {
 }
 
 /// A key's metadata: a JSON object of at most 4,096 bytes (compact
-/// serialization), returned as given. `Debug` prints only its size, so that it
-/// never reaches a log.
+/// serialization), nested at most 16 levels deep, with no U+0000 in any
+/// string (member names included), returned as given. `Debug` prints only its
+/// size, so that it never reaches a log.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Metadata(Arc<Map<String, Value>>);
 
@@ -147,11 +159,18 @@ pub enum MetadataError {
     /// Over [`MAX_METADATA_BYTES`].
     #[error("must be at most 4096 bytes as compact JSON")]
     TooLarge,
+    /// Nested deeper than [`MAX_METADATA_DEPTH`].
+    #[error("must not nest objects and arrays more than 16 levels deep")]
+    TooDeep,
+    /// A string or member name holds U+0000, which PostgreSQL cannot store.
+    #[error("must not contain U+0000 (NUL) in any string or member name")]
+    Nul,
 }
 
 impl Metadata {
     /// Metadata from a JSON object.
     pub fn new(object: Map<String, Value>) -> Result<Self, MetadataError> {
+        check_members(&object, 1)?;
         let size = serde_json::to_vec(&object).map_or(usize::MAX, |bytes| bytes.len());
         if size > MAX_METADATA_BYTES {
             return Err(MetadataError::TooLarge);
@@ -182,13 +201,43 @@ impl Metadata {
         serde_json::to_string(&*self.0).unwrap_or_else(|_| "{}".to_owned())
     }
 
-    /// Reads stored JSON; `None` for text that is not a JSON object (the
-    /// store's own check keeps that from happening but for foreign writers).
+    /// Reads stored JSON; `None` for text that [`Metadata::from_value`] would
+    /// refuse (not a JSON object, too large, too deep, a NUL): only a foreign
+    /// writer stores such text. The caller fails closed: such a key is refused.
     pub(crate) fn from_stored(json: &str) -> Option<Self> {
-        match serde_json::from_str::<Value>(json) {
-            Ok(Value::Object(object)) => Some(Self(Arc::new(object))),
-            _ => None,
+        serde_json::from_str::<Value>(json)
+            .ok()
+            .and_then(|value| Self::from_value(value).ok())
+    }
+}
+
+/// Checks the members of an object or array at nesting `level` (the metadata
+/// object is level 1): no NUL in a string or member name, no container deeper
+/// than [`MAX_METADATA_DEPTH`]. Stops descending at the first level too deep,
+/// so the recursion is bounded whatever the value.
+fn check_members(object: &Map<String, Value>, level: usize) -> Result<(), MetadataError> {
+    for (name, value) in object {
+        if name.contains('\0') {
+            return Err(MetadataError::Nul);
         }
+        check_value(value, level)?;
+    }
+    Ok(())
+}
+
+/// Checks one value held by a container at nesting `parent` (see
+/// [`check_members`]): a container there is at level `parent + 1`.
+fn check_value(value: &Value, parent: usize) -> Result<(), MetadataError> {
+    match value {
+        Value::String(text) if text.contains('\0') => Err(MetadataError::Nul),
+        Value::Object(_) | Value::Array(_) if parent >= MAX_METADATA_DEPTH => {
+            Err(MetadataError::TooDeep)
+        }
+        Value::Object(object) => check_members(object, parent + 1),
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|item| check_value(item, parent + 1)),
+        _ => Ok(()),
     }
 }
 
@@ -249,6 +298,10 @@ mod tests {
         assert_eq!(Scopes::new(&many).unwrap_err(), ScopesError::TooMany);
         assert_eq!(Scopes::new(&many[..32]).unwrap().len(), 32);
         assert!(Scopes::new(Vec::<String>::new()).unwrap().is_empty());
+        assert!(scopes.covers(Some(&Scopes::new(["a:read"]).unwrap())));
+        assert!(scopes.covers(Some(&Scopes::default())));
+        assert!(!scopes.covers(Some(&Scopes::new(["a:read", "c"]).unwrap())));
+        assert!(!scopes.covers(None), "an unrestricted key is never covered");
         assert_eq!(
             serde_json::to_value(&scopes).unwrap(),
             json!(["a:read", "b:write"])
@@ -286,5 +339,58 @@ mod tests {
             MetadataError::TooLarge
         );
         assert_eq!(Metadata::from_stored("[1]"), None);
+        assert_eq!(Metadata::from_stored(r#"{"k":"\u0000"}"#), None);
+        let stored_over = format!(r#"{{"k":"{}"}}"#, "a".repeat(MAX_METADATA_BYTES));
+        assert_eq!(Metadata::from_stored(&stored_over), None);
+    }
+
+    /// `{"k": … {"k": leaf} …}` with the top object at level 1 and `levels`
+    /// levels in all; every other level an array when `arrays` is set.
+    fn nested(levels: usize, arrays: bool, leaf: Value) -> Value {
+        let mut value = leaf;
+        for level in (2..=levels).rev() {
+            value = if arrays && level % 2 == 0 {
+                json!([value])
+            } else {
+                json!({ "k": value })
+            };
+        }
+        json!({ "k": value })
+    }
+
+    #[test]
+    fn metadata_nests_at_most_16_levels_arrays_included() {
+        for arrays in [false, true] {
+            assert!(Metadata::from_value(nested(16, arrays, json!(1))).is_ok());
+            assert!(Metadata::from_value(nested(16, arrays, json!({}))).is_err());
+            assert_eq!(
+                Metadata::from_value(nested(17, arrays, json!(1))).unwrap_err(),
+                MetadataError::TooDeep,
+                "arrays: {arrays}"
+            );
+        }
+        assert!(Metadata::from_value(json!({"a": [[1], {"b": []}]})).is_ok());
+        let deep = nested(200, true, json!(1));
+        assert_eq!(
+            Metadata::from_value(deep).unwrap_err(),
+            MetadataError::TooDeep
+        );
+    }
+
+    #[test]
+    fn metadata_refuses_nul_in_any_string_or_member_name() {
+        for bad in [
+            json!({"k": "a\u{0}b"}),
+            json!({"a\u{0}": 1}),
+            json!({"k": {"deeper": ["ok", "\u{0}"]}}),
+            json!({"k": [{"\u{0}": null}]}),
+        ] {
+            assert_eq!(
+                Metadata::from_value(bad.clone()).unwrap_err(),
+                MetadataError::Nul,
+                "{bad}"
+            );
+        }
+        assert!(Metadata::from_value(json!({"k": "\u{1}", "é": "\\0"})).is_ok());
     }
 }

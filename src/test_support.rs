@@ -156,6 +156,17 @@ impl ApiKeyRepository for Scripted {
         self.inner.insert_many(records).await
     }
 
+    async fn insert_within_limit(
+        &self,
+        records: Vec<ApiKeyRecord>,
+        max_keys_per_account: u64,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner
+            .insert_within_limit(records, max_keys_per_account)
+            .await
+    }
+
     async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
         self.check()?;
         self.inner.list_by_account(account_id).await

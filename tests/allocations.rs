@@ -99,7 +99,7 @@ async fn allocations_of_a_hit(keys: usize) -> usize {
     let validator = ApiKeyValidator::builder(MemoryRepository::new(), pepper)
         .with_cache_capacity(2 * keys as u64)
         .build();
-    let manager = KeyManager::new(validator.clone());
+    let manager = KeyManager::new(validator.clone()).with_max_keys_per_account(keys as u64);
     let account = AccountId::new(Uuid::new_v4());
     let mut credentials = Vec::with_capacity(keys);
     for index in 0..keys {

@@ -318,6 +318,8 @@ on_every_backend!(
     import_with_a_bad_line_writes_nothing,
     import_with_a_duplicate_public_key_writes_nothing,
     pepper_status_counts_keys_per_pepper,
+    create_refuses_metadata_no_database_could_store,
+    create_and_import_stop_at_max_keys_per_account,
 );
 
 async fn create_prints_the_secret_once_and_the_key_validates(tool: Tool) {
@@ -394,6 +396,96 @@ async fn create_prints_the_secret_once_and_the_key_validates(tool: Tool) {
     assert_eq!(key.key_id().to_string(), key_id);
     assert!(key.has_scope("reports:read"));
     validator.shutdown().await;
+    tool.finish().await;
+}
+
+/// `--metadata` with U+0000 in a string or nested past 16 levels is a
+/// validation error (exit 1) on every backend, not a store failure (exit 3)
+/// or a row one database keeps and another refuses; 16 levels are kept.
+async fn create_refuses_metadata_no_database_could_store(tool: Tool) {
+    let account = Uuid::new_v4();
+    let account_text = account.to_string();
+    let nested = |levels: usize| {
+        let mut value = json!("leaf");
+        for _ in 1..levels {
+            value = json!({ "k": value });
+        }
+        json!({ "k": value }).to_string()
+    };
+    for metadata in [
+        r#"{"k":"a\u0000b"}"#.to_owned(),
+        r#"{"\u0000":1}"#.to_owned(),
+        r#"{"k":[["\u0000"]]}"#.to_owned(),
+        nested(17),
+        nested(32),
+    ] {
+        let out = tool
+            .run(&[
+                "create",
+                "--account",
+                &account_text,
+                "--title",
+                "t",
+                "--metadata",
+                &metadata,
+            ])
+            .fails(1);
+        assert!(out.stderr.contains("invalid --metadata"), "{out:?}");
+    }
+    assert!(tool.list(account).is_empty(), "{}", tool.db.backend);
+    let kept = tool.create(account, "16 levels", &["--metadata", &nested(16)]);
+    assert_eq!(kept["metadata"].to_string(), nested(16));
+    tool.finish().await;
+}
+
+/// `MAX_KEYS_PER_ACCOUNT` bounds the keys of one account: `create` and
+/// `import` past it fail with exit 1 and write nothing; `rotate` at the limit
+/// works.
+async fn create_and_import_stop_at_max_keys_per_account(tool: Tool) {
+    let account = Uuid::new_v4();
+    let account_text = account.to_string();
+    let limit = [("MAX_KEYS_PER_ACCOUNT", "2")];
+    let create = |title: &str| {
+        tool.run_with(
+            &[
+                "create",
+                "--json",
+                "--account",
+                &account_text,
+                "--title",
+                title,
+            ],
+            None,
+            &limit,
+        )
+    };
+    let first = create("one").ok().json();
+    create("two").ok();
+    let out = create("three").fails(1);
+    assert!(out.stderr.contains("too many API keys"), "{out:?}");
+    let (line, _) = foreign_key(account, "imported", PEPPER, json!({}));
+    let out = tool
+        .run_with(&["import", "-"], Some(&line), &limit)
+        .fails(1);
+    assert!(out.stderr.contains("too many API keys"), "{out:?}");
+    assert_eq!(tool.list(account).len(), 2, "{}", tool.db.backend);
+    tool.run_with(&["rotate", first["key_id"].as_str().unwrap()], None, &limit)
+        .ok();
+    assert_eq!(tool.list(account).len(), 3);
+    // The flag says the same, and the default (1,000) leaves room.
+    let out = tool
+        .run(&[
+            "create",
+            "--max-keys-per-account",
+            "3",
+            "--account",
+            &account_text,
+            "--title",
+            "four",
+        ])
+        .fails(1);
+    assert!(out.stderr.contains("at most 3"), "{out:?}");
+    tool.run_with(&["import", "-"], Some(&line), &[]).ok();
     tool.finish().await;
 }
 
@@ -722,6 +814,16 @@ async fn create_without_json_prints_the_secret_once() {
     let out = tool
         .run(&["create", "--account", &account, "--title", "laptop"])
         .ok();
+    // The SQLite file the tool created is its owner's only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tool.dir.path().join("keys.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "keys.db has mode {mode:o}");
+    }
     assert_eq!(out.stdout.matches("sk_").count(), 1, "{out:?}");
     assert!(out.stdout.contains("secret_key"));
     assert!(out.stdout.contains("laptop"));
@@ -850,6 +952,32 @@ async fn import_reads_standard_input_and_refuses_huge_lines() {
     assert_eq!(tool.list(account).len(), 1);
 }
 
+/// An import line that names a member twice is refused (exit 1), whichever
+/// of the two a JSON parser would keep: nothing is written.
+#[tokio::test]
+async fn import_refuses_a_member_named_twice() {
+    let tool = Tool::sqlite();
+    let account = Uuid::new_v4();
+    let (good, _) = foreign_key(account, "fine", PEPPER, json!({}));
+    let (line, credential) = foreign_key(account, "twice", PEPPER, json!({"status": "revoked"}));
+    let twice = line.replace(
+        r#""status":"revoked""#,
+        r#""status":"revoked","status":"active""#,
+    );
+    assert_ne!(twice, line);
+    let out = tool
+        .run_with(&["import", "-"], Some(&format!("{good}\n{twice}\n")), &[])
+        .fails(1);
+    assert!(
+        out.stderr.contains("line 2: `status` is named twice"),
+        "{out:?}"
+    );
+    assert!(tool.list(account).is_empty());
+    let validator = tool.validator().await;
+    assert!(validator.validate(&credential).await.is_err());
+    validator.shutdown().await;
+}
+
 #[tokio::test]
 async fn logs_appear_only_with_rust_log() {
     let tool = Tool::sqlite();
@@ -893,13 +1021,94 @@ async fn an_unreachable_database_exits_3_without_its_password() {
                 "{out:?}"
             );
         }
-        let out = tool
-            .run_with(
-                &["list", "--database-url", url, "--account", &account],
-                None,
-                &[],
-            )
-            .fails(3);
-        assert!(!out.stderr.contains("hunter2"), "{out:?}");
+        // The flag works, but its password shows in `ps`: a warning says so
+        // (without the password), then the error.
+        for args in [
+            vec!["list", "--database-url", url, "--account", &account],
+            vec!["--database-url", url, "list", "--account", &account],
+        ] {
+            let out = tool.run_with(&args, None, &[]);
+            assert_eq!(out.code, 3, "{out:?}");
+            let lines: Vec<&str> = out.stderr.lines().collect();
+            assert_eq!(lines.len(), 2, "{out:?}");
+            assert_eq!(
+                lines[0],
+                "warning: the password in --database-url shows in the process list (ps); \
+                 set DATABASE_URL instead"
+            );
+            assert!(
+                lines[1].starts_with("error: cannot open the key store"),
+                "{out:?}"
+            );
+            assert!(!out.stderr.contains("hunter2"), "{out:?}");
+        }
+    }
+    // No password, or the variable: no warning.
+    let url = tool.db.url.clone();
+    let out = tool
+        .run_with(
+            &["list", "--database-url", &url, "--account", &account],
+            None,
+            &[],
+        )
+        .ok();
+    assert_eq!(out.stderr, "");
+    let help = tool.run(&["--help"]).ok();
+    assert!(help.stdout.contains("Prefer the DATABASE_URL"), "{help:?}");
+}
+
+/// A database URL is never printed with its password, whatever characters the
+/// password holds (CONTRACT §18): not in the one-line error (the driver's own
+/// error may quote the URL), not in the logs, not from `migrate`.
+#[tokio::test]
+async fn never_prints_a_password_whatever_its_characters() {
+    let tool = Tool::sqlite();
+    let account = Uuid::new_v4().to_string();
+    let mut urls = Vec::new();
+    for scheme in ["postgres", "mysql"] {
+        for c in ["?", "/", "@", "#", ":", "&", "%40", "%3F", "%2F", "%23"] {
+            urls.push(format!("{scheme}://keys:Xq7{c}S3CRET@127.0.0.1:1/db"));
+        }
+        for c in ["#", "@", "%26", "?"] {
+            urls.push(format!(
+                "{scheme}://127.0.0.1:1/db?sslmode=disable&password=Xq7{c}S3CRET"
+            ));
+        }
+    }
+    // Each run waits for its connect timeout: all of them at once.
+    let runs: Vec<(&String, Out)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = urls
+            .iter()
+            .flat_map(|url| {
+                [
+                    (vec!["list", "--account", account.as_str()], None),
+                    (vec!["migrate", "--json"], Some("trace")),
+                ]
+                .into_iter()
+                .map(move |(args, log)| (url, args, log))
+            })
+            .map(|(url, args, log)| {
+                let tool = &tool;
+                scope.spawn(move || {
+                    let mut env = vec![("DATABASE_URL", url.as_str())];
+                    env.extend(log.map(|filter| ("RUST_LOG", filter)));
+                    (url, tool.run_with(&args, None, &env))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (url, out) in runs {
+        assert_eq!(out.code, 3, "{url}: {out:?}");
+        assert!(
+            out.stderr.contains("cannot open the key store"),
+            "{url}: {out:?}"
+        );
+        for part in ["Xq7", "S3CRET"] {
+            assert!(
+                !out.stderr.contains(part) && !out.stdout.contains(part),
+                "{url}: the password shows: {out:?}"
+            );
+        }
     }
 }

@@ -790,8 +790,108 @@ async fn oversized_credentials_never_reach_the_store(db: &TestDb) {
     assert_eq!(probe.lookups(), before + 1);
 }
 
+// ---------------------------------------------------------------------------
+// Stored values out of bounds
+
+/// A row whose scopes, metadata or rate limit the crate would refuse on input
+/// (written by another program, or by hand) fails closed: the key is refused
+/// as invalid, a warning names its key id (never the value), and the
+/// management API reads it as revoked. Writing valid values brings it back.
+async fn stored_values_out_of_bounds_fail_closed(db: &TestDb) {
+    use sea_orm::ConnectionTrait;
+    let logs = captured();
+    let h = Harness::start(
+        ApiKeyValidator::builder(db.repo.clone(), pepper())
+            .with_change_feed(false)
+            .build(),
+    )
+    .await;
+    let account = AccountId::new(Uuid::new_v4());
+    let nested = |levels: usize| {
+        let mut json = "1".to_owned();
+        for _ in 0..levels {
+            json = format!(r#"{{"k":{json}}}"#);
+        }
+        json
+    };
+    let mut cases = vec![
+        "rate_limit_requests = 0, rate_limit_period_seconds = 60".to_owned(),
+        "rate_limit_requests = 1000001, rate_limit_period_seconds = 60".to_owned(),
+        "rate_limit_requests = -1, rate_limit_period_seconds = 60".to_owned(),
+        "rate_limit_requests = 5, rate_limit_period_seconds = 86401".to_owned(),
+        "rate_limit_requests = 5, rate_limit_period_seconds = NULL".to_owned(),
+        "rate_limit_requests = NULL, rate_limit_period_seconds = 60".to_owned(),
+        r#"scopes = '"stored-marker"'"#.to_owned(),
+        r#"scopes = '["Stored Marker"]'"#.to_owned(),
+        r#"scopes = '["a", "a"]'"#.to_owned(),
+        r#"metadata = '["stored-marker"]'"#.to_owned(),
+        r#"metadata = '"stored-marker"'"#.to_owned(),
+        format!("metadata = '{}'", nested(17)),
+        format!(r#"metadata = '{{"k":"{}"}}'"#, "m".repeat(4_096)),
+    ];
+    // PostgreSQL's jsonb cannot hold U+0000; MySQL string literals need the
+    // backslash doubled.
+    match db.backend {
+        "sqlite" => cases.push(r#"metadata = '{"k":"a\u0000b"}'"#.to_owned()),
+        "mysql" => cases.push(r#"metadata = '{"k":"a\\u0000b"}'"#.to_owned()),
+        _ => {}
+    }
+    let connection = db.repo.connection();
+    for case in cases {
+        let created = h
+            .manager
+            .create(account, NewApiKey::new("stored out of bounds"))
+            .await
+            .unwrap();
+        let key_id = created.key.key_id.to_string();
+        connection
+            .execute_unprepared(&format!(
+                "UPDATE api_keys SET {case} WHERE public_key = '{}'",
+                created.key.public_key
+            ))
+            .await
+            .unwrap_or_else(|err| panic!("{case}: {err}"));
+
+        let refused = h.whoami(&created.credential()).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{case}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["detail"], "Invalid API key", "{case}");
+        let warned = logs.text().lines().any(|line| {
+            line.contains("WARN") && line.contains(&key_id) && line.contains("refused")
+        });
+        assert!(warned, "{case}: no warning names {key_id}");
+        let shown = h.manager.get(account, created.key.key_id).await.unwrap();
+        assert_eq!(
+            shown.status,
+            tower_api_keys::store::EffectiveStatus::Revoked,
+            "{case}"
+        );
+
+        // Valid values again: the key validates.
+        connection
+            .execute_unprepared(&format!(
+                "UPDATE api_keys SET scopes = NULL, metadata = NULL, rate_limit_requests = NULL, \
+                 rate_limit_period_seconds = NULL WHERE public_key = '{}'",
+                created.key.public_key
+            ))
+            .await
+            .unwrap();
+        h.validator.invalidate(&created.key.public_key);
+        assert_eq!(
+            h.whoami(&created.credential()).await.status(),
+            StatusCode::OK,
+            "{case}"
+        );
+    }
+    let text = logs.text();
+    assert_absent(&text, "stored-marker", "a stored value", "the logs");
+    assert_absent(&text, "Stored Marker", "a stored value", "the logs");
+    assert_absent(&text, "mmmmmmmm", "a stored value", "the logs");
+}
+
 backend_tests!(
     nothing_secret_is_ever_logged,
+    stored_values_out_of_bounds_fail_closed,
     bearer_refusals_are_byte_identical_cold_and_warm,
     oversized_credentials_never_reach_the_store,
 );

@@ -32,7 +32,7 @@ use axum::{
 use chrono::{DateTime, NaiveDate};
 use serde_json::{Value, json};
 use tower_api_keys::{
-    AccountId, ApiKeyValidator, KeyManager, NewApiKey,
+    AccountId, ApiKeyValidator, KeyManager, KeyPair, NewApiKey,
     router::{MAX_BODY_BYTES, ManagementRouter, RevocationRouter, openapi::openapi},
     store::SeaOrmRepository,
 };
@@ -46,7 +46,7 @@ const SCHEMAS: &str = "#/components/schemas/";
 /// What each route answers (the router's code; CONTRACT §4, §5, §8, §9): the
 /// document must declare exactly these, and the battery provokes each.
 const ANSWERS: &[(&str, &str, &[u16])] = &[
-    ("post", "", &[201, 400, 401, 403, 413, 415, 422, 503]),
+    ("post", "", &[201, 400, 401, 403, 409, 413, 415, 422, 503]),
     ("get", "", &[200, 401, 403, 503]),
     ("get", "/{key_id}", &[200, 400, 401, 403, 404, 503]),
     (
@@ -762,6 +762,34 @@ async fn battery(api: &Api, path: &str, method: &str) -> BTreeSet<u16> {
             "a key in its rotation's grace period",
             send(Some(rotated), None, Login::Documented, fresh_body()).await,
         );
+    }
+
+    if method == "post" && path == PREFIX {
+        // An account at its key limit: filled up by an import, emptied after.
+        use sea_orm::ConnectionTrait;
+        let stored = api.manager.list(api.account).await.unwrap().len();
+        let limit = usize::try_from(tower_api_keys::limits::DEFAULT_MAX_KEYS_PER_ACCOUNT).unwrap();
+        let filler = (stored..limit)
+            .map(|_| tower_api_keys::store::ApiKeyRecord {
+                title: "at the limit".into(),
+                ..common::row(
+                    &KeyPair::generate().unwrap(),
+                    api.account.into_inner(),
+                    None,
+                )
+            })
+            .collect();
+        api.manager.import(filler).await.unwrap();
+        record(
+            "an account at its key limit",
+            send(None, None, Login::Documented, fresh_body()).await,
+        );
+        api.probe
+            .inner
+            .connection()
+            .execute_unprepared("DELETE FROM api_keys WHERE title = 'at the limit'")
+            .await
+            .unwrap();
     }
 
     for parameter in operation["parameters"].as_array().into_iter().flatten() {

@@ -11,12 +11,13 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{TestDb, concurrently, host_auth, pepper, serve};
+use common::{Gate, Probe, TestDb, concurrently, host_auth, pepper, serve};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use tower_api_keys::{
     ApiKeyAuthLayer, ApiKeyValidator, AuthenticatedKey, KeyManager, RequireScopesLayer,
     router::{ManagementRouter, RevocationRouter},
+    store::ApiKeyRepository,
 };
 use uuid::Uuid;
 
@@ -77,7 +78,13 @@ struct Api {
 
 impl Api {
     async fn start(db: &TestDb) -> Self {
-        let validator = ApiKeyValidator::new(db.repo.clone(), pepper());
+        Self::start_on(db.repo.clone()).await
+    }
+
+    /// The app over `repository` (a [`common::Probe`] around the test
+    /// database, say).
+    async fn start_on(repository: impl ApiKeyRepository) -> Self {
+        let validator = ApiKeyValidator::new(repository, pepper());
         let manager = KeyManager::new(validator.clone());
         let addr = serve(app(&validator, &manager)).await;
         Self {
@@ -508,6 +515,57 @@ async fn invalid_scopes_and_metadata_are_422_and_create_nothing(db: &TestDb) {
         ["metadata", "scopes", "title"]
     );
     assert_eq!(api.list().await, before);
+}
+
+/// `{"k": … {"k": 1} …}`: `levels` objects, the outermost at level 1, every
+/// other one an array when `arrays` is set.
+fn nested_metadata(levels: usize, arrays: bool) -> Value {
+    let mut value = json!(1);
+    for level in (2..=levels).rev() {
+        value = if arrays && level % 2 == 0 {
+            json!([value])
+        } else {
+            json!({ "k": value })
+        };
+    }
+    json!({ "k": value })
+}
+
+/// Metadata the crate accepts must be metadata every database stores:
+/// U+0000 anywhere (PostgreSQL's `jsonb` refuses it) or nesting past 16
+/// levels (MariaDB refuses 32) is a `422` naming `metadata` on create and on
+/// `PATCH`, never a `503` from the database; 16 levels are stored as given.
+async fn metadata_with_nul_or_deep_nesting_is_422_on_every_backend(db: &TestDb) {
+    let api = Api::start(db).await;
+    let key = api.create_ok(json!({"title": "target"})).await;
+    let before = api.list().await;
+    for metadata in [
+        json!({"k": "a\u{0}b"}),
+        json!({"a\u{0}": "v"}),
+        json!({"k": [{"x": "\u{0}"}]}),
+        nested_metadata(17, false),
+        nested_metadata(17, true),
+        nested_metadata(32, false),
+    ] {
+        let response = api
+            .create(json!({"title": "bad metadata", "metadata": metadata}))
+            .await;
+        assert_eq!(invalid_fields(response).await, ["metadata"], "{metadata}");
+        let response = api.patch(&key.id, json!({"metadata": metadata})).await;
+        assert_eq!(invalid_fields(response).await, ["metadata"], "{metadata}");
+    }
+    assert_eq!(api.list().await, before);
+
+    for arrays in [false, true] {
+        let deepest = nested_metadata(16, arrays);
+        let created = api
+            .create_ok(json!({"title": "16 levels", "metadata": deepest}))
+            .await;
+        assert_eq!(api.get_key(&created.id).await["metadata"], deepest);
+        let response = api.patch(&key.id, json!({"metadata": deepest})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(api.get_key(&key.id).await["metadata"], deepest);
+    }
 }
 
 // ------------------------------------------------------------------ PATCH
@@ -986,6 +1044,76 @@ async fn rotation_copies_the_rate_limit(db: &TestDb) {
     assert_eq!(problem(second, 429).await["detail"], "Rate limit exceeded");
 }
 
+/// A rotation racing a `PATCH` (CONTRACT §18): the PATCH commits after the
+/// rotation was asked for but before its transaction; the successor copies
+/// the key as the PATCH left it (title, description, scopes, metadata, rate
+/// limit), never an earlier read, and the layer applies that policy to it.
+async fn rotation_copies_a_patch_that_commits_first(db: &TestDb) {
+    let gate = Gate::new("rotate");
+    let api = Api::start_on(Probe::new(db.repo.clone()).with_before_write(gate.hook())).await;
+    let old = api
+        .create_ok(json!({
+            "title": "before",
+            "description": "before",
+            "scopes": ["reports:read", "reports:write"],
+            "metadata": {"version": 1},
+            "rate_limit": {"requests": 1000, "period_seconds": 60},
+            "expires_in_days": 30,
+        }))
+        .await;
+
+    let rotation = tokio::spawn({
+        let request = api.manage(Method::POST, &format!("/{}/rotate", old.id));
+        async move { request.send().await.unwrap() }
+    });
+    gate.arrived().await;
+    let patched = api
+        .patch(
+            &old.id,
+            json!({
+                "title": "after",
+                "description": null,
+                "scopes": ["reports:read"],
+                "metadata": null,
+                "rate_limit": {"requests": 1, "period_seconds": 3600},
+            }),
+        )
+        .await;
+    assert_eq!(patched.status(), StatusCode::OK);
+    gate.release();
+    let response = rotation.await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let new = key_of(response.json().await.unwrap());
+
+    let shown = api.get_key(&new.id).await;
+    for body in [&new.created, &shown] {
+        assert_eq!(body["title"], "after", "{body}");
+        assert_eq!(body["description"], Value::Null, "{body}");
+        assert_eq!(body["scopes"], json!(["reports:read"]), "{body}");
+        assert_eq!(body["metadata"], Value::Null, "{body}");
+        assert_eq!(
+            body["rate_limit"],
+            json!({"requests": 1, "period_seconds": 3600}),
+            "{body}"
+        );
+        assert_eq!(body["rotated_from"], old.id.as_str(), "{body}");
+    }
+    // The same lifetime, counted from the rotation.
+    assert_near(
+        time(&shown["expires_at"]),
+        time(&shown["created_at"]) + TimeDelta::days(30),
+        TimeDelta::seconds(2),
+    );
+    // The layer holds the successor to the patched policy.
+    assert_insufficient_scope(
+        api.report(Method::POST, &new.credential).await,
+        "reports:write",
+    )
+    .await;
+    let limited = api.report(Method::GET, &new.credential).await;
+    assert_eq!(problem(limited, 429).await["detail"], "Rate limit exceeded");
+}
+
 async fn rotation_refusals_change_nothing(db: &TestDb) {
     let api = Api::start(db).await;
     let key = api.create_ok(json!({"title": "target"})).await;
@@ -1352,11 +1480,13 @@ backend_tests!(
     guarded_routes_check_scopes,
     scopes_and_metadata_round_trip,
     invalid_scopes_and_metadata_are_422_and_create_nothing,
+    metadata_with_nul_or_deep_nesting_is_422_on_every_backend,
     patch_changes_fields_and_takes_effect_at_once,
     rotation_without_grace_replaces_the_key_at_once,
     rotation_with_grace_keeps_both_keys_until_it_ends,
     rotation_keeps_the_lifetime_and_never_extends_the_old_key,
     rotation_copies_the_rate_limit,
+    rotation_copies_a_patch_that_commits_first,
     rotation_refusals_change_nothing,
     concurrent_rotations_leave_exactly_one_successor,
     revocation_by_credential_answers_alike_and_revokes_only_valid_keys,

@@ -11,7 +11,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use common::{Harness, Probe, TestDb, concurrently, pepper};
+use common::{Gate, Harness, Probe, TestDb, concurrently, pepper};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tower_api_keys::{AccountId, ApiKeyValidator, NewApiKey};
@@ -868,6 +868,540 @@ async fn management_needs_host_authentication_not_an_api_key(db: &TestDb) {
     );
 }
 
+/// A host that lets API keys manage keys (`allow_api_key_auth(true)`): a key
+/// needs `api_keys:write` or no scope restriction, and can never create,
+/// rotate into or `PATCH` a key with a scope it does not hold (CONTRACT §18).
+/// Every refusal is a `403` problem document and changes nothing.
+async fn an_api_key_manages_only_keys_within_its_own_scopes(db: &TestDb) {
+    use axum::Router;
+    use tower_api_keys::{ApiKeyAuthLayer, Scopes, router::ManagementRouter};
+    let validator = ApiKeyValidator::new(db.repo.clone(), pepper());
+    let manager = tower_api_keys::KeyManager::new(validator.clone());
+    let account = AccountId::new(Uuid::new_v4());
+    let make = |title: &'static str, scopes: Option<&'static [&'static str]>| {
+        let manager = manager.clone();
+        async move {
+            let mut request = NewApiKey::new(title);
+            if let Some(scopes) = scopes {
+                request = request.with_scopes(Scopes::new(scopes).unwrap());
+            }
+            manager.create(account, request).await.unwrap()
+        }
+    };
+    let reader = make("reader", Some(&["reports:read"])).await;
+    let writer = make("writer", Some(&["api_keys:write", "reports:read"])).await;
+    let root = make("root", None).await;
+    let admin_key = make("admin", Some(&["admin"])).await;
+    let sibling = make("sibling", Some(&["reports:read"])).await;
+
+    let app = Router::new().nest(
+        "/v1/api-keys",
+        ManagementRouter::new(manager.clone())
+            .allow_api_key_auth(true)
+            .build()
+            .layer(ApiKeyAuthLayer::new(validator.clone())),
+    );
+    let base = format!("http://{}/v1/api-keys", common::serve(app).await);
+    let client = Client::new();
+    let send = |key: &tower_api_keys::CreatedKey,
+                method: reqwest::Method,
+                path: String,
+                body: Option<Value>| {
+        let mut request = client
+            .request(method, format!("{base}{path}"))
+            .header("x-api-key", key.credential());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let snapshot = || async { manager.list(account).await.unwrap() };
+    let before = snapshot().await;
+
+    // Without api_keys:write a scoped key may not manage at all.
+    for (method, path, body) in [
+        (
+            reqwest::Method::POST,
+            String::new(),
+            Some(json!({"title": "minted"})),
+        ),
+        (reqwest::Method::GET, String::new(), None),
+        (
+            reqwest::Method::PATCH,
+            format!("/{}", reader.key.key_id),
+            Some(json!({"scopes": null})),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/{}/rotate", sibling.key.key_id),
+            None,
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/{}/revoke", sibling.key.key_id),
+            None,
+        ),
+    ] {
+        let response = send(&reader, method.clone(), path.clone(), body).await;
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            r#"Bearer error="insufficient_scope", scope="api_keys:write""#,
+            "{method} {path}"
+        );
+        assert_eq!(problem(response, 403).await["detail"], "Insufficient scope");
+    }
+
+    // With it, never beyond its own scopes.
+    let beyond =
+        "An API key cannot create, rotate into or change a key with scopes it does not hold";
+    for (method, path, body) in [
+        // An unrestricted key, or one with a scope the writer lacks.
+        (
+            reqwest::Method::POST,
+            String::new(),
+            json!({"title": "minted"}),
+        ),
+        (
+            reqwest::Method::POST,
+            String::new(),
+            json!({"title": "minted", "scopes": null}),
+        ),
+        (
+            reqwest::Method::POST,
+            String::new(),
+            json!({"title": "minted", "scopes": ["reports:read", "reports:write"]}),
+        ),
+        // Its own scopes widened, or made unrestricted.
+        (
+            reqwest::Method::PATCH,
+            format!("/{}", writer.key.key_id),
+            json!({"scopes": null}),
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/{}", writer.key.key_id),
+            json!({"scopes": ["api_keys:write", "admin"]}),
+        ),
+        // A sibling given a scope the writer lacks.
+        (
+            reqwest::Method::PATCH,
+            format!("/{}", sibling.key.key_id),
+            json!({"scopes": ["admin"]}),
+        ),
+        // A sibling that holds more than the writer, even for its title.
+        (
+            reqwest::Method::PATCH,
+            format!("/{}", root.key.key_id),
+            json!({"title": "renamed"}),
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/{}", admin_key.key.key_id),
+            json!({"title": "renamed"}),
+        ),
+        // Rotating into a sibling's wider rights.
+        (
+            reqwest::Method::POST,
+            format!("/{}/rotate", root.key.key_id),
+            json!({}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/{}/rotate", admin_key.key.key_id),
+            json!({"grace_period_seconds": 60}),
+        ),
+    ] {
+        let response = send(&writer, method.clone(), path.clone(), Some(body.clone())).await;
+        assert_eq!(
+            problem(response, 403).await["detail"],
+            beyond,
+            "{method} {path} {body}"
+        );
+    }
+    assert_eq!(snapshot().await, before, "a refusal changed nothing");
+    for key in [&root, &admin_key, &sibling, &writer] {
+        assert_eq!(
+            validator
+                .validate(&key.credential())
+                .await
+                .unwrap()
+                .scopes(),
+            manager
+                .get(account, key.key.key_id)
+                .await
+                .unwrap()
+                .scopes
+                .as_ref()
+        );
+    }
+
+    // Within its scopes it manages as the host's login would.
+    let response = send(
+        &writer,
+        reqwest::Method::POST,
+        String::new(),
+        Some(json!({"title": "narrower", "scopes": ["reports:read"]})),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = send(
+        &writer,
+        reqwest::Method::PATCH,
+        format!("/{}", sibling.key.key_id),
+        Some(json!({"title": "renamed", "scopes": []})),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = send(
+        &writer,
+        reqwest::Method::POST,
+        format!("/{}/rotate", sibling.key.key_id),
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let rotated: Value = response.json().await.unwrap();
+    assert_eq!(rotated["scopes"], json!([]));
+    let response = send(
+        &writer,
+        reqwest::Method::PATCH,
+        format!("/{}/revoke", admin_key.key.key_id),
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK, "revoking is not limited");
+
+    // An unrestricted key may do anything, an unrestricted key included.
+    let response = send(
+        &root,
+        reqwest::Method::POST,
+        String::new(),
+        Some(json!({"title": "unrestricted"})),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = send(
+        &root,
+        reqwest::Method::PATCH,
+        format!("/{}", writer.key.key_id),
+        Some(json!({"scopes": null})),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Notes in `cancelled` when a request's future is dropped before it
+/// answered (hyper drops it when the client disconnects).
+async fn note_cancelled(
+    axum::extract::State(cancelled): axum::extract::State<Arc<AtomicBool>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    struct Watch(Arc<AtomicBool>, bool);
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+    let mut watch = Watch(cancelled, false);
+    let response = next.run(request).await;
+    watch.1 = true;
+    response
+}
+
+/// A revoke, delete, rotation, `PATCH` or holder revocation whose client
+/// disconnects after the store committed it, while the request is still
+/// being handled, takes effect on this process all the same (CONTRACT §18):
+/// the very next request with the key sees the change.
+async fn a_change_cancelled_after_its_commit_still_takes_effect_here(db: &TestDb) {
+    use axum::{Json, Router, middleware, routing::get};
+    use tokio::io::AsyncWriteExt;
+    use tower_api_keys::{
+        ApiKeyAuthLayer, AuthenticatedKey, KeyManager,
+        router::{ManagementRouter, RevocationRouter},
+    };
+    let client = Client::new();
+    for operation in ["revoke", "delete", "rotate", "update", "holder"] {
+        let gate = Gate::new(match operation {
+            "holder" => "revoke",
+            other => other,
+        });
+        let validator = ApiKeyValidator::new(
+            Probe::new(db.repo.clone()).with_after_write(gate.hook()),
+            pepper(),
+        );
+        let manager = KeyManager::new(validator.clone());
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let app = Router::new()
+            .route(
+                "/v1/whoami",
+                get(|key: AuthenticatedKey| async move { Json(json!({"scopes": key.scopes()})) })
+                    .route_layer(ApiKeyAuthLayer::new(validator.clone())),
+            )
+            .nest(
+                "/v1/api-keys/revocations",
+                RevocationRouter::new(manager.clone()).build(),
+            )
+            .nest(
+                "/v1/api-keys",
+                ManagementRouter::new(manager.clone())
+                    .build()
+                    .layer(middleware::from_fn(common::host_auth)),
+            )
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&cancelled),
+                note_cancelled,
+            ));
+        let addr = common::serve(app).await;
+        let account = AccountId::new(Uuid::new_v4());
+        let key = manager
+            .create(account, NewApiKey::new("cancelled"))
+            .await
+            .unwrap();
+        let whoami = || {
+            client
+                .get(format!("http://{addr}/v1/whoami"))
+                .header("x-api-key", key.credential())
+                .send()
+        };
+        // Cached as valid.
+        assert_eq!(whoami().await.unwrap().status(), StatusCode::OK);
+
+        let id = key.key.key_id;
+        let (method, path, body) = match operation {
+            "revoke" => ("PATCH", format!("/v1/api-keys/{id}/revoke"), String::new()),
+            "delete" => ("DELETE", format!("/v1/api-keys/{id}"), String::new()),
+            "rotate" => ("POST", format!("/v1/api-keys/{id}/rotate"), "{}".to_owned()),
+            "update" => (
+                "PATCH",
+                format!("/v1/api-keys/{id}"),
+                r#"{"scopes":["changed"]}"#.to_owned(),
+            ),
+            _ => (
+                "POST",
+                "/v1/api-keys/revocations".to_owned(),
+                json!({"credential": key.credential()}).to_string(),
+            ),
+        };
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "{method} {path} HTTP/1.1\r\nhost: localhost\r\nx-account-id: {account}\r\n\
+                     content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        // The store has committed; the client goes away before the answer.
+        gate.arrived().await;
+        drop(stream);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !cancelled.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{operation}: the server never dropped the request"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        gate.release();
+        // Wait for the store call to return, if anything still runs it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while !gate.passed() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let response = whoami().await.unwrap();
+        if operation == "update" {
+            assert_eq!(response.status(), StatusCode::OK);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["scopes"], json!(["changed"]), "{operation}");
+        } else {
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{operation}");
+        }
+    }
+}
+
+/// A host's app whose manager allows `max` keys per account, and a client
+/// that manages `account`'s keys through it.
+/// Builds management requests for an account: method and path under
+/// `/v1/api-keys`.
+type Requester =
+    Arc<dyn Fn(Uuid, reqwest::Method, String) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// A host's app whose manager allows `max` keys per account, and a client
+/// that manages an account's keys through it.
+async fn limited_app(db: &TestDb, max: u64) -> (tower_api_keys::KeyManager, Requester) {
+    let validator = ApiKeyValidator::new(db.repo.clone(), pepper());
+    let manager = tower_api_keys::KeyManager::new(validator.clone()).with_max_keys_per_account(max);
+    let addr = common::serve(common::app(
+        tower_api_keys::ApiKeyAuthLayer::new(validator),
+        manager.clone(),
+    ))
+    .await;
+    let client = Client::new();
+    let request: Requester = Arc::new(move |account, method, path| {
+        client
+            .request(method, format!("http://{addr}/v1/api-keys{path}"))
+            .header("x-account-id", account.to_string())
+    });
+    (manager, request)
+}
+
+const TOO_MANY: &str = "Too many API keys for this account";
+
+/// `max_keys_per_account` (CONTRACT §18): every key not deleted counts,
+/// revoked and expired ones too; one more is a `409` problem document; an
+/// import counts too; a rotation is allowed at the limit; a delete makes room.
+async fn an_account_has_at_most_max_keys_per_account(db: &TestDb) {
+    let (manager, request) = limited_app(db, 3).await;
+    let account = Uuid::new_v4();
+    let create = |account: Uuid| {
+        request(account, reqwest::Method::POST, String::new())
+            .json(&json!({"title": "k"}))
+            .send()
+    };
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let response = create(account).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        ids.push(body["key_id"].as_str().unwrap().to_owned());
+    }
+    let refused = create(account).await.unwrap();
+    assert_eq!(problem(refused, 409).await["detail"], TOO_MANY);
+    // Another account has a limit of its own.
+    let other = Uuid::new_v4();
+    assert_eq!(create(other).await.unwrap().status(), StatusCode::CREATED);
+
+    // Revoked and expired keys still count.
+    let revoked = request(
+        account,
+        reqwest::Method::PATCH,
+        format!("/{}/revoke", ids[0]),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        use tower_api_keys::entity::{Column, Entity};
+        Entity::update_many()
+            .col_expr(
+                Column::ExpiresAt,
+                Expr::value(Utc::now() - chrono::TimeDelta::hours(1)),
+            )
+            .filter(Column::KeyId.eq(ids[1].parse::<Uuid>().unwrap()))
+            .exec(db.repo.connection())
+            .await
+            .unwrap();
+    }
+    let listed: Vec<Value> = request(account, reqwest::Method::GET, String::new())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = listed
+        .iter()
+        .map(|k| k["status"].as_str().unwrap())
+        .collect();
+    assert!(
+        statuses.contains(&"revoked") && statuses.contains(&"expired"),
+        "{statuses:?}"
+    );
+    let refused = create(account).await.unwrap();
+    assert_eq!(problem(refused, 409).await["detail"], TOO_MANY);
+
+    // A rotation at the limit is allowed.
+    let rotated = request(
+        account,
+        reqwest::Method::POST,
+        format!("/{}/rotate", ids[2]),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(rotated.status(), StatusCode::CREATED);
+
+    // An import counts the keys it adds to each account's stored ones.
+    let row =
+        |account: Uuid| common::row(&tower_api_keys::KeyPair::generate().unwrap(), account, None);
+    let err = manager.import(vec![row(account)]).await.unwrap_err();
+    assert!(
+        matches!(err, tower_api_keys::ManagerError::TooManyKeys { limit: 3, account_id } if account_id.into_inner() == account),
+        "{err:?}"
+    );
+    let err = manager
+        .import(vec![row(other), row(other), row(other)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, tower_api_keys::ManagerError::TooManyKeys { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        manager.import(vec![row(other), row(other)]).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        manager.list(AccountId::new(account)).await.unwrap().len(),
+        4
+    );
+    assert_eq!(manager.list(AccountId::new(other)).await.unwrap().len(), 3);
+
+    // Deleting makes room, one key per key deleted.
+    for id in &ids[..2] {
+        let deleted = request(account, reqwest::Method::DELETE, format!("/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), StatusCode::OK);
+    }
+    assert_eq!(create(account).await.unwrap().status(), StatusCode::CREATED);
+    let refused = create(account).await.unwrap();
+    assert_eq!(problem(refused, 409).await["detail"], TOO_MANY);
+}
+
+/// Concurrent creates never take an account past its limit: exactly the
+/// limit succeed, every other one is the `409` (never a `503`).
+async fn concurrent_creates_stop_exactly_at_the_limit(db: &TestDb) {
+    let (manager, request) = limited_app(db, 5).await;
+    let account = Uuid::new_v4();
+    let statuses = concurrently(24, |_| {
+        let request = Arc::clone(&request);
+        async move {
+            request(account, reqwest::Method::POST, String::new())
+                .json(&json!({"title": "racing"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    })
+    .await;
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, refused), (5, 19), "{statuses:?}");
+    assert_eq!(
+        manager.list(AccountId::new(account)).await.unwrap().len(),
+        5
+    );
+}
+
 async fn fifty_parallel_creates_all_succeed_and_are_listed(db: &TestDb) {
     let api = Arc::new(Api::start(db).await);
     let results = concurrently(50, |i| {
@@ -1084,6 +1618,10 @@ backend_tests!(
     an_oversized_body_is_413_declared_or_chunked,
     titles_are_stored_verbatim,
     management_needs_host_authentication_not_an_api_key,
+    an_api_key_manages_only_keys_within_its_own_scopes,
+    a_change_cancelled_after_its_commit_still_takes_effect_here,
+    an_account_has_at_most_max_keys_per_account,
+    concurrent_creates_stop_exactly_at_the_limit,
     fifty_parallel_creates_all_succeed_and_are_listed,
     revoke_racing_validations_leaves_no_success_after_it,
     a_lookup_from_before_the_revoke_cannot_refill_the_cache,

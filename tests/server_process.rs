@@ -293,25 +293,78 @@ async fn refuses_an_admin_token_under_16_bytes() {
     );
 }
 
+/// URLs of `scheme` whose password, `Xq7` and `S3CRET` around one character
+/// that ends a part of a URL (or a percent-escape), sits in the userinfo or a
+/// query parameter. Nothing listens at them.
+fn urls_with_awkward_passwords(scheme: &str) -> Vec<String> {
+    let mut urls: Vec<String> = ["?", "/", "@", "#", ":", "&", "%40", "%3F", "%2F", "%23"]
+        .iter()
+        .map(|c| format!("{scheme}://keys:Xq7{c}S3CRET@127.0.0.1:1/0"))
+        .collect();
+    for c in ["#", "@", "%26", "?"] {
+        urls.push(format!(
+            "{scheme}://127.0.0.1:1/0?sslmode=disable&password=Xq7{c}S3CRET"
+        ));
+    }
+    urls
+}
+
+/// Neither part of the password of [`urls_with_awkward_passwords`].
+fn assert_no_password(output: &str, url: &str) {
+    for part in ["Xq7", "S3CRET"] {
+        assert!(
+            !output.contains(part),
+            "{url}: the password shows:\n{output}"
+        );
+    }
+}
+
+/// A database or Redis URL is never shown with its password, whatever
+/// characters the password holds, in the example server's logs and errors
+/// (CONTRACT §18), also where the driver's own error quotes the URL.
 #[tokio::test]
-async fn never_shows_a_database_password() {
+async fn never_shows_a_password_whatever_its_characters() {
     let dir = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
-    // Nothing listens on port 1: the connection fails and the server says so.
-    let url =
-        "postgres://keys:pw-in-userinfo@127.0.0.1:1/keys?sslmode=disable&password=pw-in-query";
-    let mut server = Server::start_with(
-        dir.path(),
-        logs.path(),
-        "password",
-        &[("ADMIN_TOKEN", ADMIN_TOKEN), ("DATABASE_URL", url)],
-    );
-    let status = server.exit().await;
-    assert!(!status.success(), "{status}:\n{}", server.output());
-    let output = server.output();
-    assert!(output.contains("127.0.0.1:1"), "{output}");
-    assert!(!output.contains("pw-in-userinfo"), "{output}");
-    assert!(!output.contains("pw-in-query"), "{output}");
+    let mut cases = Vec::new();
+    for scheme in ["postgres", "mysql"] {
+        for url in urls_with_awkward_passwords(scheme) {
+            cases.push(("DATABASE_URL", url));
+        }
+    }
+    for url in urls_with_awkward_passwords("redis") {
+        cases.push(("REDIS_URL", url));
+    }
+    cases.push((
+        "REDIS_URL",
+        "redis://127.0.0.1:1,redis://:Xq7?S3CRET@127.0.0.1:2".to_owned(),
+    ));
+    // All at once: each fails within the connect timeout.
+    let mut servers: Vec<(String, Server)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (variable, url))| {
+            let run = tempfile::tempdir_in(dir.path()).unwrap().keep();
+            let server = Server::start_with(
+                &run,
+                logs.path(),
+                &format!("password-{i}"),
+                &[
+                    ("ADMIN_TOKEN", ADMIN_TOKEN),
+                    ("RUST_LOG", "debug"),
+                    (variable, url.as_str()),
+                ],
+            );
+            (url.clone(), server)
+        })
+        .collect();
+    for (url, server) in &mut servers {
+        let status = server.exit().await;
+        let output = server.output();
+        assert!(!status.success(), "{url}: {status}:\n{output}");
+        assert!(output.contains("error: "), "{url}:\n{output}");
+        assert_no_password(&output, url);
+    }
 }
 
 /// The routes of CONTRACT §6 that arrived with §8–§10: scope-guarded
@@ -464,6 +517,181 @@ async fn serves_reports_revocations_rate_limits_and_metrics() {
         "{usage}"
     );
     assert_eq!(usage["days"][1]["requests"], 0, "{usage}");
+    let status = server.stop("TERM").await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", server.output());
+}
+
+/// `MAX_KEYS_PER_ACCOUNT` bounds one account's keys: one more is a `409`
+/// problem document (revoked keys count), another account is not affected.
+#[tokio::test]
+async fn max_keys_per_account_is_a_409_past_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let client = client();
+    let account = Uuid::new_v4();
+    let mut server = Server::start_with(
+        dir.path(),
+        logs.path(),
+        "limit",
+        &[("ADMIN_TOKEN", ADMIN_TOKEN), ("MAX_KEYS_PER_ACCOUNT", "2")],
+    );
+    server.wait_ready(&client).await;
+    let first = create_key(&client, &server, ADMIN_TOKEN, account, "one").await;
+    create_key(&client, &server, ADMIN_TOKEN, account, "two").await;
+    let revoked = admin(
+        &client,
+        reqwest::Method::PATCH,
+        server.url(&format!("/v1/api-keys/{}/revoke", first.key_id)),
+        ADMIN_TOKEN,
+        account,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let refused = admin(
+        &client,
+        reqwest::Method::POST,
+        server.url("/v1/api-keys"),
+        ADMIN_TOKEN,
+        account,
+    )
+    .json(&json!({"title": "three"}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        problem(refused, 409).await["detail"],
+        "Too many API keys for this account"
+    );
+    create_key(&client, &server, ADMIN_TOKEN, Uuid::new_v4(), "elsewhere").await;
+    let status = server.stop("TERM").await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", server.output());
+
+    let mut server = Server::start_with(
+        dir.path(),
+        logs.path(),
+        "bad-limit",
+        &[("ADMIN_TOKEN", ADMIN_TOKEN), ("MAX_KEYS_PER_ACCOUNT", "0")],
+    );
+    let status = server.exit().await;
+    assert!(!status.success(), "{status}:\n{}", server.output());
+    assert!(
+        server.stderr().contains("MAX_KEYS_PER_ACCOUNT"),
+        "{}",
+        server.output()
+    );
+}
+
+/// Revocation by the key holder (CONTRACT §18) takes the credential as it is
+/// often pasted: with whitespace around it, or with the `Bearer ` prefix of
+/// the header it was copied from. Each such key is revoked; every answer is
+/// the same `200`.
+#[tokio::test]
+async fn holder_revocation_trims_whitespace_and_a_bearer_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let client = client();
+    let account = Uuid::new_v4();
+    let mut server = Server::start(dir.path(), logs.path(), "holder", Some(ADMIN_TOKEN));
+    server.wait_ready(&client).await;
+    for wrap in [
+        |c: &str| format!("  {c}\n"),
+        |c: &str| format!("\t{c} \r\n"),
+        |c: &str| format!("Bearer {c}"),
+        |c: &str| format!(" bearer  {c}\t"),
+    ] {
+        let key = create_key(&client, &server, ADMIN_TOKEN, account, "pasted").await;
+        assert_whoami(&client, &server, &key, account).await;
+        let presented = wrap(&key.credential);
+        let response = client
+            .post(server.url("/v1/api-keys/revocations"))
+            .json(&json!({ "credential": presented }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.text().await.unwrap(),
+            r#"{"message":"Revocation processed"}"#
+        );
+        let refused = whoami(&client, &server, &key.credential).await;
+        assert_eq!(
+            problem(refused, 401).await["detail"],
+            "Invalid API key",
+            "{presented:?} did not revoke the key"
+        );
+    }
+    let status = server.stop("TERM").await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", server.output());
+}
+
+/// The admin token is compared as a whole, by digest: the token itself
+/// passes, and every other value, longer, shorter or differing in one byte,
+/// is refused alike.
+#[tokio::test]
+async fn the_admin_token_matches_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let client = client();
+    let account = Uuid::new_v4();
+    let mut server = Server::start(dir.path(), logs.path(), "token", Some(ADMIN_TOKEN));
+    server.wait_ready(&client).await;
+    let list = server.url("/v1/api-keys");
+    let mut last_changed = ADMIN_TOKEN.to_owned();
+    last_changed.pop();
+    last_changed.push('X');
+    for wrong in [
+        String::new(),
+        ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1].to_owned(),
+        format!("{ADMIN_TOKEN}x"),
+        format!("{ADMIN_TOKEN}{ADMIN_TOKEN}"),
+        last_changed,
+        ADMIN_TOKEN.to_uppercase(),
+    ] {
+        let response = admin(&client, reqwest::Method::GET, list.clone(), &wrong, account)
+            .send()
+            .await
+            .unwrap();
+        let body = problem(response, 401).await;
+        assert_eq!(
+            body["detail"], "Management requests need Authorization: Bearer <ADMIN_TOKEN>",
+            "{wrong:?}"
+        );
+    }
+    let response = admin(&client, reqwest::Method::GET, list, ADMIN_TOKEN, account)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let status = server.stop("TERM").await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", server.output());
+}
+
+/// The SQLite database the example server creates, and its `-wal` and
+/// `-shm` files, are readable and writable by their owner only, as the
+/// pepper file is (CONTRACT §18).
+#[tokio::test]
+async fn creates_its_sqlite_files_with_mode_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let client = client();
+    let mut server = Server::start(dir.path(), logs.path(), "modes", Some(ADMIN_TOKEN));
+    server.wait_ready(&client).await;
+    // A write, so that the write-ahead log is in use.
+    create_key(&client, &server, ADMIN_TOKEN, Uuid::new_v4(), "mode").await;
+    for name in [
+        "api-keys.db",
+        "api-keys.db-wal",
+        "api-keys.db-shm",
+        "api-keys.pepper",
+    ] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap_or_else(|err| panic!("{name}: {err}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name} has mode {mode:o}");
+    }
     let status = server.stop("TERM").await;
     assert_eq!(status.code(), Some(0), "{status}:\n{}", server.output());
 }

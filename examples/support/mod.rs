@@ -3,7 +3,10 @@
 
 use std::{error::Error, net::SocketAddr, path::Path};
 
-use tower_api_keys::{ApiKeyValidator, PepperRing, store::SeaOrmRepository};
+use tower_api_keys::{
+    ApiKeyValidator, PepperRing,
+    store::{SeaOrmRepository, redact_secrets},
+};
 use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
@@ -35,7 +38,11 @@ pub async fn validator() -> Result<ApiKeyValidator, Box<dyn Error>> {
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://api-keys.db".to_owned());
     // The URL may carry a database password: log only its scheme.
     let backend = database_url.split(':').next().unwrap_or_default();
-    let repository = SeaOrmRepository::connect(&database_url).await?;
+    let repository = SeaOrmRepository::connect(&database_url)
+        .await
+        .map_err(|err| {
+            redact_secrets(&format!("cannot open the key store: {err}"), &database_url)
+        })?;
     tracing::info!(backend, "key store connected and migrated");
     Ok(ApiKeyValidator::new(repository, pepper))
 }

@@ -295,80 +295,9 @@ impl WarnEvery {
     }
 }
 
-/// `url` for messages: without `user:password@` and without a query string
-/// (which may carry a password for Unix sockets).
-pub(crate) fn redact_url(url: &str) -> String {
-    let url = url.split(['?', '#']).next().unwrap_or_default();
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // Not a URL; it cannot be shown safely in part.
-        return "<invalid URL>".to_owned();
-    };
-    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-    match authority.rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
-        None => format!("{scheme}://{authority}{path}"),
-    }
-}
-
-/// `message` with every occurrence of the URL's password (if any) hidden, for
-/// errors that might echo it.
-pub(crate) fn scrub(message: &str, url: &str) -> String {
-    let url = url.split('#').next().unwrap_or_default();
-    let mut secrets: Vec<&str> = Vec::new();
-    if let Some((_, rest)) = url.split_once("://") {
-        let authority = rest.split(['/', '?']).next().unwrap_or_default();
-        if let Some((userinfo, _)) = authority.rsplit_once('@') {
-            secrets.extend(userinfo.split_once(':').map(|(_, p)| p));
-        }
-    }
-    if let Some((_, query)) = url.split_once('?') {
-        secrets.extend(query.split('&').filter_map(|pair| {
-            pair.split_once('=')
-                .filter(|(k, _)| {
-                    k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("pass")
-                })
-                .map(|(_, v)| v)
-        }));
-    }
-    secrets
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .fold(message.to_owned(), |m, s| m.replace(s, "***"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redaction_hides_credentials() {
-        assert_eq!(
-            redact_url("redis://user:s3cret@cache.internal:6380/2"),
-            "redis://***@cache.internal:6380/2"
-        );
-        assert_eq!(
-            redact_url("rediss://:p%40ss@host/0?protocol=resp3"),
-            "rediss://***@host/0"
-        );
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
-        assert_eq!(
-            redact_url("redis+unix:///run/redis.sock?pass=s3cret"),
-            "redis+unix:///run/redis.sock"
-        );
-        assert_eq!(redact_url("s3cret"), "<invalid URL>");
-        assert_eq!(redact_url("redis://u:a@b@host:1"), "redis://***@host:1");
-    }
-
-    #[test]
-    fn scrub_removes_passwords_from_messages() {
-        let url = "redis://user:s3cret@host:1";
-        assert_eq!(scrub("auth s3cret failed", url), "auth *** failed");
-        assert_eq!(
-            scrub("x s3cret", "redis+unix:///sock?db=1&pass=s3cret"),
-            "x ***"
-        );
-        assert_eq!(scrub("nothing here", "redis://host"), "nothing here");
-    }
 
     #[test]
     fn warnings_are_throttled() {

@@ -39,7 +39,7 @@ use axum::{
     Json, Router,
     body::Body,
     extract::{FromRequestParts, OriginalUri, Path, RawQuery, Request, State},
-    http::{StatusCode, header, request::Parts},
+    http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, patch, post},
 };
@@ -62,6 +62,11 @@ pub mod openapi;
 
 /// Largest accepted request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 65_536;
+
+/// The scope an API key needs to manage keys, when the host lets API keys
+/// do that ([`ManagementRouter::allow_api_key_auth`]); an unrestricted key
+/// needs none.
+pub const MANAGEMENT_SCOPE: &str = "api_keys:write";
 
 /// Builds the key-management [`Router`].
 #[derive(Debug, Clone)]
@@ -90,6 +95,13 @@ impl ManagementRouter {
     /// [`AuthenticatedKey`] extension present) as management requests for the
     /// key's account. Default: **off** (`403`), so that a leaked key cannot
     /// create more keys or revoke its owner's others.
+    ///
+    /// When on, the acting key needs the scope [`MANAGEMENT_SCOPE`]
+    /// (`api_keys:write`) or no scope restriction at all (else `403`
+    /// `"Insufficient scope"`), and a key with scopes can never create,
+    /// rotate into or `PATCH` a key with a scope it does not hold itself, nor
+    /// make an unrestricted one (`403`): it manages keys through
+    /// [`KeyManager::with_scope_ceiling`] with its own scopes.
     pub fn allow_api_key_auth(mut self, allow: bool) -> Self {
         self.allow_api_key_auth = allow;
         self
@@ -157,6 +169,8 @@ impl RevocationRouter {
 enum ApiError {
     Unauthenticated,
     ApiKeyNotAllowed,
+    /// The acting API key lacks [`MANAGEMENT_SCOPE`].
+    ManagementScopeMissing,
     BadKeyId,
     MalformedJson,
     UnsupportedMediaType,
@@ -174,6 +188,22 @@ impl IntoResponse for ApiError {
             Self::ApiKeyNotAllowed => Problem::new(
                 StatusCode::FORBIDDEN,
                 "API keys cannot be used to manage API keys",
+            )
+            .into_response(),
+            Self::ManagementScopeMissing => {
+                let mut response =
+                    Problem::new(StatusCode::FORBIDDEN, "Insufficient scope").into_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Bearer error=\"insufficient_scope\", scope=\"api_keys:write\"",
+                    ),
+                );
+                response
+            }
+            Self::Manager(ManagerError::ScopesNotHeld) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "An API key cannot create, rotate into or change a key with scopes it does not hold",
             )
             .into_response(),
             Self::BadKeyId => {
@@ -203,6 +233,10 @@ impl IntoResponse for ApiError {
             Self::Manager(ManagerError::NotActive) => {
                 Problem::new(StatusCode::CONFLICT, "API key is not active").into_response()
             }
+            Self::Manager(ManagerError::TooManyKeys { .. }) => {
+                Problem::new(StatusCode::CONFLICT, "Too many API keys for this account")
+                    .into_response()
+            }
             Self::Manager(ManagerError::AlreadyRotated) => {
                 Problem::new(StatusCode::CONFLICT, "API key has already been rotated")
                     .into_response()
@@ -229,10 +263,15 @@ impl From<ManagerError> for ApiError {
     }
 }
 
-/// The account whose keys a request manages, from the host's authentication.
-/// Extracted before anything else, so that an unauthenticated request gets
-/// `401` whatever else is wrong with it.
-struct Owner(AccountId);
+/// The account whose keys a request manages, from the host's authentication,
+/// and the manager that acts for the request: limited to the acting key's
+/// scopes when an API key authenticated it. Extracted before anything else,
+/// so that an unauthenticated request gets `401` whatever else is wrong with
+/// it.
+struct Owner {
+    account: AccountId,
+    manager: KeyManager,
+}
 
 impl FromRequestParts<RouterState> for Owner {
     type Rejection = ApiError;
@@ -241,15 +280,24 @@ impl FromRequestParts<RouterState> for Owner {
         parts: &mut Parts,
         state: &RouterState,
     ) -> Result<Self, Self::Rejection> {
-        if parts.extensions.get::<AuthenticatedKey>().is_some() && !state.allow_api_key_auth {
-            return Err(ApiError::ApiKeyNotAllowed);
+        let mut manager = state.manager.clone();
+        if let Some(key) = parts.extensions.get::<AuthenticatedKey>() {
+            if !state.allow_api_key_auth {
+                return Err(ApiError::ApiKeyNotAllowed);
+            }
+            if let Some(scopes) = key.scopes() {
+                if !scopes.contains(MANAGEMENT_SCOPE) {
+                    return Err(ApiError::ManagementScopeMissing);
+                }
+                manager = manager.with_scope_ceiling(scopes.clone());
+            }
         }
-        parts
+        let account = parts
             .extensions
             .get::<AccountId>()
             .copied()
-            .map(Self)
-            .ok_or(ApiError::Unauthenticated)
+            .ok_or(ApiError::Unauthenticated)?;
+        Ok(Self { account, manager })
     }
 }
 
@@ -269,8 +317,7 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyIdParam {
 }
 
 async fn create(
-    Owner(account_id): Owner,
-    State(state): State<RouterState>,
+    Owner { account, manager }: Owner,
     OriginalUri(uri): OriginalUri,
     request: Request<Body>,
 ) -> Result<Response, ApiError> {
@@ -278,7 +325,7 @@ async fn create(
         .await?
         .ok_or(ApiError::MalformedJson)?;
     let new = fields::new_key(body_object(body)?)?;
-    let created = state.manager.create(account_id, new).await?;
+    let created = manager.create(account, new).await?;
     let location = format!(
         "{}/{}",
         uri.path().trim_end_matches('/'),
@@ -306,24 +353,19 @@ fn created_response(created: CreatedKey, location: String) -> Response {
         .into_response()
 }
 
-async fn list(
-    Owner(account_id): Owner,
-    State(state): State<RouterState>,
-) -> Result<Response, ApiError> {
-    Ok(Json(state.manager.list(account_id).await?).into_response())
+async fn list(Owner { account, manager }: Owner) -> Result<Response, ApiError> {
+    Ok(Json(manager.list(account).await?).into_response())
 }
 
 async fn show(
-    Owner(account_id): Owner,
-    State(state): State<RouterState>,
+    Owner { account, manager }: Owner,
     KeyIdParam(key_id): KeyIdParam,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.manager.get(account_id, key_id).await?).into_response())
+    Ok(Json(manager.get(account, key_id).await?).into_response())
 }
 
 async fn revoke(
-    Owner(account_id): Owner,
-    State(state): State<RouterState>,
+    Owner { account, manager }: Owner,
     KeyIdParam(key_id): KeyIdParam,
     request: Request<Body>,
 ) -> Result<Response, ApiError> {
@@ -336,13 +378,12 @@ async fn revoke(
             return Err(ApiError::Invalid(unknown));
         }
     }
-    state.manager.revoke(account_id, key_id).await?;
+    manager.revoke(account, key_id).await?;
     Ok(Json(json!({"message": "API key revoked successfully"})).into_response())
 }
 
 async fn update(
-    Owner(account_id): Owner,
-    State(state): State<RouterState>,
+    Owner { account, manager }: Owner,
     KeyIdParam(key_id): KeyIdParam,
     request: Request<Body>,
 ) -> Result<Response, ApiError> {
@@ -350,12 +391,11 @@ async fn update(
         .await?
         .ok_or(ApiError::MalformedJson)?;
     let changes = fields::key_changes(body_object(body)?)?;
-    Ok(Json(state.manager.update(account_id, key_id, changes).await?).into_response())
+    Ok(Json(manager.update(account, key_id, changes).await?).into_response())
 }
 
 async fn rotate(
-    Owner(account_id): Owner,
-    State(state): State<RouterState>,
+    Owner { account, manager }: Owner,
     KeyIdParam(key_id): KeyIdParam,
     OriginalUri(uri): OriginalUri,
     request: Request<Body>,
@@ -365,7 +405,7 @@ async fn rotate(
         .map(body_object)
         .transpose()?;
     let grace = fields::grace_period(body)?;
-    let created = state.manager.rotate(account_id, key_id, grace).await?;
+    let created = manager.rotate(account, key_id, grace).await?;
     // `…/{old key_id}/rotate` → `…/{new key_id}`.
     let path = uri.path().trim_end_matches('/');
     let base = path
@@ -392,8 +432,7 @@ async fn revoke_by_credential(
 /// value, or `days` given twice, is a `400` problem document naming the field.
 /// Other query parameters are ignored.
 async fn usage(
-    Owner(account_id): Owner,
-    State(state): State<RouterState>,
+    Owner { account, manager }: Owner,
     KeyIdParam(key_id): KeyIdParam,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -428,15 +467,14 @@ async fn usage(
         }
     }
     let days = days.unwrap_or(DEFAULT_DAYS);
-    Ok(Json(state.manager.usage(account_id, key_id, days).await?).into_response())
+    Ok(Json(manager.usage(account, key_id, days).await?).into_response())
 }
 
 async fn remove(
-    Owner(account_id): Owner,
-    State(state): State<RouterState>,
+    Owner { account, manager }: Owner,
     KeyIdParam(key_id): KeyIdParam,
 ) -> Result<Response, ApiError> {
-    state.manager.delete(account_id, key_id).await?;
+    manager.delete(account, key_id).await?;
     Ok(Json(json!({"message": "API key deleted successfully"})).into_response())
 }
 

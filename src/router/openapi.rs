@@ -149,7 +149,10 @@ pub fn openapi(prefix: &str) -> OpenApi {
             "403",
             problem(
                 "The request was authenticated by an API key, which may not manage keys \
-                 unless the host allows it (`ManagementRouter::allow_api_key_auth`).",
+                 unless the host allows it (`ManagementRouter::allow_api_key_auth`); \
+                 where it does, the key needs the scope `api_keys:write` or no scope \
+                 restriction (`Insufficient scope`), and can never create, rotate into or \
+                 change a key with a scope it does not hold itself.",
             ),
         )
         .response("503", unavailable())
@@ -201,6 +204,13 @@ pub fn openapi(prefix: &str) -> OpenApi {
         "Invalid body: a blank or over-long title, `expires_in_days` out of range, \
          invalid scopes, metadata or rate limit, a description over 4,096 characters, \
          an unknown field, or a body that is not an object.",
+    )
+    .response(
+        "409",
+        problem(
+            "The account already has the most keys allowed (`detail`: `Too many API keys \
+             for this account`); every key not deleted counts.",
+        ),
     )
     .response("201", created("The key, with its secret (shown once)."));
 
@@ -681,7 +691,8 @@ mod schemas {
         /// starting with a letter or digit; `null`/absent: unrestricted.
         #[schema(max_items = 32, inline)]
         scopes: Option<Vec<Scope>>,
-        /// Any JSON object of at most 4,096 bytes (compact), or `null`.
+        /// Any JSON object of at most 4,096 bytes (compact), nested at most 16
+        /// levels deep (arrays count), with no U+0000 in any string, or `null`.
         #[schema(value_type = Option<Object>)]
         metadata: Option<Map<String, Value>>,
         /// The key's own rate limit, or `null`: none.
@@ -729,7 +740,8 @@ mod schemas {
     #[derive(ToSchema)]
     #[serde(deny_unknown_fields)]
     pub(super) struct ApiKeyRevocationRequest {
-        /// The credential `pk_…:sk_…` (any string is accepted and answered
+        /// The credential `pk_…:sk_…`, with or without ASCII whitespace around
+        /// it and a `Bearer ` prefix (any string is accepted and answered
         /// alike).
         credential: String,
     }

@@ -18,7 +18,8 @@ use super::sql::SeaOrmRepository;
 /// - `test_before_acquire(false)`: no ping before every query (a lookup on local
 ///   PostgreSQL drops from about 229 µs to 151 µs); a broken connection surfaces as
 ///   a store error, which the layer answers with `503`, and the pool replaces it.
-/// - SQLite files: created if missing, WAL journal, `synchronous = NORMAL`, a 5 s
+/// - SQLite files: created if missing (mode 0600 when
+///   [`RepositoryBuilder::connect`] creates them), WAL journal, `synchronous = NORMAL`, a 5 s
 ///   busy timeout and a pool of 4 connections (SeaORM otherwise uses one, which
 ///   serializes every lookup). In-memory SQLite keeps a single connection, since
 ///   each connection would see its own empty database.
@@ -56,6 +57,37 @@ pub fn connect_options(url: &str) -> ConnectOptions {
         options.map_sqlx_postgres_opts(|opts| opts.extra_float_digits(None));
     }
     options
+}
+
+/// Creates the database file a `sqlite:` URL names if it does not exist yet,
+/// empty (SQLite reads an empty file as an empty database) and, on Unix, with
+/// mode 0600, before the driver would create it with the process's default
+/// mode (usually 0644). In-memory databases and URLs that open read-only or
+/// without creating (`mode=ro`, `mode=rw`) are left alone; so is any failure,
+/// which the driver then reports when it opens the file itself.
+#[cfg(feature = "sqlite")]
+fn create_sqlite_file(url: &str) {
+    use std::str::FromStr;
+    if !url.starts_with("sqlite:") || url.contains(":memory:") {
+        return;
+    }
+    let mode = url
+        .split_once('?')
+        .into_iter()
+        .flat_map(|(_, query)| query.split('&'))
+        .find_map(|pair| pair.strip_prefix("mode="));
+    if mode.is_some_and(|mode| mode != "rwc") {
+        return;
+    }
+    let Ok(options) = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url) else {
+        return;
+    };
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    // `create_new`: an existing file is neither truncated nor changed.
+    let _ = file.open(options.get_filename());
 }
 
 /// How long opening a connection (or waiting for one from the pool) may take
@@ -294,6 +326,8 @@ impl RepositoryBuilder {
                 "a separate feed URL is for PostgreSQL only (other databases poll the change log)",
             ));
         }
+        #[cfg(feature = "sqlite")]
+        create_sqlite_file(self.options.get_url());
         let db = Database::connect(self.options.clone()).await?;
         if is_read_only(&db).await? {
             let _ = db.close().await;

@@ -15,8 +15,8 @@ use super::{
 /// An in-memory [`ApiKeyRepository`], for unit tests and examples.
 ///
 /// Keys live in insertion order in a `Vec` behind a mutex, indexed by public
-/// key and key id (so a lookup or an insert costs the same with a million keys
-/// as with one); daily usage counts live in a map. Nothing is persisted.
+/// key and key id and counted per account (so a lookup or an insert costs the
+/// same with a million keys as with one); daily usage counts live in a map. Nothing is persisted.
 /// Clones share the same keys and counts. Deleting a key leaves its usage
 /// counts, as in the SQL store.
 #[derive(Debug, Default, Clone)]
@@ -35,6 +35,8 @@ struct Rows {
     /// Position in `list` by public key.
     by_public_key: HashMap<String, usize>,
     key_ids: HashSet<Uuid>,
+    /// Rows per account.
+    per_account: HashMap<Uuid, u64>,
 }
 
 impl Rows {
@@ -47,6 +49,7 @@ impl Rows {
         self.by_public_key
             .insert(record.public_key.clone(), self.list.len());
         self.key_ids.insert(record.key_id);
+        *self.per_account.entry(record.account_id).or_default() += 1;
         self.list.push(record);
     }
 
@@ -54,6 +57,12 @@ impl Rows {
         let record = self.list.remove(index);
         self.key_ids.remove(&record.key_id);
         self.by_public_key.remove(&record.public_key);
+        if let Some(count) = self.per_account.get_mut(&record.account_id) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_account.remove(&record.account_id);
+            }
+        }
         // The rows after it moved down by one.
         for position in self.by_public_key.values_mut() {
             if *position > index {
@@ -89,6 +98,27 @@ impl MemoryRepository {
         crate::sync::lock(&self.rows)
     }
 
+    /// Inserts every record, all or none.
+    fn insert_all(
+        mut rows: MutexGuard<'_, Rows>,
+        records: Vec<ApiKeyRecord>,
+    ) -> Result<(), StoreError> {
+        let mut key_ids = HashSet::with_capacity(records.len());
+        let mut public_keys = HashSet::with_capacity(records.len());
+        for record in &records {
+            if rows.clashes(record)
+                || !key_ids.insert(record.key_id)
+                || !public_keys.insert(record.public_key.as_str())
+            {
+                return Err(StoreError::Conflict);
+            }
+        }
+        for record in records {
+            rows.push(record);
+        }
+        Ok(())
+    }
+
     fn find(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord> {
         self.rows()
             .iter()
@@ -119,21 +149,26 @@ impl ApiKeyRepository for MemoryRepository {
     }
 
     async fn insert_many(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
-        let mut rows = self.rows();
-        let mut key_ids = HashSet::with_capacity(records.len());
-        let mut public_keys = HashSet::with_capacity(records.len());
-        for record in &records {
-            if rows.clashes(record)
-                || !key_ids.insert(record.key_id)
-                || !public_keys.insert(record.public_key.as_str())
-            {
-                return Err(StoreError::Conflict);
+        Self::insert_all(self.rows(), records)
+    }
+
+    async fn insert_within_limit(
+        &self,
+        records: Vec<ApiKeyRecord>,
+        max_keys_per_account: u64,
+    ) -> Result<(), StoreError> {
+        // Under the lock: the count and the inserts are one step.
+        let rows = self.rows();
+        for (account_id, adding) in super::keys_per_account(&records) {
+            let stored = rows.per_account.get(&account_id).copied().unwrap_or(0);
+            if stored.saturating_add(adding) > max_keys_per_account {
+                return Err(StoreError::TooManyKeys {
+                    account_id,
+                    limit: max_keys_per_account,
+                });
             }
         }
-        for record in records {
-            rows.push(record);
-        }
-        Ok(())
+        Self::insert_all(rows, records)
     }
 
     async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
@@ -189,31 +224,35 @@ impl ApiKeyRepository for MemoryRepository {
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
+        // Under the lock: the old key is read as it is when the rotation
+        // happens, and nothing changes it meanwhile.
         let mut rows = self.rows();
-        let now = Utc::now();
         let Some(old) = rows.iter().position(|row| {
             row.key_id == rotation.old_key_id && row.account_id == rotation.account_id
         }) else {
             return Ok(RotateOutcome::NotFound);
         };
-        if !still_valid(&rows[old], now) {
-            return Ok(RotateOutcome::NotActive);
-        }
-        let successor = &rotation.successor;
-        if rows.clashes(successor)
+        let (limit, successor) = match rotation.plan(&rows[old]) {
+            Ok(plan) => plan,
+            Err(outcome) => return Ok(outcome),
+        };
+        if rows.clashes(&successor)
             || rows
                 .iter()
                 .any(|row| row.rotated_from == successor.rotated_from)
         {
             return Ok(RotateOutcome::AlreadyRotated);
         }
-        match rotation.old_key {
+        match limit {
             OldKeyLimit::Revoke => rows[old].status = KeyStatus::Revoked,
             OldKeyLimit::ExpireAt(at) => rows[old].expires_at = Some(at),
         }
         let limited = rows[old].clone();
-        rows.push(rotation.successor);
-        Ok(RotateOutcome::Rotated(Box::new(limited)))
+        rows.push(successor.clone());
+        Ok(RotateOutcome::Rotated {
+            old: Box::new(limited),
+            successor: Box::new(successor),
+        })
     }
 
     async fn delete(

@@ -32,9 +32,9 @@ pub use self::connect::{
     ConnectError, PoolMode, RepositoryBuilder, UnknownPoolMode, connect_options,
 };
 pub use self::memory::MemoryRepository;
-pub use self::redact::redact_url;
 #[cfg(feature = "redis")]
 pub(crate) use self::redact::url_list;
+pub use self::redact::{redact_secrets, redact_url, url_has_secret};
 pub use self::sql::SeaOrmRepository;
 pub(crate) use self::timed::Store;
 pub use crate::entity::StoredHash;
@@ -201,16 +201,98 @@ impl KeyChanges {
 
 /// One rotation for [`ApiKeyRepository::rotate`]: limit the old key and insert
 /// its successor, atomically.
+///
+/// The successor's policy (title, description, scopes, metadata, rate limit)
+/// and lifetime are not given here: the store copies them from the old key as
+/// it reads it *inside* the rotation's transaction, after locking its row
+/// ([`Rotation::plan`]), so that a change committed just before the rotation
+/// is never lost to an earlier read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotation {
     /// The account that owns the old key.
     pub account_id: Uuid,
     /// The key being replaced.
     pub old_key_id: Uuid,
-    /// What happens to the old key.
-    pub old_key: OldKeyLimit,
-    /// The new key; its `rotated_from` names the old one.
-    pub successor: ApiKeyRecord,
+    /// How long the old key keeps working: zero revokes it at once; otherwise
+    /// it expires at the end of the grace period (never later than it would
+    /// have).
+    pub grace_period: std::time::Duration,
+    /// The successor's own values.
+    pub successor: Successor,
+    /// When set, the old key (and so its successor) may hold only these
+    /// scopes, and may not be unrestricted: else
+    /// [`RotateOutcome::ScopesNotHeld`] (see
+    /// [`KeyManager::with_scope_ceiling`](crate::KeyManager::with_scope_ceiling)).
+    pub scope_ceiling: Option<Scopes>,
+}
+
+/// What is new about a rotation's successor; everything else is the old key's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Successor {
+    /// Its key id.
+    pub key_id: Uuid,
+    /// Its public key, `pk_…`.
+    pub public_key: String,
+    /// Its secret's hash.
+    pub secret_key_hash: StoredHash,
+    /// The id of the pepper that made the hash.
+    pub pepper_id: Option<String>,
+    /// Its creation time: the moment of the rotation, from which the old key's
+    /// lifetime and the grace period are counted.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Rotation {
+    /// What the store writes, given the old key `old` as read inside the
+    /// rotation's transaction with its row locked: how the old key is limited
+    /// and the successor to insert (the old key's title, description, scopes,
+    /// metadata and rate limit, and its lifetime, `expires_at − created_at`,
+    /// counted from the rotation; for a row without `created_at`, what is
+    /// left of it). [`RotateOutcome::NotActive`] for a revoked or expired key,
+    /// then [`RotateOutcome::ScopesNotHeld`] for a key outside the scope
+    /// ceiling. The caller still refuses a second successor
+    /// ([`RotateOutcome::AlreadyRotated`]).
+    pub fn plan(&self, old: &ApiKeyRecord) -> Result<(OldKeyLimit, ApiKeyRecord), RotateOutcome> {
+        let now = self.successor.created_at;
+        if old.effective_status(now) != EffectiveStatus::Active {
+            return Err(RotateOutcome::NotActive);
+        }
+        if let Some(ceiling) = &self.scope_ceiling
+            && !ceiling.covers(old.scopes.as_ref())
+        {
+            return Err(RotateOutcome::ScopesNotHeld);
+        }
+        let limit = if self.grace_period.is_zero() {
+            OldKeyLimit::Revoke
+        } else {
+            let end = chrono::TimeDelta::from_std(self.grace_period)
+                .ok()
+                .and_then(|grace| now.checked_add_signed(grace))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            OldKeyLimit::ExpireAt(storage_time(old.expires_at.map_or(end, |at| at.min(end))))
+        };
+        let expires_at = old
+            .expires_at
+            .map(|at| storage_time(now + (at - old.created_at.unwrap_or(now))));
+        let successor = ApiKeyRecord {
+            key_id: self.successor.key_id,
+            public_key: self.successor.public_key.clone(),
+            secret_key_hash: self.successor.secret_key_hash.clone(),
+            account_id: self.account_id,
+            title: old.title.clone(),
+            description: old.description.clone(),
+            status: KeyStatus::Active,
+            expires_at,
+            last_used_at: None,
+            created_at: Some(now),
+            pepper_id: self.successor.pepper_id.clone(),
+            scopes: old.scopes.clone(),
+            metadata: old.metadata.clone(),
+            rotated_from: Some(old.key_id),
+            rate_limit: old.rate_limit,
+        };
+        Ok((limit, successor))
+    }
 }
 
 /// What a rotation does to the key it replaces.
@@ -226,14 +308,23 @@ pub enum OldKeyLimit {
 /// What [`ApiKeyRepository::rotate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotateOutcome {
-    /// Both written; the old key as it is now.
-    Rotated(Box<ApiKeyRecord>),
+    /// Both written.
+    Rotated {
+        /// The old key as it is now (revoked, or expiring at the end of the
+        /// grace period).
+        old: Box<ApiKeyRecord>,
+        /// The successor as inserted.
+        successor: Box<ApiKeyRecord>,
+    },
     /// No such key in the account; nothing written.
     NotFound,
     /// The old key is revoked or expired; nothing written.
     NotActive,
     /// The old key already has a successor; nothing written.
     AlreadyRotated,
+    /// The old key holds a scope outside the rotation's scope ceiling, or is
+    /// unrestricted while there is one; nothing written.
+    ScopesNotHeld,
 }
 
 /// One re-hash for [`ApiKeyRepository::rewrite_hashes`]: the key's hash made
@@ -297,6 +388,15 @@ pub enum StoreError {
     /// A row with the same key id or public key already exists.
     #[error("an API key with the same id or public key already exists")]
     Conflict,
+    /// The account would have more keys than allowed
+    /// ([`ApiKeyRepository::insert_within_limit`]).
+    #[error("account {account_id} would have more than {limit} API keys")]
+    TooManyKeys {
+        /// The account.
+        account_id: Uuid,
+        /// The most keys an account may have.
+        limit: u64,
+    },
     /// The database reported an error.
     #[error("key store error: {0}")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -325,6 +425,21 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     fn insert_many(
         &self,
         records: Vec<ApiKeyRecord>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Inserts every record in one transaction, as
+    /// [`insert_many`](Self::insert_many), unless an account would then have
+    /// more than `max_keys_per_account` keys (every stored key counts, revoked
+    /// and expired ones too): then [`StoreError::TooManyKeys`] and nothing
+    /// written. The count and the inserts are one atomic step: concurrent
+    /// calls for one account never take it past the limit ([`SeaOrmRepository`]
+    /// counts inside the inserts' transaction, serialized per account: an
+    /// advisory transaction lock on PostgreSQL, a locking read on
+    /// MySQL/MariaDB, the database's write lock on SQLite).
+    fn insert_within_limit(
+        &self,
+        records: Vec<ApiKeyRecord>,
+        max_keys_per_account: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The account's keys, newest first (`created_at` descending; rows without a
@@ -358,7 +473,9 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
 
     /// Limits the old key and inserts its successor in one transaction: the
-    /// successor exists if and only if the old key was limited. A key has at
+    /// successor exists if and only if the old key was limited. Both come
+    /// from [`Rotation::plan`] applied to the old key as read inside that
+    /// transaction, after its row is locked against concurrent changes. A key has at
     /// most one successor ([`RotateOutcome::AlreadyRotated`] otherwise), also
     /// under concurrent rotations.
     fn rotate(
@@ -440,52 +557,88 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     }
 }
 
-/// Reads the `scopes` column (JSON text). JSON `null` reads as SQL NULL
-/// (unrestricted); text that is not a valid list of scopes fails closed: the key
-/// grants no scope, and a warning names the key.
-pub(crate) fn scopes_from_column(key_id: Uuid, json: Option<String>) -> Option<Scopes> {
-    let json = json.filter(|json| json.trim() != "null")?;
-    Some(Scopes::from_stored(&json).unwrap_or_else(|| {
-        tracing::warn!(%key_id, "stored scopes are not a valid list of scopes; the key grants no scope");
-        Scopes::default()
-    }))
+/// The policy columns of a row (`scopes`, `metadata`, the rate limit), read.
+pub(crate) struct StoredPolicy {
+    pub(crate) scopes: Option<Scopes>,
+    pub(crate) metadata: Option<Metadata>,
+    pub(crate) rate_limit: Option<RateLimit>,
+    /// Whether every stored value is one the crate would accept on input.
+    in_bounds: bool,
 }
 
-/// Reads the `metadata` column (JSON text); text that is not a JSON object
-/// reads as none, with a warning that names the key (never the text).
-pub(crate) fn metadata_from_column(key_id: Uuid, json: Option<String>) -> Option<Metadata> {
-    let json = json.filter(|json| json.trim() != "null")?;
-    let metadata = Metadata::from_stored(&json);
-    if metadata.is_none() {
-        tracing::warn!(%key_id, "stored metadata is not a JSON object; ignored");
-    }
-    metadata
-}
-
-/// Reads the rate-limit columns: both set and in bounds, or no limit (a
-/// warning names a key whose columns are half set or out of bounds).
-pub(crate) fn rate_limit_from_columns(
-    key_id: Uuid,
-    requests: Option<i32>,
-    period_seconds: Option<i32>,
-) -> Option<RateLimit> {
-    match (requests, period_seconds) {
-        (None, None) => None,
-        (Some(requests), Some(period)) => {
-            let limit = u32::try_from(requests)
-                .ok()
-                .zip(u32::try_from(period).ok())
-                .and_then(|(requests, period)| RateLimit::new(requests, period).ok());
-            if limit.is_none() {
-                tracing::warn!(%key_id, "stored rate limit is out of bounds; ignored");
+impl StoredPolicy {
+    /// Reads the columns. JSON `null` reads as SQL NULL. A value the crate
+    /// would refuse on input (scopes that are not a valid list, metadata that
+    /// is not a valid object, a rate limit out of bounds or half set) fails
+    /// closed: see [`status`](Self::status); a warning names the key (never
+    /// the value).
+    pub(crate) fn from_columns(
+        key_id: Uuid,
+        scopes: Option<String>,
+        metadata: Option<String>,
+        requests: Option<i32>,
+        period_seconds: Option<i32>,
+    ) -> Self {
+        let mut in_bounds = true;
+        let mut refuse = |what: &str| {
+            tracing::warn!(%key_id, "stored {what}; the key is refused until it is corrected");
+            in_bounds = false;
+        };
+        let scopes = json_column(scopes).and_then(|json| {
+            let scopes = Scopes::from_stored(&json);
+            if scopes.is_none() {
+                refuse("scopes are not a valid list of scopes");
             }
-            limit
-        }
-        _ => {
-            tracing::warn!(%key_id, "only one of the rate-limit columns is set; ignored");
-            None
+            scopes
+        });
+        let metadata = json_column(metadata).and_then(|json| {
+            let metadata = Metadata::from_stored(&json);
+            if metadata.is_none() {
+                refuse("metadata is not a valid metadata object");
+            }
+            metadata
+        });
+        let rate_limit = match (requests, period_seconds) {
+            (None, None) => None,
+            (Some(requests), Some(period)) => {
+                let limit = u32::try_from(requests)
+                    .ok()
+                    .zip(u32::try_from(period).ok())
+                    .and_then(|(requests, period)| RateLimit::new(requests, period).ok());
+                if limit.is_none() {
+                    refuse("rate limit is out of bounds");
+                }
+                limit
+            }
+            _ => {
+                refuse("rate limit has only one of its two columns set");
+                None
+            }
+        };
+        Self {
+            scopes,
+            metadata,
+            rate_limit,
+            in_bounds,
         }
     }
+
+    /// The key's status as validation must see it: `stored`, or
+    /// [`KeyStatus::Revoked`] when a policy value is out of bounds, so that
+    /// the key is refused (as an unknown stored status is) rather than let
+    /// through with less policy than its row names.
+    pub(crate) fn status(&self, stored: KeyStatus) -> KeyStatus {
+        if self.in_bounds {
+            stored
+        } else {
+            KeyStatus::Revoked
+        }
+    }
+}
+
+/// A JSON column's text; JSON `null` reads as SQL NULL.
+fn json_column(json: Option<String>) -> Option<String> {
+    json.filter(|json| json.trim() != "null")
 }
 
 /// Most `(key_id, used_at)` pairs written by one statement, and handed to
@@ -498,6 +651,16 @@ pub(crate) const LAST_USED_CHUNK: usize = 5_000;
 /// [`ApiKeyRepository::record_usage`] by one call of the usage writer (three
 /// bound values per row).
 pub(crate) const USAGE_CHUNK: usize = 5_000;
+
+/// How many keys of each account `records` add, by account (in account
+/// order, so that writers that lock accounts lock them in the same order).
+pub(crate) fn keys_per_account(records: &[ApiKeyRecord]) -> std::collections::BTreeMap<Uuid, u64> {
+    let mut adding = std::collections::BTreeMap::new();
+    for record in records {
+        *adding.entry(record.account_id).or_default() += 1;
+    }
+    adding
+}
 
 /// Sums the counts of equal `(key_id, day)` pairs, in key and day order: one
 /// upsert may not name a row twice (PostgreSQL refuses it), and a fixed order

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, LAST_USED_CHUNK,
-    OldKeyLimit, PepperCount, RotateOutcome, Rotation, StoreError, StoredHash, USAGE_CHUNK,
-    UsageCount, merge_usage, metadata_from_column, rate_limit_from_columns, scopes_from_column,
+    OldKeyLimit, PepperCount, RotateOutcome, Rotation, StoreError, StoredHash, StoredPolicy,
+    USAGE_CHUNK, UsageCount, merge_usage,
 };
 use super::{
     conn::Conn,
@@ -125,6 +125,13 @@ macro_rules! record_from_row {
         let row = $row;
         (|| -> Result<ApiKeyRecord, sea_orm::sqlx::Error> {
             let key_id = row.try_get("key_id")?;
+            let policy = StoredPolicy::from_columns(
+                key_id,
+                row.try_get("scopes")?,
+                row.try_get("metadata")?,
+                row.try_get("rate_limit_requests")?,
+                row.try_get("rate_limit_period_seconds")?,
+            );
             Ok(ApiKeyRecord {
                 key_id,
                 public_key: row.try_get("public_key")?,
@@ -132,19 +139,17 @@ macro_rules! record_from_row {
                 account_id: row.try_get("account_id")?,
                 title: row.try_get("title")?,
                 description: row.try_get("description")?,
-                status: KeyStatus::from_column(row.try_get::<Option<&str>, _>("status")?),
+                status: policy.status(KeyStatus::from_column(
+                    row.try_get::<Option<&str>, _>("status")?,
+                )),
                 expires_at: row.try_get("expires_at")?,
                 last_used_at: row.try_get("last_used_at")?,
                 created_at: row.try_get("created_at")?,
                 pepper_id: row.try_get("pepper_id")?,
-                scopes: scopes_from_column(key_id, row.try_get("scopes")?),
-                metadata: metadata_from_column(key_id, row.try_get("metadata")?),
+                scopes: policy.scopes,
+                metadata: policy.metadata,
                 rotated_from: row.try_get("rotated_from")?,
-                rate_limit: rate_limit_from_columns(
-                    key_id,
-                    row.try_get("rate_limit_requests")?,
-                    row.try_get("rate_limit_period_seconds")?,
-                ),
+                rate_limit: policy.rate_limit,
             })
         })()
         .map_err(|err| StoreError::Database(Box::new(err)))
@@ -249,6 +254,11 @@ impl SeaOrmRepository {
     /// feature `postgres`, say) is refused with an error that names the feature,
     /// and so is a read-only database (a standby). [`RepositoryBuilder`] has
     /// the other settings.
+    ///
+    /// A SQLite database file that does not exist yet is created here,
+    /// readable and writable by its owner only (mode 0600 on Unix, as the
+    /// pepper file): SQLite gives its `-wal` and `-shm` files the same mode.
+    /// An existing file keeps its mode.
     pub async fn connect_with(options: ConnectOptions) -> Result<Self, DbErr> {
         Ok(RepositoryBuilder::new(options).connect().await?)
     }
@@ -303,66 +313,152 @@ impl SeaOrmRepository {
     fn backend(&self) -> DatabaseBackend {
         self.db.get_database_backend()
     }
-    /// One attempt of [`ApiKeyRepository::rotate`].
-    async fn rotate_once(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
+    /// One attempt of [`ApiKeyRepository::insert_within_limit`].
+    async fn insert_within_limit_once(
+        &self,
+        records: &[ApiKeyRecord],
+        max_keys_per_account: u64,
+    ) -> Result<(), StoreError> {
         let backend = self.backend();
-        let Rotation {
-            account_id,
-            old_key_id,
-            old_key,
-            successor,
-        } = rotation;
+        let transaction = self.conn().begin().await.map_err(database)?;
+        if backend == DatabaseBackend::Sqlite {
+            // A write first, so that the transaction holds the database's
+            // write lock before it counts: no other writer can add a key
+            // between the count and the inserts.
+            transaction
+                .execute_unprepared("UPDATE api_keys SET key_id = key_id WHERE 0 = 1")
+                .await
+                .map_err(database)?;
+        }
+        for (account_id, adding) in super::keys_per_account(records) {
+            let mut count = Entity::find()
+                .select_only()
+                .column_as(Expr::cust("COUNT(*)"), "keys")
+                .filter(Column::AccountId.eq(account_id));
+            match backend {
+                // Held to the end of the transaction: the next insert for the
+                // account waits here, then counts this one's keys.
+                DatabaseBackend::Postgres => {
+                    transaction
+                        .execute_raw(Statement::from_sql_and_values(
+                            backend,
+                            "SELECT pg_advisory_xact_lock($1)",
+                            [Value::from(account_lock_key(account_id))],
+                        ))
+                        .await
+                        .map_err(database)?;
+                }
+                // A locking read: it locks the account's index entries (and
+                // the gaps between them), which the next insert for the
+                // account waits on.
+                DatabaseBackend::MySql => count = count.lock_exclusive(),
+                _ => {}
+            }
+            let stored: i64 = count
+                .into_tuple()
+                .one(&transaction)
+                .await
+                .map_err(database)?
+                .unwrap_or(0);
+            if u64::try_from(stored).unwrap_or(0).saturating_add(adding) > max_keys_per_account {
+                return Err(StoreError::TooManyKeys {
+                    account_id,
+                    limit: max_keys_per_account,
+                });
+            }
+        }
+        for record in records {
+            let statement = insert_statement(backend, record.clone())?;
+            match transaction.execute(&statement).await {
+                Ok(_) => {}
+                // Dropping the transaction rolls every row back.
+                Err(err) if is_unique_violation(&err) => return Err(StoreError::Conflict),
+                Err(err) => return Err(database(err)),
+            }
+        }
+        transaction.commit().await.map_err(database)
+    }
+
+    /// One attempt of [`ApiKeyRepository::rotate`].
+    async fn rotate_once(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        let backend = self.backend();
+        let (account_id, old_key_id) = (rotation.account_id, rotation.old_key_id);
         let transaction = self.conn().begin().await.map_err(database)?;
         let read_old = || {
             entity::find(backend)
                 .filter(Column::KeyId.eq(old_key_id))
                 .filter(Column::AccountId.eq(account_id))
         };
-        // Limit the old key first, and only while it can still validate: the
-        // write takes the row's lock (SQLite's write lock), so a concurrent
-        // rotation or revoke waits here and then sees this one's outcome.
-        let now = Utc::now();
-        let mut update = Entity::update_many();
-        update = match old_key {
-            OldKeyLimit::Revoke => {
-                update.col_expr(Column::Status, Expr::cust(KeyStatus::Revoked.sql_literal()))
-            }
-            OldKeyLimit::ExpireAt(at) => update.col_expr(Column::ExpiresAt, Expr::value(at)),
-        };
-        let limited = update
+        // Lock the old key's row first, with a write that changes nothing (on
+        // SQLite it takes the database's write lock): a concurrent PATCH,
+        // revoke or rotation of the key waits for this transaction, or this
+        // one for it, and the read below sees the row as it is now, committed
+        // changes included. The successor copies *that* row.
+        Entity::update_many()
+            .col_expr(Column::KeyId, Expr::col(Column::KeyId))
             .filter(Column::KeyId.eq(old_key_id))
             .filter(Column::AccountId.eq(account_id))
-            .filter(still_valid(now))
             .exec(&transaction)
             .await
             .map_err(database)?;
-        if limited.rows_affected == 0 {
-            // Not there, not active, or (MySQL counts only rows it changed) an
-            // expiry set to the value it had: read to tell.
-            match read_old().one(&transaction).await.map_err(database)? {
-                None => return Ok(RotateOutcome::NotFound),
-                Some(row) => {
-                    if ApiKeyRecord::from(row).effective_status(now)
-                        != super::EffectiveStatus::Active
-                    {
-                        return Ok(RotateOutcome::NotActive);
-                    }
-                }
+        let Some(old) = read_old().one(&transaction).await.map_err(database)? else {
+            return Ok(RotateOutcome::NotFound);
+        };
+        let (limit, successor) = match rotation.plan(&ApiKeyRecord::from(old)) {
+            Ok(plan) => plan,
+            Err(outcome) => return Ok(outcome),
+        };
+        let update = match limit {
+            OldKeyLimit::Revoke => Entity::update_many()
+                .col_expr(Column::Status, Expr::cust(KeyStatus::Revoked.sql_literal())),
+            OldKeyLimit::ExpireAt(at) => {
+                Entity::update_many().col_expr(Column::ExpiresAt, Expr::value(at))
             }
-        }
-        let statement = insert_statement(backend, successor)?;
+        };
+        update
+            .filter(Column::KeyId.eq(old_key_id))
+            .filter(Column::AccountId.eq(account_id))
+            .exec(&transaction)
+            .await
+            .map_err(database)?;
+        let statement = insert_statement(backend, successor.clone())?;
         match transaction.execute(&statement).await {
             Ok(_) => {}
             // The unique index on `rotated_from`: the key already has a successor.
+            // Dropping the transaction rolls the old key's limit back.
             Err(err) if is_unique_violation(&err) => return Ok(RotateOutcome::AlreadyRotated),
             Err(err) => return Err(database(err)),
         }
         let old = read_old().one(&transaction).await.map_err(database)?;
         transaction.commit().await.map_err(database)?;
-        Ok(old.map_or(RotateOutcome::NotFound, |row| {
-            RotateOutcome::Rotated(Box::new(ApiKeyRecord::from(row)))
-        }))
+        Ok(
+            old.map_or(RotateOutcome::NotFound, |row| RotateOutcome::Rotated {
+                old: Box::new(ApiKeyRecord::from(row)),
+                successor: Box::new(successor),
+            }),
+        )
     }
+}
+
+/// How many times a transaction the database rolled back for a deadlock is
+/// run (the store timeout bounds them all).
+const DEADLOCK_ATTEMPTS: u64 = 20;
+
+/// The pause before attempt `attempt + 1` of a deadlocked transaction: a few
+/// milliseconds at random, growing with the attempts, so that the
+/// transactions rolled back do not meet again.
+async fn retry_pause(attempt: u64) {
+    let ceiling = 5 * Ord::min(attempt, 10);
+    let jitter = u64::from(getrandom::u32().unwrap_or(0)) % ceiling;
+    tokio::time::sleep(std::time::Duration::from_millis(1 + jitter)).await;
+}
+
+/// The PostgreSQL advisory lock that serializes the inserts of one account's
+/// keys: a 64-bit key made from the account id (a collision only makes two
+/// accounts wait on each other).
+fn account_lock_key(account_id: Uuid) -> i64 {
+    let bits = account_id.as_u128();
+    i64::from_ne_bytes(((bits >> 64) as u64 ^ bits as u64).to_ne_bytes())
 }
 
 /// Whether a database error is a deadlock or serialization failure that the
@@ -382,9 +478,16 @@ fn database(err: DbErr) -> StoreError {
 
 impl From<Model> for ApiKeyRecord {
     fn from(model: Model) -> Self {
+        let policy = StoredPolicy::from_columns(
+            model.key_id,
+            model.scopes,
+            model.metadata,
+            model.rate_limit_requests,
+            model.rate_limit_period_seconds,
+        );
         Self {
             key_id: model.key_id,
-            status: KeyStatus::from_column(model.status.as_deref()),
+            status: policy.status(KeyStatus::from_column(model.status.as_deref())),
             public_key: model.public_key,
             secret_key_hash: model.secret_key_hash,
             account_id: model.account_id,
@@ -394,14 +497,10 @@ impl From<Model> for ApiKeyRecord {
             last_used_at: model.last_used_at,
             created_at: model.created_at,
             pepper_id: model.pepper_id,
-            scopes: scopes_from_column(model.key_id, model.scopes),
-            metadata: metadata_from_column(model.key_id, model.metadata),
+            scopes: policy.scopes,
+            metadata: policy.metadata,
             rotated_from: model.rotated_from,
-            rate_limit: rate_limit_from_columns(
-                model.key_id,
-                model.rate_limit_requests,
-                model.rate_limit_period_seconds,
-            ),
+            rate_limit: policy.rate_limit,
         }
     }
 }
@@ -759,6 +858,32 @@ impl ApiKeyRepository for SeaOrmRepository {
         transaction.commit().await.map_err(database)
     }
 
+    async fn insert_within_limit(
+        &self,
+        records: Vec<ApiKeyRecord>,
+        max_keys_per_account: u64,
+    ) -> Result<(), StoreError> {
+        // Two creates for one new account can deadlock on MySQL/MariaDB (each
+        // holds the gap lock of its locking read, each insert waits on the
+        // other's): the database rolls one back, and running it again gives
+        // the answer it would have had in turn, as for a rotation.
+        let mut attempt = 1;
+        loop {
+            match self
+                .insert_within_limit_once(&records, max_keys_per_account)
+                .await
+            {
+                Err(StoreError::Database(err))
+                    if attempt < DEADLOCK_ATTEMPTS && is_deadlock(&*err) =>
+                {
+                    retry_pause(attempt).await;
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
         entity::find(self.backend())
             .filter(Column::AccountId.eq(account_id))
@@ -839,23 +964,22 @@ impl ApiKeyRepository for SeaOrmRepository {
     }
 
     async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
-        // Concurrent rotations of one key can deadlock on MySQL/MariaDB (the
-        // limiting update locks index gaps of the account's keys, the
-        // successor's insert waits on them): the database rolls one back, and
+        // Concurrent rotations can deadlock on MySQL/MariaDB (the successor's
+        // insert waits on index gaps another transaction locked): the
+        // database rolls one back, and
         // running it again gives the answer it would have had in turn. Every
         // deadlock lets one rotation through, so a few contenders need a few
         // rounds; with 8 at once a fifth attempt was seen about once in 2,000
         // rotations. The retries are spread at random so that the rolled-back
         // ones do not meet again; the store timeout bounds them all.
-        const ATTEMPTS: u64 = 20;
         let mut attempt = 1;
         loop {
-            match self.rotate_once(rotation.clone()).await {
-                Err(StoreError::Database(err)) if attempt < ATTEMPTS && is_deadlock(&*err) => {
-                    let ceiling = 5 * Ord::min(attempt, 10);
-                    let jitter = u64::from(getrandom::u32().unwrap_or(0)) % ceiling;
+            match self.rotate_once(&rotation).await {
+                Err(StoreError::Database(err))
+                    if attempt < DEADLOCK_ATTEMPTS && is_deadlock(&*err) =>
+                {
+                    retry_pause(attempt).await;
                     attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(1 + jitter)).await;
                 }
                 outcome => return outcome,
             }

@@ -46,10 +46,8 @@ macro_rules! boundary {
 boundary! {
     /// See [`ApiKeyRepository::find_by_public_key`].
     fn find_by_public_key(&self, public_key: &'a str) -> Option<ApiKeyRecord>;
-    /// See [`ApiKeyRepository::insert`].
-    fn insert(&self, record: ApiKeyRecord) -> ();
-    /// See [`ApiKeyRepository::insert_many`].
-    fn insert_many(&self, records: Vec<ApiKeyRecord>) -> ();
+    /// See [`ApiKeyRepository::insert_within_limit`].
+    fn insert_within_limit(&self, records: Vec<ApiKeyRecord>, max_keys_per_account: u64) -> ();
     /// See [`ApiKeyRepository::list_by_account`].
     fn list_by_account(&self, account_id: Uuid) -> Vec<ApiKeyRecord>;
     /// See [`ApiKeyRepository::get`].

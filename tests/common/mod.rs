@@ -302,8 +302,75 @@ macro_rules! backend_tests {
 /// Runs after a lookup has read the store, before its answer is returned.
 pub type LookupHook = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
+/// Runs before or after a write of [`Probe`]'s, given the operation's name
+/// (`insert` for either insert with a limit or without, `insert_many`,
+/// `revoke`, `update`, `rotate`, `delete`).
+pub type WriteHook =
+    Arc<dyn Fn(&'static str) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Holds the first call of one write operation in a [`Probe`] hook until the
+/// test releases it.
+#[derive(Clone)]
+pub struct Gate {
+    operation: &'static str,
+    armed: Arc<AtomicBool>,
+    arrived: Arc<tokio::sync::Notify>,
+    released: Arc<tokio::sync::Notify>,
+    passed: Arc<AtomicBool>,
+}
+
+impl Gate {
+    /// A gate for the first `operation` call.
+    pub fn new(operation: &'static str) -> Self {
+        Self {
+            operation,
+            armed: Arc::new(AtomicBool::new(true)),
+            arrived: Arc::default(),
+            released: Arc::default(),
+            passed: Arc::default(),
+        }
+    }
+
+    /// The hook to give [`Probe::with_before_write`] or
+    /// [`Probe::with_after_write`].
+    pub fn hook(
+        &self,
+    ) -> impl Fn(&'static str) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + use<>
+    {
+        let gate = self.clone();
+        move |operation| {
+            let gate = gate.clone();
+            Box::pin(async move {
+                if operation == gate.operation && gate.armed.swap(false, Ordering::SeqCst) {
+                    gate.arrived.notify_one();
+                    gate.released.notified().await;
+                    gate.passed.store(true, Ordering::SeqCst);
+                }
+            })
+        }
+    }
+
+    /// Waits until the gated call is held.
+    pub async fn arrived(&self) {
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.arrived.notified())
+            .await
+            .expect("the gated write arrives");
+    }
+
+    /// Lets the held call go on.
+    pub fn release(&self) {
+        self.released.notify_one();
+    }
+
+    /// Whether the held call went on after [`release`](Self::release) (its
+    /// future was not dropped).
+    pub fn passed(&self) -> bool {
+        self.passed.load(Ordering::SeqCst)
+    }
+}
+
 /// Wraps a repository: counts lookups (in all and per public key) and flushes,
-/// fails on demand, and can hold lookups in a hook.
+/// fails on demand, and can hold lookups and writes in hooks.
 #[derive(Clone)]
 pub struct Probe<R> {
     pub inner: R,
@@ -319,6 +386,8 @@ pub struct Probe<R> {
     with_feed: bool,
     per_key: Arc<Mutex<HashMap<String, usize>>>,
     after_lookup: Option<LookupHook>,
+    before_write: Option<WriteHook>,
+    after_write: Option<WriteHook>,
 }
 
 impl<R> Probe<R> {
@@ -333,7 +402,47 @@ impl<R> Probe<R> {
             with_feed: false,
             per_key: Arc::default(),
             after_lookup: None,
+            before_write: None,
+            after_write: None,
         }
+    }
+
+    /// Awaits `hook(operation)` before every write reaches the store.
+    pub fn with_before_write<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(&'static str) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.before_write = Some(Arc::new(move |operation| Box::pin(hook(operation))));
+        self
+    }
+
+    /// Awaits `hook(operation)` after every write has returned from the
+    /// store (committed), before its answer goes back.
+    pub fn with_after_write<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(&'static str) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.after_write = Some(Arc::new(move |operation| Box::pin(hook(operation))));
+        self
+    }
+
+    /// `write` between the write hooks.
+    async fn write<T>(
+        &self,
+        operation: &'static str,
+        write: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.check()?;
+        if let Some(hook) = &self.before_write {
+            hook(operation).await;
+        }
+        let written = write.await;
+        if let Some(hook) = &self.after_write {
+            hook(operation).await;
+        }
+        written
     }
 
     /// Awaits `hook(public_key)` after every lookup has read the store.
@@ -402,12 +511,24 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         row
     }
     async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.insert(record).await
+        self.write("insert", self.inner.insert(record)).await
     }
     async fn insert_many(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.insert_many(records).await
+        self.write("insert_many", self.inner.insert_many(records))
+            .await
+    }
+
+    async fn insert_within_limit(
+        &self,
+        records: Vec<ApiKeyRecord>,
+        max_keys_per_account: u64,
+    ) -> Result<(), StoreError> {
+        self.write(
+            "insert",
+            self.inner
+                .insert_within_limit(records, max_keys_per_account),
+        )
+        .await
     }
 
     async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
@@ -427,8 +548,8 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         account_id: Uuid,
         key_id: Uuid,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.revoke(account_id, key_id).await
+        self.write("revoke", self.inner.revoke(account_id, key_id))
+            .await
     }
     async fn update(
         &self,
@@ -436,20 +557,19 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         key_id: Uuid,
         changes: &KeyChanges,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.update(account_id, key_id, changes).await
+        self.write("update", self.inner.update(account_id, key_id, changes))
+            .await
     }
     async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
-        self.check()?;
-        self.inner.rotate(rotation).await
+        self.write("rotate", self.inner.rotate(rotation)).await
     }
     async fn delete(
         &self,
         account_id: Uuid,
         key_id: Uuid,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.delete(account_id, key_id).await
+        self.write("delete", self.inner.delete(account_id, key_id))
+            .await
     }
     async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
         self.flushes.fetch_add(1, Ordering::SeqCst);

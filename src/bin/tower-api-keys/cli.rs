@@ -25,7 +25,9 @@ pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://api-keys.db";
 #[command(name = "tower-api-keys", version, propagate_version = true)]
 pub(crate) struct Cli {
     /// The key store: sqlite://…, postgres://… or mysql://… (the last two need
-    /// the crate features `postgres` / `mysql`).
+    /// the crate features `postgres` / `mysql`). Prefer the DATABASE_URL
+    /// variable: a password given with this flag shows in the process list
+    /// (`ps`) of every user of the machine, and the tool warns about it.
     #[arg(
         long,
         global = true,
@@ -47,6 +49,18 @@ pub(crate) struct Cli {
         value_name = "MODE"
     )]
     pub(crate) database_pool_mode: tower_api_keys::store::PoolMode,
+
+    /// The most keys one account may have (every key not deleted counts);
+    /// `create` and `import` refuse one more (exit 1).
+    #[arg(
+        long,
+        global = true,
+        env = "MAX_KEYS_PER_ACCOUNT",
+        default_value_t = tower_api_keys::limits::DEFAULT_MAX_KEYS_PER_ACCOUNT,
+        value_parser = clap::value_parser!(u64).range(1..),
+        value_name = "N"
+    )]
+    pub(crate) max_keys_per_account: u64,
 
     /// Print one JSON document on stdout, with the field names of the HTTP API.
     #[arg(long, global = true)]
@@ -99,7 +113,8 @@ pub(crate) enum Command {
     /// and `title` required; `key_id`, `description`, `status`
     /// (active|revoked|expired), `expires_at`, `last_used_at`, `created_at`
     /// (RFC 3339), `scopes`, `metadata`, `rate_limit` ({"requests",
-    /// "period_seconds"}) and `pepper_id` optional. Blank lines are skipped.
+    /// "period_seconds"}) and `pepper_id` optional. Blank lines are skipped; a
+    /// member named twice in one object is refused.
     /// Every line is checked before any is written, and all are written in one
     /// transaction: one bad line, or a `public_key` or `key_id` that exists
     /// already (in the file or the store), writes nothing.

@@ -55,7 +55,8 @@ pub(crate) async fn run(cli: Cli) -> Result<Report, CliError> {
     let validator = ApiKeyValidator::builder(repo.clone(), peppers)
         .with_change_feed(false)
         .build();
-    let manager = KeyManager::new(validator.clone());
+    let manager =
+        KeyManager::new(validator.clone()).with_max_keys_per_account(cli.max_keys_per_account);
     let result = execute(cli.command, &repo, &manager, lines, &shown_url).await;
     validator.shutdown().await;
     let _ = repo.connection().close_by_ref().await;

@@ -2,7 +2,10 @@
 
 use std::process::ExitCode;
 
-use tower_api_keys::{ManagerError, store::StoreError};
+use tower_api_keys::{
+    ManagerError,
+    store::{StoreError, redact_secrets},
+};
 
 /// Why a command failed, which decides its exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +50,10 @@ impl CliError {
         })
     }
 
-    /// The message on one line, without the secrets in `hide` (such as the
-    /// database URL and its password).
-    pub(crate) fn line(&self, hide: &[(String, String)]) -> String {
-        one_line(&self.message, hide)
+    /// The message on one line, without any secret of `database_url` (the
+    /// URL itself redacted, its password in any form hidden).
+    pub(crate) fn line(&self, database_url: Option<&str>) -> String {
+        one_line(&self.message, database_url)
     }
 }
 
@@ -60,6 +63,8 @@ impl From<ManagerError> for CliError {
             ManagerError::NotFound => Kind::NotFound,
             ManagerError::NotActive
             | ManagerError::AlreadyRotated
+            | ManagerError::ScopesNotHeld
+            | ManagerError::TooManyKeys { .. }
             | ManagerError::Invalid(_)
             | ManagerError::Store(StoreError::Conflict) => Kind::Usage,
             // Unavailable, the OS random source, any other store failure:
@@ -77,14 +82,12 @@ impl From<StoreError> for CliError {
 }
 
 /// `text` on one line (control characters, line breaks included, become
-/// spaces), with each `(secret, replacement)` of `hide` replaced.
-pub(crate) fn one_line(text: &str, hide: &[(String, String)]) -> String {
-    let mut text = text.to_owned();
-    for (secret, replacement) in hide {
-        if !secret.is_empty() && secret != replacement {
-            text = text.replace(secret.as_str(), replacement);
-        }
-    }
+/// spaces), without any secret of `database_url`.
+pub(crate) fn one_line(text: &str, database_url: Option<&str>) -> String {
+    let text = match database_url {
+        Some(url) => redact_secrets(text, url),
+        None => text.to_owned(),
+    };
     let mut line = String::with_capacity(text.len());
     let mut last_space = false;
     for c in text.chars() {
@@ -104,15 +107,11 @@ mod tests {
 
     #[test]
     fn messages_fit_one_line_and_hide_secrets() {
-        let hide = vec![
-            (
-                "postgres://u:pw@h/db".to_owned(),
-                "postgres://***@h/db".to_owned(),
-            ),
-            ("pw".to_owned(), "***".to_owned()),
-        ];
         assert_eq!(
-            one_line("cannot open postgres://u:pw@h/db:\nbad\tpw  x", &hide),
+            one_line(
+                "cannot open postgres://u:pw@h/db:\nbad\tpw  x",
+                Some("postgres://u:pw@h/db")
+            ),
             "cannot open postgres://***@h/db: bad *** x"
         );
     }

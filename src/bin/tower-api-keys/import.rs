@@ -158,9 +158,11 @@ fn next_line(reader: &mut impl BufRead, buffer: &mut Vec<u8>) -> std::io::Result
 
 /// One line as a record, or its errors (`field: message`).
 fn parse_line(text: &str) -> Result<ApiKeyRecord, Vec<String>> {
-    let object = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(object)) => object,
+    let object = match serde_json::from_str::<Strict>(text) {
+        Ok(Strict(Value::Object(object))) => object,
         Ok(_) => return Err(vec!["must be a JSON object".to_owned()]),
+        // The only data error: a member named twice.
+        Err(err) if err.is_data() => return Err(vec![json_error(&err)]),
         Err(err) => return Err(vec![format!("not valid JSON ({})", json_error(&err))]),
     };
     let mut errors = Vec::new();
@@ -211,6 +213,79 @@ fn parse_line(text: &str) -> Result<ApiKeyRecord, Vec<String>> {
         rotated_from: None,
         rate_limit,
     })
+}
+
+/// A JSON value read as [`Value`] is, except that an object that names a
+/// member twice, at any depth, is an error: JSON parsers disagree on which
+/// of the two wins (serde_json keeps the last), so a line such as
+/// `"status":"revoked","status":"active"` has no one meaning.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if object.contains_key(&name) {
+                return Err(serde::de::Error::custom(format!(
+                    "{} is named twice",
+                    shown_name(&name)
+                )));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(name, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// A serde_json error without its position on the (single) line, then the column.
@@ -509,7 +584,7 @@ mod tests {
     }
 
     fn message(result: Result<Vec<Line>, CliError>) -> String {
-        result.unwrap_err().line(&[])
+        result.unwrap_err().line(None)
     }
 
     #[test]
@@ -576,6 +651,23 @@ mod tests {
     }
 
     #[test]
+    fn a_member_named_twice_is_refused_at_any_depth() {
+        for extra in [
+            r#","status":"revoked","status":"active""#,
+            r#","title":"again""#,
+            r#","metadata":{"a":1,"b":{"c":1,"c":2}}"#,
+            r#","rate_limit":{"requests":1,"requests":2,"period_seconds":60}"#,
+        ] {
+            let message = message(parse_text(&line(extra)));
+            assert!(message.contains("line 1: "), "{message}");
+            assert!(message.contains("is named twice"), "{extra}: {message}");
+        }
+        // The same name in different objects is fine.
+        let lines = parse_text(&line(r#","metadata":{"a":{"title":1},"b":{"title":2}}"#)).unwrap();
+        assert_eq!(lines.len(), 1);
+    }
+
+    #[test]
     fn required_fields_are_reported() {
         let message = message(parse_text(r#"{"title":null}"#));
         for field in ["public_key", "secret_key_hash", "account_id", "title"] {
@@ -618,7 +710,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            err.line(&[]),
+            err.line(None),
             "import refused, nothing written: line 4: title: must not be blank; records[7].title: x"
         );
     }

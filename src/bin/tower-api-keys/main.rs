@@ -19,8 +19,10 @@
 //! | `import <file or ->` | JSON lines of keys hashed elsewhere with the same pepper; all or nothing |
 //! | `pepper status`, `pepper retire <id>` | keys per pepper; revoke the keys left on an old pepper |
 //!
-//! The key store is `DATABASE_URL` (or `--database-url`; default
-//! `sqlite://api-keys.db`, created if missing). The peppers are read as the
+//! The key store is `DATABASE_URL` (or `--database-url`, which shows a
+//! password to every user of the machine in `ps`: prefer the variable; the
+//! tool warns. Default `sqlite://api-keys.db`, created if missing). `MAX_KEYS_PER_ACCOUNT` (or
+//! `--max-keys-per-account`, default 1,000) bounds the keys of one account. The peppers are read as the
 //! example server reads them: `API_KEY_PEPPER` and `API_KEY_PREVIOUS_PEPPERS`,
 //! else the file `api-keys.pepper` in the working directory. The tool never
 //! creates a pepper: `create`, `rotate` and `pepper …` need one; the other
@@ -45,19 +47,26 @@ use std::{
     process::ExitCode,
 };
 
-use clap::{Parser, error::ErrorKind};
+use clap::{CommandFactory, FromArgMatches, error::ErrorKind, parser::ValueSource};
+use tower_api_keys::store::url_has_secret;
 use tracing_subscriber::EnvFilter;
 
 use crate::{cli::Cli, error::CliError};
 
 fn main() -> ExitCode {
     init_logs();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let cli = match Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)))
+    {
+        Ok((cli, matches)) => {
+            warn_of_a_password_on_the_command_line(&cli, &matches);
+            cli
+        }
         Err(err) => return usage_error(&err),
     };
     let json = cli.json;
-    let hide = config::url_secrets(&cli.database_url);
+    let database_url = cli.database_url.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -84,9 +93,27 @@ fn main() -> ExitCode {
             }
         }
         Err(err) => {
-            let _ = writeln!(std::io::stderr(), "error: {}", err.line(&hide));
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {}",
+                err.line(Some(&database_url))
+            );
             err.exit_code()
         }
+    }
+}
+
+/// Warns on stderr when `--database-url` (not `DATABASE_URL`) carries a
+/// password: every user of the machine can read a process's arguments.
+fn warn_of_a_password_on_the_command_line(cli: &Cli, matches: &clap::ArgMatches) {
+    if matches.value_source("database_url") == Some(ValueSource::CommandLine)
+        && url_has_secret(&cli.database_url)
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: the password in --database-url shows in the process list (ps); \
+             set DATABASE_URL instead"
+        );
     }
 }
 
@@ -130,6 +157,6 @@ fn usage_error(err: &clap::Error) -> ExitCode {
 
 /// Prints `err` on one line of stderr and returns its exit status.
 fn fail(err: &CliError) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "error: {}", err.line(&[]));
+    let _ = writeln!(std::io::stderr(), "error: {}", err.line(None));
     err.exit_code()
 }
