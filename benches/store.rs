@@ -8,8 +8,9 @@
 //! With `BENCH_PGBOUNCER_URL` also set (a PgBouncer in transaction mode in
 //! front of the same server, its database part ignored), the group
 //! `transaction_pooler` compares the cold miss through it
-//! ([`PoolMode::Transaction`]) with the same lookup direct, on one fresh
-//! database of 1,000 keys, in the same run.
+//! ([`PoolMode::Transaction`]) with the same lookup direct, and with the
+//! transaction mode's statements sent direct, on one fresh database of 1,000
+//! keys, in the same run.
 
 use std::time::Duration;
 
@@ -233,14 +234,26 @@ fn bench_pooler(c: &mut Criterion) {
         admin
     });
     let repos = rt.block_on(async {
-        let direct = SeaOrmRepository::connect(&at(&direct)).await.unwrap();
+        let direct_url = at(&direct);
+        let direct = SeaOrmRepository::connect(&direct_url).await.unwrap();
         fill(direct.connection(), "postgres", 1, 1_000).await;
         let pooled = SeaOrmRepository::builder(&at(&pooler))
             .with_pool_mode(PoolMode::Transaction)
             .connect()
             .await
             .unwrap();
-        [("direct", direct), ("pgbouncer_transaction", pooled)]
+        // The transaction-mode statements without the pooler: what the simple
+        // protocol costs apart from the pooler's own hop.
+        let unprepared = SeaOrmRepository::builder(&direct_url)
+            .with_pool_mode(PoolMode::Transaction)
+            .connect()
+            .await
+            .unwrap();
+        [
+            ("direct", direct),
+            ("direct_transaction_mode", unprepared),
+            ("pgbouncer_transaction", pooled),
+        ]
     });
     let pepper = || Pepper::try_from("benchmark-pepper-0123456789").unwrap();
     let credential = rt.block_on(async {
