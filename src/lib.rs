@@ -30,13 +30,10 @@
 
 mod auth;
 mod body;
-mod cache;
-mod day_count;
 pub mod entity;
 #[cfg(feature = "axum")]
 mod extract;
 pub mod feed;
-mod flight;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod grpc;
@@ -64,11 +61,9 @@ mod telemetry;
 #[cfg(test)]
 mod test_support;
 mod validator;
-mod writer;
 
 pub use auth::{ApiKeyAuth, ApiKeyAuthLayer, ResponseFuture, extract_credential};
 pub use body::ResponseBody;
-pub use cache::CachedEntries;
 #[cfg(feature = "axum")]
 pub use extract::MissingAuthentication;
 pub use identity::{AccountId, ApiKeyId, AuthenticatedKey};
@@ -86,7 +81,7 @@ pub use rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
 pub use ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
 pub use rules::{FieldError, NewApiKey};
 pub use scope::{RequireScopes, RequireScopesLayer, ScopeFuture};
-pub use validator::{ApiKeyValidator, ValidatorBuilder};
+pub use validator::{ApiKeyValidator, CachedEntries, ValidatorBuilder};
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -4,10 +4,8 @@
 
 use std::{sync::Arc, time::Instant};
 
-use super::{ApiKeyValidator, admission::Limits};
-use crate::{
-    cache::CachedKey, hash::SecretHash, ring::PepperId, store::Store, telemetry::Telemetry,
-};
+use super::{ApiKeyValidator, admission::Limits, cache::CachedKey};
+use crate::{hash::SecretHash, ring::PepperId, store::Store, telemetry::Telemetry};
 
 impl ApiKeyValidator {
     /// The timed store boundary, for the key manager to hold its own copy of.

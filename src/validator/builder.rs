@@ -7,15 +7,18 @@ use std::{
     time::Duration,
 };
 
-use super::{ApiKeyValidator, Inner, admission::Limits};
-use crate::{
+use super::{
+    ApiKeyValidator, Inner,
+    admission::Limits,
     cache::{CacheConfig, KeyCache},
-    feed::{ChangeSource, Evict, Feed},
     flight::Flights,
+    writer::{BatchWriter, Flusher},
+};
+use crate::{
+    feed::{ChangeSource, Evict, Feed},
     ratelimit::{RateLimit, RateLimiter},
     ring::{Hashers, PepperId, PepperRing},
     store::{ApiKeyRepository, Store},
-    writer::{BatchWriter, Flusher},
 };
 
 /// The default store timeout.

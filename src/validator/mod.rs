@@ -7,9 +7,14 @@
 mod access;
 pub(crate) mod admission;
 mod builder;
+mod cache;
+mod day_count;
+mod flight;
 mod verify;
+mod writer;
 
 pub use self::builder::ValidatorBuilder;
+pub use self::cache::CachedEntries;
 
 use std::{
     collections::HashSet,
@@ -20,11 +25,14 @@ use std::{
 
 use uuid::Uuid;
 
-use self::admission::Limits;
-use crate::{
-    cache::{CachedEntries, CachedKey, Freshness, KeyCache},
-    feed::{Evict, Feed, FeedStatus},
+use self::{
+    admission::Limits,
+    cache::{CachedKey, Freshness, KeyCache},
     flight::{Flight, Flights},
+    writer::{BatchWriter, Flusher},
+};
+use crate::{
+    feed::{Evict, Feed, FeedStatus},
     hash::SecretHash,
     identity::AuthenticatedKey,
     key::Credential,
@@ -32,7 +40,6 @@ use crate::{
     ring::{Hashers, PepperRing},
     store::{ApiKeyRepository, Store, StoreError},
     telemetry::Telemetry,
-    writer::{BatchWriter, Flusher},
 };
 
 /// An authenticated key, with the cache entry it was checked against (which

@@ -6,8 +6,8 @@ use std::{
     time::Instant,
 };
 
-use super::{ApiKeyValidator, Hit, MAX_WARNED_KEYS};
-use crate::{cache::CachedKey, rejection::Rejection, store::KeyStatus, sync::lock};
+use super::{ApiKeyValidator, Hit, MAX_WARNED_KEYS, cache::CachedKey};
+use crate::{rejection::Rejection, store::KeyStatus, sync::lock};
 
 impl ApiKeyValidator {
     /// Verifies `secret_key` against `entry`: one HMAC (with the pepper that

@@ -15,14 +15,16 @@ use chrono::{DateTime, Utc};
 use quick_cache::sync::Cache;
 use uuid::Uuid;
 
-use crate::{
+use super::{
     day_count::{Counted, DayCount},
+    writer::LastRecorded,
+};
+use crate::{
     hash::SecretHash,
     identity::AuthenticatedKey,
     key::PublicKeyBytes,
     ring::Hashers,
     store::{ApiKeyRecord, KeyStatus, StoredHash},
-    writer::LastRecorded,
 };
 
 /// What the cache keeps for a known public key.
@@ -192,7 +194,7 @@ pub(crate) struct CacheConfig {
 }
 
 /// Both caches. Writes that race with invalidations are ordered by the
-/// caller (see [`crate::flight`]): this type only stores.
+/// caller (see [`super::flight`]): this type only stores.
 pub(crate) struct KeyCache {
     positive: Cache<PublicKeyBytes, Arc<CachedKey>>,
     /// Unknown public keys, each with the end of its negative TTL (`None`:

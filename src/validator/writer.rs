@@ -16,8 +16,8 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
+use super::day_count::{Added, Counted};
 use crate::{
-    day_count::{Added, Counted},
     store::{HashRewrite, LAST_USED_CHUNK, Store, StoreError, USAGE_CHUNK, UsageCount},
     sync::lock,
 };
@@ -34,7 +34,7 @@ const USAGE_SHARDS: usize = 16;
 type UsageShard = Mutex<UsageMap>;
 type UsageMap = HashMap<(Uuid, i32), u64, quick_cache::DefaultHashBuilder>;
 
-/// Cache entries whose [`DayCount`](crate::day_count::DayCount) counted since
+/// Cache entries whose [`DayCount`](super::day_count::DayCount) counted since
 /// the last flush, spread over shards as the maps are.
 type CountedShard = Mutex<Vec<Arc<dyn Counted>>>;
 
@@ -784,7 +784,7 @@ mod tests {
     /// A cache entry's count, for the writer tests.
     struct Entry {
         key_id: Uuid,
-        count: crate::day_count::DayCount,
+        count: super::super::day_count::DayCount,
     }
 
     impl Counted for Entry {
@@ -792,7 +792,7 @@ mod tests {
             self.key_id
         }
 
-        fn day_count(&self) -> &crate::day_count::DayCount {
+        fn day_count(&self) -> &super::super::day_count::DayCount {
             &self.count
         }
     }
