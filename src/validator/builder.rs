@@ -12,7 +12,7 @@ use super::{
     admission::Limits,
     cache::{CacheConfig, KeyCache},
     flight::Flights,
-    writer::{BatchWriter, Flusher},
+    writer::{BatchWriter, flusher::Flusher},
 };
 use crate::{
     feed::{ChangeSource, Evict, Feed},

@@ -29,7 +29,7 @@ use self::{
     admission::Limits,
     cache::{CachedKey, Freshness, KeyCache},
     flight::{Flight, Flights},
-    writer::{BatchWriter, Flusher},
+    writer::{BatchWriter, flusher::Flusher},
 };
 use crate::{
     feed::{Evict, Feed, FeedStatus},
