@@ -77,28 +77,6 @@ impl KeyStatus {
             Self::Expired => "expired",
         }
     }
-
-    /// The value as an untyped SQL string literal, inlined in statements: PostgreSQL
-    /// casts such a literal to the column's type, a text column and the reference
-    /// service's ENUM `api_key_status` alike, where a bound text parameter fails.
-    pub(crate) const fn sql_literal(self) -> &'static str {
-        match self {
-            Self::Active => "'active'",
-            Self::Revoked => "'revoked'",
-            Self::Expired => "'expired'",
-        }
-    }
-
-    /// Reads the `status` column: NULL is `active` (the reference service's
-    /// default), and a value other than `active`, `revoked` or `expired` is treated
-    /// as revoked, so that it fails closed.
-    pub(crate) fn from_column(value: Option<&str>) -> Self {
-        match value {
-            None | Some("active") => Self::Active,
-            Some("expired") => Self::Expired,
-            Some(_) => Self::Revoked,
-        }
-    }
 }
 
 /// The status a client sees: `active`, `revoked`, or `expired` for an active key
@@ -556,91 +534,6 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         None
     }
 }
-
-/// The policy columns of a row (`scopes`, `metadata`, the rate limit), read.
-pub(crate) struct StoredPolicy {
-    pub(crate) scopes: Option<Scopes>,
-    pub(crate) metadata: Option<Metadata>,
-    pub(crate) rate_limit: Option<RateLimit>,
-    /// Whether every stored value is one the crate would accept on input.
-    in_bounds: bool,
-}
-
-impl StoredPolicy {
-    /// Reads the columns. JSON `null` reads as SQL NULL. A value the crate
-    /// would refuse on input (scopes that are not a valid list, metadata that
-    /// is not a valid object, a rate limit out of bounds or half set) fails
-    /// closed: see [`status`](Self::status); a warning names the key (never
-    /// the value).
-    pub(crate) fn from_columns(
-        key_id: Uuid,
-        scopes: Option<String>,
-        metadata: Option<String>,
-        requests: Option<i32>,
-        period_seconds: Option<i32>,
-    ) -> Self {
-        let mut in_bounds = true;
-        let mut refuse = |what: &str| {
-            tracing::warn!(%key_id, "stored {what}; the key is refused until it is corrected");
-            in_bounds = false;
-        };
-        let scopes = json_column(scopes).and_then(|json| {
-            let scopes = Scopes::from_stored(&json);
-            if scopes.is_none() {
-                refuse("scopes are not a valid list of scopes");
-            }
-            scopes
-        });
-        let metadata = json_column(metadata).and_then(|json| {
-            let metadata = Metadata::from_stored(&json);
-            if metadata.is_none() {
-                refuse("metadata is not a valid metadata object");
-            }
-            metadata
-        });
-        let rate_limit = match (requests, period_seconds) {
-            (None, None) => None,
-            (Some(requests), Some(period)) => {
-                let limit = u32::try_from(requests)
-                    .ok()
-                    .zip(u32::try_from(period).ok())
-                    .and_then(|(requests, period)| RateLimit::new(requests, period).ok());
-                if limit.is_none() {
-                    refuse("rate limit is out of bounds");
-                }
-                limit
-            }
-            _ => {
-                refuse("rate limit has only one of its two columns set");
-                None
-            }
-        };
-        Self {
-            scopes,
-            metadata,
-            rate_limit,
-            in_bounds,
-        }
-    }
-
-    /// The key's status as validation must see it: `stored`, or
-    /// [`KeyStatus::Revoked`] when a policy value is out of bounds, so that
-    /// the key is refused (as an unknown stored status is) rather than let
-    /// through with less policy than its row names.
-    pub(crate) fn status(&self, stored: KeyStatus) -> KeyStatus {
-        if self.in_bounds {
-            stored
-        } else {
-            KeyStatus::Revoked
-        }
-    }
-}
-
-/// A JSON column's text; JSON `null` reads as SQL NULL.
-fn json_column(json: Option<String>) -> Option<String> {
-    json.filter(|json| json.trim() != "null")
-}
-
 /// Most `(key_id, used_at)` pairs written by one statement, and handed to
 /// [`ApiKeyRepository::record_last_used`] by one call of the usage writer.
 /// Two bound values per pair stay well below SQLite's 32,766 and MySQL's 65,535
@@ -660,24 +553,4 @@ pub(crate) fn keys_per_account(records: &[ApiKeyRecord]) -> std::collections::BT
         *adding.entry(record.account_id).or_default() += 1;
     }
     adding
-}
-
-/// Sums the counts of equal `(key_id, day)` pairs, in key and day order: one
-/// upsert may not name a row twice (PostgreSQL refuses it), and a fixed order
-/// keeps concurrent writers from locking rows in opposite orders.
-pub(crate) fn merge_usage(batch: &[UsageCount]) -> Vec<UsageCount> {
-    let mut merged: std::collections::BTreeMap<(Uuid, NaiveDate), u64> =
-        std::collections::BTreeMap::new();
-    for count in batch {
-        let slot = merged.entry((count.key_id, count.day)).or_default();
-        *slot = slot.saturating_add(count.requests);
-    }
-    merged
-        .into_iter()
-        .map(|((key_id, day), requests)| UsageCount {
-            key_id,
-            day,
-            requests,
-        })
-        .collect()
 }

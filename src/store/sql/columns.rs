@@ -12,15 +12,21 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 
+use uuid::Uuid;
+
 use crate::entity::Model;
-use crate::store::{ApiKeyRecord, KeyStatus, StoredPolicy};
+use crate::policy::{Metadata, Scopes};
+use crate::ratelimit::RateLimit;
+use crate::store::{ApiKeyRecord, KeyStatus};
 
 /// Decodes one `api_keys` row read by the lookup's `select_by_public_key!`,
 /// through sqlx (the row type of any of its drivers).
 macro_rules! record_from_row {
     ($row:expr) => {{
         use sea_orm::sqlx::Row;
-        use $crate::store::{ApiKeyRecord, KeyStatus, StoreError, StoredHash, StoredPolicy};
+        use $crate::store::{
+            ApiKeyRecord, KeyStatus, StoreError, StoredHash, sql::columns::StoredPolicy,
+        };
         let row = $row;
         (|| -> Result<ApiKeyRecord, sea_orm::sqlx::Error> {
             let key_id = row.try_get("key_id")?;
@@ -99,4 +105,113 @@ pub(super) fn json_value(backend: DatabaseBackend, json: Option<String>) -> Expr
 /// A rate-limit bound as the `integer` column holds it (the bounds fit).
 pub(super) fn limit_column(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// The `status` column.
+impl KeyStatus {
+    /// The value as an untyped SQL string literal, inlined in statements: PostgreSQL
+    /// casts such a literal to the column's type, a text column and the reference
+    /// service's ENUM `api_key_status` alike, where a bound text parameter fails.
+    pub(super) const fn sql_literal(self) -> &'static str {
+        match self {
+            Self::Active => "'active'",
+            Self::Revoked => "'revoked'",
+            Self::Expired => "'expired'",
+        }
+    }
+
+    /// Reads the `status` column: NULL is `active` (the reference service's
+    /// default), and a value other than `active`, `revoked` or `expired` is treated
+    /// as revoked, so that it fails closed.
+    pub(super) fn from_column(value: Option<&str>) -> Self {
+        match value {
+            None | Some("active") => Self::Active,
+            Some("expired") => Self::Expired,
+            Some(_) => Self::Revoked,
+        }
+    }
+}
+
+/// The policy columns of a row (`scopes`, `metadata`, the rate limit), read.
+pub(super) struct StoredPolicy {
+    pub(super) scopes: Option<Scopes>,
+    pub(super) metadata: Option<Metadata>,
+    pub(super) rate_limit: Option<RateLimit>,
+    /// Whether every stored value is one the crate would accept on input.
+    in_bounds: bool,
+}
+
+impl StoredPolicy {
+    /// Reads the columns. JSON `null` reads as SQL NULL. A value the crate
+    /// would refuse on input (scopes that are not a valid list, metadata that
+    /// is not a valid object, a rate limit out of bounds or half set) fails
+    /// closed: see [`status`](Self::status); a warning names the key (never
+    /// the value).
+    pub(super) fn from_columns(
+        key_id: Uuid,
+        scopes: Option<String>,
+        metadata: Option<String>,
+        requests: Option<i32>,
+        period_seconds: Option<i32>,
+    ) -> Self {
+        let mut in_bounds = true;
+        let mut refuse = |what: &str| {
+            tracing::warn!(%key_id, "stored {what}; the key is refused until it is corrected");
+            in_bounds = false;
+        };
+        let scopes = json_column(scopes).and_then(|json| {
+            let scopes = Scopes::from_stored(&json);
+            if scopes.is_none() {
+                refuse("scopes are not a valid list of scopes");
+            }
+            scopes
+        });
+        let metadata = json_column(metadata).and_then(|json| {
+            let metadata = Metadata::from_stored(&json);
+            if metadata.is_none() {
+                refuse("metadata is not a valid metadata object");
+            }
+            metadata
+        });
+        let rate_limit = match (requests, period_seconds) {
+            (None, None) => None,
+            (Some(requests), Some(period)) => {
+                let limit = u32::try_from(requests)
+                    .ok()
+                    .zip(u32::try_from(period).ok())
+                    .and_then(|(requests, period)| RateLimit::new(requests, period).ok());
+                if limit.is_none() {
+                    refuse("rate limit is out of bounds");
+                }
+                limit
+            }
+            _ => {
+                refuse("rate limit has only one of its two columns set");
+                None
+            }
+        };
+        Self {
+            scopes,
+            metadata,
+            rate_limit,
+            in_bounds,
+        }
+    }
+
+    /// The key's status as validation must see it: `stored`, or
+    /// [`KeyStatus::Revoked`] when a policy value is out of bounds, so that
+    /// the key is refused (as an unknown stored status is) rather than let
+    /// through with less policy than its row names.
+    pub(super) fn status(&self, stored: KeyStatus) -> KeyStatus {
+        if self.in_bounds {
+            stored
+        } else {
+            KeyStatus::Revoked
+        }
+    }
+}
+
+/// A JSON column's text; JSON `null` reads as SQL NULL.
+fn json_column(json: Option<String>) -> Option<String> {
+    json.filter(|json| json.trim() != "null")
 }

@@ -19,7 +19,7 @@ use super::{
     columns::{json_value, limit_column},
     database, is_unique_violation,
     statements::{
-        POSTGRES_LAST_USED, REWRITE_CHUNK, insert_statement, last_used_statement,
+        POSTGRES_LAST_USED, REWRITE_CHUNK, insert_statement, last_used_statement, merge_usage,
         rewrite_statement, still_valid, usage_statement,
     },
     transactions::{DEADLOCK_ATTEMPTS, is_deadlock, retry_pause},
@@ -29,7 +29,6 @@ use crate::policy::{Metadata, Scopes};
 use crate::store::{
     ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, LAST_USED_CHUNK,
     PepperCount, RotateOutcome, Rotation, StoreError, USAGE_CHUNK, UsageCount, connect::PoolMode,
-    merge_usage,
 };
 
 impl ApiKeyRepository for SeaOrmRepository {

@@ -7,7 +7,7 @@
 //! The statements built by hand: the insert of a key and the writer's
 //! batched updates and upserts.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
     ColumnTrait, DatabaseBackend, Statement, Value,
     sea_query::{Expr, ExprTrait, Query},
@@ -292,5 +292,25 @@ fn pair_values(chunk: &[(Uuid, DateTime<Utc>)]) -> Vec<Value> {
     chunk
         .iter()
         .flat_map(|(key_id, used_at)| [Value::from(*key_id), Value::from(*used_at)])
+        .collect()
+}
+
+/// Sums the counts of equal `(key_id, day)` pairs, in key and day order: one
+/// upsert may not name a row twice (PostgreSQL refuses it), and a fixed order
+/// keeps concurrent writers from locking rows in opposite orders.
+pub(super) fn merge_usage(batch: &[UsageCount]) -> Vec<UsageCount> {
+    let mut merged: std::collections::BTreeMap<(Uuid, NaiveDate), u64> =
+        std::collections::BTreeMap::new();
+    for count in batch {
+        let slot = merged.entry((count.key_id, count.day)).or_default();
+        *slot = slot.saturating_add(count.requests);
+    }
+    merged
+        .into_iter()
+        .map(|((key_id, day), requests)| UsageCount {
+            key_id,
+            day,
+            requests,
+        })
         .collect()
 }
