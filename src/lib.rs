@@ -32,10 +32,8 @@ mod auth;
 mod body;
 mod cache;
 mod day_count;
-pub mod entity;
 #[cfg(feature = "axum")]
 mod extract;
-pub mod feed;
 mod flight;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
@@ -46,7 +44,6 @@ mod identity;
 pub mod key;
 pub mod limits;
 mod manager;
-pub mod migration;
 mod pepper;
 pub mod policy;
 #[cfg(feature = "axum")]
@@ -86,6 +83,8 @@ pub use rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
 pub use ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
 pub use rules::{FieldError, NewApiKey};
 pub use scope::{RequireScopes, RequireScopesLayer, ScopeFuture};
+#[doc(inline)]
+pub use store::{entity, feed, migration};
 pub use validator::{ApiKeyValidator, ValidatorBuilder};
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -19,7 +19,16 @@ use crate::{
 
 mod conn;
 mod connect;
+// The schema and the change feed serve the SQL store and live beside it;
+// their public paths are the crate root's (`tower_api_keys::entity`,
+// `::feed`, `::migration`), where they are documented.
+#[doc(hidden)]
+pub mod entity;
+#[doc(hidden)]
+pub mod feed;
 mod memory;
+#[doc(hidden)]
+pub mod migration;
 mod redact;
 #[cfg(feature = "postgres")]
 pub(crate) mod replica;
