@@ -1,7 +1,13 @@
-//! The connection the SQL store's statements run on: SeaORM's own, or (for
-//! PostgreSQL behind a transaction-mode pooler) one that never prepares a
-//! statement under a name. Both implement SeaORM's [`ConnectionTrait`], so
+//! What the SQL store runs on.
+//!
+//! [`Conn`] is the connection its SeaORM statements run on: SeaORM's own, or
+//! (for PostgreSQL behind a transaction-mode pooler) one that never prepares
+//! a statement under a name. Both implement SeaORM's [`ConnectionTrait`], so
 //! each query is written once.
+//!
+//! [`Pool`] is the sqlx pool under the SeaORM connection, for the queries
+//! that go to sqlx directly: the lookup on the request path, the `last_used_at`
+//! update with array binds, and the change feed's listener and poller.
 
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
@@ -10,6 +16,43 @@ use sea_orm::{
 
 #[cfg(feature = "postgres")]
 use super::unprepared::{Unprepared, UnpreparedTransaction};
+
+/// The sqlx pool of one backend, under a SeaORM connection.
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sea_orm::sqlx::SqlitePool),
+    #[cfg(feature = "postgres")]
+    Postgres(sea_orm::sqlx::PgPool),
+    #[cfg(feature = "mysql")]
+    MySql(sea_orm::sqlx::MySqlPool),
+}
+
+impl Pool {
+    /// The pool under `db`; `None` for a mock or proxy connection, or a
+    /// backend whose driver feature is off (those go through SeaORM).
+    pub(crate) fn of(db: &DatabaseConnection) -> Option<Self> {
+        #[allow(unused_imports)]
+        use sea_orm::DatabaseConnectionType as Type;
+        // Each getter is called only for its own variant, so none can panic.
+        match &db.inner {
+            #[cfg(feature = "sqlite")]
+            Type::SqlxSqlitePoolConnection(_) => {
+                Some(Self::Sqlite(db.get_sqlite_connection_pool().clone()))
+            }
+            #[cfg(feature = "postgres")]
+            Type::SqlxPostgresPoolConnection(_) => {
+                Some(Self::Postgres(db.get_postgres_connection_pool().clone()))
+            }
+            #[cfg(feature = "mysql")]
+            Type::SqlxMySqlPoolConnection(_) => {
+                Some(Self::MySql(db.get_mysql_connection_pool().clone()))
+            }
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+}
 
 /// A connection (pool) of the store.
 pub(crate) enum Conn<'a> {

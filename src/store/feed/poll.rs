@@ -21,6 +21,7 @@ use super::{
     Backoff, GAP_WINDOW, QUERY_DEADLINE, RETENTION, Worker,
     cursor::{Cursor, Observed, Settle},
 };
+use crate::store::conn::Pool;
 
 type SqlxError = sea_orm::sqlx::Error;
 
@@ -38,18 +39,6 @@ const PRUNE_ROUNDS: usize = 10;
 /// An outage this long may have outlived rows the poller needed (they are
 /// pruned [`RETENTION`] after every poller had them): it starts over.
 const LONG_OUTAGE: Duration = RETENTION.saturating_sub(Duration::from_secs(300));
-
-/// Where a poller reads the change log.
-pub(super) enum Source {
-    /// PostgreSQL through a transaction-mode pooler: statements are never
-    /// prepared under a name.
-    #[cfg(feature = "postgres")]
-    Postgres(sea_orm::sqlx::PgPool),
-    #[cfg(feature = "mysql")]
-    MySql(sea_orm::sqlx::MySqlPool),
-    #[cfg(feature = "sqlite")]
-    Sqlite(sea_orm::sqlx::SqlitePool),
-}
 
 /// A poller's connection.
 enum Conn {
@@ -128,7 +117,9 @@ fn inline(sql: &str, binds: &[i64]) -> String {
     out
 }
 
-impl Source {
+/// Where a poller reads the change log (PostgreSQL through a transaction-mode
+/// pooler too: its statements are never prepared under a name).
+impl Pool {
     async fn connect(&self) -> Result<Conn, SqlxError> {
         #[cfg(any(feature = "postgres", feature = "mysql"))]
         use sea_orm::sqlx::Connection;
@@ -291,7 +282,7 @@ async fn start(conn: &mut Conn, settle: Settle) -> Result<Cursor, SqlxError> {
 
 /// The poller's own state across connections.
 struct Poller {
-    source: Source,
+    source: Pool,
     /// `None` until a first start succeeded.
     cursor: Option<Cursor>,
     /// Whether the database lists its open transactions to this poller; a
@@ -309,7 +300,7 @@ struct Poller {
     down_since: Option<Instant>,
 }
 
-pub(super) async fn run(mut worker: Worker, source: Source, interval: Duration) {
+pub(super) async fn run(mut worker: Worker, source: Pool, interval: Duration) {
     let mut poller = Poller {
         source,
         cursor: None,

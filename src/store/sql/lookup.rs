@@ -8,9 +8,11 @@
 
 use sea_orm::{ColumnTrait, QueryFilter};
 
-use super::{Pool, SeaOrmRepository, columns::record_from_row, database};
+use super::{SeaOrmRepository, columns::record_from_row, database};
 use crate::entity::{self, Column};
-use crate::store::{ApiKeyRecord, StoreError, connect::PoolMode};
+#[cfg(feature = "postgres")]
+use crate::store::connect::PoolMode;
+use crate::store::{ApiKeyRecord, StoreError, conn::Pool};
 
 /// The lookup by public key, straight through sqlx: SeaORM's query building and
 /// row mapping cost as much as the query itself on a local database
@@ -96,16 +98,19 @@ impl SeaOrmRepository {
         }
         match &self.pool {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => {
+            Some(Pool::Sqlite(pool)) => {
                 return fetch_by_public_key!(pool, "status", "text", "?", public_key);
             }
             #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => return postgres_lookup(pool, self.mode, public_key).await,
+            Some(Pool::Postgres(pool)) => {
+                return postgres_lookup(pool, self.mode, public_key).await;
+            }
             #[cfg(feature = "mysql")]
-            Pool::MySql(pool) => {
+            Some(Pool::MySql(pool)) => {
                 return fetch_by_public_key!(pool, "status", "char", "?", public_key);
             }
-            Pool::Other => {}
+            // A mock or proxy connection: through SeaORM.
+            _ => {}
         }
         entity::find(self.backend())
             .filter(Column::PublicKey.eq(public_key))

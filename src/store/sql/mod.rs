@@ -17,7 +17,7 @@ use sea_orm::{
 
 use super::{
     StoreError,
-    conn::Conn,
+    conn::{Conn, Pool},
     connect::{PoolMode, RepositoryBuilder, connect_options},
 };
 
@@ -37,7 +37,8 @@ mod transactions;
 #[derive(Clone)]
 pub struct SeaOrmRepository {
     db: DatabaseConnection,
-    pool: Pool,
+    /// The sqlx pool under `db`, if it has one.
+    pool: Option<Pool>,
     mode: PoolMode,
     /// PostgreSQL in transaction mode: the pool, without named statements.
     #[cfg(feature = "postgres")]
@@ -65,40 +66,6 @@ impl std::fmt::Debug for SeaOrmRepository {
     }
 }
 
-/// The sqlx pool under the connection, for the one query on the request path.
-#[derive(Debug, Clone)]
-enum Pool {
-    #[cfg(feature = "sqlite")]
-    Sqlite(sea_orm::sqlx::SqlitePool),
-    #[cfg(feature = "postgres")]
-    Postgres(sea_orm::sqlx::PgPool),
-    #[cfg(feature = "mysql")]
-    MySql(sea_orm::sqlx::MySqlPool),
-    /// Mock, proxy or other connections: through SeaORM.
-    Other,
-}
-
-impl Pool {
-    fn of(db: &DatabaseConnection) -> Self {
-        use sea_orm::DatabaseConnectionType as Type;
-        // Each getter is called only for its own variant, so none can panic.
-        match &db.inner {
-            #[cfg(feature = "sqlite")]
-            Type::SqlxSqlitePoolConnection(_) => {
-                Self::Sqlite(db.get_sqlite_connection_pool().clone())
-            }
-            #[cfg(feature = "postgres")]
-            Type::SqlxPostgresPoolConnection(_) => {
-                Self::Postgres(db.get_postgres_connection_pool().clone())
-            }
-            #[cfg(feature = "mysql")]
-            Type::SqlxMySqlPoolConnection(_) => Self::MySql(db.get_mysql_connection_pool().clone()),
-            #[allow(unreachable_patterns)]
-            _ => Self::Other,
-        }
-    }
-}
-
 impl SeaOrmRepository {
     /// Wraps an existing connection (pool). Does not run migrations.
     pub fn new(db: DatabaseConnection) -> Self {
@@ -111,7 +78,7 @@ impl SeaOrmRepository {
         Self {
             #[cfg(feature = "postgres")]
             unprepared: match (&pool, mode) {
-                (Pool::Postgres(pool), PoolMode::Transaction) => {
+                (Some(Pool::Postgres(pool)), PoolMode::Transaction) => {
                     Some(super::unprepared::Unprepared(pool.clone()))
                 }
                 _ => None,
@@ -193,7 +160,7 @@ impl SeaOrmRepository {
     /// Where the change feed comes from (see [`crate::feed`]).
     fn feed_source(&self) -> Option<crate::feed::ChangeSource> {
         #[cfg(feature = "postgres")]
-        if let Pool::Postgres(pool) = &self.pool {
+        if let Some(Pool::Postgres(pool)) = &self.pool {
             let fence = self.replica.as_ref().map(|replica| replica.fence.clone());
             return Some(crate::feed::ChangeSource::postgres(
                 pool.clone(),

@@ -14,13 +14,15 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+#[cfg(feature = "postgres")]
+use super::statements::POSTGRES_LAST_USED;
 use super::{
-    Pool, SeaOrmRepository,
+    SeaOrmRepository,
     columns::{json_value, limit_column},
     database, is_unique_violation,
     statements::{
-        POSTGRES_LAST_USED, REWRITE_CHUNK, insert_statement, last_used_statement, merge_usage,
-        rewrite_statement, still_valid, usage_statement,
+        REWRITE_CHUNK, insert_statement, last_used_statement, merge_usage, rewrite_statement,
+        still_valid, usage_statement,
     },
     transactions::{DEADLOCK_ATTEMPTS, is_deadlock, retry_pause},
 };
@@ -28,8 +30,10 @@ use crate::entity::{self, Column, Entity};
 use crate::policy::{Metadata, Scopes};
 use crate::store::{
     ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, LAST_USED_CHUNK,
-    PepperCount, RotateOutcome, Rotation, StoreError, USAGE_CHUNK, UsageCount, connect::PoolMode,
+    PepperCount, RotateOutcome, Rotation, StoreError, USAGE_CHUNK, UsageCount,
 };
+#[cfg(feature = "postgres")]
+use crate::store::{conn::Pool, connect::PoolMode};
 
 impl ApiKeyRepository for SeaOrmRepository {
     async fn find_by_public_key(
@@ -329,7 +333,7 @@ impl ApiKeyRepository for SeaOrmRepository {
             // Array binds need a prepared statement: not through a
             // transaction-mode pooler, where the text form below runs inline.
             #[cfg(feature = "postgres")]
-            if let (Pool::Postgres(pool), PoolMode::Session) = (&self.pool, self.mode) {
+            if let (Some(Pool::Postgres(pool)), PoolMode::Session) = (&self.pool, self.mode) {
                 let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = chunk.iter().copied().unzip();
                 sea_orm::sqlx::query(POSTGRES_LAST_USED)
                     .bind(ids)
