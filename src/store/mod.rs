@@ -11,14 +11,13 @@ use std::future::Future;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
+use self::feed::ChangeSource;
 use crate::{
-    feed::ChangeSource,
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
 };
 
 mod conn;
-mod connect;
 // The schema and the change feed serve the SQL store and live beside it;
 // their public paths are the crate root's (`tower_api_keys::entity`,
 // `::feed`, `::migration`), where they are documented.
@@ -38,17 +37,15 @@ mod timed;
 #[cfg(feature = "postgres")]
 mod unprepared;
 
-pub use self::connect::{
-    ConnectError, PoolMode, RepositoryBuilder, UnknownPoolMode, connect_options,
-};
+pub use self::conn::{PoolMode, UnknownPoolMode};
+pub use self::entity::StoredHash;
 pub use self::memory::MemoryRepository;
 #[cfg(feature = "redis")]
 pub(crate) use self::redact::url_list;
 pub use self::redact::{redact_secrets, redact_url, url_has_secret};
 pub use self::rotation::{OldKeyLimit, RotateOutcome, Rotation, Successor};
-pub use self::sql::SeaOrmRepository;
+pub use self::sql::{ConnectError, RepositoryBuilder, SeaOrmRepository, connect_options};
 pub(crate) use self::timed::Store;
-pub use crate::entity::StoredHash;
 
 /// A timestamp as the crate stores it: microsecond precision (what every backend
 /// keeps), moved off a whole second by one microsecond if it lands on one, so that

@@ -14,9 +14,9 @@ use sea_orm::{
 
 use uuid::Uuid;
 
-use crate::entity::Model;
 use crate::policy::{Metadata, Scopes};
 use crate::ratelimit::RateLimit;
+use crate::store::entity::Model;
 use crate::store::{ApiKeyRecord, KeyStatus};
 
 /// Decodes one `api_keys` row read by the lookup's `select_by_public_key!`,

@@ -9,9 +9,9 @@
 use sea_orm::{ColumnTrait, QueryFilter};
 
 use super::{SeaOrmRepository, columns::record_from_row, database};
-use crate::entity::{self, Column};
 #[cfg(feature = "postgres")]
-use crate::store::connect::PoolMode;
+use crate::store::conn::PoolMode;
+use crate::store::entity::{self, Column};
 use crate::store::{ApiKeyRecord, StoreError, conn::Pool};
 
 /// The lookup by public key, straight through sqlx: SeaORM's query building and

@@ -5,8 +5,8 @@
 )]
 
 //! The SeaORM implementation of the key store, by concern: the repository
-//! and how it is built (here), the direct lookup on the request path
-//! (`lookup`), the columns read and written (`columns`), the statements built
+//! (here), how it connects and what it connects to (`connect`), the direct
+//! lookup on the request path (`lookup`), the columns read and written (`columns`), the statements built
 //! by hand (`statements`), the multi-statement transactions (`transactions`)
 //! and the [`ApiKeyRepository`](super::ApiKeyRepository) methods
 //! (`repository`).
@@ -17,15 +17,17 @@ use sea_orm::{
 
 use super::{
     StoreError,
-    conn::{Conn, Pool},
-    connect::{PoolMode, RepositoryBuilder, connect_options},
+    conn::{Conn, Pool, PoolMode},
 };
 
 mod columns;
+mod connect;
 mod lookup;
 mod repository;
 mod statements;
 mod transactions;
+
+pub use self::connect::{ConnectError, RepositoryBuilder, connect_options};
 
 /// The SeaORM implementation of [`ApiKeyRepository`](super::ApiKeyRepository) over the
 /// `api_keys` table.
@@ -158,18 +160,18 @@ impl SeaOrmRepository {
     }
 
     /// Where the change feed comes from (see [`crate::feed`]).
-    fn feed_source(&self) -> Option<crate::feed::ChangeSource> {
+    fn feed_source(&self) -> Option<crate::store::feed::ChangeSource> {
         #[cfg(feature = "postgres")]
         if let Some(Pool::Postgres(pool)) = &self.pool {
             let fence = self.replica.as_ref().map(|replica| replica.fence.clone());
-            return Some(crate::feed::ChangeSource::postgres(
+            return Some(crate::store::feed::ChangeSource::postgres(
                 pool.clone(),
                 self.mode,
                 self.feed_options.clone(),
                 fence,
             ));
         }
-        crate::feed::ChangeSource::of(&self.db)
+        crate::store::feed::ChangeSource::of(&self.db)
     }
 
     /// The underlying connection.

@@ -26,14 +26,14 @@ use super::{
     },
     transactions::{DEADLOCK_ATTEMPTS, is_deadlock, retry_pause},
 };
-use crate::entity::{self, Column, Entity};
 use crate::policy::{Metadata, Scopes};
+#[cfg(feature = "postgres")]
+use crate::store::conn::{Pool, PoolMode};
+use crate::store::entity::{self, Column, Entity};
 use crate::store::{
     ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, LAST_USED_CHUNK,
     PepperCount, RotateOutcome, Rotation, StoreError, USAGE_CHUNK, UsageCount,
 };
-#[cfg(feature = "postgres")]
-use crate::store::{conn::Pool, connect::PoolMode};
 
 impl ApiKeyRepository for SeaOrmRepository {
     async fn find_by_public_key(
@@ -319,7 +319,7 @@ impl ApiKeyRepository for SeaOrmRepository {
             .map_err(database)
     }
 
-    fn change_source(&self) -> Option<crate::feed::ChangeSource> {
+    fn change_source(&self) -> Option<crate::store::feed::ChangeSource> {
         self.feed_source()
     }
 

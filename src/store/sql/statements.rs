@@ -15,8 +15,8 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::columns::{json_value, limit_column};
-use crate::entity::{Column, Entity};
 use crate::policy::{Metadata, Scopes};
+use crate::store::entity::{Column, Entity};
 use crate::store::{ApiKeyRecord, HashRewrite, StoreError, UsageCount};
 
 /// The `INSERT` of one key. Built by hand rather than from an `ActiveModel`:

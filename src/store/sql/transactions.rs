@@ -14,7 +14,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{SeaOrmRepository, database, is_unique_violation, statements::insert_statement};
-use crate::entity::{self, Column, Entity};
+use crate::store::entity::{self, Column, Entity};
 use crate::store::{ApiKeyRecord, KeyStatus, OldKeyLimit, RotateOutcome, Rotation, StoreError};
 
 impl SeaOrmRepository {
