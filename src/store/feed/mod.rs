@@ -62,6 +62,8 @@ use crate::store::conn::Pool;
 use crate::sync::lock;
 
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+mod changelog;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod cursor;
 #[cfg(feature = "postgres")]
 mod listen;
