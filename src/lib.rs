@@ -30,10 +30,8 @@
 
 mod auth;
 mod body;
-pub mod entity;
 #[cfg(feature = "axum")]
 mod extract;
-pub mod feed;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod grpc;
@@ -43,7 +41,6 @@ mod identity;
 pub mod key;
 pub mod limits;
 mod manager;
-pub mod migration;
 mod pepper;
 pub mod policy;
 #[cfg(feature = "axum")]
@@ -81,6 +78,8 @@ pub use rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
 pub use ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
 pub use rules::{FieldError, NewApiKey};
 pub use scope::{RequireScopes, RequireScopesLayer, ScopeFuture};
+#[doc(inline)]
+pub use store::{entity, feed, migration};
 pub use validator::{ApiKeyValidator, CachedEntries, ValidatorBuilder};
 
 /// The README's Rust examples, compiled and run as doctests.

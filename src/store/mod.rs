@@ -11,33 +11,41 @@ use std::future::Future;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
+use self::feed::ChangeSource;
 use crate::{
-    feed::ChangeSource,
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
 };
 
 mod conn;
-mod connect;
+// The schema and the change feed serve the SQL store and live beside it;
+// their public paths are the crate root's (`tower_api_keys::entity`,
+// `::feed`, `::migration`), where they are documented.
+#[doc(hidden)]
+pub mod entity;
+#[doc(hidden)]
+pub mod feed;
 mod memory;
+#[doc(hidden)]
+pub mod migration;
 mod redact;
 #[cfg(feature = "postgres")]
 pub(crate) mod replica;
+mod rotation;
 mod sql;
 mod timed;
 #[cfg(feature = "postgres")]
 mod unprepared;
 
-pub use self::connect::{
-    ConnectError, PoolMode, RepositoryBuilder, UnknownPoolMode, connect_options,
-};
+pub use self::conn::{PoolMode, UnknownPoolMode};
+pub use self::entity::StoredHash;
 pub use self::memory::MemoryRepository;
 #[cfg(feature = "redis")]
 pub(crate) use self::redact::url_list;
 pub use self::redact::{redact_secrets, redact_url, url_has_secret};
-pub use self::sql::SeaOrmRepository;
+pub use self::rotation::{OldKeyLimit, RotateOutcome, Rotation, Successor};
+pub use self::sql::{ConnectError, RepositoryBuilder, SeaOrmRepository, connect_options};
 pub(crate) use self::timed::Store;
-pub use crate::entity::StoredHash;
 
 /// A timestamp as the crate stores it: microsecond precision (what every backend
 /// keeps), moved off a whole second by one microsecond if it lands on one, so that
@@ -75,28 +83,6 @@ impl KeyStatus {
             Self::Active => "active",
             Self::Revoked => "revoked",
             Self::Expired => "expired",
-        }
-    }
-
-    /// The value as an untyped SQL string literal, inlined in statements: PostgreSQL
-    /// casts such a literal to the column's type, a text column and the reference
-    /// service's ENUM `api_key_status` alike, where a bound text parameter fails.
-    pub(crate) const fn sql_literal(self) -> &'static str {
-        match self {
-            Self::Active => "'active'",
-            Self::Revoked => "'revoked'",
-            Self::Expired => "'expired'",
-        }
-    }
-
-    /// Reads the `status` column: NULL is `active` (the reference service's
-    /// default), and a value other than `active`, `revoked` or `expired` is treated
-    /// as revoked, so that it fails closed.
-    pub(crate) fn from_column(value: Option<&str>) -> Self {
-        match value {
-            None | Some("active") => Self::Active,
-            Some("expired") => Self::Expired,
-            Some(_) => Self::Revoked,
         }
     }
 }
@@ -197,134 +183,6 @@ impl KeyChanges {
             record.rate_limit = rate_limit;
         }
     }
-}
-
-/// One rotation for [`ApiKeyRepository::rotate`]: limit the old key and insert
-/// its successor, atomically.
-///
-/// The successor's policy (title, description, scopes, metadata, rate limit)
-/// and lifetime are not given here: the store copies them from the old key as
-/// it reads it *inside* the rotation's transaction, after locking its row
-/// ([`Rotation::plan`]), so that a change committed just before the rotation
-/// is never lost to an earlier read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rotation {
-    /// The account that owns the old key.
-    pub account_id: Uuid,
-    /// The key being replaced.
-    pub old_key_id: Uuid,
-    /// How long the old key keeps working: zero revokes it at once; otherwise
-    /// it expires at the end of the grace period (never later than it would
-    /// have).
-    pub grace_period: std::time::Duration,
-    /// The successor's own values.
-    pub successor: Successor,
-    /// When set, the old key (and so its successor) may hold only these
-    /// scopes, and may not be unrestricted: else
-    /// [`RotateOutcome::ScopesNotHeld`] (see
-    /// [`KeyManager::with_scope_ceiling`](crate::KeyManager::with_scope_ceiling)).
-    pub scope_ceiling: Option<Scopes>,
-}
-
-/// What is new about a rotation's successor; everything else is the old key's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Successor {
-    /// Its key id.
-    pub key_id: Uuid,
-    /// Its public key, `pk_…`.
-    pub public_key: String,
-    /// Its secret's hash.
-    pub secret_key_hash: StoredHash,
-    /// The id of the pepper that made the hash.
-    pub pepper_id: Option<String>,
-    /// Its creation time: the moment of the rotation, from which the old key's
-    /// lifetime and the grace period are counted.
-    pub created_at: DateTime<Utc>,
-}
-
-impl Rotation {
-    /// What the store writes, given the old key `old` as read inside the
-    /// rotation's transaction with its row locked: how the old key is limited
-    /// and the successor to insert (the old key's title, description, scopes,
-    /// metadata and rate limit, and its lifetime, `expires_at − created_at`,
-    /// counted from the rotation; for a row without `created_at`, what is
-    /// left of it). [`RotateOutcome::NotActive`] for a revoked or expired key,
-    /// then [`RotateOutcome::ScopesNotHeld`] for a key outside the scope
-    /// ceiling. The caller still refuses a second successor
-    /// ([`RotateOutcome::AlreadyRotated`]).
-    pub fn plan(&self, old: &ApiKeyRecord) -> Result<(OldKeyLimit, ApiKeyRecord), RotateOutcome> {
-        let now = self.successor.created_at;
-        if old.effective_status(now) != EffectiveStatus::Active {
-            return Err(RotateOutcome::NotActive);
-        }
-        if let Some(ceiling) = &self.scope_ceiling
-            && !ceiling.covers(old.scopes.as_ref())
-        {
-            return Err(RotateOutcome::ScopesNotHeld);
-        }
-        let limit = if self.grace_period.is_zero() {
-            OldKeyLimit::Revoke
-        } else {
-            let end = chrono::TimeDelta::from_std(self.grace_period)
-                .ok()
-                .and_then(|grace| now.checked_add_signed(grace))
-                .unwrap_or(DateTime::<Utc>::MAX_UTC);
-            OldKeyLimit::ExpireAt(storage_time(old.expires_at.map_or(end, |at| at.min(end))))
-        };
-        let expires_at = old
-            .expires_at
-            .map(|at| storage_time(now + (at - old.created_at.unwrap_or(now))));
-        let successor = ApiKeyRecord {
-            key_id: self.successor.key_id,
-            public_key: self.successor.public_key.clone(),
-            secret_key_hash: self.successor.secret_key_hash.clone(),
-            account_id: self.account_id,
-            title: old.title.clone(),
-            description: old.description.clone(),
-            status: KeyStatus::Active,
-            expires_at,
-            last_used_at: None,
-            created_at: Some(now),
-            pepper_id: self.successor.pepper_id.clone(),
-            scopes: old.scopes.clone(),
-            metadata: old.metadata.clone(),
-            rotated_from: Some(old.key_id),
-            rate_limit: old.rate_limit,
-        };
-        Ok((limit, successor))
-    }
-}
-
-/// What a rotation does to the key it replaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OldKeyLimit {
-    /// Revoked at once (a grace period of 0).
-    Revoke,
-    /// Expires at this time (the earlier of its own expiry and the end of the
-    /// grace period).
-    ExpireAt(DateTime<Utc>),
-}
-
-/// What [`ApiKeyRepository::rotate`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RotateOutcome {
-    /// Both written.
-    Rotated {
-        /// The old key as it is now (revoked, or expiring at the end of the
-        /// grace period).
-        old: Box<ApiKeyRecord>,
-        /// The successor as inserted.
-        successor: Box<ApiKeyRecord>,
-    },
-    /// No such key in the account; nothing written.
-    NotFound,
-    /// The old key is revoked or expired; nothing written.
-    NotActive,
-    /// The old key already has a successor; nothing written.
-    AlreadyRotated,
-    /// The old key holds a scope outside the rotation's scope ceiling, or is
-    /// unrestricted while there is one; nothing written.
-    ScopesNotHeld,
 }
 
 /// One re-hash for [`ApiKeyRepository::rewrite_hashes`]: the key's hash made
@@ -556,91 +414,6 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         None
     }
 }
-
-/// The policy columns of a row (`scopes`, `metadata`, the rate limit), read.
-pub(crate) struct StoredPolicy {
-    pub(crate) scopes: Option<Scopes>,
-    pub(crate) metadata: Option<Metadata>,
-    pub(crate) rate_limit: Option<RateLimit>,
-    /// Whether every stored value is one the crate would accept on input.
-    in_bounds: bool,
-}
-
-impl StoredPolicy {
-    /// Reads the columns. JSON `null` reads as SQL NULL. A value the crate
-    /// would refuse on input (scopes that are not a valid list, metadata that
-    /// is not a valid object, a rate limit out of bounds or half set) fails
-    /// closed: see [`status`](Self::status); a warning names the key (never
-    /// the value).
-    pub(crate) fn from_columns(
-        key_id: Uuid,
-        scopes: Option<String>,
-        metadata: Option<String>,
-        requests: Option<i32>,
-        period_seconds: Option<i32>,
-    ) -> Self {
-        let mut in_bounds = true;
-        let mut refuse = |what: &str| {
-            tracing::warn!(%key_id, "stored {what}; the key is refused until it is corrected");
-            in_bounds = false;
-        };
-        let scopes = json_column(scopes).and_then(|json| {
-            let scopes = Scopes::from_stored(&json);
-            if scopes.is_none() {
-                refuse("scopes are not a valid list of scopes");
-            }
-            scopes
-        });
-        let metadata = json_column(metadata).and_then(|json| {
-            let metadata = Metadata::from_stored(&json);
-            if metadata.is_none() {
-                refuse("metadata is not a valid metadata object");
-            }
-            metadata
-        });
-        let rate_limit = match (requests, period_seconds) {
-            (None, None) => None,
-            (Some(requests), Some(period)) => {
-                let limit = u32::try_from(requests)
-                    .ok()
-                    .zip(u32::try_from(period).ok())
-                    .and_then(|(requests, period)| RateLimit::new(requests, period).ok());
-                if limit.is_none() {
-                    refuse("rate limit is out of bounds");
-                }
-                limit
-            }
-            _ => {
-                refuse("rate limit has only one of its two columns set");
-                None
-            }
-        };
-        Self {
-            scopes,
-            metadata,
-            rate_limit,
-            in_bounds,
-        }
-    }
-
-    /// The key's status as validation must see it: `stored`, or
-    /// [`KeyStatus::Revoked`] when a policy value is out of bounds, so that
-    /// the key is refused (as an unknown stored status is) rather than let
-    /// through with less policy than its row names.
-    pub(crate) fn status(&self, stored: KeyStatus) -> KeyStatus {
-        if self.in_bounds {
-            stored
-        } else {
-            KeyStatus::Revoked
-        }
-    }
-}
-
-/// A JSON column's text; JSON `null` reads as SQL NULL.
-fn json_column(json: Option<String>) -> Option<String> {
-    json.filter(|json| json.trim() != "null")
-}
-
 /// Most `(key_id, used_at)` pairs written by one statement, and handed to
 /// [`ApiKeyRepository::record_last_used`] by one call of the usage writer.
 /// Two bound values per pair stay well below SQLite's 32,766 and MySQL's 65,535
@@ -660,24 +433,4 @@ pub(crate) fn keys_per_account(records: &[ApiKeyRecord]) -> std::collections::BT
         *adding.entry(record.account_id).or_default() += 1;
     }
     adding
-}
-
-/// Sums the counts of equal `(key_id, day)` pairs, in key and day order: one
-/// upsert may not name a row twice (PostgreSQL refuses it), and a fixed order
-/// keeps concurrent writers from locking rows in opposite orders.
-pub(crate) fn merge_usage(batch: &[UsageCount]) -> Vec<UsageCount> {
-    let mut merged: std::collections::BTreeMap<(Uuid, NaiveDate), u64> =
-        std::collections::BTreeMap::new();
-    for count in batch {
-        let slot = merged.entry((count.key_id, count.day)).or_default();
-        *slot = slot.saturating_add(count.requests);
-    }
-    merged
-        .into_iter()
-        .map(|((key_id, day), requests)| UsageCount {
-            key_id,
-            day,
-            requests,
-        })
-        .collect()
 }

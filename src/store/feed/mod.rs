@@ -58,8 +58,11 @@ use std::{
 
 use tokio::{sync::watch, task::JoinHandle};
 
+use crate::store::conn::Pool;
 use crate::sync::lock;
 
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+mod changelog;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod cursor;
 #[cfg(feature = "postgres")]
@@ -102,29 +105,19 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// [`ApiKeyRepository::change_source`](crate::store::ApiKeyRepository::change_source);
 /// a repository without one (such as
 /// [`MemoryRepository`](crate::store::MemoryRepository)) has no feed.
+///
+/// A PostgreSQL feed listens when it has a URL to listen on (a direct or
+/// session-mode one), and otherwise polls the change log through the pool;
+/// the other backends poll.
 #[derive(Clone)]
-pub struct ChangeSource(pub(crate) Source);
-
-#[derive(Clone)]
-pub(crate) enum Source {
-    #[cfg(feature = "postgres")]
-    Postgres(Box<PgSource>),
-    #[cfg(feature = "mysql")]
-    MySql(sea_orm::sqlx::MySqlPool),
-    #[cfg(feature = "sqlite")]
-    Sqlite(sea_orm::sqlx::SqlitePool),
-}
-
-/// A PostgreSQL feed: it listens when it has a URL to listen on (a direct or
-/// session-mode one), and otherwise polls the change log through the pool.
-#[cfg(feature = "postgres")]
-#[derive(Clone)]
-pub(crate) struct PgSource {
+pub struct ChangeSource {
     /// The query pool: the poller reads through it.
-    pool: sea_orm::sqlx::PgPool,
-    /// Where to listen, if anywhere.
+    pool: Pool,
+    /// Where a PostgreSQL feed listens, if anywhere.
+    #[cfg(feature = "postgres")]
     listen: Option<sea_orm::sqlx::postgres::PgConnectOptions>,
     /// The read replica's fence, told of every change.
+    #[cfg(feature = "postgres")]
     fence: Option<Arc<crate::store::replica::Fence>>,
 }
 
@@ -138,27 +131,22 @@ impl ChangeSource {
     /// The feed for a SeaORM connection to a database the crate's migrations
     /// ran on; `None` for a backend whose driver feature is off, or a mock.
     pub fn of(db: &sea_orm::DatabaseConnection) -> Option<Self> {
-        #[allow(unused_imports)]
-        use sea_orm::DatabaseConnectionType as Type;
-        // Each getter is called only for its own variant, so none can panic.
-        match &db.inner {
+        match Pool::of(db)? {
             #[cfg(feature = "postgres")]
-            Type::SqlxPostgresPoolConnection(_) => Some(Self::postgres(
-                db.get_postgres_connection_pool().clone(),
+            Pool::Postgres(pool) => Some(Self::postgres(
+                pool,
                 crate::store::PoolMode::Session,
                 None,
                 None,
             )),
-            #[cfg(feature = "mysql")]
-            Type::SqlxMySqlPoolConnection(_) => {
-                Some(Self(Source::MySql(db.get_mysql_connection_pool().clone())))
-            }
-            #[cfg(feature = "sqlite")]
-            Type::SqlxSqlitePoolConnection(_) => Some(Self(Source::Sqlite(
-                db.get_sqlite_connection_pool().clone(),
-            ))),
             #[allow(unreachable_patterns)]
-            _ => None,
+            pool => Some(Self {
+                pool,
+                #[cfg(feature = "postgres")]
+                listen: None,
+                #[cfg(feature = "postgres")]
+                fence: None,
+            }),
         }
     }
 
@@ -175,28 +163,20 @@ impl ChangeSource {
         let listen = listen.or_else(|| {
             (mode == crate::store::PoolMode::Session).then(|| (*pool.connect_options()).clone())
         });
-        Self(Source::Postgres(Box::new(PgSource {
-            pool,
+        Self {
+            pool: Pool::Postgres(pool),
             listen,
             fence,
-        })))
+        }
     }
 
     /// How this source delivers changes.
     pub fn mode(&self) -> FeedMode {
-        match &self.0 {
-            #[cfg(feature = "postgres")]
-            Source::Postgres(source) if source.listen.is_some() => FeedMode::Listen,
-            #[cfg(feature = "postgres")]
-            Source::Postgres(_) => FeedMode::Poll,
-            #[cfg(feature = "mysql")]
-            Source::MySql(_) => FeedMode::Poll,
-            #[cfg(feature = "sqlite")]
-            Source::Sqlite(_) => FeedMode::Poll,
-            // No driver compiled in: no source exists.
-            #[allow(unreachable_patterns)]
-            _ => FeedMode::Poll,
+        #[cfg(feature = "postgres")]
+        if self.listen.is_some() {
+            return FeedMode::Listen;
         }
+        FeedMode::Poll
     }
 }
 
@@ -318,33 +298,19 @@ impl Feed {
                     state,
                     stopped,
                     #[cfg(feature = "postgres")]
-                    fence: match &source.0 {
-                        Source::Postgres(source) => source.fence.clone(),
-                        #[allow(unreachable_patterns)]
-                        _ => None,
-                    },
+                    fence: source.fence,
                 };
+                #[cfg(feature = "postgres")]
+                if let Some(options) = source.listen {
+                    return listen::run(worker, options).await;
+                }
+                #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+                poll::run(worker, source.pool, poll_interval).await;
                 #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
-                drop(worker);
-                match source.0 {
-                    #[cfg(feature = "postgres")]
-                    Source::Postgres(source) => match *source {
-                        PgSource {
-                            listen: Some(options),
-                            ..
-                        } => listen::run(worker, options).await,
-                        PgSource { pool, .. } => {
-                            poll::run(worker, poll::Source::Postgres(pool), poll_interval).await
-                        }
-                    },
-                    #[cfg(feature = "mysql")]
-                    Source::MySql(pool) => {
-                        poll::run(worker, poll::Source::MySql(pool), poll_interval).await
-                    }
-                    #[cfg(feature = "sqlite")]
-                    Source::Sqlite(pool) => {
-                        poll::run(worker, poll::Source::Sqlite(pool), poll_interval).await
-                    }
+                {
+                    // No driver compiled in: no source exists.
+                    drop(worker);
+                    match source.pool {}
                 }
             })
         };

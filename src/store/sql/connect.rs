@@ -7,11 +7,10 @@
     allow(unused_imports, unused_variables, dead_code)
 )]
 
-use std::{fmt, str::FromStr};
-
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 
-use super::sql::SeaOrmRepository;
+use super::SeaOrmRepository;
+use crate::store::conn::PoolMode;
 
 /// Connection options with the defaults this crate relies on.
 ///
@@ -116,56 +115,6 @@ const COMPILED_DRIVERS: &[&str] = &[
     #[cfg(feature = "mysql")]
     "mysql",
 ];
-
-/// How the database is reached (CONTRACT §13.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum PoolMode {
-    /// A direct connection, or a pooler in session mode: each client
-    /// connection keeps one server session. The default.
-    #[default]
-    Session,
-    /// A PostgreSQL pooler in transaction mode (PgBouncer `pool_mode =
-    /// transaction`, Supavisor's port 6543): consecutive transactions of one
-    /// client connection may run on different server sessions. Nothing
-    /// session-level goes through the pool: no named prepared statement, no
-    /// `SET`, no `LISTEN`, no advisory lock. The change feed listens on the
-    /// feed URL ([`RepositoryBuilder::with_feed_url`]) when one is given, and
-    /// otherwise polls the change log through the pool.
-    Transaction,
-}
-
-impl PoolMode {
-    /// The mode's name, as [`FromStr`] reads it: `session` or `transaction`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Session => "session",
-            Self::Transaction => "transaction",
-        }
-    }
-}
-
-impl fmt::Display for PoolMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A pool mode name other than `session` or `transaction`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown pool mode {0:?}: expected `session` or `transaction`")]
-pub struct UnknownPoolMode(String);
-
-impl FromStr for PoolMode {
-    type Err = UnknownPoolMode;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "session" => Ok(Self::Session),
-            "transaction" => Ok(Self::Transaction),
-            _ => Err(UnknownPoolMode(name.chars().take(32).collect())),
-        }
-    }
-}
 
 /// Why [`RepositoryBuilder::connect`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -335,7 +284,7 @@ impl RepositoryBuilder {
         }
         if self.migrate {
             match self.pool_mode {
-                PoolMode::Session => crate::migration::Migrator::up(&db, None).await?,
+                PoolMode::Session => crate::store::migration::Migrator::up(&db, None).await?,
                 PoolMode::Transaction => migrate_in_one_transaction(&self.options).await?,
             }
         }
@@ -405,7 +354,7 @@ async fn migrate_in_one_transaction(options: &ConnectOptions) -> Result<(), DbEr
     options.max_connections(1).min_connections(0);
     let db = Database::connect(options).await?;
     let transaction = db.begin().await?;
-    crate::migration::Migrator::up(&transaction, None).await?;
+    crate::store::migration::Migrator::up(&transaction, None).await?;
     transaction.execute_unprepared("DEALLOCATE ALL").await?;
     transaction.commit().await?;
     db.close().await
