@@ -17,10 +17,10 @@ use uuid::Uuid;
 
 use crate::{
     day_count::{Counted, DayCount},
-    hash::SecretHash,
     identity::AuthenticatedKey,
     key::PublicKeyBytes,
-    ring::Hashers,
+    key::hash::SecretHash,
+    key::ring::Hashers,
     store::{ApiKeyRecord, KeyStatus, StoredHash},
     writer::LastRecorded,
 };

@@ -40,20 +40,17 @@ mod flight;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod grpc;
-pub mod hash;
 pub mod headers;
 mod identity;
 pub mod key;
 pub mod limits;
 mod manager;
 pub mod migration;
-mod pepper;
 pub mod policy;
 #[cfg(feature = "axum")]
 mod problem;
 pub mod ratelimit;
 mod rejection;
-mod ring;
 #[cfg(feature = "axum")]
 pub mod router;
 mod rules;
@@ -72,10 +69,12 @@ pub use cache::CachedEntries;
 #[cfg(feature = "axum")]
 pub use extract::MissingAuthentication;
 pub use identity::{AccountId, ApiKeyId, AuthenticatedKey};
+pub use key::hash;
+pub use key::pepper::{Pepper, PepperError, PepperFileError, PepperSource};
+pub use key::ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
 pub use key::{Credential, KeyPair, MalformedCredential};
 pub use manager::{ApiKeyInfo, CreatedKey, KeyManager, ManagerError, PepperRole, PepperStatus};
 pub use manager::{DayUsage, KeyUsage};
-pub use pepper::{Pepper, PepperError, PepperFileError, PepperSource};
 pub use policy::{Metadata, Scopes};
 #[cfg(feature = "redis")]
 pub use ratelimit::RateLimiterError;
@@ -83,7 +82,6 @@ pub use ratelimit::{
     Decision, OnRedisError, RateLimit, RateLimitError, RateLimitUnavailable, RateLimiter,
 };
 pub use rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
-pub use ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
 pub use rules::{FieldError, NewApiKey};
 pub use scope::{RequireScopes, RequireScopesLayer, ScopeFuture};
 pub use validator::{ApiKeyValidator, ValidatorBuilder};

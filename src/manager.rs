@@ -14,12 +14,12 @@ use uuid::Uuid;
 
 use crate::{
     identity::{AccountId, ApiKeyId},
+    key::ring::PepperId,
     key::{KeyPair, RandomSourceError, SecretKey},
     limits::{DEFAULT_MAX_KEYS_PER_ACCOUNT, MAX_GRACE_PERIOD_SECONDS},
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
     rejection::Rejection,
-    ring::PepperId,
     rules::{FieldError, NewApiKey},
     store::{
         ApiKeyRecord, EffectiveStatus, KeyChanges, KeyStatus, RotateOutcome, Rotation, Store,

@@ -187,7 +187,7 @@ pub(crate) fn check_record(
         ));
     }
     if let Some(pepper_id) = &record.pepper_id
-        && pepper_id.parse::<crate::ring::PepperId>().is_err()
+        && pepper_id.parse::<crate::key::ring::PepperId>().is_err()
     {
         own.push(FieldError::new(
             "pepper_id",

@@ -6,7 +6,8 @@ use std::{sync::Arc, time::Instant};
 
 use super::{ApiKeyValidator, admission::Limits};
 use crate::{
-    cache::CachedKey, hash::SecretHash, ring::PepperId, store::Store, telemetry::Telemetry,
+    cache::CachedKey, key::hash::SecretHash, key::ring::PepperId, store::Store,
+    telemetry::Telemetry,
 };
 
 impl ApiKeyValidator {

@@ -12,8 +12,8 @@ use crate::{
     cache::{CacheConfig, KeyCache},
     feed::{ChangeSource, Evict, Feed},
     flight::Flights,
+    key::ring::{Hashers, PepperId, PepperRing},
     ratelimit::{RateLimit, RateLimiter},
-    ring::{Hashers, PepperId, PepperRing},
     store::{ApiKeyRepository, Store},
     writer::{BatchWriter, Flusher},
 };
