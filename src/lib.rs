@@ -43,7 +43,6 @@ pub mod grpc;
 pub mod headers;
 mod identity;
 pub mod key;
-pub mod limits;
 mod manager;
 pub mod migration;
 pub mod policy;
@@ -75,6 +74,7 @@ pub use key::ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
 pub use key::{Credential, KeyPair, MalformedCredential};
 pub use manager::{ApiKeyInfo, CreatedKey, KeyManager, ManagerError, PepperRole, PepperStatus};
 pub use manager::{DayUsage, KeyUsage};
+pub use policy::limits;
 pub use policy::{Metadata, Scopes};
 #[cfg(feature = "redis")]
 pub use ratelimit::RateLimiterError;

@@ -16,7 +16,7 @@ use crate::{
     identity::{AccountId, ApiKeyId},
     key::ring::PepperId,
     key::{KeyPair, RandomSourceError, SecretKey},
-    limits::{DEFAULT_MAX_KEYS_PER_ACCOUNT, MAX_GRACE_PERIOD_SECONDS},
+    policy::limits::{DEFAULT_MAX_KEYS_PER_ACCOUNT, MAX_GRACE_PERIOD_SECONDS},
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
     rejection::Rejection,

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::{
-    limits::{EXPIRES_IN_DAYS, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS},
+    policy::limits::{EXPIRES_IN_DAYS, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS},
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
     store::KeyChanges,

@@ -6,7 +6,7 @@ use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::RandomSourceError;
-use crate::limits::MIN_PEPPER_LEN;
+use crate::policy::limits::MIN_PEPPER_LEN;
 
 /// The server-side HMAC key.
 ///

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::ApiError;
 use crate::{
-    limits::MAX_GRACE_PERIOD_SECONDS,
+    policy::limits::MAX_GRACE_PERIOD_SECONDS,
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
     rules::{FieldError, NewApiKey},

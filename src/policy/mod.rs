@@ -5,6 +5,8 @@
 //! a scope guard ([`RequireScopes`](crate::RequireScopes)) checks them in a few
 //! nanoseconds. Both are cheap to clone (shared, immutable).
 
+pub mod limits;
+
 use std::{fmt, sync::Arc};
 
 use serde::{Deserialize, Serialize};
