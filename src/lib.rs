@@ -52,7 +52,6 @@ pub mod ratelimit;
 mod rejection;
 #[cfg(feature = "axum")]
 pub mod router;
-mod rules;
 mod scope;
 pub mod store;
 mod sync;
@@ -72,6 +71,7 @@ pub use key::hash;
 pub use key::pepper::{Pepper, PepperError, PepperFileError, PepperSource};
 pub use key::ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
 pub use key::{Credential, KeyPair, MalformedCredential};
+pub use manager::rules::{FieldError, NewApiKey};
 pub use manager::{ApiKeyInfo, CreatedKey, KeyManager, ManagerError, PepperRole, PepperStatus};
 pub use manager::{DayUsage, KeyUsage};
 pub use policy::limits;
@@ -82,7 +82,6 @@ pub use ratelimit::{
     Decision, OnRedisError, RateLimit, RateLimitError, RateLimitUnavailable, RateLimiter,
 };
 pub use rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
-pub use rules::{FieldError, NewApiKey};
 pub use scope::{RequireScopes, RequireScopesLayer, ScopeFuture};
 pub use validator::{ApiKeyValidator, ValidatorBuilder};
 

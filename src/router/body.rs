@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value};
 
 use super::{ApiError, MAX_BODY_BYTES};
-use crate::rules::FieldError;
+use crate::manager::rules::FieldError;
 
 pub(super) fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers

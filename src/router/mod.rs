@@ -49,9 +49,9 @@ use self::body::{body_object, json_body};
 use crate::{
     headers::RETRY_AFTER_SECS,
     identity::{AccountId, ApiKeyId, AuthenticatedKey},
+    manager::rules::FieldError,
     manager::{CreatedKey, KeyManager, ManagerError},
     problem::Problem,
-    rules::FieldError,
 };
 
 mod body;
