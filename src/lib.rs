@@ -29,30 +29,20 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod auth;
-mod body;
 mod cache;
 mod day_count;
 pub mod entity;
-#[cfg(feature = "axum")]
-mod extract;
 pub mod feed;
 mod flight;
-#[cfg(feature = "tonic")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
-pub mod grpc;
 pub mod headers;
 mod identity;
 pub mod key;
 mod manager;
 pub mod migration;
 pub mod policy;
-#[cfg(feature = "axum")]
-mod problem;
 pub mod ratelimit;
-mod rejection;
 #[cfg(feature = "axum")]
 pub mod router;
-mod scope;
 pub mod store;
 mod sync;
 mod telemetry;
@@ -61,11 +51,16 @@ mod test_support;
 mod validator;
 mod writer;
 
-pub use auth::{ApiKeyAuth, ApiKeyAuthLayer, ResponseFuture, extract_credential};
-pub use body::ResponseBody;
-pub use cache::CachedEntries;
 #[cfg(feature = "axum")]
-pub use extract::MissingAuthentication;
+pub use auth::MissingAuthentication;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub use auth::grpc;
+pub use auth::{
+    ApiKeyAuth, ApiKeyAuthLayer, RequireScopes, RequireScopesLayer, ResponseBody, ResponseFuture,
+    ScopeFuture, extract_credential,
+};
+pub use cache::CachedEntries;
 pub use identity::{AccountId, ApiKeyId, AuthenticatedKey};
 pub use key::hash;
 pub use key::pepper::{Pepper, PepperError, PepperFileError, PepperSource};
@@ -75,14 +70,13 @@ pub use manager::rules::{FieldError, NewApiKey};
 pub use manager::{ApiKeyInfo, CreatedKey, KeyManager, ManagerError, PepperRole, PepperStatus};
 pub use manager::{DayUsage, KeyUsage};
 pub use policy::limits;
+pub use policy::rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
 pub use policy::{Metadata, Scopes};
 #[cfg(feature = "redis")]
 pub use ratelimit::RateLimiterError;
 pub use ratelimit::{
     Decision, OnRedisError, RateLimit, RateLimitError, RateLimitUnavailable, RateLimiter,
 };
-pub use rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
-pub use scope::{RequireScopes, RequireScopesLayer, ScopeFuture};
 pub use validator::{ApiKeyValidator, ValidatorBuilder};
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -19,9 +19,9 @@ use crate::{
     key::ring::PepperId,
     key::{KeyPair, RandomSourceError, SecretKey},
     policy::limits::{DEFAULT_MAX_KEYS_PER_ACCOUNT, MAX_GRACE_PERIOD_SECONDS},
+    policy::rejection::Rejection,
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
-    rejection::Rejection,
     store::{
         ApiKeyRecord, EffectiveStatus, KeyChanges, KeyStatus, RotateOutcome, Rotation, Store,
         StoreError, Successor,
@@ -815,7 +815,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        rejection::Rejection,
+        policy::rejection::Rejection,
         test_support::{Scripted, pepper},
     };
 

@@ -9,11 +9,11 @@ use http::{HeaderMap, Request, Response, header};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::body::ResponseBody;
 use super::service::insert_extensions;
 use crate::{
-    body::ResponseBody,
+    policy::rejection::{Rejection, RejectionBody, RejectionHandler},
     ratelimit::headers::{RATELIMIT, RATELIMIT_POLICY, Rated},
-    rejection::{Rejection, RejectionBody, RejectionHandler},
     validator::admission::{Admitted, Refused},
 };
 

@@ -4,7 +4,7 @@ use tower_layer::Layer;
 
 use super::ApiKeyAuth;
 use crate::{
-    rejection::{ProblemJson, RejectionHandler},
+    policy::rejection::{ProblemJson, RejectionHandler},
     validator::ApiKeyValidator,
 };
 

@@ -7,16 +7,16 @@ use http::{Request, Response};
 use tower_service::Service;
 use zeroize::Zeroizing;
 
+use super::body::ResponseBody;
 use super::{
     ResponseFuture, extract_credential,
     future::{Check, refusal_response},
     layer::AuthConfig,
 };
-use crate::body::ResponseBody;
 use crate::validator::{Hit, admission::Now};
 use crate::{
     identity::AuthenticatedKey,
-    rejection::{Rejection, RejectionHandler},
+    policy::rejection::{Rejection, RejectionHandler},
     validator::ApiKeyValidator,
 };
 

@@ -6,6 +6,7 @@
 //! nanoseconds. Both are cheap to clone (shared, immutable).
 
 pub mod limits;
+pub(crate) mod rejection;
 
 use std::{fmt, sync::Arc};
 

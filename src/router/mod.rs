@@ -47,11 +47,11 @@ use serde_json::{Value, json};
 
 use self::body::{body_object, json_body};
 use crate::{
+    auth::problem::Problem,
     headers::RETRY_AFTER_SECS,
     identity::{AccountId, ApiKeyId, AuthenticatedKey},
     manager::rules::FieldError,
     manager::{CreatedKey, KeyManager, ManagerError},
-    problem::Problem,
 };
 
 mod body;

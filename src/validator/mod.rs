@@ -29,7 +29,7 @@ use crate::{
     key::Credential,
     key::hash::SecretHash,
     key::ring::{Hashers, PepperRing},
-    rejection::Rejection,
+    policy::rejection::Rejection,
     store::{ApiKeyRepository, Store, StoreError},
     telemetry::Telemetry,
     writer::{BatchWriter, Flusher},
