@@ -27,6 +27,7 @@ mod future;
 pub mod grpc;
 mod header;
 mod layer;
+mod outcome;
 #[cfg(feature = "axum")]
 pub(crate) mod problem;
 mod scope;
