@@ -1,4 +1,6 @@
 use std::{
+    fmt,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -11,14 +13,40 @@ use super::body::ResponseBody;
 use super::{
     ResponseFuture, extract_credential,
     future::Check,
-    layer::AuthConfig,
     outcome::{insert_extensions, outcome, record_key, refusal_response},
 };
 use crate::validator::{Hit, admission::Now};
 use crate::{
-    policy::rejection::{Rejection, RejectionHandler},
+    policy::rejection::{ProblemJson, Rejection, RejectionHandler},
     validator::ApiKeyValidator,
 };
+
+/// Settings shared by the layer and every service it builds.
+#[derive(Clone)]
+pub(crate) struct AuthConfig {
+    pub(crate) validator: ApiKeyValidator,
+    pub(crate) rejection: Arc<dyn RejectionHandler>,
+    pub(crate) allow_anonymous: bool,
+}
+
+impl AuthConfig {
+    pub(crate) fn new(validator: ApiKeyValidator) -> Self {
+        Self {
+            validator,
+            rejection: Arc::new(ProblemJson),
+            allow_anonymous: false,
+        }
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("validator", &self.validator)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Middleware that authenticates requests by API key. Built by
 /// [`ApiKeyAuthLayer`](super::ApiKeyAuthLayer), or directly.
