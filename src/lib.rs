@@ -29,29 +29,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod auth;
-mod body;
-#[cfg(feature = "axum")]
-mod extract;
-#[cfg(feature = "tonic")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
-pub mod grpc;
-pub mod hash;
 pub mod headers;
 mod identity;
 pub mod key;
-pub mod limits;
 mod manager;
-mod pepper;
 pub mod policy;
-#[cfg(feature = "axum")]
-mod problem;
 pub mod ratelimit;
-mod rejection;
-mod ring;
 #[cfg(feature = "axum")]
 pub mod router;
-mod rules;
-mod scope;
 pub mod store;
 mod sync;
 mod telemetry;
@@ -59,25 +44,31 @@ mod telemetry;
 mod test_support;
 mod validator;
 
-pub use auth::{ApiKeyAuth, ApiKeyAuthLayer, ResponseFuture, extract_credential};
-pub use body::ResponseBody;
 #[cfg(feature = "axum")]
-pub use extract::MissingAuthentication;
+pub use auth::MissingAuthentication;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub use auth::grpc;
+pub use auth::{
+    ApiKeyAuth, ApiKeyAuthLayer, RequireScopes, RequireScopesLayer, ResponseBody, ResponseFuture,
+    ScopeFuture, extract_credential,
+};
 pub use identity::{AccountId, ApiKeyId, AuthenticatedKey};
+pub use key::hash;
+pub use key::pepper::{Pepper, PepperError, PepperFileError, PepperSource};
+pub use key::ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
 pub use key::{Credential, KeyPair, MalformedCredential};
+pub use manager::rules::{FieldError, NewApiKey};
 pub use manager::{ApiKeyInfo, CreatedKey, KeyManager, ManagerError, PepperRole, PepperStatus};
 pub use manager::{DayUsage, KeyUsage};
-pub use pepper::{Pepper, PepperError, PepperFileError, PepperSource};
+pub use policy::limits;
+pub use policy::rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
 pub use policy::{Metadata, Scopes};
 #[cfg(feature = "redis")]
 pub use ratelimit::RateLimiterError;
 pub use ratelimit::{
     Decision, OnRedisError, RateLimit, RateLimitError, RateLimitUnavailable, RateLimiter,
 };
-pub use rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
-pub use ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
-pub use rules::{FieldError, NewApiKey};
-pub use scope::{RequireScopes, RequireScopesLayer, ScopeFuture};
 #[doc(inline)]
 pub use store::{entity, feed, migration};
 pub use validator::{ApiKeyValidator, CachedEntries, ValidatorBuilder};

@@ -1,6 +1,8 @@
 //! Key management for host code: create, list, get, update, rotate, revoke,
 //! delete, each scoped to an account; revocation by the key holder.
 
+pub(crate) mod rules;
+
 use std::{
     fmt,
     future::Future,
@@ -14,19 +16,19 @@ use uuid::Uuid;
 
 use crate::{
     identity::{AccountId, ApiKeyId},
+    key::ring::PepperId,
     key::{KeyPair, RandomSourceError, SecretKey},
-    limits::{DEFAULT_MAX_KEYS_PER_ACCOUNT, MAX_GRACE_PERIOD_SECONDS},
+    policy::limits::{DEFAULT_MAX_KEYS_PER_ACCOUNT, MAX_GRACE_PERIOD_SECONDS},
+    policy::rejection::Rejection,
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
-    rejection::Rejection,
-    ring::PepperId,
-    rules::{FieldError, NewApiKey},
     store::{
         ApiKeyRecord, EffectiveStatus, KeyChanges, KeyStatus, RotateOutcome, Rotation, Store,
         StoreError, Successor,
     },
     validator::ApiKeyValidator,
 };
+use rules::{FieldError, NewApiKey};
 
 /// Creates, lists and retires keys of one account at a time.
 ///
@@ -618,7 +620,7 @@ impl KeyManager {
     async fn import_now(&self, records: Vec<ApiKeyRecord>) -> Result<usize, ManagerError> {
         let mut errors = Vec::new();
         for (index, record) in records.iter().enumerate() {
-            crate::rules::check_record(record, &format!("records[{index}]."), &mut errors);
+            rules::check_record(record, &format!("records[{index}]."), &mut errors);
         }
         if !errors.is_empty() {
             return Err(ManagerError::Invalid(errors));
@@ -813,7 +815,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        rejection::Rejection,
+        policy::rejection::Rejection,
         test_support::{Scripted, pepper},
     };
 

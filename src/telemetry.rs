@@ -8,7 +8,7 @@
 
 use metrics::{Counter, counter};
 
-use crate::rejection::Rejection;
+use crate::policy::rejection::Rejection;
 
 /// `tower_api_keys_verifications_total`.
 pub(crate) const VERIFICATIONS: &str = "tower_api_keys_verifications_total";

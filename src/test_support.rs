@@ -12,9 +12,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use crate::{
-    hash::KeyHasher,
     key::KeyPair,
-    pepper::Pepper,
+    key::hash::KeyHasher,
+    key::pepper::Pepper,
     store::{
         ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, MemoryRepository,
         PepperCount, RotateOutcome, Rotation, StoreError, UsageCount,

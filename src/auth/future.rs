@@ -5,48 +5,21 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{HeaderMap, Request, Response, header};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::service::insert_extensions;
+use super::body::ResponseBody;
+use super::outcome::{add_rate_headers, insert_extensions, record_key, refusal_response};
 use crate::{
-    body::ResponseBody,
-    ratelimit::headers::{RATELIMIT, RATELIMIT_POLICY, Rated},
-    rejection::{Rejection, RejectionBody, RejectionHandler},
+    policy::rejection::{RejectionBody, RejectionHandler},
+    ratelimit::headers::Rated,
     validator::admission::{Admitted, Refused},
 };
 
 /// The awaited part of a request's check: the store lookup on a cache miss,
 /// and a shared rate limiter's answer.
 pub(crate) type Check = Pin<Box<dyn Future<Output = Result<Admitted, Refused>> + Send>>;
-
-/// Adds the rate-limit state of a limited key's request to its response
-/// (CONTRACT §9.3).
-fn add_rate_headers(headers: &mut HeaderMap, rate: Rated) {
-    headers.insert(RATELIMIT, rate.decision.ratelimit_header());
-    headers.insert(RATELIMIT_POLICY, rate.policy);
-}
-
-/// The response to a refusal: the handler's, plus the rate-limit headers and
-/// the real `Retry-After` of a `429`.
-pub(crate) fn refusal_response(
-    handler: &dyn RejectionHandler,
-    refused: Refused,
-) -> Response<RejectionBody> {
-    tracing::debug!(rejection = %refused.rejection, "API key rejected");
-    let mut response = handler.respond(refused.rejection);
-    if let Some(rate) = refused.rate {
-        let headers = response.headers_mut();
-        if refused.rejection == Rejection::RateLimited
-            && let Some(seconds) = rate.decision.retry_after_seconds()
-        {
-            headers.insert(header::RETRY_AFTER, seconds.into());
-        }
-        add_rate_headers(headers, rate);
-    }
-    response
-}
 
 pin_project! {
     /// Response future of [`ApiKeyAuth`](super::ApiKeyAuth).
@@ -170,7 +143,7 @@ where
                     let outcome = ready!(check.as_mut().poll(cx));
                     let next = match outcome {
                         Ok(admitted) => {
-                            super::service::record_key(this.span, &admitted.key);
+                            record_key(this.span, &admitted.key);
                             let mut request = request
                                 .take()
                                 .expect("ResponseFuture polled after completion");
@@ -185,7 +158,7 @@ where
                         }
                         Err(refused) => {
                             this.span
-                                .record("outcome", super::service::outcome(refused.rejection));
+                                .record("outcome", super::outcome::outcome(refused.rejection));
                             State::Rejected {
                                 response: Some(refusal_response(&**rejection, refused)),
                             }

@@ -1,39 +1,9 @@
-use std::{fmt, sync::Arc};
+use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::ApiKeyAuth;
-use crate::{
-    rejection::{ProblemJson, RejectionHandler},
-    validator::ApiKeyValidator,
-};
-
-/// Settings shared by the layer and every service it builds.
-#[derive(Clone)]
-pub(crate) struct AuthConfig {
-    pub(crate) validator: ApiKeyValidator,
-    pub(crate) rejection: Arc<dyn RejectionHandler>,
-    pub(crate) allow_anonymous: bool,
-}
-
-impl AuthConfig {
-    pub(crate) fn new(validator: ApiKeyValidator) -> Self {
-        Self {
-            validator,
-            rejection: Arc::new(ProblemJson),
-            allow_anonymous: false,
-        }
-    }
-}
-
-impl fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("validator", &self.validator)
-            .field("allow_anonymous", &self.allow_anonymous)
-            .finish_non_exhaustive()
-    }
-}
+use super::{ApiKeyAuth, service::AuthConfig};
+use crate::{policy::rejection::RejectionHandler, validator::ApiKeyValidator};
 
 /// Authenticates every request by API key. Wraps services in [`ApiKeyAuth`].
 ///
@@ -56,8 +26,8 @@ impl ApiKeyAuthLayer {
         }
     }
 
-    /// Replaces the rejection responses (default: [`ProblemJson`]), for example
-    /// with gRPC statuses.
+    /// Replaces the rejection responses (default:
+    /// [`ProblemJson`](crate::ProblemJson)), for example with gRPC statuses.
     pub fn with_rejection(mut self, handler: impl RejectionHandler) -> Self {
         self.config.rejection = Arc::new(handler);
         self

@@ -1,5 +1,7 @@
 //! The authentication middleware: [`ApiKeyAuthLayer`] → [`ApiKeyAuth`] →
-//! [`ResponseFuture`].
+//! [`ResponseFuture`], the scope guard ([`RequireScopesLayer`]) that runs
+//! inside it, the response body both answer with, the axum extractors and the
+//! gRPC answer to a refusal.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -16,11 +18,28 @@
 //! # Ok(()) }
 //! ```
 
+mod body;
+#[cfg(feature = "axum")]
+mod extract;
 mod future;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod grpc;
 mod header;
 mod layer;
+mod outcome;
+#[cfg(feature = "axum")]
+pub(crate) mod problem;
+mod scope;
 mod service;
 
+#[cfg(feature = "axum")]
+pub use self::extract::MissingAuthentication;
 pub use self::{
-    future::ResponseFuture, header::extract_credential, layer::ApiKeyAuthLayer, service::ApiKeyAuth,
+    body::ResponseBody,
+    future::ResponseFuture,
+    header::extract_credential,
+    layer::ApiKeyAuthLayer,
+    scope::{RequireScopes, RequireScopesLayer, ScopeFuture},
+    service::ApiKeyAuth,
 };

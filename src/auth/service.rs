@@ -1,4 +1,6 @@
 use std::{
+    fmt,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -7,18 +9,44 @@ use http::{Request, Response};
 use tower_service::Service;
 use zeroize::Zeroizing;
 
+use super::body::ResponseBody;
 use super::{
     ResponseFuture, extract_credential,
-    future::{Check, refusal_response},
-    layer::AuthConfig,
+    future::Check,
+    outcome::{insert_extensions, outcome, record_key, refusal_response},
 };
-use crate::body::ResponseBody;
 use crate::validator::{Hit, admission::Now};
 use crate::{
-    identity::AuthenticatedKey,
-    rejection::{Rejection, RejectionHandler},
+    policy::rejection::{ProblemJson, Rejection, RejectionHandler},
     validator::ApiKeyValidator,
 };
+
+/// Settings shared by the layer and every service it builds.
+#[derive(Clone)]
+pub(crate) struct AuthConfig {
+    pub(crate) validator: ApiKeyValidator,
+    pub(crate) rejection: Arc<dyn RejectionHandler>,
+    pub(crate) allow_anonymous: bool,
+}
+
+impl AuthConfig {
+    pub(crate) fn new(validator: ApiKeyValidator) -> Self {
+        Self {
+            validator,
+            rejection: Arc::new(ProblemJson),
+            allow_anonymous: false,
+        }
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("validator", &self.validator)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Middleware that authenticates requests by API key. Built by
 /// [`ApiKeyAuthLayer`](super::ApiKeyAuthLayer), or directly.
@@ -76,37 +104,6 @@ enum Verdict {
         public_key: String,
         secret_key: Zeroizing<String>,
     },
-}
-
-/// The outcome label of a refusal, as in the metrics.
-pub(crate) fn outcome(rejection: Rejection) -> &'static str {
-    match rejection {
-        Rejection::MissingCredential => "missing",
-        Rejection::MalformedCredential => "malformed",
-        Rejection::InvalidCredential => "invalid",
-        Rejection::StoreUnavailable => "unavailable",
-        Rejection::RateLimited => "rate_limited",
-        Rejection::InsufficientScope => "forbidden",
-    }
-}
-
-/// Records an admitted key on the request's span: ids only, never the
-/// secret, the credential or the hash.
-pub(crate) fn record_key(span: &tracing::Span, key: &AuthenticatedKey) {
-    // Formatting the ids costs more than the rest of a disabled span.
-    if span.is_disabled() {
-        return;
-    }
-    span.record("outcome", "valid");
-    span.record("key_id", tracing::field::display(key.key_id()));
-    span.record("account_id", tracing::field::display(key.account_id()));
-}
-
-pub(crate) fn insert_extensions<B>(request: &mut Request<B>, key: AuthenticatedKey) {
-    let extensions = request.extensions_mut();
-    extensions.insert(key.account_id());
-    extensions.insert(key.key_id());
-    extensions.insert(key);
 }
 
 impl<S, B, ResBody> Service<Request<B>> for ApiKeyAuth<S>
@@ -229,7 +226,7 @@ mod tests {
     use super::*;
     use crate::{
         headers::{PROBLEM_JSON, WWW_AUTHENTICATE, X_API_KEY},
-        identity::{AccountId, ApiKeyId},
+        identity::{AccountId, ApiKeyId, AuthenticatedKey},
         key::KeyPair,
         store::ApiKeyRepository,
         test_support::{Scripted, pepper, row},

@@ -11,8 +11,8 @@ use axum::{
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value};
 
-use super::{ApiError, MAX_BODY_BYTES};
-use crate::rules::FieldError;
+use super::{MAX_BODY_BYTES, error::ApiError};
+use crate::manager::rules::FieldError;
 
 pub(super) fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers

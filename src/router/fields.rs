@@ -7,10 +7,10 @@ use serde_json::{Map, Value};
 
 use super::ApiError;
 use crate::{
-    limits::MAX_GRACE_PERIOD_SECONDS,
+    manager::rules::{FieldError, NewApiKey},
+    policy::limits::MAX_GRACE_PERIOD_SECONDS,
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
-    rules::{FieldError, NewApiKey},
     store::KeyChanges,
 };
 

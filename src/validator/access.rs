@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Instant};
 
 use super::{ApiKeyValidator, admission::Limits, cache::CachedKey};
-use crate::{hash::SecretHash, ring::PepperId, store::Store, telemetry::Telemetry};
+use crate::{key::hash::SecretHash, key::ring::PepperId, store::Store, telemetry::Telemetry};
 
 impl ApiKeyValidator {
     /// The timed store boundary, for the key manager to hold its own copy of.

@@ -8,8 +8,8 @@ use std::time::Instant;
 use super::Hit;
 use crate::{
     identity::AuthenticatedKey,
+    policy::rejection::Rejection,
     ratelimit::{RateLimit, RateLimitUnavailable, RateLimiter, headers::Rated},
-    rejection::Rejection,
     validator::ApiKeyValidator,
 };
 
@@ -165,7 +165,7 @@ mod tests {
             tower::service_fn(ok),
             ApiKeyValidator::new(repository.clone(), pepper()),
         )
-        .with_rejection(crate::grpc::GrpcRejection);
+        .with_rejection(crate::auth::grpc::GrpcRejection);
         let first = service
             .clone()
             .oneshot(request(&pair.credential()))

@@ -16,8 +16,8 @@ use super::{
 };
 use crate::{
     feed::{ChangeSource, Evict, Feed},
+    key::ring::{Hashers, PepperId, PepperRing},
     ratelimit::{RateLimit, RateLimiter},
-    ring::{Hashers, PepperId, PepperRing},
     store::{ApiKeyRepository, Store},
 };
 

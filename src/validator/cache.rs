@@ -20,10 +20,10 @@ use super::{
     writer::LastRecorded,
 };
 use crate::{
-    hash::SecretHash,
     identity::AuthenticatedKey,
     key::PublicKeyBytes,
-    ring::Hashers,
+    key::hash::SecretHash,
+    key::ring::Hashers,
     store::{ApiKeyRecord, KeyStatus, StoredHash},
 };
 

@@ -33,11 +33,11 @@ use self::{
 };
 use crate::{
     feed::{Evict, Feed, FeedStatus},
-    hash::SecretHash,
     identity::AuthenticatedKey,
     key::Credential,
-    rejection::Rejection,
-    ring::{Hashers, PepperRing},
+    key::hash::SecretHash,
+    key::ring::{Hashers, PepperRing},
+    policy::rejection::Rejection,
     store::{ApiKeyRepository, Store, StoreError},
     telemetry::Telemetry,
 };

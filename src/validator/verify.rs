@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{ApiKeyValidator, Hit, MAX_WARNED_KEYS, cache::CachedKey};
-use crate::{rejection::Rejection, store::KeyStatus, sync::lock};
+use crate::{policy::rejection::Rejection, store::KeyStatus, sync::lock};
 
 impl ApiKeyValidator {
     /// Verifies `secret_key` against `entry`: one HMAC (with the pepper that

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-use crate::{headers::PROBLEM_JSON, rules::FieldError};
+use crate::{headers::PROBLEM_JSON, manager::rules::FieldError};
 
 /// An RFC 9457 problem document: `{"type","title","status","detail"[,"errors"]}`.
 #[derive(Debug, Clone)]

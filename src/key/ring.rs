@@ -16,11 +16,11 @@ use sha2::Sha256;
 
 use uuid::Uuid;
 
-use crate::{
+use super::{
     hash::{KeyHasher, SecretHash},
-    pepper::Pepper,
-    store::{HashRewrite, StoredHash},
+    pepper::{Pepper, PepperFileError, PepperSource},
 };
+use crate::store::{HashRewrite, StoredHash};
 
 /// Longest pepper id the `pepper_id` column holds.
 pub const MAX_PEPPER_ID_LEN: usize = 32;
@@ -172,8 +172,7 @@ impl PepperRing {
         current_var: &str,
         previous_var: &str,
         path: &std::path::Path,
-    ) -> Result<(Self, crate::PepperSource), crate::PepperFileError> {
-        use crate::PepperFileError;
+    ) -> Result<(Self, PepperSource), PepperFileError> {
         let (current, source) = Pepper::from_env_or_file(current_var, path)?;
         let mut ring = Self::new(current);
         match std::env::var(previous_var) {

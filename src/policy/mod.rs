@@ -5,6 +5,9 @@
 //! a scope guard ([`RequireScopes`](crate::RequireScopes)) checks them in a few
 //! nanoseconds. Both are cheap to clone (shared, immutable).
 
+pub mod limits;
+pub(crate) mod rejection;
+
 use std::{fmt, sync::Arc};
 
 use serde::{Deserialize, Serialize};

@@ -17,7 +17,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
-use crate::pepper::Pepper;
+use super::pepper::Pepper;
 
 /// The stored form of a secret: the 32 bytes of its HMAC-SHA256.
 ///

@@ -44,7 +44,7 @@
 
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
-use crate::rejection::{Rejection, RejectionBody, RejectionHandler};
+use crate::policy::rejection::{Rejection, RejectionBody, RejectionHandler};
 
 /// The `grpc-status` header.
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");

@@ -5,7 +5,8 @@ use std::fmt;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::{key::RandomSourceError, limits::MIN_PEPPER_LEN};
+use super::RandomSourceError;
+use crate::policy::limits::MIN_PEPPER_LEN;
 
 /// The server-side HMAC key.
 ///
@@ -32,7 +33,7 @@ impl Pepper {
     /// CSPRNG, about 190 bits (text, so that it can be stored in a file or an
     /// environment variable).
     pub fn generate() -> Result<Self, RandomSourceError> {
-        let pair = crate::key::KeyPair::generate()?;
+        let pair = super::KeyPair::generate()?;
         Ok(Self(pair.secret_key.expose().as_bytes()[3..].to_vec()))
     }
 
@@ -125,7 +126,7 @@ fn write_temporary(
     let name = path
         .file_name()
         .map_or_else(|| "pepper".into(), |name| name.to_string_lossy());
-    let nonce = crate::key::KeyPair::generate()
+    let nonce = super::KeyPair::generate()
         .map_err(|err| PepperFileError::Io(std::io::Error::other(err)))?;
     let temporary = path.with_file_name(format!(
         ".{name}.{}.tmp",

@@ -7,7 +7,7 @@
 //! unrestricted key (no `scopes`) passes every guard. A key that lacks one gets
 //! `403` with `WWW-Authenticate: Bearer error="insufficient_scope",
 //! scope="<required>"` (RFC 6750 §3.1); with
-//! [`GrpcRejection`](crate::grpc::GrpcRejection), `PERMISSION_DENIED` (7). The
+//! [`GrpcRejection`](crate::auth::grpc::GrpcRejection), `PERMISSION_DENIED` (7). The
 //! check is a binary search in the key's cached scopes: no store round trip.
 //!
 //! In axum, per route (the route's layer runs after the outer auth layer):
@@ -42,12 +42,12 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::body::ResponseBody;
 use crate::{
-    body::ResponseBody,
     headers::INSUFFICIENT_SCOPE,
     identity::AuthenticatedKey,
     policy::is_valid_scope,
-    rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler},
+    policy::rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler},
 };
 
 /// Requires every one of a list of scopes. Wraps services in [`RequireScopes`].
@@ -80,7 +80,7 @@ impl RequireScopesLayer {
 
     /// Replaces the refusal (default: the problem document of
     /// [`Rejection::InsufficientScope`]); pass the same handler as the auth
-    /// layer's, for example [`GrpcRejection`](crate::grpc::GrpcRejection).
+    /// layer's, for example [`GrpcRejection`](crate::auth::grpc::GrpcRejection).
     /// A `403` answer still gets the `WWW-Authenticate` challenge naming the
     /// required scopes.
     pub fn with_rejection(self, handler: impl RejectionHandler) -> Self {

@@ -1,4 +1,10 @@
-//! Key material: generation, the `pk_…:sk_…` credential and its strict parser.
+//! Key material: generation, the `pk_…:sk_…` credential and its strict parser;
+//! below it, what checks a secret: the [`hash`] of a secret under a pepper, the
+//! pepper itself and the ring of peppers a validator knows.
+
+pub mod hash;
+pub(crate) mod pepper;
+pub(crate) mod ring;
 
 use std::fmt;
 

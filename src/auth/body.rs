@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::rejection::RejectionBody;
+use crate::policy::rejection::RejectionBody;
 
 pin_project! {
     /// The response body of [`ApiKeyAuth`](crate::ApiKeyAuth) and

@@ -10,10 +10,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{
-    identity::{AccountId, ApiKeyId, AuthenticatedKey},
-    problem::Problem,
-};
+use super::problem::Problem;
+use crate::identity::{AccountId, ApiKeyId, AuthenticatedKey};
 
 /// Rejection of the extractors when the request carries no authentication
 /// extension: a `500` problem response, since it means a routing mistake.

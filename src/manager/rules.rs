@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::{
-    limits::{EXPIRES_IN_DAYS, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS},
+    policy::limits::{EXPIRES_IN_DAYS, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS},
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
     store::KeyChanges,
@@ -187,7 +187,7 @@ pub(crate) fn check_record(
         ));
     }
     if let Some(pepper_id) = &record.pepper_id
-        && pepper_id.parse::<crate::ring::PepperId>().is_err()
+        && pepper_id.parse::<crate::key::ring::PepperId>().is_err()
     {
         own.push(FieldError::new(
             "pepper_id",
