@@ -80,7 +80,8 @@ pub use policy::{Metadata, Scopes};
 #[cfg(feature = "redis")]
 pub use ratelimit::RateLimiterError;
 pub use ratelimit::{
-    Decision, OnRedisError, RateLimit, RateLimitError, RateLimitUnavailable, RateLimiter,
+    Decision, OnRedisError, RateLimit, RateLimitError, RateLimitJsonError, RateLimitUnavailable,
+    RateLimiter,
 };
 pub use rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
 pub use ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
