@@ -11,6 +11,11 @@ use crate::{
 
 /// One UTC day of a key's usage, in [`KeyUsage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(as = ApiKeyUsageDay, description = "One UTC day of a key's usage.")
+)]
 pub struct DayUsage {
     /// The UTC day; serialized `YYYY-MM-DD`.
     pub date: NaiveDate,
@@ -21,8 +26,14 @@ pub struct DayUsage {
 
 /// A key's daily request counts, from [`KeyManager::usage`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(as = ApiKeyUsage, description = "A key's daily request counts.")
+)]
 pub struct KeyUsage {
     /// The key.
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub key_id: ApiKeyId,
     /// One entry per UTC day, today first, days without requests included.
     pub days: Vec<DayUsage>,

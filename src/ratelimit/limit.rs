@@ -27,8 +27,21 @@ use serde_json::Value;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "RawRateLimit")]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(
+        as = ApiKeyRateLimit,
+        description = "`requests` per `period_seconds` (GCRA), bursts up to `requests`."
+    ),
+    // For the schema's `additionalProperties: false` only: deserializing goes
+    // through `RawRateLimit`, which refuses unknown fields.
+    serde(deny_unknown_fields)
+)]
 pub struct RateLimit {
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     requests: u32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86_400))]
     period_seconds: u32,
 }
 

@@ -1,11 +1,23 @@
-//! The component schemas: mirrors of the JSON the routers read and write.
-//! Field types mirror the crate's own (`ApiKeyInfo`, `KeyUsage`, …); the
-//! tests check the document against real responses.
+//! The component schemas. `ApiKeyRateLimit`, `ApiKeyUsage` and
+//! `ApiKeyUsageDay` derive from the crate's own types ([`RateLimit`],
+//! [`KeyUsage`], [`DayUsage`]); the rest are mirrors of the JSON the routers
+//! read and write, where the crate's types hold types of their own
+//! (`ApiKeyInfo`'s scopes, metadata and status) or no type exists (request
+//! bodies, problem documents). The tests check the document against real
+//! responses.
 
 // Never built: each type documents a JSON shape of the routers.
 #![allow(dead_code)]
 
-use utoipa::{OpenApi as _, openapi::Components};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use utoipa::{OpenApi as _, ToSchema, openapi::Components};
+use uuid::Uuid;
+
+use crate::{
+    manager::{DayUsage, KeyUsage},
+    ratelimit::RateLimit,
+};
 
 /// Collects the schemas below into `components.schemas`.
 #[derive(utoipa::OpenApi)]
@@ -13,9 +25,9 @@ use utoipa::{OpenApi as _, openapi::Components};
     ApiKey,
     ApiKeyCreated,
     ApiKeyStatus,
-    ApiKeyRateLimit,
-    ApiKeyUsage,
-    ApiKeyUsageDay,
+    RateLimit,
+    KeyUsage,
+    DayUsage,
     ApiKeyMessage,
     ApiKeyCreateRequest,
     ApiKeyUpdateRequest,
@@ -32,11 +44,6 @@ struct Schemas;
 pub(super) fn components() -> Components {
     Schemas::openapi().components.unwrap_or_default()
 }
-
-use chrono::{DateTime, NaiveDate, Utc};
-use serde_json::{Map, Value};
-use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// A key as its owner sees it: no secret, no hash. Every property is always
 /// present.
@@ -80,7 +87,7 @@ struct ApiKey {
     rotated_from: Option<Uuid>,
     /// The key's own rate limit, or `null`.
     #[schema(required = true)]
-    rate_limit: Option<ApiKeyRateLimit>,
+    rate_limit: Option<RateLimit>,
 }
 
 /// A key just created (or a rotation's successor), with its secret: the
@@ -101,34 +108,6 @@ enum ApiKeyStatus {
     Active,
     Revoked,
     Expired,
-}
-
-/// `requests` per `period_seconds` (GCRA), bursts up to `requests`.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-struct ApiKeyRateLimit {
-    #[schema(minimum = 1, maximum = 1_000_000)]
-    requests: u32,
-    #[schema(minimum = 1, maximum = 86_400)]
-    period_seconds: u32,
-}
-
-/// A key's daily request counts.
-#[derive(ToSchema)]
-struct ApiKeyUsage {
-    /// The key.
-    key_id: Uuid,
-    /// One entry per UTC day, today first, days without requests included.
-    days: Vec<ApiKeyUsageDay>,
-}
-
-/// One UTC day of a key's usage.
-#[derive(ToSchema)]
-struct ApiKeyUsageDay {
-    /// The UTC day, `YYYY-MM-DD`.
-    date: NaiveDate,
-    /// Requests let through with the key that day, as far as flushed.
-    requests: u64,
 }
 
 /// A confirmation.
@@ -161,7 +140,7 @@ struct ApiKeyCreateRequest {
     #[schema(value_type = Option<Object>)]
     metadata: Option<Map<String, Value>>,
     /// The key's own rate limit, or `null`: none.
-    rate_limit: Option<ApiKeyRateLimit>,
+    rate_limit: Option<RateLimit>,
 }
 
 /// Body of `PATCH {prefix}/{key_id}`: any of these; `null` clears
@@ -183,7 +162,7 @@ struct ApiKeyUpdateRequest {
     #[schema(value_type = Option<Object>)]
     metadata: Option<Map<String, Value>>,
     /// As for creation.
-    rate_limit: Option<ApiKeyRateLimit>,
+    rate_limit: Option<RateLimit>,
 }
 
 /// Body of `POST {prefix}/{key_id}/rotate` (optional).
