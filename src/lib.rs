@@ -67,7 +67,8 @@ pub use policy::{Metadata, Scopes};
 #[cfg(feature = "redis")]
 pub use ratelimit::RateLimiterError;
 pub use ratelimit::{
-    Decision, OnRedisError, RateLimit, RateLimitError, RateLimitUnavailable, RateLimiter,
+    Decision, OnRedisError, RateLimit, RateLimitError, RateLimitJsonError, RateLimitUnavailable,
+    RateLimiter,
 };
 #[doc(inline)]
 pub use store::{entity, feed, migration};

@@ -60,6 +60,10 @@ pub enum ScopesError {
     /// The same scope twice.
     #[error("scopes must be distinct")]
     Duplicate,
+    /// JSON that is neither an array of strings nor `null`
+    /// ([`Scopes::from_json`]).
+    #[error("must be an array of strings or null")]
+    NotAnArray,
 }
 
 impl Scopes {
@@ -111,6 +115,20 @@ impl Scopes {
     /// Whether there are none (the key grants no scope).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Scopes from their JSON form, as a request body or an import line
+    /// gives them: `null` (`None`: unrestricted) or an array of strings, each
+    /// checked as by [`Scopes::new`].
+    pub fn from_json(value: &Value) -> Result<Option<Self>, ScopesError> {
+        let Value::Array(items) = value else {
+            return match value {
+                Value::Null => Ok(None),
+                _ => Err(ScopesError::NotAnArray),
+            };
+        };
+        let scopes: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+        Self::new(scopes.ok_or(ScopesError::NotAnArray)?).map(Some)
     }
 
     /// The scopes as a JSON array, for storage.

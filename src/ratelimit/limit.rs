@@ -1,8 +1,9 @@
 //! [`RateLimit`]: `requests` per `period_seconds`, within the bounds of the contract.
 
-use std::{fmt, time::Duration};
+use std::{borrow::Cow, fmt, time::Duration};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// A per-key rate limit: `requests` per `period_seconds`, bursts up to `requests`
 /// (GCRA, CONTRACT §9.1).
@@ -26,8 +27,21 @@ use serde::{Deserialize, Serialize};
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "RawRateLimit")]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(
+        as = ApiKeyRateLimit,
+        description = "`requests` per `period_seconds` (GCRA), bursts up to `requests`."
+    ),
+    // For the schema's `additionalProperties: false` only: deserializing goes
+    // through `RawRateLimit`, which refuses unknown fields.
+    serde(deny_unknown_fields)
+)]
 pub struct RateLimit {
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     requests: u32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86_400))]
     period_seconds: u32,
 }
 
@@ -70,6 +84,51 @@ impl RateLimit {
             requests,
             period_seconds,
         })
+    }
+
+    /// A limit from its JSON form, as a request body or an import line gives
+    /// it: `null` (`None`: no limit of its own) or exactly
+    /// `{"requests": 1–1000000, "period_seconds": 1–86400}`. The error names
+    /// the member at fault where there is one.
+    pub fn from_json(value: &Value) -> Result<Option<Self>, RateLimitJsonError> {
+        let Value::Object(object) = value else {
+            return match value {
+                Value::Null => Ok(None),
+                _ => Err(RateLimitJsonError {
+                    member: None,
+                    message: Cow::Borrowed(
+                        "must be an object {\"requests\", \"period_seconds\"} or null",
+                    ),
+                }),
+            };
+        };
+        let at = |member: &str, message: Cow<'static, str>| RateLimitJsonError {
+            member: Some(member.to_owned()),
+            message,
+        };
+        let mut requests = None;
+        let mut period = None;
+        for (member, value) in object {
+            let (slot, max) = match member.as_str() {
+                "requests" => (&mut requests, Self::MAX_REQUESTS),
+                "period_seconds" => (&mut period, Self::MAX_PERIOD_SECONDS),
+                _ => return Err(at(member, Cow::Borrowed("unknown field"))),
+            };
+            match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if (1..=max).contains(&n) => *slot = Some(n),
+                _ => {
+                    let message = format!("must be an integer from 1 to {max}");
+                    return Err(at(member, Cow::Owned(message)));
+                }
+            }
+        }
+        match (requests, period) {
+            (Some(requests), Some(period)) => Self::new(requests, period)
+                .map(Some)
+                .map_err(|err| at(err.field(), Cow::Borrowed(err.message()))),
+            (None, _) => Err(at("requests", Cow::Borrowed("is required"))),
+            (_, None) => Err(at("period_seconds", Cow::Borrowed("is required"))),
+        }
     }
 
     /// Requests allowed per period, which is also the largest burst.
@@ -127,6 +186,23 @@ impl RateLimitError {
             Bound::Requests => "requests must be between 1 and 1000000",
             Bound::Period => "period_seconds must be between 1 and 86400",
         }
+    }
+}
+
+/// JSON that [`RateLimit::from_json`] refuses: `Display` says what is
+/// wrong, [`member`](Self::member) where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RateLimitJsonError {
+    member: Option<String>,
+    message: Cow<'static, str>,
+}
+
+impl RateLimitJsonError {
+    /// The member of the object at fault: `requests`, `period_seconds`, or an
+    /// unknown member's name as given; `None` when the value is not an object.
+    pub fn member(&self) -> Option<&str> {
+        self.member.as_deref()
     }
 }
 
@@ -206,5 +282,55 @@ mod tests {
                 .emission_interval_nanos(),
             1_000
         );
+    }
+
+    #[test]
+    fn from_json_reads_the_contract_object_and_names_the_member_at_fault() {
+        use serde_json::json;
+
+        assert_eq!(RateLimit::from_json(&Value::Null), Ok(None));
+        assert_eq!(
+            RateLimit::from_json(&json!({"requests": 5, "period_seconds": 60})),
+            Ok(Some(RateLimit::new(5, 60).unwrap()))
+        );
+        for (bad, member, message) in [
+            (
+                json!("5/60"),
+                None,
+                r#"must be an object {"requests", "period_seconds"} or null"#,
+            ),
+            (
+                json!({"requests": 0, "period_seconds": 60}),
+                Some("requests"),
+                "must be an integer from 1 to 1000000",
+            ),
+            (
+                json!({"requests": 5_000_000_000u64, "period_seconds": 60}),
+                Some("requests"),
+                "must be an integer from 1 to 1000000",
+            ),
+            (
+                json!({"requests": 1, "period_seconds": 1.5}),
+                Some("period_seconds"),
+                "must be an integer from 1 to 86400",
+            ),
+            (
+                json!({"requests": 1}),
+                Some("period_seconds"),
+                "is required",
+            ),
+            (
+                json!({"requests": 1, "period_seconds": 1, "burst": 2}),
+                Some("burst"),
+                "unknown field",
+            ),
+        ] {
+            let err = RateLimit::from_json(&bad).unwrap_err();
+            assert_eq!(
+                (err.member(), err.to_string().as_str()),
+                (member, message),
+                "{bad}"
+            );
+        }
     }
 }

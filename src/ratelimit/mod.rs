@@ -41,7 +41,7 @@ use std::{fmt, sync::Arc};
 use uuid::Uuid;
 
 pub use decision::Decision;
-pub use limit::{RateLimit, RateLimitError};
+pub use limit::{RateLimit, RateLimitError, RateLimitJsonError};
 
 use headers::Rated;
 use local::Local;

@@ -16,23 +16,7 @@ use crate::{
 
 /// `scopes`: `null` or an array of valid, distinct scopes.
 fn scopes(value: Value) -> Result<Option<Scopes>, FieldError> {
-    let invalid = |message: String| FieldError::new("scopes", message);
-    match value {
-        Value::Null => Ok(None),
-        Value::Array(items) => {
-            let mut scopes = Vec::with_capacity(items.len());
-            for item in items {
-                match item {
-                    Value::String(scope) => scopes.push(scope),
-                    _ => return Err(invalid("must be an array of strings or null".into())),
-                }
-            }
-            Scopes::new(scopes)
-                .map(Some)
-                .map_err(|err| invalid(err.to_string()))
-        }
-        _ => Err(invalid("must be an array of strings or null".into())),
-    }
+    Scopes::from_json(&value).map_err(|err| FieldError::new("scopes", err.to_string()))
 }
 
 /// `metadata`: `null` or a JSON object of at most 4,096 bytes.
@@ -48,45 +32,13 @@ fn metadata(value: Value) -> Result<Option<Metadata>, FieldError> {
 /// `rate_limit`: `null` or `{"requests": 1–1000000, "period_seconds": 1–86400}`;
 /// an error names the nested field (`rate_limit.requests`) where it can.
 fn rate_limit(value: Value) -> Result<Option<RateLimit>, FieldError> {
-    let Value::Object(object) = value else {
-        return match value {
-            Value::Null => Ok(None),
-            _ => Err(FieldError::new(
-                "rate_limit",
-                "must be an object {\"requests\", \"period_seconds\"} or null",
-            )),
+    RateLimit::from_json(&value).map_err(|err| {
+        let field = match err.member() {
+            Some(member) => format!("rate_limit.{member}"),
+            None => "rate_limit".to_owned(),
         };
-    };
-    let mut requests = None;
-    let mut period = None;
-    for (field, value) in object {
-        let bound = match field.as_str() {
-            "requests" => (&mut requests, RateLimit::MAX_REQUESTS),
-            "period_seconds" => (&mut period, RateLimit::MAX_PERIOD_SECONDS),
-            _ => {
-                return Err(FieldError::new(
-                    format!("rate_limit.{field}"),
-                    "unknown field",
-                ));
-            }
-        };
-        match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) if (1..=bound.1).contains(&n) => *bound.0 = Some(n),
-            _ => {
-                return Err(FieldError::new(
-                    format!("rate_limit.{field}"),
-                    format!("must be an integer from 1 to {}", bound.1),
-                ));
-            }
-        }
-    }
-    match (requests, period) {
-        (Some(requests), Some(period)) => RateLimit::new(requests, period)
-            .map(Some)
-            .map_err(|err| FieldError::new(format!("rate_limit.{}", err.field()), err.to_string())),
-        (None, _) => Err(FieldError::new("rate_limit.requests", "is required")),
-        (_, None) => Err(FieldError::new("rate_limit.period_seconds", "is required")),
-    }
+        FieldError::new(field, err.to_string())
+    })
 }
 
 /// Adds `more` to `errors`, leaving out fields a type error already covers.

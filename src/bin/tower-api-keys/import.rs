@@ -392,18 +392,8 @@ impl Fields<'_> {
     }
 
     fn scopes(&mut self) -> Option<Scopes> {
-        let value = self.get("scopes")?;
-        let scopes: Option<Vec<&str>> = match value {
-            Value::Array(items) => items.iter().map(Value::as_str).collect(),
-            _ => None,
-        };
-        let Some(scopes) = scopes else {
-            self.error("scopes", "must be null or an array of strings");
-            return None;
-        };
-        Scopes::new(scopes)
-            .map_err(|err| self.error("scopes", err))
-            .ok()
+        let scopes = Scopes::from_json(self.get("scopes")?);
+        scopes.map_err(|err| self.error("scopes", err)).ok()?
     }
 
     fn metadata(&mut self) -> Option<Metadata> {
@@ -413,32 +403,22 @@ impl Fields<'_> {
             .ok()
     }
 
+    /// `rate_limit`; an error names the member at fault
+    /// (`rate_limit.requests`) where there is one.
     fn rate_limit(&mut self) -> Option<RateLimit> {
-        const SHAPE: &str = r#"must be null or {"requests": 1-1000000, "period_seconds": 1-86400}"#;
-        let Some(Value::Object(limit)) = self.get("rate_limit") else {
-            if self.get("rate_limit").is_some() {
-                self.error("rate_limit", SHAPE);
-            }
-            return None;
-        };
-        let number = |name: &str| {
-            limit
-                .get(name)
-                .and_then(Value::as_u64)
-                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
-        };
-        let (Some(requests), Some(period_seconds)) = (number("requests"), number("period_seconds"))
-        else {
-            self.error("rate_limit", SHAPE);
-            return None;
-        };
-        if limit.len() != 2 {
-            self.error("rate_limit", SHAPE);
-            return None;
-        }
-        RateLimit::new(requests, period_seconds)
-            .map_err(|err| self.error(&format!("rate_limit.{}", err.field()), err))
-            .ok()
+        let limit = RateLimit::from_json(self.get("rate_limit")?);
+        limit
+            .map_err(|err| {
+                let field = match err.member() {
+                    None => "rate_limit".to_owned(),
+                    Some(member @ ("requests" | "period_seconds")) => {
+                        format!("rate_limit.{member}")
+                    }
+                    Some(member) => format!("rate_limit.{}", shown_name(member)),
+                };
+                self.error(&field, err);
+            })
+            .ok()?
     }
 }
 
@@ -665,6 +645,31 @@ mod tests {
         // The same name in different objects is fine.
         let lines = parse_text(&line(r#","metadata":{"a":{"title":1},"b":{"title":2}}"#)).unwrap();
         assert_eq!(lines.len(), 1);
+    }
+
+    #[test]
+    fn a_rate_limit_error_names_the_member_at_fault() {
+        for (extra, expected) in [
+            (
+                r#","rate_limit":"5/60""#,
+                r#"line 1: rate_limit: must be an object {"requests", "period_seconds"} or null"#,
+            ),
+            (
+                r#","rate_limit":{"requests":1}"#,
+                "line 1: rate_limit.period_seconds: is required",
+            ),
+            (
+                r#","rate_limit":{"requests":1,"period_seconds":1,"burst":2}"#,
+                "line 1: rate_limit.`burst`: unknown field",
+            ),
+            (
+                r#","rate_limit":{"requests":1,"period_seconds":1,"sk_x y":2}"#,
+                "line 1: rate_limit.a field: unknown field",
+            ),
+        ] {
+            let message = message(parse_text(&line(extra)));
+            assert!(message.ends_with(expected), "{message}");
+        }
     }
 
     #[test]

@@ -1,30 +1,43 @@
 //! Key management for host code: create, list, get, update, rotate, revoke,
 //! delete, each scoped to an account; revocation by the key holder.
+//!
+//! [`KeyManager`] and the changes of one account's keys live here; beside
+//! them: what the manager returns about a key (`info`), its error (`error`),
+//! revocation by the holder (`holder`), daily usage (`usage`), and the
+//! operator's tools across accounts, import (`import`) and pepper rotation
+//! (`pepper`).
+
+mod error;
+mod holder;
+mod import;
+mod info;
+mod pepper;
+mod usage;
 
 pub(crate) mod rules;
 
 use std::{
-    fmt,
     future::Future,
     sync::atomic::{AtomicI64, Ordering},
     time::Duration,
 };
 
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-use serde::Serialize;
+use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
+pub use self::{
+    error::ManagerError,
+    info::{ApiKeyInfo, CreatedKey},
+    pepper::{PepperRole, PepperStatus},
+    usage::{DayUsage, KeyUsage},
+};
 use crate::{
     identity::{AccountId, ApiKeyId},
-    key::ring::PepperId,
-    key::{KeyPair, RandomSourceError, SecretKey},
+    key::KeyPair,
     policy::limits::{DEFAULT_MAX_KEYS_PER_ACCOUNT, MAX_GRACE_PERIOD_SECONDS},
-    policy::rejection::Rejection,
-    policy::{Metadata, Scopes},
-    ratelimit::RateLimit,
+    policy::Scopes,
     store::{
-        ApiKeyRecord, EffectiveStatus, KeyChanges, KeyStatus, RotateOutcome, Rotation, Store,
-        StoreError, Successor,
+        ApiKeyRecord, KeyChanges, KeyStatus, RotateOutcome, Rotation, Store, StoreError, Successor,
     },
     validator::ApiKeyValidator,
 };
@@ -69,182 +82,6 @@ pub struct KeyManager {
     max_keys_per_account: u64,
 }
 
-/// A key as its owner sees it: no secret, no hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ApiKeyInfo {
-    /// The key's id.
-    pub key_id: ApiKeyId,
-    /// The public key, `pk_…`.
-    pub public_key: String,
-    /// Title.
-    pub title: String,
-    /// Description.
-    pub description: Option<String>,
-    /// `active`, `revoked` or `expired`.
-    pub status: EffectiveStatus,
-    /// Expiry, if any.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Last use, if recorded.
-    pub last_used_at: Option<DateTime<Utc>>,
-    /// Creation time; `None` (serialized as `null`) only for a row written by
-    /// another program into a table that allows it, such as the reference
-    /// service's.
-    pub created_at: Option<DateTime<Utc>>,
-    /// The scopes the key grants, ascending; `None` (`null`): unrestricted.
-    pub scopes: Option<Scopes>,
-    /// The key's metadata, as given.
-    pub metadata: Option<Metadata>,
-    /// The key this one replaced in a rotation, if any.
-    pub rotated_from: Option<ApiKeyId>,
-    /// The key's own rate limit, if any.
-    pub rate_limit: Option<RateLimit>,
-}
-
-impl ApiKeyInfo {
-    fn from_record(record: ApiKeyRecord, now: DateTime<Utc>) -> Self {
-        Self {
-            status: record.effective_status(now),
-            key_id: record.key_id.into(),
-            public_key: record.public_key,
-            title: record.title,
-            description: record.description,
-            expires_at: record.expires_at,
-            last_used_at: record.last_used_at,
-            created_at: record.created_at,
-            scopes: record.scopes,
-            metadata: record.metadata,
-            rotated_from: record.rotated_from.map(ApiKeyId::new),
-            rate_limit: record.rate_limit,
-        }
-    }
-}
-
-/// A key just created: the only time its secret is available.
-#[derive(Clone)]
-pub struct CreatedKey {
-    /// The stored key.
-    pub key: ApiKeyInfo,
-    /// The secret half. Show it to its owner once; it is not stored.
-    pub secret_key: SecretKey,
-}
-
-impl CreatedKey {
-    /// The credential a client sends: `pk_…:sk_…`. Never log it.
-    pub fn credential(&self) -> String {
-        crate::key::credential(&self.key.public_key, &self.secret_key)
-    }
-}
-
-impl fmt::Debug for CreatedKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CreatedKey")
-            .field("key", &self.key)
-            .field("secret_key", &self.secret_key)
-            .finish()
-    }
-}
-
-/// The role of a pepper in the validator's ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PepperRole {
-    /// Makes every new hash.
-    Current,
-    /// An older pepper, still accepted.
-    Previous,
-    /// The oldest pepper: it also covers rows that name no pepper.
-    Legacy,
-    /// Named by rows but not in the ring: those keys are refused.
-    Missing,
-}
-
-/// One line of [`KeyManager::pepper_status`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PepperStatus {
-    /// The pepper's id (`None` only for a stored id that is not a valid one).
-    pub pepper_id: Option<PepperId>,
-    /// Its role.
-    pub role: PepperRole,
-    /// Whether the validator holds this pepper.
-    pub in_ring: bool,
-    /// Keys that can still validate and were hashed with it.
-    pub keys: u64,
-}
-
-/// One UTC day of a key's usage, in [`KeyUsage`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct DayUsage {
-    /// The UTC day; serialized `YYYY-MM-DD`.
-    pub date: NaiveDate,
-    /// Requests the authentication layer let through with the key that day,
-    /// summed over every replica, as far as flushed to the store.
-    pub requests: u64,
-}
-
-/// A key's daily request counts, from [`KeyManager::usage`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct KeyUsage {
-    /// The key.
-    pub key_id: ApiKeyId,
-    /// One entry per UTC day, today first, days without requests included.
-    pub days: Vec<DayUsage>,
-}
-
-/// Most days [`KeyManager::usage`] reports.
-const MAX_USAGE_DAYS: u32 = 90;
-
-/// A key-management operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ManagerError {
-    /// No such key in this account.
-    #[error("API key not found")]
-    NotFound,
-    /// The key to rotate is revoked or expired.
-    #[error("API key is not active")]
-    NotActive,
-    /// The key to rotate already has a successor (it is in its grace period).
-    #[error("API key has already been rotated")]
-    AlreadyRotated,
-    /// The key store could not be reached to check a credential.
-    #[error("the key store is unavailable")]
-    Unavailable,
-    /// The key would hold a scope the acting party does not (see
-    /// [`KeyManager::with_scope_ceiling`]): nothing was written.
-    #[error("the API key cannot create, rotate into or change a key with scopes it does not hold")]
-    ScopesNotHeld,
-    /// The account already has the most keys allowed
-    /// ([`KeyManager::with_max_keys_per_account`]): nothing was written.
-    #[error("too many API keys for account {account_id} (at most {limit})")]
-    TooManyKeys {
-        /// The account.
-        account_id: AccountId,
-        /// The most keys an account may have.
-        limit: u64,
-    },
-    /// The request broke a rule; one entry per field.
-    #[error("invalid API key request: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
-    Invalid(Vec<FieldError>),
-    /// The OS random source failed.
-    #[error(transparent)]
-    Random(#[from] RandomSourceError),
-    /// The store failed or timed out.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// A credential as a key holder presents it for revocation, without ASCII
-/// whitespace around it and without a `Bearer ` prefix (the scheme in any
-/// case, then any ASCII whitespace).
-fn presented_credential(text: &str) -> &str {
-    let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
-    match text.split_once(|c: char| c.is_ascii_whitespace()) {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
-            rest.trim_start_matches(|c: char| c.is_ascii_whitespace())
-        }
-        _ => text,
-    }
-}
-
 /// Runs a change (its store calls and the cache evictions after them) to the
 /// end on a task of its own, and waits for it. The caller's future may be
 /// dropped at any await, as hyper drops a handler whose client disconnected;
@@ -258,20 +95,6 @@ async fn to_completion<T: Send + 'static>(
         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
         // The runtime is shutting down: the change's outcome is unknown.
         Err(err) => Err(ManagerError::Store(StoreError::Database(Box::new(err)))),
-    }
-}
-
-impl ManagerError {
-    /// A store error, with the per-account limit lifted to
-    /// [`ManagerError::TooManyKeys`].
-    fn from_store(err: StoreError) -> Self {
-        match err {
-            StoreError::TooManyKeys { account_id, limit } => Self::TooManyKeys {
-                account_id: account_id.into(),
-                limit,
-            },
-            err => Self::Store(err),
-        }
     }
 }
 
@@ -565,90 +388,6 @@ impl KeyManager {
         })
     }
 
-    /// Revokes the key a full credential names, for its holder (for example a
-    /// leaked key reported by a secret scanner). Succeeds the same way whether
-    /// or not the credential was valid, malformed, unknown or already revoked,
-    /// so that it cannot be used to test keys; the credential is checked by the
-    /// same constant-time path as the layer. ASCII whitespace around the
-    /// credential and a `Bearer ` prefix (as copied from a header) are
-    /// removed first. [`ManagerError::Unavailable`] or [`ManagerError::Store`]
-    /// only when the store could not be reached.
-    pub async fn revoke_by_credential(&self, credential: &str) -> Result<(), ManagerError> {
-        let credential = credential.to_owned();
-        let this = self.clone();
-        to_completion(async move { this.revoke_by_credential_now(&credential).await }).await
-    }
-
-    async fn revoke_by_credential_now(&self, credential: &str) -> Result<(), ManagerError> {
-        let credential = presented_credential(credential);
-        let key = match self.validator.validate(credential).await {
-            Ok(key) => key,
-            Err(Rejection::StoreUnavailable) => return Err(ManagerError::Unavailable),
-            Err(Rejection::MalformedCredential | Rejection::MissingCredential) => {
-                // The layer refuses these before any HMAC; here the answer must
-                // not come back faster than for an unknown key.
-                let secret = credential.get(credential.len().saturating_sub(35)..);
-                self.validator.verify_dummy(secret.unwrap_or(credential));
-                return Ok(());
-            }
-            Err(_) => return Ok(()),
-        };
-        let revoked = self
-            .store
-            .revoke(key.account_id().into_inner(), key.key_id().into_inner())
-            .await;
-        self.validator.invalidate(key.public_key());
-        revoked?;
-        tracing::info!(key_id = %key.key_id(), account_id = %key.account_id(), "API key revoked by its holder");
-        Ok(())
-    }
-
-    /// Imports keys that were made elsewhere (already hashed; the secrets are
-    /// not known here), across accounts: an operator's tool. Every record is
-    /// checked before any is written ([`ManagerError::Invalid`], field names
-    /// `records[i].field`), and they are written in one transaction: a
-    /// duplicate id or public key (in the store or twice in `records`) writes
-    /// nothing and is [`ManagerError::Store`] with [`StoreError::Conflict`];
-    /// an account that would have more than the most keys allowed writes
-    /// nothing and is [`ManagerError::TooManyKeys`]. A row without
-    /// `created_at` gets the current time. Returns how many were written.
-    pub async fn import(&self, records: Vec<ApiKeyRecord>) -> Result<usize, ManagerError> {
-        let this = self.clone();
-        to_completion(async move { this.import_now(records).await }).await
-    }
-
-    async fn import_now(&self, records: Vec<ApiKeyRecord>) -> Result<usize, ManagerError> {
-        let mut errors = Vec::new();
-        for (index, record) in records.iter().enumerate() {
-            rules::check_record(record, &format!("records[{index}]."), &mut errors);
-        }
-        if !errors.is_empty() {
-            return Err(ManagerError::Invalid(errors));
-        }
-        for record in &records {
-            self.within_ceiling(record.scopes.as_ref())?;
-        }
-        let count = records.len();
-        let public_keys: Vec<String> = records.iter().map(|r| r.public_key.clone()).collect();
-        let records = records
-            .into_iter()
-            .map(|mut record| {
-                record.created_at = Some(record.created_at.unwrap_or_else(creation_time));
-                record
-            })
-            .collect();
-        let inserted = self
-            .store
-            .insert_within_limit(records, self.max_keys_per_account)
-            .await;
-        for public_key in &public_keys {
-            self.validator.invalidate(public_key);
-        }
-        inserted.map_err(ManagerError::from_store)?;
-        tracing::info!(keys = count, "API keys imported");
-        Ok(count)
-    }
-
     /// Deletes the key. Requests on this process are refused from the moment
     /// this returns, whatever it returns (as [`revoke`](Self::revoke)).
     pub async fn delete(&self, account: AccountId, key_id: ApiKeyId) -> Result<(), ManagerError> {
@@ -664,134 +403,6 @@ impl KeyManager {
         deleted?.ok_or(ManagerError::NotFound)?;
         tracing::info!(%key_id, account_id = %account, "API key deleted");
         Ok(())
-    }
-
-    /// How far a pepper rotation has come: for each pepper of the validator's
-    /// ring (current first) and each pepper id rows name that the ring lacks,
-    /// how many keys that can still validate (not revoked, not expired) it
-    /// covers. A previous pepper can be dropped from the configuration once its
-    /// count is 0 (keys re-hash on their first use), or after
-    /// [`retire_pepper`](Self::retire_pepper) revoked the unused rest. Across
-    /// every account: an operator's view.
-    pub async fn pepper_status(&self) -> Result<Vec<PepperStatus>, ManagerError> {
-        let counts = self.store.count_by_pepper().await?;
-        let ring: Vec<PepperId> = self.validator.pepper_ids().cloned().collect();
-        let legacy = ring.last().cloned();
-        let count_of = |id: Option<&str>| {
-            counts
-                .iter()
-                .filter(|count| count.pepper_id.as_deref() == id)
-                .map(|count| count.keys)
-                .sum::<u64>()
-        };
-        let mut status: Vec<PepperStatus> = ring
-            .iter()
-            .enumerate()
-            .map(|(index, id)| {
-                let is_legacy = Some(id) == legacy.as_ref();
-                PepperStatus {
-                    pepper_id: Some(id.clone()),
-                    role: if index == 0 {
-                        PepperRole::Current
-                    } else if is_legacy {
-                        PepperRole::Legacy
-                    } else {
-                        PepperRole::Previous
-                    },
-                    in_ring: true,
-                    // The legacy pepper also covers the rows that name none.
-                    keys: count_of(Some(id.as_str())) + if is_legacy { count_of(None) } else { 0 },
-                }
-            })
-            .collect();
-        for count in &counts {
-            let Some(id) = &count.pepper_id else { continue };
-            if !ring.iter().any(|known| known.as_str() == id) && count.keys > 0 {
-                status.push(PepperStatus {
-                    pepper_id: id.parse().ok(),
-                    role: PepperRole::Missing,
-                    in_ring: false,
-                    keys: count.keys,
-                });
-            }
-        }
-        Ok(status)
-    }
-
-    /// Revokes every key that can still validate and was hashed with the
-    /// pepper `pepper_id` (for the legacy pepper, also the rows that name no
-    /// pepper): the end of a rotation, for keys unused since it began. Returns
-    /// how many were revoked. The current pepper cannot be retired.
-    pub async fn retire_pepper(&self, pepper_id: &PepperId) -> Result<u64, ManagerError> {
-        let pepper_id = pepper_id.clone();
-        let this = self.clone();
-        to_completion(async move { this.retire_pepper_now(&pepper_id).await }).await
-    }
-
-    async fn retire_pepper_now(&self, pepper_id: &PepperId) -> Result<u64, ManagerError> {
-        let ring: Vec<PepperId> = self.validator.pepper_ids().cloned().collect();
-        if ring.first() == Some(pepper_id) {
-            return Err(ManagerError::Invalid(vec![FieldError::new(
-                "pepper_id",
-                "the current pepper cannot be retired",
-            )]));
-        }
-        let include_legacy = ring.len() > 1 && ring.last() == Some(pepper_id);
-        let revoked = self
-            .store
-            .revoke_by_pepper(pepper_id.as_str(), include_legacy)
-            .await;
-        // Many keys may have changed: none of them may stay cached.
-        self.validator.invalidate_all();
-        let revoked = revoked?;
-        tracing::info!(pepper_id = %pepper_id, keys = revoked, "pepper retired: its remaining keys revoked");
-        Ok(revoked)
-    }
-
-    /// The key's request counts for the last `days` UTC days (1 to 90),
-    /// today first: exactly `days` entries, zeros
-    /// included. A request counts when the authentication layer lets it
-    /// through (a `429` does not); counts are summed over every replica
-    /// sharing the store.
-    ///
-    /// Reads the store only: counts still held in memory by a validator
-    /// appear once it has flushed them (with `last_used_at`, every flush
-    /// interval, at [`ApiKeyValidator::shutdown`], or on
-    /// [`ApiKeyValidator::flush`]).
-    ///
-    /// Errors: [`ManagerError::Invalid`] (field `days`) outside 1 to 90,
-    /// [`ManagerError::NotFound`] for a key that is not the account's.
-    pub async fn usage(
-        &self,
-        account: AccountId,
-        key_id: ApiKeyId,
-        days: u32,
-    ) -> Result<KeyUsage, ManagerError> {
-        if !(1..=MAX_USAGE_DAYS).contains(&days) {
-            return Err(ManagerError::Invalid(vec![FieldError::new(
-                "days",
-                format!("must be an integer from 1 to {MAX_USAGE_DAYS}"),
-            )]));
-        }
-        self.store
-            .get(account.into_inner(), key_id.into_inner())
-            .await?
-            .ok_or(ManagerError::NotFound)?;
-        let today = Utc::now().date_naive();
-        let since = today - TimeDelta::days(i64::from(days) - 1);
-        let stored = self.store.usage(key_id.into_inner(), since).await?;
-        let days = (0..i64::from(days))
-            .map(|back| today - TimeDelta::days(back))
-            .map(|date| DayUsage {
-                date,
-                requests: stored
-                    .iter()
-                    .filter(|(day, _)| *day == date)
-                    .map(|(_, requests)| *requests)
-                    .sum(),
-            })
-            .collect();
-        Ok(KeyUsage { key_id, days })
     }
 
     /// The public key of the account's key, read before a change so that the
@@ -849,26 +460,6 @@ mod tests {
                 "delete: {delete}"
             );
         }
-    }
-
-    #[test]
-    fn a_presented_credential_loses_whitespace_and_a_bearer_prefix() {
-        let credential = "pk_a:sk_b";
-        for presented in [
-            "pk_a:sk_b",
-            "  pk_a:sk_b\r\n",
-            "\tpk_a:sk_b ",
-            "Bearer pk_a:sk_b",
-            " bearer\t pk_a:sk_b \n",
-            "BEARER  pk_a:sk_b",
-        ] {
-            assert_eq!(presented_credential(presented), credential, "{presented:?}");
-        }
-        // Anything else is passed on as it is, to be refused as malformed.
-        assert_eq!(presented_credential("Basic pk_a:sk_b"), "Basic pk_a:sk_b");
-        assert_eq!(presented_credential("pk_a: sk_b"), "pk_a: sk_b");
-        assert_eq!(presented_credential("Bearer"), "Bearer");
-        assert_eq!(presented_credential("\u{a0}pk_a:sk_b"), "\u{a0}pk_a:sk_b");
     }
 
     #[test]
