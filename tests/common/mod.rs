@@ -1,19 +1,19 @@
 //! Shared test support: a fresh database per test on every configured backend,
-//! a counting/failing repository wrapper, a real HTTP app on loopback, and the
-//! example server as a process ([`server`]).
+//! the crate's counting/failing repository wrapper ([`Probe`], from
+//! `tower_api_keys::testing`), a real HTTP app on loopback, and the example
+//! server as a process ([`server`]).
 #![allow(dead_code, unreachable_pub)]
 
 #[cfg(unix)]
 pub mod server;
 
 use std::{
-    collections::HashMap,
     future::Future,
     net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+        atomic::{AtomicBool, Ordering},
     },
 };
 
@@ -24,19 +24,21 @@ use axum::{
     response::Response,
     routing::get,
 };
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::json;
 use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair, Pepper,
     hash::KeyHasher,
     router::ManagementRouter,
-    store::{
-        ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, PepperCount,
-        RotateOutcome, Rotation, SeaOrmRepository, StoreError, UsageCount, connect_options,
-    },
+    store::{ApiKeyRecord, KeyStatus, SeaOrmRepository, connect_options},
 };
 use uuid::Uuid;
+
+/// The store double every test wraps its repository in (some test files
+/// need none).
+#[allow(unused_imports)]
+pub use tower_api_keys::testing::Probe;
 
 pub mod faults;
 pub mod feed;
@@ -299,15 +301,6 @@ macro_rules! backend_tests {
     };
 }
 
-/// Runs after a lookup has read the store, before its answer is returned.
-pub type LookupHook = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-/// Runs before or after a write of [`Probe`]'s, given the operation's name
-/// (`insert` for either insert with a limit or without, `insert_many`,
-/// `revoke`, `update`, `rotate`, `delete`).
-pub type WriteHook =
-    Arc<dyn Fn(&'static str) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
 /// Holds the first call of one write operation in a [`Probe`] hook until the
 /// test releases it.
 #[derive(Clone)]
@@ -366,252 +359,6 @@ impl Gate {
     /// future was not dropped).
     pub fn passed(&self) -> bool {
         self.passed.load(Ordering::SeqCst)
-    }
-}
-
-/// Wraps a repository: counts lookups (in all and per public key) and flushes,
-/// fails on demand, and can hold lookups and writes in hooks.
-#[derive(Clone)]
-pub struct Probe<R> {
-    pub inner: R,
-    pub lookups: Arc<AtomicUsize>,
-    pub flushes: Arc<AtomicUsize>,
-    /// Re-hashes written, in all.
-    pub rewrites: Arc<AtomicUsize>,
-    /// `record_usage` calls.
-    pub usage_writes: Arc<AtomicUsize>,
-    pub failing: Arc<AtomicBool>,
-    /// Whether the wrapped repository's change feed is passed on (default: no,
-    /// so that what a test observes is its own doing).
-    with_feed: bool,
-    per_key: Arc<Mutex<HashMap<String, usize>>>,
-    after_lookup: Option<LookupHook>,
-    before_write: Option<WriteHook>,
-    after_write: Option<WriteHook>,
-}
-
-impl<R> Probe<R> {
-    pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            lookups: Arc::default(),
-            flushes: Arc::default(),
-            rewrites: Arc::default(),
-            usage_writes: Arc::default(),
-            failing: Arc::default(),
-            with_feed: false,
-            per_key: Arc::default(),
-            after_lookup: None,
-            before_write: None,
-            after_write: None,
-        }
-    }
-
-    /// Awaits `hook(operation)` before every write reaches the store.
-    pub fn with_before_write<F, Fut>(mut self, hook: F) -> Self
-    where
-        F: Fn(&'static str) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.before_write = Some(Arc::new(move |operation| Box::pin(hook(operation))));
-        self
-    }
-
-    /// Awaits `hook(operation)` after every write has returned from the
-    /// store (committed), before its answer goes back.
-    pub fn with_after_write<F, Fut>(mut self, hook: F) -> Self
-    where
-        F: Fn(&'static str) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.after_write = Some(Arc::new(move |operation| Box::pin(hook(operation))));
-        self
-    }
-
-    /// `write` between the write hooks.
-    async fn write<T>(
-        &self,
-        operation: &'static str,
-        write: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        self.check()?;
-        if let Some(hook) = &self.before_write {
-            hook(operation).await;
-        }
-        let written = write.await;
-        if let Some(hook) = &self.after_write {
-            hook(operation).await;
-        }
-        written
-    }
-
-    /// Awaits `hook(public_key)` after every lookup has read the store.
-    pub fn with_after_lookup<F, Fut>(mut self, hook: F) -> Self
-    where
-        F: Fn(String) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.after_lookup = Some(Arc::new(move |public_key| Box::pin(hook(public_key))));
-        self
-    }
-
-    /// Passes the wrapped repository's change feed on.
-    pub fn with_feed(mut self) -> Self {
-        self.with_feed = true;
-        self
-    }
-
-    pub fn lookups(&self) -> usize {
-        self.lookups.load(Ordering::SeqCst)
-    }
-
-    pub fn lookups_of(&self, public_key: &str) -> usize {
-        self.per_key
-            .lock()
-            .unwrap()
-            .get(public_key)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    pub fn flushes(&self) -> usize {
-        self.flushes.load(Ordering::SeqCst)
-    }
-
-    pub fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, Ordering::SeqCst);
-    }
-
-    fn check(&self) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            Err(StoreError::Database("injected outage".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
-    async fn find_by_public_key(
-        &self,
-        public_key: &str,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
-        *self
-            .per_key
-            .lock()
-            .unwrap()
-            .entry(public_key.to_owned())
-            .or_default() += 1;
-        self.check()?;
-        let row = self.inner.find_by_public_key(public_key).await;
-        if let Some(hook) = &self.after_lookup {
-            hook(public_key.to_owned()).await;
-        }
-        row
-    }
-    async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
-        self.write("insert", self.inner.insert(record)).await
-    }
-    async fn insert_many(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
-        self.write("insert_many", self.inner.insert_many(records))
-            .await
-    }
-
-    async fn insert_within_limit(
-        &self,
-        records: Vec<ApiKeyRecord>,
-        max_keys_per_account: u64,
-    ) -> Result<(), StoreError> {
-        self.write(
-            "insert",
-            self.inner
-                .insert_within_limit(records, max_keys_per_account),
-        )
-        .await
-    }
-
-    async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.list_by_account(account_id).await
-    }
-    async fn get(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.get(account_id, key_id).await
-    }
-    async fn revoke(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.write("revoke", self.inner.revoke(account_id, key_id))
-            .await
-    }
-    async fn update(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-        changes: &KeyChanges,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.write("update", self.inner.update(account_id, key_id, changes))
-            .await
-    }
-    async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
-        self.write("rotate", self.inner.rotate(rotation)).await
-    }
-    async fn delete(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.write("delete", self.inner.delete(account_id, key_id))
-            .await
-    }
-    async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
-        self.flushes.fetch_add(1, Ordering::SeqCst);
-        self.check()?;
-        self.inner.record_last_used(batch).await
-    }
-    async fn rewrite_hashes(&self, batch: &[HashRewrite]) -> Result<(), StoreError> {
-        self.rewrites.fetch_add(batch.len(), Ordering::SeqCst);
-        self.check()?;
-        self.inner.rewrite_hashes(batch).await
-    }
-    async fn record_usage(&self, batch: &[UsageCount]) -> Result<(), StoreError> {
-        self.usage_writes.fetch_add(1, Ordering::SeqCst);
-        self.check()?;
-        self.inner.record_usage(batch).await
-    }
-    async fn usage(
-        &self,
-        key_id: Uuid,
-        since: NaiveDate,
-    ) -> Result<Vec<(NaiveDate, u64)>, StoreError> {
-        self.check()?;
-        self.inner.usage(key_id, since).await
-    }
-    async fn count_by_pepper(&self) -> Result<Vec<PepperCount>, StoreError> {
-        self.check()?;
-        self.inner.count_by_pepper().await
-    }
-    async fn revoke_by_pepper(
-        &self,
-        pepper_id: &str,
-        include_legacy: bool,
-    ) -> Result<u64, StoreError> {
-        self.check()?;
-        self.inner.revoke_by_pepper(pepper_id, include_legacy).await
-    }
-    fn change_source(&self) -> Option<tower_api_keys::feed::ChangeSource> {
-        if self.with_feed {
-            self.inner.change_source()
-        } else {
-            None
-        }
     }
 }
 
