@@ -28,7 +28,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::json;
 use tower_api_keys::{
-    AccountId, ApiKeyAuthLayer, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair, Pepper,
+    AccountId, ApiKeyAuthLayer, ApiKeyValidator, AuthenticatedKey, CreatedKey, KeyManager, KeyPair,
+    NewApiKey, Pepper,
     hash::KeyHasher,
     router::ManagementRouter,
     store::{ApiKeyRecord, KeyStatus, SeaOrmRepository, connect_options},
@@ -362,6 +363,74 @@ impl Gate {
     }
 }
 
+/// Holds lookups in a [`Probe::with_after_lookup`] hook, after they read the
+/// store and before they answer, while the test asks for it.
+#[derive(Clone)]
+pub struct LookupGate {
+    /// Only the first lookup after [`hold`](Self::hold) is held.
+    once: bool,
+    holding: Arc<AtomicBool>,
+    reached: Arc<tokio::sync::Notify>,
+    released: Arc<tokio::sync::Notify>,
+}
+
+impl LookupGate {
+    /// Holds every lookup while [`hold`](Self::hold) is on.
+    pub fn every() -> Self {
+        Self::new(false)
+    }
+
+    /// Holds the first lookup after [`hold`](Self::hold), and no other.
+    pub fn first() -> Self {
+        Self::new(true)
+    }
+
+    fn new(once: bool) -> Self {
+        Self {
+            once,
+            holding: Arc::default(),
+            reached: Arc::default(),
+            released: Arc::default(),
+        }
+    }
+
+    /// The hook to give [`Probe::with_after_lookup`].
+    pub fn hook(
+        &self,
+    ) -> impl Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + use<> {
+        let gate = self.clone();
+        move |_| {
+            let gate = gate.clone();
+            Box::pin(async move {
+                let held = if gate.once {
+                    gate.holding.swap(false, Ordering::SeqCst)
+                } else {
+                    gate.holding.load(Ordering::SeqCst)
+                };
+                if held {
+                    gate.reached.notify_one();
+                    gate.released.notified().await;
+                }
+            })
+        }
+    }
+
+    /// Starts (`true`) or stops holding lookups.
+    pub fn hold(&self, on: bool) {
+        self.holding.store(on, Ordering::SeqCst);
+    }
+
+    /// Waits until a lookup is held.
+    pub async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    /// Lets the held lookup go on.
+    pub fn release(&self) {
+        self.released.notify_one();
+    }
+}
+
 /// Stand-in for a host's own login: `X-Account-Id: <uuid>` becomes an `AccountId`.
 pub async fn host_auth(mut request: Request, next: Next) -> Response {
     if let Some(account) = request
@@ -428,6 +497,22 @@ impl Harness {
         }
     }
 
+    /// A harness over `validator` and one key titled `title`, made through its
+    /// manager for a fresh account.
+    pub async fn with_key(
+        validator: ApiKeyValidator,
+        title: &str,
+    ) -> (Self, AccountId, CreatedKey) {
+        let h = Self::start(validator).await;
+        let account = AccountId::new(Uuid::new_v4());
+        let created = h
+            .manager
+            .create(account, NewApiKey::new(title))
+            .await
+            .unwrap();
+        (h, account, created)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -436,6 +521,17 @@ impl Harness {
         self.client
             .get(self.url("/v1/whoami"))
             .header("x-api-key", credential)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /v1/whoami` with `header: value` (the credential in a header of
+    /// the caller's choosing, e.g. `authorization`).
+    pub async fn whoami_with(&self, header: &str, value: String) -> reqwest::Response {
+        self.client
+            .get(self.url("/v1/whoami"))
+            .header(header, value)
             .send()
             .await
             .unwrap()
