@@ -25,7 +25,6 @@ use axum::{
     routing::get,
 };
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::json;
 use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyValidator, AuthenticatedKey, CreatedKey, KeyManager, KeyPair,
@@ -44,6 +43,7 @@ pub use tower_api_keys::testing::Probe;
 pub mod faults;
 pub mod feed;
 pub mod postgres;
+pub mod provision;
 
 pub const PEPPER: &str = "integration-test-pepper";
 
@@ -59,7 +59,8 @@ pub struct TestDb {
     options: sea_orm::ConnectOptions,
     /// PostgreSQL: the `application_name` of this test's connections.
     application_name: Option<String>,
-    cleanup: Option<(String, String)>,
+    /// PostgreSQL / MySQL: the schema or database to drop at the end.
+    cleanup: Option<provision::Fresh>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -67,7 +68,7 @@ impl TestDb {
     async fn open(
         options: sea_orm::ConnectOptions,
         backend: &'static str,
-        cleanup: Option<(String, String)>,
+        cleanup: Option<provision::Fresh>,
         dir: Option<tempfile::TempDir>,
     ) -> Self {
         Self {
@@ -82,15 +83,16 @@ impl TestDb {
         }
     }
 
-    /// A PostgreSQL test database in `schema`, its connections named after it.
-    async fn open_schema(url: String, schema: &str, backend: &'static str) -> Self {
-        let mut options = connect_options(&url);
+    /// A PostgreSQL test database in a fresh schema, its connections named
+    /// after it.
+    async fn open_schema(schema: provision::Fresh, backend: &'static str) -> Self {
+        let mut options = connect_options(&schema.admin_url);
         options
-            .set_schema_search_path(schema.to_owned())
-            .set_application_name(schema.to_owned());
-        let cleanup = Some((url, format!("DROP SCHEMA \"{schema}\" CASCADE")));
-        let mut db = Self::open(options, backend, cleanup, None).await;
-        db.application_name = Some(schema.to_owned());
+            .set_schema_search_path(schema.name.clone())
+            .set_application_name(schema.name.clone());
+        let name = schema.name.clone();
+        let mut db = Self::open(options, backend, Some(schema), None).await;
+        db.application_name = Some(name);
         db
     }
 
@@ -132,12 +134,9 @@ impl TestDb {
 
     /// Drops the schema or database the test made (SQLite: the temp dir goes on drop).
     pub async fn cleanup(self) {
-        if let Some((admin_url, statement)) = &self.cleanup {
+        if let Some(fresh) = &self.cleanup {
             self.repo.connection().clone().close().await.ok();
-            if let Ok(admin) = Database::connect(admin_url.as_str()).await {
-                admin.execute_unprepared(statement).await.ok();
-                admin.close().await.ok();
-            }
+            fresh.drop_it().await;
         }
     }
 }
@@ -148,26 +147,9 @@ pub async fn sqlite() -> TestDb {
     TestDb::open(connect_options(&url), "sqlite", None, Some(dir)).await
 }
 
-fn unique_name() -> String {
-    format!("tak_{}", Uuid::new_v4().simple())
-}
-
 pub async fn postgres() -> Option<TestDb> {
-    let url = std::env::var("TEST_POSTGRES_URL").ok()?;
-    if !cfg!(feature = "postgres") {
-        eprintln!("TEST_POSTGRES_URL is set but the `postgres` feature is off");
-        return None;
-    }
-    let schema = unique_name();
-    let admin = Database::connect(url.as_str())
-        .await
-        .expect("TEST_POSTGRES_URL unreachable");
-    admin
-        .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
-        .await
-        .unwrap();
-    admin.close().await.ok();
-    Some(TestDb::open_schema(url, &schema, "postgres").await)
+    let schema = provision::postgres_schema("tak_", |_| String::new()).await?;
+    Some(TestDb::open_schema(schema, "postgres").await)
 }
 
 /// The reference service's own `api_keys` table (PostgreSQL), created in
@@ -200,49 +182,13 @@ CREATE INDEX ix_api_keys_public_key ON "{schema}".api_keys (public_key);"#
 /// A fresh PostgreSQL schema holding the reference service's table
 /// ([`reference_table_ddl`]), adopted by the crate: its migration runs on top.
 pub async fn postgres_adopted() -> Option<TestDb> {
-    let url = std::env::var("TEST_POSTGRES_URL").ok()?;
-    if !cfg!(feature = "postgres") {
-        eprintln!("TEST_POSTGRES_URL is set but the `postgres` feature is off");
-        return None;
-    }
-    let schema = unique_name();
-    let admin = Database::connect(url.as_str())
-        .await
-        .expect("TEST_POSTGRES_URL unreachable");
-    admin
-        .execute_unprepared(&format!(
-            "CREATE SCHEMA \"{schema}\"; {}",
-            reference_table_ddl(&schema)
-        ))
-        .await
-        .unwrap();
-    admin.close().await.ok();
-    Some(TestDb::open_schema(url, &schema, "postgres_adopted").await)
+    let schema = provision::postgres_schema("tak_", reference_table_ddl).await?;
+    Some(TestDb::open_schema(schema, "postgres_adopted").await)
 }
 
 pub async fn mysql() -> Option<TestDb> {
-    let url = std::env::var("TEST_MYSQL_URL").ok()?;
-    if !cfg!(feature = "mysql") {
-        eprintln!("TEST_MYSQL_URL is set but the `mysql` feature is off");
-        return None;
-    }
-    let database = unique_name();
-    let admin = Database::connect(url.as_str())
-        .await
-        .expect("TEST_MYSQL_URL unreachable");
-    admin
-        .execute_unprepared(&format!(
-            "CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-        ))
-        .await
-        .unwrap();
-    admin.close().await.ok();
-    let (base, _) = url
-        .rsplit_once('/')
-        .expect("TEST_MYSQL_URL names a database");
-    let test_url = format!("{base}/{database}");
-    let cleanup = Some((url, format!("DROP DATABASE `{database}`")));
-    Some(TestDb::open(connect_options(&test_url), "mysql", cleanup, None).await)
+    let (database, url) = provision::mysql_database("tak_").await?;
+    Some(TestDb::open(connect_options(&url), "mysql", Some(database), None).await)
 }
 
 /// Runs `test` against SQLite always, and PostgreSQL (the crate's own table and
