@@ -42,6 +42,9 @@ mod sync;
 mod telemetry;
 #[cfg(test)]
 mod test_support;
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;
 mod validator;
 
 #[cfg(feature = "axum")]

@@ -11,12 +11,14 @@ use std::{
     process::{Command, Stdio},
 };
 
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use tower_api_keys::{
     ApiKeyValidator, KeyPair, Pepper, PepperId, Rejection, hash::KeyHasher, store::SeaOrmRepository,
 };
 use uuid::Uuid;
+
+#[path = "common/provision.rs"]
+mod provision;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tower-api-keys");
 const PEPPER: &str = "cli-test-pepper-0123456789";
@@ -26,8 +28,8 @@ const NEW_PEPPER: &str = "cli-test-pepper-after-rotation";
 struct Db {
     url: String,
     backend: &'static str,
-    /// Admin URL and statement that drop a PostgreSQL schema / MySQL database.
-    cleanup: Option<(String, String)>,
+    /// The PostgreSQL schema / MySQL database to drop at the end.
+    cleanup: Option<provision::Fresh>,
 }
 
 impl Db {
@@ -42,64 +44,31 @@ impl Db {
 
     /// A fresh schema of `TEST_POSTGRES_URL`, named in the URL's `options`.
     async fn postgres() -> Option<Self> {
-        let url = std::env::var("TEST_POSTGRES_URL").ok()?;
-        if !cfg!(feature = "postgres") {
-            eprintln!("TEST_POSTGRES_URL is set but the `postgres` feature is off");
-            return None;
-        }
-        let schema = unique_name();
-        admin(&url, &format!("CREATE SCHEMA \"{schema}\""))
-            .await
-            .unwrap();
+        let schema = provision::postgres_schema("tak_cli_", |_| String::new()).await?;
+        let (url, name) = (&schema.admin_url, &schema.name);
         let separator = if url.contains('?') { '&' } else { '?' };
         Some(Self {
-            url: format!("{url}{separator}options=-c%20search_path%3D{schema}"),
+            url: format!("{url}{separator}options=-c%20search_path%3D{name}"),
             backend: "postgres",
-            cleanup: Some((url, format!("DROP SCHEMA \"{schema}\" CASCADE"))),
+            cleanup: Some(schema),
         })
     }
 
     /// A fresh database on the server of `TEST_MYSQL_URL`.
     async fn mysql() -> Option<Self> {
-        let url = std::env::var("TEST_MYSQL_URL").ok()?;
-        if !cfg!(feature = "mysql") {
-            eprintln!("TEST_MYSQL_URL is set but the `mysql` feature is off");
-            return None;
-        }
-        let database = unique_name();
-        admin(
-            &url,
-            &format!("CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"),
-        )
-        .await
-        .unwrap();
-        let (base, _) = url
-            .rsplit_once('/')
-            .expect("TEST_MYSQL_URL names a database");
+        let (database, url) = provision::mysql_database("tak_cli_").await?;
         Some(Self {
-            url: format!("{base}/{database}"),
+            url,
             backend: "mysql",
-            cleanup: Some((url, format!("DROP DATABASE `{database}`"))),
+            cleanup: Some(database),
         })
     }
 
     async fn drop_it(self) {
-        if let Some((admin_url, statement)) = self.cleanup {
-            admin(&admin_url, &statement).await.ok();
+        if let Some(fresh) = self.cleanup {
+            fresh.drop_it().await;
         }
     }
-}
-
-/// Runs `statement` on a connection of its own to `url`.
-async fn admin(url: &str, statement: &str) -> Result<(), sea_orm::DbErr> {
-    let admin = Database::connect(url).await?;
-    let result = admin.execute_unprepared(statement).await.map(drop);
-    admin.close().await.ok();
-    result
-}
-
-fn unique_name() -> String {
-    format!("tak_cli_{}", Uuid::new_v4().simple())
 }
 
 /// What one run of the tool left.

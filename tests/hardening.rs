@@ -605,13 +605,8 @@ async fn debug_and_errors_redact_every_secret() {
 /// all of which must be indistinguishable from each other and from `X-API-Key`.
 async fn bearer_refusals_are_byte_identical_cold_and_warm(db: &TestDb) {
     let probe = Probe::new(db.repo.clone());
-    let h = Harness::start(ApiKeyValidator::new(probe.clone(), pepper())).await;
-    let account = AccountId::new(Uuid::new_v4());
-    let live = h
-        .manager
-        .create(account, NewApiKey::new("live"))
-        .await
-        .unwrap();
+    let (h, account, live) =
+        Harness::with_key(ApiKeyValidator::new(probe.clone(), pepper()), "live").await;
     let revoked = h
         .manager
         .create(account, NewApiKey::new("revoked"))
@@ -690,12 +685,8 @@ async fn bearer_refusals_are_byte_identical_cold_and_warm(db: &TestDb) {
     }
     // The live key itself still works over Bearer.
     let response = h
-        .client
-        .get(h.url("/v1/whoami"))
-        .header("authorization", format!("Bearer {}", live.credential()))
-        .send()
-        .await
-        .unwrap();
+        .whoami_with("authorization", format!("Bearer {}", live.credential()))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 
@@ -706,13 +697,8 @@ async fn bearer_refusals_are_byte_identical_cold_and_warm(db: &TestDb) {
 /// server), and never costs a store lookup.
 async fn oversized_credentials_never_reach_the_store(db: &TestDb) {
     let probe = Probe::new(db.repo.clone());
-    let h = Harness::start(ApiKeyValidator::new(probe.clone(), pepper())).await;
-    let account = AccountId::new(Uuid::new_v4());
-    let live = h
-        .manager
-        .create(account, NewApiKey::new("live"))
-        .await
-        .unwrap();
+    let (h, _, live) =
+        Harness::with_key(ApiKeyValidator::new(probe.clone(), pepper()), "live").await;
     let credential = live.credential();
     let unknown = KeyPair::generate().unwrap().credential();
     let before = probe.lookups();

@@ -38,13 +38,8 @@ async fn assert_problem(
 }
 
 async fn valid_key_reaches_the_handler_with_its_ids(db: &TestDb) {
-    let h = Harness::start(ApiKeyValidator::new(db.repo.clone(), pepper())).await;
-    let account = AccountId::new(Uuid::new_v4());
-    let created = h
-        .manager
-        .create(account, NewApiKey::new("ci"))
-        .await
-        .unwrap();
+    let (h, account, created) =
+        Harness::with_key(ApiKeyValidator::new(db.repo.clone(), pepper()), "ci").await;
 
     let response = h.whoami(&created.credential()).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -54,24 +49,15 @@ async fn valid_key_reaches_the_handler_with_its_ids(db: &TestDb) {
 
     // Bearer works too, case-insensitively.
     let response = h
-        .client
-        .get(h.url("/v1/whoami"))
-        .header("authorization", format!("bEaRer {}", created.credential()))
-        .send()
-        .await
-        .unwrap();
+        .whoami_with("authorization", format!("bEaRer {}", created.credential()))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 
 async fn every_rejection_class_has_its_status_and_detail(db: &TestDb) {
     let probe = Probe::new(db.repo.clone());
-    let h = Harness::start(ApiKeyValidator::new(probe.clone(), pepper())).await;
-    let account = AccountId::new(Uuid::new_v4());
-    let created = h
-        .manager
-        .create(account, NewApiKey::new("ci"))
-        .await
-        .unwrap();
+    let (h, _, created) =
+        Harness::with_key(ApiKeyValidator::new(probe.clone(), pepper()), "ci").await;
 
     // Missing: no header, or a foreign Authorization scheme.
     let response = h.client.get(h.url("/v1/whoami")).send().await.unwrap();
@@ -169,13 +155,8 @@ async fn every_rejection_class_has_its_status_and_detail(db: &TestDb) {
 }
 
 async fn refusals_are_byte_identical(db: &TestDb) {
-    let h = Harness::start(ApiKeyValidator::new(db.repo.clone(), pepper())).await;
-    let account = AccountId::new(Uuid::new_v4());
-    let live = h
-        .manager
-        .create(account, NewApiKey::new("live"))
-        .await
-        .unwrap();
+    let (h, account, live) =
+        Harness::with_key(ApiKeyValidator::new(db.repo.clone(), pepper()), "live").await;
     let revoked = h
         .manager
         .create(account, NewApiKey::new("revoked"))
@@ -221,13 +202,8 @@ async fn refusals_are_byte_identical(db: &TestDb) {
 
 async fn cache_hit_does_not_touch_the_store(db: &TestDb) {
     let probe = Probe::new(db.repo.clone());
-    let h = Harness::start(ApiKeyValidator::new(probe.clone(), pepper())).await;
-    let account = AccountId::new(Uuid::new_v4());
-    let created = h
-        .manager
-        .create(account, NewApiKey::new("ci"))
-        .await
-        .unwrap();
+    let (h, _, created) =
+        Harness::with_key(ApiKeyValidator::new(probe.clone(), pepper()), "ci").await;
 
     assert_eq!(
         h.whoami(&created.credential()).await.status(),
@@ -288,13 +264,7 @@ async fn revoked_key_is_refused_right_after_invalidate(db: &TestDb) {
     let validator = ApiKeyValidator::builder(db.repo.clone(), pepper())
         .with_change_feed(false)
         .build();
-    let h = Harness::start(validator).await;
-    let account = AccountId::new(Uuid::new_v4());
-    let created = h
-        .manager
-        .create(account, NewApiKey::new("ci"))
-        .await
-        .unwrap();
+    let (h, account, created) = Harness::with_key(validator, "ci").await;
     assert_eq!(
         h.whoami(&created.credential()).await.status(),
         StatusCode::OK
@@ -374,13 +344,7 @@ async fn failed_flush_is_retried_not_dropped(db: &TestDb) {
     let validator = ApiKeyValidator::builder(probe.clone(), pepper())
         .with_flush_interval(Duration::from_secs(3600))
         .build();
-    let h = Harness::start(validator).await;
-    let account = AccountId::new(Uuid::new_v4());
-    let key = h
-        .manager
-        .create(account, NewApiKey::new("k"))
-        .await
-        .unwrap();
+    let (h, account, key) = Harness::with_key(validator, "k").await;
     assert_eq!(h.whoami(&key.credential()).await.status(), StatusCode::OK);
     probe.set_failing(true);
     assert!(h.validator.flush().await.is_err());
@@ -402,13 +366,7 @@ async fn cached_key_survives_a_store_outage_within_the_grace(db: &TestDb) {
         .with_positive_ttl(Duration::from_millis(200))
         .with_stale_if_error(Duration::from_secs(60))
         .build();
-    let h = Harness::start(validator).await;
-    let account = AccountId::new(Uuid::new_v4());
-    let key = h
-        .manager
-        .create(account, NewApiKey::new("k"))
-        .await
-        .unwrap();
+    let (h, _, key) = Harness::with_key(validator, "k").await;
     assert_eq!(h.whoami(&key.credential()).await.status(), StatusCode::OK);
     probe.set_failing(true);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -480,13 +438,8 @@ async fn only_the_exact_public_key_validates_under_a_case_insensitive_collation(
             .await
             .unwrap();
     }
-    let h = Harness::start(ApiKeyValidator::new(db.repo.clone(), pepper())).await;
-    let account = AccountId::new(Uuid::new_v4());
-    let created = h
-        .manager
-        .create(account, NewApiKey::new("ci"))
-        .await
-        .unwrap();
+    let (h, account, created) =
+        Harness::with_key(ApiKeyValidator::new(db.repo.clone(), pepper()), "ci").await;
     let credential = created.credential();
     let swapped_public: String = credential[3..35]
         .chars()

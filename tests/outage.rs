@@ -10,7 +10,7 @@ use common::faults::{Forwarder, upstream_of};
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database};
 use tower_api_keys::{
-    AccountId, ApiKeyValidator, NewApiKey,
+    ApiKeyValidator, NewApiKey,
     store::{SeaOrmRepository, connect_options},
 };
 use uuid::Uuid;
@@ -56,13 +56,7 @@ async fn postgres_outage_degrades_to_503_and_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let h = common::Harness::start(validator).await;
-    let account = AccountId::new(Uuid::new_v4());
-    let cached = h
-        .manager
-        .create(account, NewApiKey::new("cached"))
-        .await
-        .unwrap();
+    let (h, account, cached) = common::Harness::with_key(validator, "cached").await;
     let uncached = h
         .manager
         .create(account, NewApiKey::new("uncached"))

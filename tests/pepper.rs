@@ -280,7 +280,7 @@ async fn concurrent_uses_of_an_old_pepper_key_rewrite_it_once(db: &TestDb) {
         assert!(validator.validate(&pair.credential()).await.is_ok());
     }
     validator.flush().await.unwrap();
-    assert_eq!(probe.rewrites.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(probe.rewrites(), 1);
 }
 
 async fn a_rewrite_racing_a_revoke_never_revives_the_key(db: &TestDb) {

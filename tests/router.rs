@@ -11,7 +11,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use common::{Gate, Harness, Probe, TestDb, concurrently, pepper};
+use common::{Gate, Harness, LookupGate, Probe, TestDb, concurrently, pepper};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tower_api_keys::{AccountId, ApiKeyValidator, NewApiKey};
@@ -1488,25 +1488,21 @@ async fn revoke_racing_validations_leaves_no_success_after_it(db: &TestDb) {
     assert_eq!(late_successes.load(Ordering::SeqCst), 0);
 }
 
+/// Validates `credential` in a task of its own: whether it passed.
+fn validate_in_background(
+    validator: &ApiKeyValidator,
+    credential: &str,
+) -> tokio::task::JoinHandle<bool> {
+    let (validator, credential) = (validator.clone(), credential.to_owned());
+    tokio::spawn(async move { validator.validate(&credential).await.is_ok() })
+}
+
 /// A lookup that read the store before a revoke must not put the active entry
 /// back into the cache after the revoke evicted it.
 async fn a_lookup_from_before_the_revoke_cannot_refill_the_cache(db: &TestDb) {
     // Lookups can be held after they read the row, before they cache it.
-    let hold = Arc::new(AtomicBool::new(false));
-    let reached = Arc::new(tokio::sync::Notify::new());
-    let release = Arc::new(tokio::sync::Notify::new());
-    let probe = Probe::new(db.repo.clone()).with_after_lookup({
-        let (hold, reached, release) = (hold.clone(), reached.clone(), release.clone());
-        move |_| {
-            let (hold, reached, release) = (hold.clone(), reached.clone(), release.clone());
-            async move {
-                if hold.load(Ordering::SeqCst) {
-                    reached.notify_one();
-                    release.notified().await;
-                }
-            }
-        }
-    });
+    let gate = LookupGate::every();
+    let probe = Probe::new(db.repo.clone()).with_after_lookup(gate.hook());
     let validator = ApiKeyValidator::new(probe.clone(), pepper());
     let manager = tower_api_keys::KeyManager::new(validator.clone());
     let account = AccountId::new(Uuid::new_v4());
@@ -1514,15 +1510,12 @@ async fn a_lookup_from_before_the_revoke_cannot_refill_the_cache(db: &TestDb) {
     let credential = created.credential();
 
     // A lookup starts, reads the row (active), and is held before it caches.
-    hold.store(true, Ordering::SeqCst);
-    let in_flight = {
-        let (validator, credential) = (validator.clone(), credential.clone());
-        tokio::spawn(async move { validator.validate(&credential).await.is_ok() })
-    };
-    reached.notified().await;
+    gate.hold(true);
+    let in_flight = validate_in_background(&validator, &credential);
+    gate.reached().await;
     manager.revoke(account, created.key.key_id).await.unwrap();
-    hold.store(false, Ordering::SeqCst);
-    release.notify_one();
+    gate.hold(false);
+    gate.release();
     // The in-flight lookup began before the revoke; whatever it answers, it must
     // not leave an active entry behind.
     in_flight.await.unwrap();
@@ -1532,22 +1525,9 @@ async fn a_lookup_from_before_the_revoke_cannot_refill_the_cache(db: &TestDb) {
 /// A lookup that read the row before a revoke must not answer a request sent
 /// after the revoke returned: that request never joins the older lookup.
 async fn a_request_after_the_revoke_never_joins_an_older_lookup(db: &TestDb) {
-    let hold = Arc::new(AtomicBool::new(false));
-    let reached = Arc::new(tokio::sync::Notify::new());
-    let release = Arc::new(tokio::sync::Notify::new());
-    let probe = Probe::new(db.repo.clone()).with_after_lookup({
-        let (hold, reached, release) = (hold.clone(), reached.clone(), release.clone());
-        move |_| {
-            let (hold, reached, release) = (hold.clone(), reached.clone(), release.clone());
-            async move {
-                // Only the first lookup is held.
-                if hold.swap(false, Ordering::SeqCst) {
-                    reached.notify_one();
-                    release.notified().await;
-                }
-            }
-        }
-    });
+    // Only the first lookup is held.
+    let gate = LookupGate::first();
+    let probe = Probe::new(db.repo.clone()).with_after_lookup(gate.hook());
     let validator = ApiKeyValidator::new(probe.clone(), pepper());
     let manager = tower_api_keys::KeyManager::new(validator.clone());
     let account = AccountId::new(Uuid::new_v4());
@@ -1555,23 +1535,17 @@ async fn a_request_after_the_revoke_never_joins_an_older_lookup(db: &TestDb) {
     let credential = created.credential();
 
     // Request A misses the cache, reads the row while it is active, and is held.
-    hold.store(true, Ordering::SeqCst);
-    let a = {
-        let (validator, credential) = (validator.clone(), credential.clone());
-        tokio::spawn(async move { validator.validate(&credential).await.is_ok() })
-    };
-    reached.notified().await;
+    gate.hold(true);
+    let a = validate_in_background(&validator, &credential);
+    gate.reached().await;
     manager.revoke(account, created.key.key_id).await.unwrap();
 
     // Request B is sent after the revoke returned, while A is still held.
-    let mut b = {
-        let (validator, credential) = (validator.clone(), credential.clone());
-        tokio::spawn(async move { validator.validate(&credential).await.is_ok() })
-    };
+    let mut b = validate_in_background(&validator, &credential);
     // B must not wait for A: it does a lookup of its own. (Were it to join A's
     // flight it would wait here, then get A's stale answer once A is released.)
     let early = tokio::time::timeout(Duration::from_secs(5), &mut b).await;
-    release.notify_one();
+    gate.release();
     let b_passed = match early {
         Ok(joined) => joined.unwrap(),
         Err(_) => b.await.unwrap(),

@@ -1,19 +1,19 @@
 //! Shared test support: a fresh database per test on every configured backend,
-//! a counting/failing repository wrapper, a real HTTP app on loopback, and the
-//! example server as a process ([`server`]).
+//! the crate's counting/failing repository wrapper ([`Probe`], from
+//! `tower_api_keys::testing`), a real HTTP app on loopback, and the example
+//! server as a process ([`server`]).
 #![allow(dead_code, unreachable_pub)]
 
 #[cfg(unix)]
 pub mod server;
 
 use std::{
-    collections::HashMap,
     future::Future,
     net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+        atomic::{AtomicBool, Ordering},
     },
 };
 
@@ -24,23 +24,26 @@ use axum::{
     response::Response,
     routing::get,
 };
-use chrono::{DateTime, NaiveDate, Utc};
-use sea_orm::{ConnectionTrait, Database};
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use tower_api_keys::{
-    AccountId, ApiKeyAuthLayer, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair, Pepper,
+    AccountId, ApiKeyAuthLayer, ApiKeyValidator, AuthenticatedKey, CreatedKey, KeyManager, KeyPair,
+    NewApiKey, Pepper,
     hash::KeyHasher,
     router::ManagementRouter,
-    store::{
-        ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, PepperCount,
-        RotateOutcome, Rotation, SeaOrmRepository, StoreError, UsageCount, connect_options,
-    },
+    store::{ApiKeyRecord, KeyStatus, SeaOrmRepository, connect_options},
 };
 use uuid::Uuid;
+
+/// The store double every test wraps its repository in (some test files
+/// need none).
+#[allow(unused_imports)]
+pub use tower_api_keys::testing::Probe;
 
 pub mod faults;
 pub mod feed;
 pub mod postgres;
+pub mod provision;
 
 pub const PEPPER: &str = "integration-test-pepper";
 
@@ -56,7 +59,8 @@ pub struct TestDb {
     options: sea_orm::ConnectOptions,
     /// PostgreSQL: the `application_name` of this test's connections.
     application_name: Option<String>,
-    cleanup: Option<(String, String)>,
+    /// PostgreSQL / MySQL: the schema or database to drop at the end.
+    cleanup: Option<provision::Fresh>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -64,7 +68,7 @@ impl TestDb {
     async fn open(
         options: sea_orm::ConnectOptions,
         backend: &'static str,
-        cleanup: Option<(String, String)>,
+        cleanup: Option<provision::Fresh>,
         dir: Option<tempfile::TempDir>,
     ) -> Self {
         Self {
@@ -79,15 +83,16 @@ impl TestDb {
         }
     }
 
-    /// A PostgreSQL test database in `schema`, its connections named after it.
-    async fn open_schema(url: String, schema: &str, backend: &'static str) -> Self {
-        let mut options = connect_options(&url);
+    /// A PostgreSQL test database in a fresh schema, its connections named
+    /// after it.
+    async fn open_schema(schema: provision::Fresh, backend: &'static str) -> Self {
+        let mut options = connect_options(&schema.admin_url);
         options
-            .set_schema_search_path(schema.to_owned())
-            .set_application_name(schema.to_owned());
-        let cleanup = Some((url, format!("DROP SCHEMA \"{schema}\" CASCADE")));
-        let mut db = Self::open(options, backend, cleanup, None).await;
-        db.application_name = Some(schema.to_owned());
+            .set_schema_search_path(schema.name.clone())
+            .set_application_name(schema.name.clone());
+        let name = schema.name.clone();
+        let mut db = Self::open(options, backend, Some(schema), None).await;
+        db.application_name = Some(name);
         db
     }
 
@@ -129,12 +134,9 @@ impl TestDb {
 
     /// Drops the schema or database the test made (SQLite: the temp dir goes on drop).
     pub async fn cleanup(self) {
-        if let Some((admin_url, statement)) = &self.cleanup {
+        if let Some(fresh) = &self.cleanup {
             self.repo.connection().clone().close().await.ok();
-            if let Ok(admin) = Database::connect(admin_url.as_str()).await {
-                admin.execute_unprepared(statement).await.ok();
-                admin.close().await.ok();
-            }
+            fresh.drop_it().await;
         }
     }
 }
@@ -145,26 +147,9 @@ pub async fn sqlite() -> TestDb {
     TestDb::open(connect_options(&url), "sqlite", None, Some(dir)).await
 }
 
-fn unique_name() -> String {
-    format!("tak_{}", Uuid::new_v4().simple())
-}
-
 pub async fn postgres() -> Option<TestDb> {
-    let url = std::env::var("TEST_POSTGRES_URL").ok()?;
-    if !cfg!(feature = "postgres") {
-        eprintln!("TEST_POSTGRES_URL is set but the `postgres` feature is off");
-        return None;
-    }
-    let schema = unique_name();
-    let admin = Database::connect(url.as_str())
-        .await
-        .expect("TEST_POSTGRES_URL unreachable");
-    admin
-        .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
-        .await
-        .unwrap();
-    admin.close().await.ok();
-    Some(TestDb::open_schema(url, &schema, "postgres").await)
+    let schema = provision::postgres_schema("tak_", |_| String::new()).await?;
+    Some(TestDb::open_schema(schema, "postgres").await)
 }
 
 /// The reference service's own `api_keys` table (PostgreSQL), created in
@@ -197,49 +182,13 @@ CREATE INDEX ix_api_keys_public_key ON "{schema}".api_keys (public_key);"#
 /// A fresh PostgreSQL schema holding the reference service's table
 /// ([`reference_table_ddl`]), adopted by the crate: its migration runs on top.
 pub async fn postgres_adopted() -> Option<TestDb> {
-    let url = std::env::var("TEST_POSTGRES_URL").ok()?;
-    if !cfg!(feature = "postgres") {
-        eprintln!("TEST_POSTGRES_URL is set but the `postgres` feature is off");
-        return None;
-    }
-    let schema = unique_name();
-    let admin = Database::connect(url.as_str())
-        .await
-        .expect("TEST_POSTGRES_URL unreachable");
-    admin
-        .execute_unprepared(&format!(
-            "CREATE SCHEMA \"{schema}\"; {}",
-            reference_table_ddl(&schema)
-        ))
-        .await
-        .unwrap();
-    admin.close().await.ok();
-    Some(TestDb::open_schema(url, &schema, "postgres_adopted").await)
+    let schema = provision::postgres_schema("tak_", reference_table_ddl).await?;
+    Some(TestDb::open_schema(schema, "postgres_adopted").await)
 }
 
 pub async fn mysql() -> Option<TestDb> {
-    let url = std::env::var("TEST_MYSQL_URL").ok()?;
-    if !cfg!(feature = "mysql") {
-        eprintln!("TEST_MYSQL_URL is set but the `mysql` feature is off");
-        return None;
-    }
-    let database = unique_name();
-    let admin = Database::connect(url.as_str())
-        .await
-        .expect("TEST_MYSQL_URL unreachable");
-    admin
-        .execute_unprepared(&format!(
-            "CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-        ))
-        .await
-        .unwrap();
-    admin.close().await.ok();
-    let (base, _) = url
-        .rsplit_once('/')
-        .expect("TEST_MYSQL_URL names a database");
-    let test_url = format!("{base}/{database}");
-    let cleanup = Some((url, format!("DROP DATABASE `{database}`")));
-    Some(TestDb::open(connect_options(&test_url), "mysql", cleanup, None).await)
+    let (database, url) = provision::mysql_database("tak_").await?;
+    Some(TestDb::open(connect_options(&url), "mysql", Some(database), None).await)
 }
 
 /// Runs `test` against SQLite always, and PostgreSQL (the crate's own table and
@@ -298,15 +247,6 @@ macro_rules! backend_tests {
         }
     };
 }
-
-/// Runs after a lookup has read the store, before its answer is returned.
-pub type LookupHook = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-/// Runs before or after a write of [`Probe`]'s, given the operation's name
-/// (`insert` for either insert with a limit or without, `insert_many`,
-/// `revoke`, `update`, `rotate`, `delete`).
-pub type WriteHook =
-    Arc<dyn Fn(&'static str) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Holds the first call of one write operation in a [`Probe`] hook until the
 /// test releases it.
@@ -369,249 +309,71 @@ impl Gate {
     }
 }
 
-/// Wraps a repository: counts lookups (in all and per public key) and flushes,
-/// fails on demand, and can hold lookups and writes in hooks.
+/// Holds lookups in a [`Probe::with_after_lookup`] hook, after they read the
+/// store and before they answer, while the test asks for it.
 #[derive(Clone)]
-pub struct Probe<R> {
-    pub inner: R,
-    pub lookups: Arc<AtomicUsize>,
-    pub flushes: Arc<AtomicUsize>,
-    /// Re-hashes written, in all.
-    pub rewrites: Arc<AtomicUsize>,
-    /// `record_usage` calls.
-    pub usage_writes: Arc<AtomicUsize>,
-    pub failing: Arc<AtomicBool>,
-    /// Whether the wrapped repository's change feed is passed on (default: no,
-    /// so that what a test observes is its own doing).
-    with_feed: bool,
-    per_key: Arc<Mutex<HashMap<String, usize>>>,
-    after_lookup: Option<LookupHook>,
-    before_write: Option<WriteHook>,
-    after_write: Option<WriteHook>,
+pub struct LookupGate {
+    /// Only the first lookup after [`hold`](Self::hold) is held.
+    once: bool,
+    holding: Arc<AtomicBool>,
+    reached: Arc<tokio::sync::Notify>,
+    released: Arc<tokio::sync::Notify>,
 }
 
-impl<R> Probe<R> {
-    pub fn new(inner: R) -> Self {
+impl LookupGate {
+    /// Holds every lookup while [`hold`](Self::hold) is on.
+    pub fn every() -> Self {
+        Self::new(false)
+    }
+
+    /// Holds the first lookup after [`hold`](Self::hold), and no other.
+    pub fn first() -> Self {
+        Self::new(true)
+    }
+
+    fn new(once: bool) -> Self {
         Self {
-            inner,
-            lookups: Arc::default(),
-            flushes: Arc::default(),
-            rewrites: Arc::default(),
-            usage_writes: Arc::default(),
-            failing: Arc::default(),
-            with_feed: false,
-            per_key: Arc::default(),
-            after_lookup: None,
-            before_write: None,
-            after_write: None,
+            once,
+            holding: Arc::default(),
+            reached: Arc::default(),
+            released: Arc::default(),
         }
     }
 
-    /// Awaits `hook(operation)` before every write reaches the store.
-    pub fn with_before_write<F, Fut>(mut self, hook: F) -> Self
-    where
-        F: Fn(&'static str) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.before_write = Some(Arc::new(move |operation| Box::pin(hook(operation))));
-        self
-    }
-
-    /// Awaits `hook(operation)` after every write has returned from the
-    /// store (committed), before its answer goes back.
-    pub fn with_after_write<F, Fut>(mut self, hook: F) -> Self
-    where
-        F: Fn(&'static str) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.after_write = Some(Arc::new(move |operation| Box::pin(hook(operation))));
-        self
-    }
-
-    /// `write` between the write hooks.
-    async fn write<T>(
+    /// The hook to give [`Probe::with_after_lookup`].
+    pub fn hook(
         &self,
-        operation: &'static str,
-        write: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        self.check()?;
-        if let Some(hook) = &self.before_write {
-            hook(operation).await;
-        }
-        let written = write.await;
-        if let Some(hook) = &self.after_write {
-            hook(operation).await;
-        }
-        written
-    }
-
-    /// Awaits `hook(public_key)` after every lookup has read the store.
-    pub fn with_after_lookup<F, Fut>(mut self, hook: F) -> Self
-    where
-        F: Fn(String) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.after_lookup = Some(Arc::new(move |public_key| Box::pin(hook(public_key))));
-        self
-    }
-
-    /// Passes the wrapped repository's change feed on.
-    pub fn with_feed(mut self) -> Self {
-        self.with_feed = true;
-        self
-    }
-
-    pub fn lookups(&self) -> usize {
-        self.lookups.load(Ordering::SeqCst)
-    }
-
-    pub fn lookups_of(&self, public_key: &str) -> usize {
-        self.per_key
-            .lock()
-            .unwrap()
-            .get(public_key)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    pub fn flushes(&self) -> usize {
-        self.flushes.load(Ordering::SeqCst)
-    }
-
-    pub fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, Ordering::SeqCst);
-    }
-
-    fn check(&self) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            Err(StoreError::Database("injected outage".into()))
-        } else {
-            Ok(())
+    ) -> impl Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + use<> {
+        let gate = self.clone();
+        move |_| {
+            let gate = gate.clone();
+            Box::pin(async move {
+                let held = if gate.once {
+                    gate.holding.swap(false, Ordering::SeqCst)
+                } else {
+                    gate.holding.load(Ordering::SeqCst)
+                };
+                if held {
+                    gate.reached.notify_one();
+                    gate.released.notified().await;
+                }
+            })
         }
     }
-}
 
-impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
-    async fn find_by_public_key(
-        &self,
-        public_key: &str,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
-        *self
-            .per_key
-            .lock()
-            .unwrap()
-            .entry(public_key.to_owned())
-            .or_default() += 1;
-        self.check()?;
-        let row = self.inner.find_by_public_key(public_key).await;
-        if let Some(hook) = &self.after_lookup {
-            hook(public_key.to_owned()).await;
-        }
-        row
-    }
-    async fn insert(&self, record: ApiKeyRecord) -> Result<(), StoreError> {
-        self.write("insert", self.inner.insert(record)).await
-    }
-    async fn insert_many(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
-        self.write("insert_many", self.inner.insert_many(records))
-            .await
+    /// Starts (`true`) or stops holding lookups.
+    pub fn hold(&self, on: bool) {
+        self.holding.store(on, Ordering::SeqCst);
     }
 
-    async fn insert_within_limit(
-        &self,
-        records: Vec<ApiKeyRecord>,
-        max_keys_per_account: u64,
-    ) -> Result<(), StoreError> {
-        self.write(
-            "insert",
-            self.inner
-                .insert_within_limit(records, max_keys_per_account),
-        )
-        .await
+    /// Waits until a lookup is held.
+    pub async fn reached(&self) {
+        self.reached.notified().await;
     }
 
-    async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.list_by_account(account_id).await
-    }
-    async fn get(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.get(account_id, key_id).await
-    }
-    async fn revoke(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.write("revoke", self.inner.revoke(account_id, key_id))
-            .await
-    }
-    async fn update(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-        changes: &KeyChanges,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.write("update", self.inner.update(account_id, key_id, changes))
-            .await
-    }
-    async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
-        self.write("rotate", self.inner.rotate(rotation)).await
-    }
-    async fn delete(
-        &self,
-        account_id: Uuid,
-        key_id: Uuid,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.write("delete", self.inner.delete(account_id, key_id))
-            .await
-    }
-    async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
-        self.flushes.fetch_add(1, Ordering::SeqCst);
-        self.check()?;
-        self.inner.record_last_used(batch).await
-    }
-    async fn rewrite_hashes(&self, batch: &[HashRewrite]) -> Result<(), StoreError> {
-        self.rewrites.fetch_add(batch.len(), Ordering::SeqCst);
-        self.check()?;
-        self.inner.rewrite_hashes(batch).await
-    }
-    async fn record_usage(&self, batch: &[UsageCount]) -> Result<(), StoreError> {
-        self.usage_writes.fetch_add(1, Ordering::SeqCst);
-        self.check()?;
-        self.inner.record_usage(batch).await
-    }
-    async fn usage(
-        &self,
-        key_id: Uuid,
-        since: NaiveDate,
-    ) -> Result<Vec<(NaiveDate, u64)>, StoreError> {
-        self.check()?;
-        self.inner.usage(key_id, since).await
-    }
-    async fn count_by_pepper(&self) -> Result<Vec<PepperCount>, StoreError> {
-        self.check()?;
-        self.inner.count_by_pepper().await
-    }
-    async fn revoke_by_pepper(
-        &self,
-        pepper_id: &str,
-        include_legacy: bool,
-    ) -> Result<u64, StoreError> {
-        self.check()?;
-        self.inner.revoke_by_pepper(pepper_id, include_legacy).await
-    }
-    fn change_source(&self) -> Option<tower_api_keys::feed::ChangeSource> {
-        if self.with_feed {
-            self.inner.change_source()
-        } else {
-            None
-        }
+    /// Lets the held lookup go on.
+    pub fn release(&self) {
+        self.released.notify_one();
     }
 }
 
@@ -681,6 +443,22 @@ impl Harness {
         }
     }
 
+    /// A harness over `validator` and one key titled `title`, made through its
+    /// manager for a fresh account.
+    pub async fn with_key(
+        validator: ApiKeyValidator,
+        title: &str,
+    ) -> (Self, AccountId, CreatedKey) {
+        let h = Self::start(validator).await;
+        let account = AccountId::new(Uuid::new_v4());
+        let created = h
+            .manager
+            .create(account, NewApiKey::new(title))
+            .await
+            .unwrap();
+        (h, account, created)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -689,6 +467,17 @@ impl Harness {
         self.client
             .get(self.url("/v1/whoami"))
             .header("x-api-key", credential)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /v1/whoami` with `header: value` (the credential in a header of
+    /// the caller's choosing, e.g. `authorization`).
+    pub async fn whoami_with(&self, header: &str, value: String) -> reqwest::Response {
+        self.client
+            .get(self.url("/v1/whoami"))
+            .header(header, value)
             .send()
             .await
             .unwrap()
