@@ -1,6 +1,8 @@
 //! [`ManagerError`]: why a key-management operation failed.
 
-use crate::{identity::AccountId, key::RandomSourceError, rules::FieldError, store::StoreError};
+use crate::{
+    identity::AccountId, key::RandomSourceError, manager::rules::FieldError, store::StoreError,
+};
 
 /// A key-management operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! Revocation by the key holder, who presents the full credential.
 
 use super::{KeyManager, ManagerError, to_completion};
-use crate::rejection::Rejection;
+use crate::policy::rejection::Rejection;
 
 /// A credential as a key holder presents it for revocation, without ASCII
 /// whitespace around it and without a `Bearer ` prefix (the scheme in any

@@ -23,7 +23,7 @@ impl KeyManager {
     async fn import_now(&self, records: Vec<ApiKeyRecord>) -> Result<usize, ManagerError> {
         let mut errors = Vec::new();
         for (index, record) in records.iter().enumerate() {
-            crate::rules::check_record(record, &format!("records[{index}]."), &mut errors);
+            super::rules::check_record(record, &format!("records[{index}]."), &mut errors);
         }
         if !errors.is_empty() {
             return Err(ManagerError::Invalid(errors));

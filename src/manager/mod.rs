@@ -34,8 +34,8 @@ pub use self::{
 use crate::{
     identity::{AccountId, ApiKeyId},
     key::KeyPair,
-    policy::limits::{DEFAULT_MAX_KEYS_PER_ACCOUNT, MAX_GRACE_PERIOD_SECONDS},
     policy::Scopes,
+    policy::limits::{DEFAULT_MAX_KEYS_PER_ACCOUNT, MAX_GRACE_PERIOD_SECONDS},
     store::{
         ApiKeyRecord, KeyChanges, KeyStatus, RotateOutcome, Rotation, Store, StoreError, Successor,
     },

@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
+use super::rules::FieldError;
 use super::{KeyManager, ManagerError, to_completion};
-use crate::{ring::PepperId, rules::FieldError};
+use crate::key::ring::PepperId;
 
 /// The role of a pepper in the validator's ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{KeyManager, ManagerError};
 use crate::{
     identity::{AccountId, ApiKeyId},
-    rules::FieldError,
+    manager::rules::FieldError,
 };
 
 /// One UTC day of a key's usage, in [`KeyUsage`].
