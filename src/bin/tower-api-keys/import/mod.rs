@@ -5,28 +5,28 @@
 //! not reach a terminal or a log); they name the line and the field.
 
 use std::{
-    collections::HashMap,
     io::{BufRead, BufReader},
     path::Path,
 };
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::ExprTrait};
 use serde_json::{Map, Value};
 use tower_api_keys::{
-    FieldError, Metadata, RateLimit, Scopes, entity,
-    store::{ApiKeyRecord, KeyStatus, SeaOrmRepository, StoredHash},
+    Metadata, RateLimit, Scopes,
+    store::{ApiKeyRecord, KeyStatus, StoredHash},
 };
 use uuid::Uuid;
 
+pub(crate) use self::report::{conflicts, invalid_lines, refused};
+use self::strict::{Strict, json_error, shown_name};
 use crate::error::CliError;
+
+mod report;
+mod strict;
 
 /// Longest line accepted, in bytes. A valid line is far shorter: the longest
 /// fields are a 4,096-character description and 4,096 bytes of metadata.
 pub(crate) const MAX_LINE_BYTES: usize = 65_536;
-
-/// Most errors one message lists; the rest are counted.
-const MAX_LISTED_ERRORS: usize = 10;
 
 /// The fields of a line.
 const FIELDS: &[&str] = &[
@@ -215,103 +215,6 @@ fn parse_line(text: &str) -> Result<ApiKeyRecord, Vec<String>> {
     })
 }
 
-/// A JSON value read as [`Value`] is, except that an object that names a
-/// member twice, at any depth, is an error: JSON parsers disagree on which
-/// of the two wins (serde_json keeps the last), so a line such as
-/// `"status":"revoked","status":"active"` has no one meaning.
-struct Strict(Value);
-
-impl<'de> serde::Deserialize<'de> for Strict {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
-        Ok(Value::Bool(value))
-    }
-
-    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
-        Ok(Value::String(value.to_owned()))
-    }
-
-    fn visit_string<E>(self, value: String) -> Result<Value, E> {
-        Ok(Value::String(value))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Strict(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(name) = map.next_key::<String>()? {
-            if object.contains_key(&name) {
-                return Err(serde::de::Error::custom(format!(
-                    "{} is named twice",
-                    shown_name(&name)
-                )));
-            }
-            let Strict(value) = map.next_value()?;
-            object.insert(name, value);
-        }
-        Ok(Value::Object(object))
-    }
-}
-
-/// A serde_json error without its position on the (single) line, then the column.
-fn json_error(err: &serde_json::Error) -> String {
-    let text = err.to_string();
-    let message = text
-        .rfind(" at line ")
-        .map_or(text.as_str(), |at| &text[..at]);
-    format!("{message} at column {}", err.column())
-}
-
-/// A field name from the file, fit to print: short names of plain characters
-/// as they are, anything else not at all.
-fn shown_name(name: &str) -> String {
-    if !name.is_empty()
-        && name.len() <= 32
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'-' || b == b'.')
-    {
-        format!("`{name}`")
-    } else {
-        "a field".to_owned()
-    }
-}
-
 /// Reads typed fields of one line's object, collecting errors.
 struct Fields<'a> {
     object: &'a Map<String, Value>,
@@ -422,127 +325,6 @@ impl Fields<'_> {
     }
 }
 
-/// The one-line refusal of an import, listing `errors` (at most
-/// [`MAX_LISTED_ERRORS`]).
-pub(crate) fn refused(errors: Vec<String>) -> CliError {
-    let total = errors.len();
-    let mut message = String::from("import refused, nothing written: ");
-    message.push_str(
-        &errors
-            .into_iter()
-            .take(MAX_LISTED_ERRORS)
-            .collect::<Vec<_>>()
-            .join("; "),
-    );
-    if total > MAX_LISTED_ERRORS {
-        message.push_str(&format!("; and {} more", total - MAX_LISTED_ERRORS));
-    }
-    CliError::usage(message)
-}
-
-/// The library's field errors (`records[i].field`) named by line instead.
-pub(crate) fn invalid_lines(lines: &[Line], errors: &[FieldError]) -> CliError {
-    let messages = errors
-        .iter()
-        .map(|error| {
-            let located = error
-                .field
-                .strip_prefix("records[")
-                .and_then(|rest| rest.split_once("]."))
-                .and_then(|(index, field)| Some((index.parse::<usize>().ok()?, field)))
-                .and_then(|(index, field)| Some((lines.get(index)?.number, field)));
-            match located {
-                Some((number, field)) => format!("line {number}: {field}: {}", error.message),
-                None => format!("{}: {}", error.field, error.message),
-            }
-        })
-        .collect();
-    refused(messages)
-}
-
-/// Why an import conflicted: the lines whose `public_key` or `key_id` appear
-/// twice in the file or are already in the store.
-pub(crate) async fn conflicts(repo: &SeaOrmRepository, lines: &[Line]) -> CliError {
-    let mut errors = Vec::new();
-    let mut seen_public: HashMap<&str, usize> = HashMap::new();
-    let mut seen_id: HashMap<Uuid, usize> = HashMap::new();
-    for line in lines {
-        if let Some(first) = seen_public.insert(&line.record.public_key, line.number) {
-            seen_public.insert(&line.record.public_key, first);
-            errors.push(format!(
-                "line {}: public_key: the same as on line {first}",
-                line.number
-            ));
-        }
-        if let Some(first) = seen_id.insert(line.record.key_id, line.number) {
-            seen_id.insert(line.record.key_id, first);
-            errors.push(format!(
-                "line {}: key_id: the same as on line {first}",
-                line.number
-            ));
-        }
-    }
-    match stored(repo, lines).await {
-        Ok((public_keys, key_ids)) => {
-            for line in lines {
-                if public_keys.contains(&line.record.public_key) {
-                    errors.push(format!(
-                        "line {}: public_key: already in the key store",
-                        line.number
-                    ));
-                }
-                if key_ids.contains(&line.record.key_id) {
-                    errors.push(format!(
-                        "line {}: key_id: already in the key store",
-                        line.number
-                    ));
-                }
-            }
-        }
-        Err(err) => tracing::debug!(error = %err, "cannot look for the conflicting rows"),
-    }
-    if errors.is_empty() {
-        errors.push("a key with the same id or public key already exists".to_owned());
-    }
-    errors.sort_by_key(|error| {
-        error
-            .strip_prefix("line ")
-            .and_then(|rest| rest.split(':').next())
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or(usize::MAX)
-    });
-    refused(errors)
-}
-
-/// The public keys and key ids of `lines` that the store already holds.
-async fn stored(
-    repo: &SeaOrmRepository,
-    lines: &[Line],
-) -> Result<(Vec<String>, Vec<Uuid>), sea_orm::DbErr> {
-    const CHUNK: usize = 500;
-    let db = repo.executor();
-    let (mut public_keys, mut key_ids) = (Vec::new(), Vec::new());
-    for chunk in lines.chunks(CHUNK) {
-        let found: Vec<(Uuid, String)> = entity::Entity::find()
-            .select_only()
-            .column(entity::Column::KeyId)
-            .column(entity::Column::PublicKey)
-            .filter(
-                entity::Column::PublicKey
-                    .is_in(chunk.iter().map(|line| line.record.public_key.clone()))
-                    .or(entity::Column::KeyId.is_in(chunk.iter().map(|line| line.record.key_id))),
-            )
-            .into_tuple()
-            .all(&db)
-            .await?;
-        for (key_id, public_key) in found {
-            key_ids.push(key_id);
-            public_keys.push(public_key);
-        }
-    }
-    Ok((public_keys, key_ids))
-}
-
 /// Reads everything a reader yields (for tests of the parser).
 #[cfg(test)]
 fn parse_text(text: &str) -> Result<Vec<Line>, CliError> {
@@ -552,6 +334,7 @@ fn parse_text(text: &str) -> Result<Vec<Line>, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower_api_keys::FieldError;
 
     const HASH: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
