@@ -40,8 +40,6 @@ pub mod router;
 pub mod store;
 mod sync;
 mod telemetry;
-#[cfg(test)]
-mod test_support;
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;

@@ -184,7 +184,7 @@ mod tests {
         ApiKeyAuth, ApiKeyValidator, Rejection, RejectionBody,
         headers::X_API_KEY,
         key::KeyPair,
-        test_support::{Scripted, pepper},
+        testing::fixtures::{Scripted, pepper},
     };
 
     async fn ok(_: http::Request<Full<Bytes>>) -> Result<http::Response<Full<Bytes>>, Infallible> {

@@ -229,7 +229,7 @@ mod tests {
         identity::{AccountId, ApiKeyId, AuthenticatedKey},
         key::KeyPair,
         store::ApiKeyRepository,
-        test_support::{Scripted, pepper, row},
+        testing::fixtures::{Scripted, pepper, row},
     };
 
     /// Answers with the authenticated account, checking that the three

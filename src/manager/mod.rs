@@ -427,7 +427,7 @@ mod tests {
     use super::*;
     use crate::{
         policy::rejection::Rejection,
-        test_support::{Scripted, pepper},
+        testing::fixtures::{Scripted, pepper},
     };
 
     /// A revoke or delete whose store call times out after the statement

@@ -388,7 +388,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::{ApiKeyValidator, NewApiKey, store::MemoryRepository, test_support::pepper};
+    use crate::{ApiKeyValidator, NewApiKey, store::MemoryRepository, testing::fixtures::pepper};
 
     fn app() -> Router {
         let validator = ApiKeyValidator::new(MemoryRepository::new(), pepper());

@@ -367,7 +367,7 @@ fn still_valid(row: &ApiKeyRecord, now: DateTime<Utc>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{key::KeyPair, test_support::row};
+    use crate::{key::KeyPair, testing::fixtures::row};
 
     fn record() -> ApiKeyRecord {
         row(&KeyPair::generate().unwrap(), Uuid::new_v4())

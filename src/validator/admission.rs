@@ -130,7 +130,7 @@ mod tests {
         headers::X_API_KEY,
         key::KeyPair,
         store::{ApiKeyRecord, ApiKeyRepository},
-        test_support::{Scripted, pepper, row},
+        testing::fixtures::{Scripted, pepper, row},
     };
 
     async fn ok(_: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -387,7 +387,7 @@ mod tests {
     use super::*;
     use crate::{
         key::KeyPair,
-        test_support::{Scripted, pepper, row},
+        testing::fixtures::{Scripted, pepper, row},
     };
 
     #[tokio::test]

@@ -110,7 +110,7 @@ mod tests {
     use super::*;
     use crate::{
         store::{LAST_USED_CHUNK, StoreError},
-        test_support::Scripted,
+        testing::fixtures::Scripted,
         validator::writer::{
             BatchWriter,
             tests::{setup, stored, throttled},

@@ -167,7 +167,7 @@ mod tests {
     use super::*;
     use crate::{
         store::{ApiKeyRecord, ApiKeyRepository, KeyStatus},
-        test_support::Scripted,
+        testing::fixtures::Scripted,
     };
 
     const ACCOUNT: Uuid = Uuid::from_u128(7);

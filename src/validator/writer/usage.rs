@@ -170,7 +170,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        test_support::Scripted,
+        testing::fixtures::Scripted,
         validator::{
             day_count::DayCount,
             writer::{

@@ -18,6 +18,9 @@
 //! Nothing here is meant for production: every counter and script sits behind
 //! a lock or an atomic that a real store would not need.
 
+#[cfg(test)]
+pub(crate) mod fixtures;
+
 use std::{
     collections::HashMap,
     fmt,
