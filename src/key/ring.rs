@@ -14,13 +14,10 @@ use std::{fmt, str::FromStr};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use uuid::Uuid;
-
 use super::{
     hash::{KeyHasher, SecretHash},
     pepper::{Pepper, PepperFileError, PepperSource},
 };
-use crate::store::{HashRewrite, StoredHash};
 
 /// Longest pepper id the `pepper_id` column holds.
 pub const MAX_PEPPER_ID_LEN: usize = 32;
@@ -269,16 +266,6 @@ impl Hashers {
                 self.current().verify(secret, dummy);
                 false
             }
-        }
-    }
-
-    /// The re-hash of a key that just validated with a previous pepper.
-    pub(crate) fn rewrite(&self, key_id: Uuid, old_hash: StoredHash, secret: &str) -> HashRewrite {
-        HashRewrite {
-            key_id,
-            old_hash,
-            new_hash: self.current().hash(secret).to_hex().into(),
-            pepper_id: self.current_id().as_str().to_owned(),
         }
     }
 }

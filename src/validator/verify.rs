@@ -7,7 +7,11 @@ use std::{
 };
 
 use super::{ApiKeyValidator, Hit, MAX_WARNED_KEYS, cache::CachedKey};
-use crate::{policy::rejection::Rejection, store::KeyStatus, sync::lock};
+use crate::{
+    policy::rejection::Rejection,
+    store::{HashRewrite, KeyStatus},
+    sync::lock,
+};
 
 impl ApiKeyValidator {
     /// Verifies `secret_key` against `entry`: one HMAC (with the pepper that
@@ -37,10 +41,12 @@ impl ApiKeyValidator {
         if let Some(rehash) = &entry.rehash
             && !rehash.queued.swap(true, Ordering::Relaxed)
         {
-            let rewrite = inner
-                .hashers
-                .rewrite(key_id, rehash.old_hash.clone(), secret_key);
-            inner.writer.queue_rehash(rewrite);
+            inner.writer.queue_rehash(HashRewrite {
+                key_id,
+                old_hash: rehash.old_hash.clone(),
+                new_hash: inner.hashers.current().hash(secret_key).to_hex().into(),
+                pepper_id: inner.hashers.current_id().as_str().to_owned(),
+            });
         }
         Ok(Hit {
             key: entry.key.clone(),
