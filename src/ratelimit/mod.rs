@@ -163,12 +163,12 @@ impl RateLimiter {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub async fn redis(url: &str) -> Result<Self, RateLimiterError> {
-        let nodes = crate::store::url_list(url);
+        let nodes = crate::telemetry::redact::url_list(url);
         if nodes.len() > 1 {
             return Self::redis_cluster(nodes).await;
         }
         let invalid = |e: ::redis::RedisError| {
-            let mut reason = crate::store::redact_secrets(&e.to_string(), url);
+            let mut reason = crate::telemetry::redact::redact_secrets(&e.to_string(), url);
             if url.contains(',') {
                 reason.push_str(
                     "; a list of cluster nodes is comma-separated, each a full \
@@ -176,13 +176,13 @@ impl RateLimiter {
                 );
             }
             RateLimiterError::InvalidUrl {
-                url: crate::store::redact_url(url),
+                url: crate::telemetry::redact::redact_url(url),
                 reason,
             }
         };
         let connect = |e: ::redis::RedisError| RateLimiterError::Connect {
-            url: crate::store::redact_url(url),
-            reason: crate::store::redact_secrets(&e.to_string(), url),
+            url: crate::telemetry::redact::redact_url(url),
+            reason: crate::telemetry::redact::redact_secrets(&e.to_string(), url),
         };
         let client = ::redis::Client::open(url.trim()).map_err(invalid)?;
         let config = ::redis::aio::ConnectionManagerConfig::new()
@@ -228,14 +228,14 @@ impl RateLimiter {
         let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
         let shown = nodes
             .iter()
-            .map(|node| crate::store::redact_url(node))
+            .map(|node| crate::telemetry::redact::redact_url(node))
             .collect::<Vec<_>>()
             .join(",");
         let reason = |e: ::redis::RedisError| {
             let message = format!("Redis Cluster: {e}");
-            nodes
-                .iter()
-                .fold(message, |m, node| crate::store::redact_secrets(&m, node))
+            nodes.iter().fold(message, |m, node| {
+                crate::telemetry::redact::redact_secrets(&m, node)
+            })
         };
         let client = redis::cluster_client(&nodes).map_err(|e| RateLimiterError::InvalidUrl {
             url: shown.clone(),

@@ -28,7 +28,6 @@ pub mod feed;
 mod memory;
 #[doc(hidden)]
 pub mod migration;
-mod redact;
 #[cfg(feature = "postgres")]
 pub(crate) mod replica;
 mod rotation;
@@ -40,12 +39,10 @@ mod unprepared;
 pub use self::conn::{PoolMode, UnknownPoolMode};
 pub use self::entity::StoredHash;
 pub use self::memory::MemoryRepository;
-#[cfg(feature = "redis")]
-pub(crate) use self::redact::url_list;
-pub use self::redact::{redact_secrets, redact_url, url_has_secret};
 pub use self::rotation::{OldKeyLimit, RotateOutcome, Rotation, Successor};
 pub use self::sql::{ConnectError, RepositoryBuilder, SeaOrmRepository, connect_options};
 pub(crate) use self::timed::Store;
+pub use crate::telemetry::redact::{redact_secrets, redact_url, url_has_secret};
 
 /// A timestamp as the crate stores it: microsecond precision (what every backend
 /// keeps), moved off a whole second by one microsecond if it lands on one, so that

@@ -4,7 +4,10 @@
 //! The request path uses handles registered once, when the validator (or a
 //! scope guard) is built, so that a request costs no registry lookup: install
 //! the recorder before building them. Labels never carry a key id, account id
-//! or public key.
+//! or public key. Logs name URLs only through [`redact`]: never a password
+//! or a secret query parameter.
+
+pub(crate) mod redact;
 
 use metrics::{Counter, counter};
 
