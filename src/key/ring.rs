@@ -11,7 +11,7 @@
 
 use std::{fmt, str::FromStr};
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac, digest::KeyInit};
 use sha2::Sha256;
 
 use super::{
