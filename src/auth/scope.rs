@@ -68,8 +68,10 @@ struct Guard {
 
 impl RequireScopesLayer {
     /// A guard requiring all of `scopes`. A scope that is not valid syntax
-    /// (CONTRACT §8.1) can be held by no key: a guard requiring one refuses
-    /// every restricted key, and logs a warning when built.
+    /// ([`is_valid_scope`](crate::policy::is_valid_scope): 1–64 characters of
+    /// `[a-z0-9_.:-]`, starting with a letter or digit) can be held by no key:
+    /// a guard requiring one refuses every restricted key, and logs a warning
+    /// when built.
     pub fn new<I, S>(scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,

@@ -1,4 +1,5 @@
-//! Key policy: the scopes a key grants and the metadata it carries (CONTRACT §8).
+//! Key policy: the scopes a key grants and the metadata it carries (README,
+//! "Key policy: scopes, metadata, rotation, revocation by the holder").
 //!
 //! Both travel with the cached key, so a handler reads them from
 //! [`AuthenticatedKey`](crate::AuthenticatedKey) without a store round trip, and

@@ -7,7 +7,7 @@ use super::RateLimit;
 /// The outcome for one request.
 ///
 /// `remaining` and `reset_after` are the `r` and `t` of the `RateLimit` header
-/// (CONTRACT §9.3); [`Decision::policy_header`] and
+/// field (README, "Rate limits"); [`Decision::policy_header`] and
 /// [`Decision::ratelimit_header`] format them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {

@@ -1,5 +1,5 @@
-//! The IETF httpapi `RateLimit-Policy` and `RateLimit` header fields
-//! (CONTRACT §9.3).
+//! The IETF httpapi `RateLimit-Policy` and `RateLimit` header fields, which
+//! every response to a rate-limited key carries (README, "Rate limits").
 
 use http::{HeaderName, HeaderValue};
 

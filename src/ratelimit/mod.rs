@@ -1,5 +1,5 @@
-//! Per-key rate limits (CONTRACT §9): GCRA, `requests` per `period_seconds`
-//! with bursts up to `requests`.
+//! Per-key rate limits (README, "Rate limits"): GCRA, `requests` per
+//! `period_seconds` with bursts up to `requests`.
 //!
 //! A [`RateLimiter`] counts requests per key id, either in process memory
 //! ([`RateLimiter::in_process`], one replica's view) or in Redis

@@ -131,9 +131,10 @@ impl ManagementRouter {
 }
 
 /// Builds the router for key holders: `POST /` with `{"credential": "…"}`
-/// revokes the key that credential names (CONTRACT §8.4), and answers the same
-/// `200 {"message":"Revocation processed"}` whether or not the credential was
-/// valid, so that it cannot be used to test keys.
+/// revokes the key that credential names (README, "Key policy": revocation by
+/// the holder), and answers the same `200 {"message":"Revocation processed"}`
+/// whether or not the credential was valid, so that it cannot be used to test
+/// keys.
 ///
 /// Mount it where the host's login does not apply (the example server:
 /// `/v1/api-keys/revocations`); it needs no account.

@@ -197,8 +197,8 @@ pub struct HashRewrite {
     pub pepper_id: String,
 }
 
-/// Requests counted for one key on one UTC day (usage metering, CONTRACT
-/// §9.4): what [`ApiKeyRepository::record_usage`] adds to the table
+/// Requests counted for one key on one UTC day (README, "Usage metering"):
+/// what [`ApiKeyRepository::record_usage`] adds to the table
 /// `tower_api_keys_usage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UsageCount {

@@ -1,5 +1,6 @@
 //! Read replicas (PostgreSQL streaming standbys): cache-miss lookups read a
-//! replica, and a replica's lag never weakens a promise (CONTRACT §13.2).
+//! replica, and a replica's lag never weakens a promise (README, "A read
+//! replica").
 //!
 //! The change feed runs on the primary. Every change it reports is *fenced*:
 //! until the replica has replayed the primary's WAL up to a position past the

@@ -1,7 +1,8 @@
 use sea_orm_migration::{prelude::*, sea_orm::DeriveMigrationName};
 
-/// The usage counts (CONTRACT §9.4): `tower_api_keys_usage (key_id, day,
-/// requests)`, one row per key and UTC day, primary key `(key_id, day)`.
+/// The usage counts (README, "Usage metering"): `tower_api_keys_usage
+/// (key_id, day, requests)`, one row per key and UTC day, primary key
+/// `(key_id, day)`.
 /// `key_id` is SeaORM's uuid column (`uuid` on PostgreSQL, `binary(16)` on
 /// MySQL, a 16-byte blob on SQLite), `day` a `date` (text `YYYY-MM-DD` on
 /// SQLite), `requests` a `bigint`. No foreign key to `api_keys`: counts are

@@ -5,7 +5,8 @@ use sea_orm_migration::{
 
 use super::{m20261127_000005_key_policy, triggers};
 
-/// The change feed under faults (CONTRACT §12):
+/// The change feed under faults (README, "Changes reach every replica", "Under
+/// faults"):
 ///
 /// - MySQL/MariaDB: the triggers stamp change-log rows in UTC
 ///   (`UTC_TIMESTAMP(6)`), whatever the writer session's `time_zone`.

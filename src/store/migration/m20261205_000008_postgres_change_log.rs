@@ -7,8 +7,9 @@ use super::triggers;
 
 /// PostgreSQL: the change log `tower_api_keys_changes`, written by the same
 /// trigger function that notifies, so that a replica behind a
-/// transaction-mode pooler (where `LISTEN` cannot run) can poll it (CONTRACT
-/// §13.1). Listening replicas prune it too. Other backends have it already.
+/// transaction-mode pooler (where `LISTEN` cannot run) can poll it (README,
+/// "PgBouncer or Supavisor in transaction mode"). Listening replicas prune it
+/// too. Other backends have it already.
 #[derive(DeriveMigrationName)]
 pub(super) struct Migration;
 
