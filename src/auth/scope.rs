@@ -82,7 +82,15 @@ impl RequireScopesLayer {
 
     /// Replaces the refusal (default: the problem document of
     /// [`Rejection::InsufficientScope`]); pass the same handler as the auth
-    /// layer's, for example [`GrpcRejection`](crate::auth::grpc::GrpcRejection).
+    /// layer's, for example
+    #[cfg_attr(
+        feature = "tonic",
+        doc = "[`GrpcRejection`](crate::grpc::GrpcRejection)."
+    )]
+    #[cfg_attr(
+        not(feature = "tonic"),
+        doc = "`grpc::GrpcRejection` (feature `tonic`)."
+    )]
     /// A `403` answer still gets the `WWW-Authenticate` challenge naming the
     /// required scopes.
     pub fn with_rejection(self, handler: impl RejectionHandler) -> Self {

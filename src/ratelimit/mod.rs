@@ -3,7 +3,14 @@
 //!
 //! A [`RateLimiter`] counts requests per key id, either in process memory
 //! ([`RateLimiter::in_process`], one replica's view) or in Redis
-//! ([`RateLimiter::redis`], feature `redis`, one budget shared by every
+#![cfg_attr(
+    feature = "redis",
+    doc = "([`RateLimiter::redis`], feature `redis`, one budget shared by every"
+)]
+#![cfg_attr(
+    not(feature = "redis"),
+    doc = "(`RateLimiter::redis`, feature `redis`, one budget shared by every"
+)]
 //! replica). Each check returns a [`Decision`]: allowed or not, what is left,
 //! and when the budget comes back, ready for the `RateLimit-Policy`,
 //! `RateLimit` and `Retry-After` headers. The limiter only ever sees key ids,
@@ -63,7 +70,12 @@ pub struct RateLimiter {
 }
 
 /// What a Redis-backed [`RateLimiter`] does when Redis fails or does not answer
-/// within [`RateLimiter::redis_timeout`].
+/// within
+#[cfg_attr(feature = "redis", doc = "[`RateLimiter::redis_timeout`].")]
+#[cfg_attr(
+    not(feature = "redis"),
+    doc = "`RateLimiter::redis_timeout` (feature `redis`)."
+)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum OnRedisError {
     /// Decide with the in-process limiter for that request (each replica then

@@ -125,8 +125,10 @@ impl ValidatorBuilder {
 
     /// Where per-key rate limits are counted: default an in-process limiter
     /// ([`RateLimiter::in_process`]), so that with N replicas a key gets N
-    /// times its limit; [`RateLimiter::redis`] (feature `redis`) makes the
-    /// limits hold for the whole cluster. Shared by every layer over this
+    /// times its limit;
+    #[cfg_attr(feature = "redis", doc = "[`RateLimiter::redis`] (feature `redis`)")]
+    #[cfg_attr(not(feature = "redis"), doc = "`RateLimiter::redis` (feature `redis`)")]
+    /// makes the limits hold for the whole cluster. Shared by every layer over this
     /// validator, so a key has one budget across routes.
     pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
         self.limiter = Some(limiter);
