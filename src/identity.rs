@@ -69,6 +69,18 @@ uuid_newtype!(
     ///
     /// The key-management router also reads the account from this extension, put
     /// there by the host's own authentication.
+    ///
+    /// With the `axum` feature it is an extractor, on routes behind
+    /// [`ApiKeyAuthLayer`](crate::ApiKeyAuthLayer):
+    ///
+    /// ```
+    /// use tower_api_keys::AccountId;
+    ///
+    /// async fn report(account: AccountId) -> String {
+    ///     format!("report for {account}")
+    /// }
+    /// # let _: axum::Router = axum::Router::new().route("/v1/report", axum::routing::get(report));
+    /// ```
     AccountId
 );
 
@@ -78,6 +90,49 @@ uuid_newtype!(
 );
 
 /// The key a request was authenticated with. Cheap to clone; carries no secret.
+///
+/// With the `axum` feature it is an extractor (`Option<AuthenticatedKey>` too,
+/// for routes behind [`allow_anonymous`](crate::ApiKeyAuthLayer::allow_anonymous));
+/// elsewhere, read it from the request's extensions. A handler sees the key's
+/// scopes and metadata as they were cached, without a store round trip:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{Json, Router, body::Body, http::{Request, StatusCode}, routing::get};
+/// use serde_json::{Value, json};
+/// use tower::ServiceExt as _; // `oneshot`
+/// use tower_api_keys::{
+///     AccountId, ApiKeyAuthLayer, ApiKeyValidator, AuthenticatedKey, KeyManager, Metadata,
+///     NewApiKey, Pepper, Scopes, store::MemoryRepository,
+/// };
+///
+/// async fn export(key: AuthenticatedKey) -> Result<Json<Value>, StatusCode> {
+///     if !key.has_scope("exports:read") {
+///         return Err(StatusCode::FORBIDDEN); // or `RequireScopesLayer` on the route
+///     }
+///     let team = key.metadata().and_then(|metadata| metadata.get("team")).cloned();
+///     Ok(Json(json!({"account_id": key.account_id(), "key_id": key.key_id(), "team": team})))
+/// }
+///
+/// let validator = ApiKeyValidator::new(MemoryRepository::new(), Pepper::try_from("a-pepper-of-at-least-16-bytes")?);
+/// let app: Router = Router::new()
+///     .route("/v1/export", get(export))
+///     .layer(ApiKeyAuthLayer::new(validator.clone()));
+///
+/// let account = AccountId::new(uuid::Uuid::new_v4());
+/// let new_key = NewApiKey::new("nightly export")
+///     .with_scopes(Scopes::new(["exports:read"])?)
+///     .with_metadata(Metadata::from_value(json!({"team": "data"}))?);
+/// let created = KeyManager::new(validator).create(account, new_key).await?;
+///
+/// let request = Request::get("/v1/export").header("x-api-key", created.credential()).body(Body::empty())?;
+/// let response = app.oneshot(request).await?;
+/// assert_eq!(response.status(), StatusCode::OK);
+/// let body: Value = serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 4096).await?)?;
+/// assert_eq!(body["team"], "data");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct AuthenticatedKey {
     account_id: AccountId,

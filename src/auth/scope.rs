@@ -51,6 +51,49 @@ use crate::{
 };
 
 /// Requires every one of a list of scopes. Wraps services in [`RequireScopes`].
+///
+/// Put it *inside* [`ApiKeyAuthLayer`](crate::ApiKeyAuthLayer), which must run
+/// first: in axum, on the route (or on a router that the auth layer wraps).
+/// A key without a required scope gets `403` and a `WWW-Authenticate:
+/// Bearer error="insufficient_scope"` challenge; an unrestricted key passes.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{Router, body::Body, http::{Request, StatusCode}, routing::get};
+/// use tower::ServiceExt as _; // `oneshot`
+/// use tower_api_keys::{
+///     AccountId, ApiKeyAuthLayer, ApiKeyValidator, CreatedKey, KeyManager, NewApiKey, Pepper,
+///     RequireScopesLayer, Scopes, store::MemoryRepository,
+/// };
+///
+/// let validator = ApiKeyValidator::new(MemoryRepository::new(), Pepper::try_from("a-pepper-of-at-least-16-bytes")?);
+/// let app: Router = Router::new()
+///     .route(
+///         "/v1/reports",
+///         get(|| async { "the reports" }).layer(RequireScopesLayer::new(["reports:read"])),
+///     )
+///     .route("/v1/profile", get(|| async { "any key" }))
+///     .layer(ApiKeyAuthLayer::new(validator.clone()));
+///
+/// let manager = KeyManager::new(validator);
+/// let account = AccountId::new(uuid::Uuid::new_v4());
+/// let scoped = |scope: &str| -> Result<NewApiKey, tower_api_keys::policy::ScopesError> {
+///     Ok(NewApiKey::new(scope).with_scopes(Scopes::new([scope])?))
+/// };
+/// let billing = manager.create(account, scoped("billing:read")?).await?;
+/// let reports = manager.create(account, scoped("reports:read")?).await?;
+///
+/// let call = |path: &str, key: &CreatedKey| {
+///     Request::get(path).header("x-api-key", key.credential()).body(Body::empty())
+/// };
+/// let refused = app.clone().oneshot(call("/v1/reports", &billing)?).await?;
+/// assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+/// assert!(refused.headers()["www-authenticate"].to_str()?.contains("insufficient_scope"));
+/// assert_eq!(app.clone().oneshot(call("/v1/reports", &reports)?).await?.status(), StatusCode::OK);
+/// assert_eq!(app.oneshot(call("/v1/profile", &billing)?).await?.status(), StatusCode::OK);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 #[must_use]
 pub struct RequireScopesLayer {

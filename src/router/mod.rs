@@ -69,7 +69,37 @@ pub const MAX_BODY_BYTES: usize = 65_536;
 /// needs none.
 pub const MANAGEMENT_SCOPE: &str = "api_keys:write";
 
-/// Builds the key-management [`Router`].
+/// Builds the key-management [`Router`] (the routes are in the [module
+/// docs](self)).
+///
+/// Nest it under a prefix, behind the host's own authentication, which must
+/// put the signed-in [`AccountId`] into the request's extensions; here a fixed
+/// account stands in for it:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{Extension, Router, body::Body, http::{Request, StatusCode}};
+/// use tower::ServiceExt as _; // `oneshot`
+/// use tower_api_keys::{AccountId, ApiKeyValidator, KeyManager, Pepper, router::ManagementRouter, store::MemoryRepository};
+///
+/// let validator = ApiKeyValidator::new(MemoryRepository::new(), Pepper::try_from("a-pepper-of-at-least-16-bytes")?);
+/// let signed_in = AccountId::new(uuid::Uuid::new_v4()); // from your session, JWT, …
+/// let keys = ManagementRouter::new(KeyManager::new(validator)).build();
+/// let app: Router = Router::new().nest("/v1/api-keys", keys.layer(Extension(signed_in)));
+///
+/// let create = Request::post("/v1/api-keys")
+///     .header("content-type", "application/json")
+///     .body(Body::from(r#"{"title": "CI deploys", "scopes": ["reports:read"]}"#))?;
+/// let response = app.clone().oneshot(create).await?;
+/// assert_eq!(response.status(), StatusCode::CREATED);
+/// let created: serde_json::Value = serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 65_536).await?)?;
+/// assert!(created["secret_key"].as_str().is_some_and(|secret| secret.starts_with("sk_"))); // shown this once
+///
+/// let list = app.oneshot(Request::get("/v1/api-keys").body(Body::empty())?).await?;
+/// assert_eq!(list.status(), StatusCode::OK);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ManagementRouter {
@@ -138,6 +168,31 @@ impl ManagementRouter {
 ///
 /// Mount it where the host's login does not apply (the example server:
 /// `/v1/api-keys/revocations`); it needs no account.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{Router, body::Body, http::{Request, StatusCode}};
+/// use tower::ServiceExt as _; // `oneshot`
+/// use tower_api_keys::{
+///     AccountId, ApiKeyValidator, KeyManager, NewApiKey, Pepper, router::RevocationRouter,
+///     store::MemoryRepository,
+/// };
+///
+/// let validator = ApiKeyValidator::new(MemoryRepository::new(), Pepper::try_from("a-pepper-of-at-least-16-bytes")?);
+/// let manager = KeyManager::new(validator.clone());
+/// let app: Router = Router::new()
+///     .nest("/v1/api-keys/revocations", RevocationRouter::new(manager.clone()).build());
+///
+/// // A key that leaked: whoever holds it can revoke it.
+/// let leaked = manager.create(AccountId::new(uuid::Uuid::new_v4()), NewApiKey::new("laptop")).await?;
+/// let request = Request::post("/v1/api-keys/revocations")
+///     .header("content-type", "application/json")
+///     .body(Body::from(serde_json::json!({"credential": leaked.credential()}).to_string()))?;
+/// assert_eq!(app.oneshot(request).await?.status(), StatusCode::OK);
+/// assert!(validator.validate(&leaked.credential()).await.is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct RevocationRouter {

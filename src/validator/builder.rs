@@ -26,6 +26,30 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Configures an [`ApiKeyValidator`]. Every setting has a default, given with
 /// its method.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use tower_api_keys::{ApiKeyValidator, Pepper, RateLimit, RateLimiter, store::SeaOrmRepository};
+///
+/// let repository = SeaOrmRepository::connect("sqlite::memory:").await?;
+/// let pepper = Pepper::try_from("a-pepper-of-at-least-16-bytes")?;
+/// let validator = ApiKeyValidator::builder(repository, pepper)
+///     // A revocation made by another process reaches this one within 30 s
+///     // (at once with the change feed, on by default for `SeaOrmRepository`).
+///     .with_positive_ttl(Duration::from_secs(30))
+///     .with_store_timeout(Duration::from_millis(500))
+///     // Fail closed: no grace for cached keys while the store is unreachable.
+///     .with_stale_if_error(Duration::ZERO)
+///     // 100 requests a minute for keys without a limit of their own, counted
+///     // in this process.
+///     .with_rate_limiter(RateLimiter::in_process())
+///     .with_default_rate_limit(RateLimit::new(100, 60)?)
+///     .build();
+/// # validator.shutdown().await;
+/// # Ok(()) }
+/// ```
 #[must_use]
 pub struct ValidatorBuilder {
     store: Store,
@@ -128,8 +152,8 @@ impl ValidatorBuilder {
     /// times its limit;
     #[cfg_attr(feature = "redis", doc = "[`RateLimiter::redis`] (feature `redis`)")]
     #[cfg_attr(not(feature = "redis"), doc = "`RateLimiter::redis` (feature `redis`)")]
-    /// makes the limits hold for the whole cluster. Shared by every layer over this
-    /// validator, so a key has one budget across routes.
+    /// makes the limits hold for the whole cluster. Shared by every layer over
+    /// this validator, so a key has one budget across routes.
     pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
         self.limiter = Some(limiter);
         self
