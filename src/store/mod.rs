@@ -33,18 +33,19 @@ mod redact;
 pub(crate) mod replica;
 mod rotation;
 mod sql;
+mod stored_hash;
 mod timed;
 #[cfg(feature = "postgres")]
 mod unprepared;
 
 pub use self::conn::{PoolMode, UnknownPoolMode};
-pub use self::entity::StoredHash;
 pub use self::memory::MemoryRepository;
 #[cfg(feature = "redis")]
 pub(crate) use self::redact::url_list;
 pub use self::redact::{redact_secrets, redact_url, url_has_secret};
 pub use self::rotation::{OldKeyLimit, RotateOutcome, Rotation, Successor};
 pub use self::sql::{ConnectError, RepositoryBuilder, SeaOrmRepository, connect_options};
+pub use self::stored_hash::StoredHash;
 pub(crate) use self::timed::Store;
 
 /// A timestamp as the crate stores it: microsecond precision (what every backend
