@@ -7,7 +7,8 @@
 //! - [`ApiKeyValidator`] holds the pepper, the cache and the store; the layer and
 //!   the key manager share one.
 //! - [`store`] has the repository trait and its SeaORM implementation (SQLite,
-//!   PostgreSQL, MySQL/MariaDB); [`migration`] the crate's own migrations.
+//!   PostgreSQL, MySQL/MariaDB; feature `sql`, which each driver feature turns
+//!   on); [`migration`] the crate's own migrations.
 //!
 //! Secrets are hashed as `hex(HMAC-SHA256(pepper, secret))`, compatible with the
 //! reference service; see [`hash`] for why that, and not a password hash, is
@@ -74,7 +75,11 @@ pub use ratelimit::{
     RateLimiter,
 };
 #[doc(inline)]
-pub use store::{entity, feed, migration};
+pub use store::feed;
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
+#[doc(inline)]
+pub use store::{entity, migration};
 pub use validator::{ApiKeyValidator, CachedEntries, ValidatorBuilder};
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -8,7 +8,8 @@ use std::{fmt, ops::Deref};
 /// Not a secret key, but it lets whoever also holds the pepper test guesses, so
 /// its `Debug` prints `StoredHash(<redacted>)`; [`as_str`](Self::as_str) (or
 /// `Deref` to `str`) gives the text.
-#[derive(Clone, PartialEq, Eq, Hash, Default, sea_orm::DeriveValueType)]
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "sql", derive(sea_orm::DeriveValueType))]
 pub struct StoredHash(String);
 
 impl StoredHash {
