@@ -231,7 +231,11 @@
 //!
 //! Default: `sqlite` and `axum`. Others: `postgres`, `mysql`, `rustls` (TLS to
 //! the database), `tonic`, `redis`, `openapi` (an OpenAPI document of the
-//! management router), `cli` (the operators' tool), `test-util`.
+//! management router), `cli` (the operators' tool), `test-util`. The SeaORM
+//! store, its migrations and the change feed's SQL side are the feature `sql`,
+//! which each driver turns on: `default-features = false` builds the layer,
+//! the validator, the key manager and [`store::ApiKeyRepository`] for a host
+//! with its own store, without SeaORM or sqlx.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(unreachable_pub, missing_debug_implementations, rust_2018_idioms)]
@@ -281,7 +285,11 @@ pub use ratelimit::{
     RateLimiter,
 };
 #[doc(inline)]
-pub use store::{entity, feed, migration};
+pub use store::feed;
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
+#[doc(inline)]
+pub use store::{entity, migration};
 pub use validator::{ApiKeyValidator, CachedEntries, ValidatorBuilder};
 
 /// The README's Rust examples, compiled and run as doctests.

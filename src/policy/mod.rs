@@ -133,12 +133,14 @@ impl Scopes {
     }
 
     /// The scopes as a JSON array, for storage.
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(&self.iter().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".to_owned())
     }
 
     /// Reads stored JSON; `None` for text that is not a valid list of scopes.
     /// The caller fails closed: such a key is refused.
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn from_stored(json: &str) -> Option<Self> {
         serde_json::from_str::<Vec<String>>(json)
             .ok()
@@ -219,6 +221,7 @@ impl Metadata {
     }
 
     /// The compact JSON text, for storage.
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(&*self.0).unwrap_or_else(|_| "{}".to_owned())
     }
@@ -226,6 +229,7 @@ impl Metadata {
     /// Reads stored JSON; `None` for text that [`Metadata::from_value`] would
     /// refuse (not a JSON object, too large, too deep, a NUL): only a foreign
     /// writer stores such text. The caller fails closed: such a key is refused.
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn from_stored(json: &str) -> Option<Self> {
         serde_json::from_str::<Value>(json)
             .ok()

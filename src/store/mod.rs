@@ -3,8 +3,10 @@
 //! The layer, the cache and the key manager talk only to [`ApiKeyRepository`],
 //! each through one timed boundary of the crate's that applies the store
 //! timeout. [`SeaOrmRepository`] is the production implementation (SQLite,
-//! PostgreSQL, MySQL/MariaDB); [`MemoryRepository`] keeps everything in memory
-//! for unit tests and examples.
+//! PostgreSQL, MySQL/MariaDB; feature `sql`, which each driver feature turns
+//! on); [`MemoryRepository`] keeps everything in memory for unit tests and
+//! examples. A host with a store of its own implements the trait, and builds
+//! without the feature `sql` (no SeaORM, no sqlx).
 
 use std::future::Future;
 
@@ -17,30 +19,40 @@ use crate::{
     ratelimit::RateLimit,
 };
 
+#[cfg(feature = "sql")]
 mod conn;
 // The schema and the change feed serve the SQL store and live beside it;
 // their public paths are the crate root's (`tower_api_keys::entity`,
-// `::feed`, `::migration`), where they are documented.
+// `::feed`, `::migration`), where they are documented. The feed's types stay
+// without the feature `sql`, for the repository trait and the validator.
+#[cfg(feature = "sql")]
 #[doc(hidden)]
 pub mod entity;
 #[doc(hidden)]
 pub mod feed;
 mod memory;
+#[cfg(feature = "sql")]
 #[doc(hidden)]
 pub mod migration;
 #[cfg(feature = "postgres")]
 pub(crate) mod replica;
 mod rotation;
+#[cfg(feature = "sql")]
 mod sql;
+mod stored_hash;
 mod timed;
 #[cfg(feature = "postgres")]
 mod unprepared;
 
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
 pub use self::conn::{PoolMode, UnknownPoolMode};
-pub use self::entity::StoredHash;
 pub use self::memory::MemoryRepository;
 pub use self::rotation::{OldKeyLimit, RotateOutcome, Rotation, Successor};
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
 pub use self::sql::{ConnectError, RepositoryBuilder, SeaOrmRepository, connect_options};
+pub use self::stored_hash::StoredHash;
 pub(crate) use self::timed::Store;
 pub use crate::telemetry::redact::{redact_secrets, redact_url, url_has_secret};
 

@@ -58,8 +58,14 @@ use std::{
 
 use tokio::{sync::watch, task::JoinHandle};
 
+#[cfg(feature = "sql")]
 use crate::store::conn::Pool;
 use crate::sync::lock;
+
+/// Without the SQL store there is no pool to follow, and so no
+/// [`ChangeSource`]: a repository of the host's own has no feed.
+#[cfg(not(feature = "sql"))]
+type Pool = std::convert::Infallible;
 
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 mod changelog;
@@ -105,6 +111,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// [`ApiKeyRepository::change_source`](crate::store::ApiKeyRepository::change_source);
 /// a repository without one (such as
 /// [`MemoryRepository`](crate::store::MemoryRepository)) has no feed.
+/// Without the feature `sql` no value of this type exists.
 ///
 /// A PostgreSQL feed listens when it has a URL to listen on (a direct or
 /// session-mode one), and otherwise polls the change log through the pool;
@@ -130,6 +137,8 @@ impl fmt::Debug for ChangeSource {
 impl ChangeSource {
     /// The feed for a SeaORM connection to a database the crate's migrations
     /// ran on; `None` for a backend whose driver feature is off, or a mock.
+    #[cfg(feature = "sql")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
     pub fn of(db: &sea_orm::DatabaseConnection) -> Option<Self> {
         match Pool::of(db)? {
             #[cfg(feature = "postgres")]
