@@ -154,48 +154,33 @@ macro_rules! delegate {
     };
 }
 
-#[sea_orm_migration::async_trait::async_trait]
-impl ConnectionTrait for Conn<'_> {
-    fn get_database_backend(&self) -> DbBackend {
-        delegate!(self, |conn| conn.get_database_backend())
-    }
+/// `ConnectionTrait` for a type whose variants each hold a connection, by
+/// delegating every call to the one in use.
+macro_rules! delegate_connection {
+    ($($ty:ty),*) => {$(
+        #[sea_orm_migration::async_trait::async_trait]
+        impl ConnectionTrait for $ty {
+            fn get_database_backend(&self) -> DbBackend {
+                delegate!(self, |conn| conn.get_database_backend())
+            }
 
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        delegate!(self, |conn| conn.execute_raw(stmt).await)
-    }
+            async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+                delegate!(self, |conn| conn.execute_raw(stmt).await)
+            }
 
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        delegate!(self, |conn| conn.execute_unprepared(sql).await)
-    }
+            async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+                delegate!(self, |conn| conn.execute_unprepared(sql).await)
+            }
 
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        delegate!(self, |conn| conn.query_one_raw(stmt).await)
-    }
+            async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+                delegate!(self, |conn| conn.query_one_raw(stmt).await)
+            }
 
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        delegate!(self, |conn| conn.query_all_raw(stmt).await)
-    }
+            async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+                delegate!(self, |conn| conn.query_all_raw(stmt).await)
+            }
+        }
+    )*};
 }
 
-#[sea_orm_migration::async_trait::async_trait]
-impl ConnectionTrait for Tx {
-    fn get_database_backend(&self) -> DbBackend {
-        delegate!(self, |conn| conn.get_database_backend())
-    }
-
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        delegate!(self, |conn| conn.execute_raw(stmt).await)
-    }
-
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        delegate!(self, |conn| conn.execute_unprepared(sql).await)
-    }
-
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        delegate!(self, |conn| conn.query_one_raw(stmt).await)
-    }
-
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        delegate!(self, |conn| conn.query_all_raw(stmt).await)
-    }
-}
+delegate_connection!(Conn<'_>, Tx);
