@@ -1,7 +1,7 @@
 //! A gRPC server whose services sit behind `ApiKeyAuthLayer`.
 //!
 //! ```text
-//! cargo run --features tonic --example tonic
+//! cargo run --example tonic
 //! ```
 //!
 //! - `grpc.health.v1.Health` (from `tonic-health`) and a small

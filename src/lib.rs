@@ -223,9 +223,9 @@
 //! - **Operators' tool**: the `tower-api-keys` command (feature `cli`;
 //!   `cargo install tower-api-keys --features cli`) creates, lists, rotates,
 //!   revokes, deletes and imports keys, and reports and retires peppers, on the
-//!   same database (README, "Command-line tool").
+//!   same database (README, "Operations").
 //! - **Metrics** go through the `metrics` facade (the host installs the
-//!   exporter); the names are listed in the README, "Metrics".
+//!   exporter); the names are listed in the README, "Operations".
 //!
 //! # Features
 //!

@@ -45,7 +45,7 @@ pub(crate) fn insert_extensions<B>(request: &mut Request<B>, key: AuthenticatedK
 }
 
 /// Adds the rate-limit state of a limited key's request to its response: the
-/// `RateLimit-Policy` and `RateLimit` header fields (README, "Rate limits").
+/// `RateLimit-Policy` and `RateLimit` header fields (DECISIONS.md, "Rate limits in detail").
 pub(crate) fn add_rate_headers(headers: &mut HeaderMap, rate: Rated) {
     headers.insert(RATELIMIT, rate.decision.ratelimit_header());
     headers.insert(RATELIMIT_POLICY, rate.policy);

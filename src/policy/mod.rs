@@ -1,5 +1,5 @@
 //! Key policy: the scopes a key grants and the metadata it carries (README,
-//! "Key policy: scopes, metadata, rotation, revocation by the holder").
+//! "Key management and policy").
 //!
 //! Both travel with the cached key, so a handler reads them from
 //! [`AuthenticatedKey`](crate::AuthenticatedKey) without a store round trip, and

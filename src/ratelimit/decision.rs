@@ -7,7 +7,7 @@ use super::RateLimit;
 /// The outcome for one request.
 ///
 /// `remaining` and `reset_after` are the `r` and `t` of the `RateLimit` header
-/// field (README, "Rate limits"); [`Decision::policy_header`] and
+/// field (DECISIONS.md, "Rate limits in detail"); [`Decision::policy_header`] and
 /// [`Decision::ratelimit_header`] format them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {

@@ -1,5 +1,5 @@
 //! The IETF httpapi `RateLimit-Policy` and `RateLimit` header fields, which
-//! every response to a rate-limited key carries (README, "Rate limits").
+//! every response to a rate-limited key carries (DECISIONS.md, "Rate limits in detail").
 
 use http::{HeaderName, HeaderValue};
 

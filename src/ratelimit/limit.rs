@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A per-key rate limit: `requests` per `period_seconds`, bursts up to `requests`
-/// (GCRA; README, "Rate limits").
+/// (GCRA; DECISIONS.md, "Rate limits in detail").
 ///
 /// Built only through [`RateLimit::new`] (or deserialized, which validates the
 /// same way), so a value always lies within the bounds: `requests` in

@@ -1,4 +1,4 @@
-//! Per-key rate limits (README, "Rate limits"): GCRA, `requests` per
+//! Per-key rate limits (DECISIONS.md, "Rate limits in detail"): GCRA, `requests` per
 //! `period_seconds` with bursts up to `requests`.
 //!
 //! A [`RateLimiter`] counts requests per key id, either in process memory

@@ -161,7 +161,7 @@ impl ManagementRouter {
 }
 
 /// Builds the router for key holders: `POST /` with `{"credential": "…"}`
-/// revokes the key that credential names (README, "Key policy": revocation by
+/// revokes the key that credential names (DECISIONS.md, "Key policy in detail": revocation by
 /// the holder), and answers the same `200 {"message":"Revocation processed"}`
 /// whether or not the credential was valid, so that it cannot be used to test
 /// keys.

@@ -21,8 +21,8 @@ use sea_orm::{
 #[cfg(feature = "postgres")]
 use super::unprepared::{Unprepared, UnpreparedTransaction};
 
-/// How the database is reached (README, "Deployment topologies": "Direct" and
-/// "PgBouncer or Supavisor in transaction mode").
+/// How the database is reached (DECISIONS.md, "Deployment topologies in
+/// detail": "Direct" and "PgBouncer or Supavisor in transaction mode").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum PoolMode {
     /// A direct connection, or a pooler in session mode: each client

@@ -1,6 +1,6 @@
 //! The SeaORM entity for the `api_keys` table.
 //!
-//! Column names and types follow the reference service (see the crate's README),
+//! Column names and types follow the reference service (DECISIONS.md, "Storage and migrations"),
 //! so rows it wrote are read as they are. Hosts may query this entity directly;
 //! the crate itself goes through [`crate::store::SeaOrmRepository`].
 //!

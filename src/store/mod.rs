@@ -209,7 +209,7 @@ pub struct HashRewrite {
     pub pepper_id: String,
 }
 
-/// Requests counted for one key on one UTC day (README, "Usage metering"):
+/// Requests counted for one key on one UTC day (DECISIONS.md, "Usage metering in detail"):
 /// what [`ApiKeyRepository::record_usage`] adds to the table
 /// `tower_api_keys_usage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

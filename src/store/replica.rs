@@ -1,5 +1,5 @@
 //! Read replicas (PostgreSQL streaming standbys): cache-miss lookups read a
-//! replica, and a replica's lag never weakens a promise (README, "A read
+//! replica, and a replica's lag never weakens a promise (DECISIONS.md, "A read
 //! replica").
 //!
 //! The change feed runs on the primary. Every change it reports is *fenced*:

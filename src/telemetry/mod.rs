@@ -1,4 +1,4 @@
-//! Metrics through the `metrics` facade (README, "Metrics"). Without a recorder
+//! Metrics through the `metrics` facade (README, "Operations"). Without a recorder
 //! each call is about one atomic load; the host picks the exporter.
 //!
 //! The request path uses handles registered once, when the validator (or a
@@ -26,7 +26,7 @@ pub(crate) const FEED_CONNECTED: &str = "tower_api_keys_change_feed_connected";
 /// `tower_api_keys_change_feed_events_total`.
 pub(crate) const FEED_EVENTS: &str = "tower_api_keys_change_feed_events_total";
 /// `tower_api_keys_ratelimit_fallbacks_total`: requests limited in process
-/// because Redis could not answer (README, "Redis Cluster").
+/// because Redis could not answer (DECISIONS.md, "Redis Cluster").
 #[cfg(feature = "redis")]
 pub(crate) const RATELIMIT_FALLBACKS: &str = "tower_api_keys_ratelimit_fallbacks_total";
 

@@ -5,8 +5,8 @@ use sea_orm_migration::{
 
 use super::{m20261127_000002_change_feed::VALIDATED_COLUMNS, triggers};
 
-/// The key-policy columns (README, "Storage and migrations", "Key policy" and
-/// "Rate limits"): `scopes` and `metadata` (JSON:
+/// The key-policy columns (DECISIONS.md, "Storage and migrations", "Key policy in detail" and
+/// "Rate limits in detail"): `scopes` and `metadata` (JSON:
 /// `jsonb` on PostgreSQL, `json` on MySQL, text on SQLite), `rotated_from` (the
 /// key a rotation replaced; unique, so that a key has at most one successor)
 /// and `rate_limit_requests`/`rate_limit_period_seconds`. All nullable, so

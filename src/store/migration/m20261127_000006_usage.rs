@@ -1,6 +1,6 @@
 use sea_orm_migration::{prelude::*, sea_orm::DeriveMigrationName};
 
-/// The usage counts (README, "Usage metering"): `tower_api_keys_usage
+/// The usage counts (DECISIONS.md, "Usage metering in detail"): `tower_api_keys_usage
 /// (key_id, day, requests)`, one row per key and UTC day, primary key
 /// `(key_id, day)`.
 /// `key_id` is SeaORM's uuid column (`uuid` on PostgreSQL, `binary(16)` on

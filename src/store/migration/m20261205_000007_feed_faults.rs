@@ -5,7 +5,7 @@ use sea_orm_migration::{
 
 use super::{m20261127_000005_key_policy, triggers};
 
-/// The change feed under faults (README, "Changes reach every replica", "Under
+/// The change feed under faults (DECISIONS.md, "The change feed in full", "Under
 /// faults"):
 ///
 /// - MySQL/MariaDB: the triggers stamp change-log rows in UTC

@@ -7,7 +7,7 @@ use super::triggers;
 
 /// PostgreSQL: the change log `tower_api_keys_changes`, written by the same
 /// trigger function that notifies, so that a replica behind a
-/// transaction-mode pooler (where `LISTEN` cannot run) can poll it (README,
+/// transaction-mode pooler (where `LISTEN` cannot run) can poll it (DECISIONS.md,
 /// "PgBouncer or Supavisor in transaction mode"). Listening replicas prune it
 /// too. Other backends have it already.
 #[derive(DeriveMigrationName)]

@@ -209,9 +209,8 @@ impl RepositoryBuilder {
 
     /// A PostgreSQL read replica (a streaming standby) for cache-miss lookups;
     /// every write, the flush, the change feed and the key manager's reads use
-    /// the primary. A lagging replica never weakens a promise: see the
-    /// README, "Deployment topologies", "A read replica". Default:
-    /// none. Needs the change feed: without it every lookup reads the primary.
+    /// the primary. A lagging replica never weakens a promise: see
+    /// DECISIONS.md, "A read replica". Default: none. Needs the change feed: without it every lookup reads the primary.
     pub fn with_read_replica(mut self, url: &str) -> Self {
         self.read_replica = Some(connect_options(url));
         self

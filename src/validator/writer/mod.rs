@@ -82,7 +82,7 @@ impl BatchWriter {
     }
 
     /// Counts one request the authentication layer let through (usage
-    /// metering; README, "Usage metering") in `entry`, the cache entry its
+    /// metering; DECISIONS.md, "Usage metering in detail") in `entry`, the cache entry its
     /// key was checked against, on the UTC day of `now` (the request's monotonic
     /// time). The day is read off `now` through the writer's clock offset
     /// (exact to within a second and the drift since the last flush), so the
