@@ -22,7 +22,13 @@ pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://api-keys.db";
 /// unavailable. Errors are one line on stderr; logs are off unless RUST_LOG is
 /// set.
 #[derive(Debug, Parser)]
-#[command(name = "tower-api-keys", version, propagate_version = true)]
+// A missing command is an error naming the commands, not the whole help.
+#[command(
+    name = "tower-api-keys",
+    version,
+    propagate_version = true,
+    arg_required_else_help = false
+)]
 pub(crate) struct Cli {
     /// The key store: sqlite://…, postgres://… or mysql://… (the last two need
     /// the crate features `postgres` / `mysql`). Prefer the DATABASE_URL
@@ -124,7 +130,7 @@ pub(crate) enum Command {
         file: PathBuf,
     },
     /// Pepper rotation: keys per pepper, and retiring an old pepper.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = false)]
     Pepper(PepperCommand),
 }
 
