@@ -30,10 +30,10 @@ pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://api-keys.db";
     arg_required_else_help = false
 )]
 pub(crate) struct Cli {
-    /// The key store: sqlite://…, postgres://… or mysql://… (the last two need
-    /// the crate features `postgres` / `mysql`). Prefer the DATABASE_URL
-    /// variable: a password given with this flag shows in the process list
-    /// (`ps`) of every user of the machine, and the tool warns about it.
+    /// The key store: sqlite://…, postgres://… or mysql://… (MariaDB too).
+    /// Prefer the DATABASE_URL variable: a password given with this flag
+    /// shows in the process list (`ps`) of every user of the machine, and the
+    /// tool warns about it.
     #[arg(
         long,
         global = true,

@@ -38,6 +38,7 @@
 mod cli;
 mod commands;
 mod config;
+mod database;
 mod error;
 mod import;
 mod output;
