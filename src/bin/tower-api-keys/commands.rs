@@ -139,6 +139,22 @@ async fn execute(
             let id: PepperId = pepper_id
                 .parse()
                 .map_err(|err| CliError::usage(format!("invalid pepper id: {err}")))?;
+            // An id neither configured nor named by a key is a typo: retiring
+            // it would revoke nothing and say so as if it had worked.
+            let known = manager
+                .pepper_status()
+                .await?
+                .iter()
+                .any(|status| status.pepper_id.as_ref() == Some(&id));
+            if !known {
+                return Err(CliError::not_found(format!(
+                    "no pepper {id}: it is not configured ({}, {}, {}) and no key that \
+                     can still validate names it; `pepper status` lists the pepper ids",
+                    config::PEPPER_VAR,
+                    config::PREVIOUS_PEPPERS_VAR,
+                    config::PEPPER_FILE
+                )));
+            }
             let revoked = manager.retire_pepper(&id).await?;
             Ok(Report {
                 text: format!("pepper {id} retired: {revoked} keys revoked\n"),

@@ -38,6 +38,10 @@ impl CliError {
         Self::new(Kind::Unavailable, message)
     }
 
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(Kind::NotFound, message)
+    }
+
     /// A usage error whose message quotes nothing of the database URL.
     pub(crate) fn usage_without_url(message: impl Into<String>) -> Self {
         Self {
