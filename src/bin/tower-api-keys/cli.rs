@@ -18,9 +18,9 @@ pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://api-keys.db";
 /// pepper: `create`, `rotate` and `pepper …` need one. Every command runs the crate's
 /// migrations first.
 ///
-/// Exit status: 0 ok, 1 usage or validation error, 2 not found, 3 key store
-/// unavailable. Errors are one line on stderr; logs are off unless RUST_LOG is
-/// set.
+/// Exit status: 0 ok, 1 usage or validation error (a bad command line or
+/// DATABASE_URL too), 2 no such key or pepper, 3 key store unavailable.
+/// Errors are one line on stderr; logs are off unless RUST_LOG is set.
 #[derive(Debug, Parser)]
 // A missing command is an error naming the commands, not the whole help.
 #[command(

@@ -29,8 +29,11 @@
 //! commands neither hash nor need it.
 //!
 //! With `--json` a command prints one JSON document on stdout, with the field
-//! names of the HTTP API. Exit status: `0` ok, `1` usage or validation error,
-//! `2` no such key, `3` key store unavailable. An error is one line on stderr.
+//! names of the HTTP API. Exit status: `0` ok, `1` usage or validation error
+//! (a bad command line, with clap's whole message and tip; a `DATABASE_URL`
+//! that is empty, no URL or of an unknown kind), `2` no such key or pepper,
+//! `3` key store unavailable (with the driver's reason: connection refused,
+//! unknown host, access denied). An error is one line on stderr.
 //! Logs are off unless `RUST_LOG` is set. Only `create` and `rotate` print a
 //! secret; no command prints a hash or a pepper, and database URLs in errors
 //! are redacted.
