@@ -18,16 +18,22 @@ pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://api-keys.db";
 /// pepper: `create`, `rotate` and `pepper …` need one. Every command runs the crate's
 /// migrations first.
 ///
-/// Exit status: 0 ok, 1 usage or validation error, 2 not found, 3 key store
-/// unavailable. Errors are one line on stderr; logs are off unless RUST_LOG is
-/// set.
+/// Exit status: 0 ok, 1 usage or validation error (a bad command line or
+/// DATABASE_URL too), 2 no such key or pepper, 3 key store unavailable.
+/// Errors are one line on stderr; logs are off unless RUST_LOG is set.
 #[derive(Debug, Parser)]
-#[command(name = "tower-api-keys", version, propagate_version = true)]
+// A missing command is an error naming the commands, not the whole help.
+#[command(
+    name = "tower-api-keys",
+    version,
+    propagate_version = true,
+    arg_required_else_help = false
+)]
 pub(crate) struct Cli {
-    /// The key store: sqlite://…, postgres://… or mysql://… (the last two need
-    /// the crate features `postgres` / `mysql`). Prefer the DATABASE_URL
-    /// variable: a password given with this flag shows in the process list
-    /// (`ps`) of every user of the machine, and the tool warns about it.
+    /// The key store: sqlite://…, postgres://… or mysql://… (MariaDB too).
+    /// Prefer the DATABASE_URL variable: a password given with this flag
+    /// shows in the process list (`ps`) of every user of the machine, and the
+    /// tool warns about it.
     #[arg(
         long,
         global = true,
@@ -124,7 +130,7 @@ pub(crate) enum Command {
         file: PathBuf,
     },
     /// Pepper rotation: keys per pepper, and retiring an old pepper.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = false)]
     Pepper(PepperCommand),
 }
 

@@ -9,13 +9,14 @@ use tower_api_keys::{
     AccountId, ApiKeyId, ApiKeyValidator, KeyManager, ManagerError, Metadata, NewApiKey, PepperId,
     Scopes, entity,
     migration::Migrator,
-    store::{ConnectError, SeaOrmRepository, redact_url},
+    store::{SeaOrmRepository, redact_url},
 };
 use uuid::Uuid;
 
 use crate::{
     cli::{Cli, Command, CreateArgs, PepperCommand},
     config::{self, PepperNeed},
+    database,
     error::CliError,
     import,
     output::{self, Report},
@@ -35,21 +36,16 @@ pub(crate) async fn run(cli: Cli) -> Result<Report, CliError> {
         Command::Import { file } => import::read(file)?,
         _ => Vec::new(),
     };
+    database::check_url(&cli.database_url)?;
     let shown_url = redact_url(&cli.database_url);
-    let repo = SeaOrmRepository::builder(&cli.database_url)
+    let repo = match SeaOrmRepository::builder(&cli.database_url)
         .with_pool_mode(cli.database_pool_mode)
         .connect()
         .await
-        .map_err(|err| match err {
-            ConnectError::ReadOnly => CliError::usage(format!(
-                "DATABASE_URL ({shown_url}) names a read-only server (a standby or a read \
-                 replica): DATABASE_URL must name the primary"
-            )),
-            err if err.is_configuration() => CliError::usage(err.to_string()),
-            err => {
-                CliError::unavailable(format!("cannot open the key store at {shown_url}: {err}"))
-            }
-        })?;
+    {
+        Ok(repo) => repo,
+        Err(err) => return Err(database::connect_error(err, &cli.database_url).await),
+    };
     tracing::debug!(database = %shown_url, "key store connected and migrated");
     // A one-shot process has no cache worth keeping fresh: no change feed.
     let validator = ApiKeyValidator::builder(repo.clone(), peppers)
@@ -143,6 +139,22 @@ async fn execute(
             let id: PepperId = pepper_id
                 .parse()
                 .map_err(|err| CliError::usage(format!("invalid pepper id: {err}")))?;
+            // An id neither configured nor named by a key is a typo: retiring
+            // it would revoke nothing and say so as if it had worked.
+            let known = manager
+                .pepper_status()
+                .await?
+                .iter()
+                .any(|status| status.pepper_id.as_ref() == Some(&id));
+            if !known {
+                return Err(CliError::not_found(format!(
+                    "no pepper {id}: it is not configured ({}, {}, {}) and no key that \
+                     can still validate names it; `pepper status` lists the pepper ids",
+                    config::PEPPER_VAR,
+                    config::PREVIOUS_PEPPERS_VAR,
+                    config::PEPPER_FILE
+                )));
+            }
             let revoked = manager.retire_pepper(&id).await?;
             Ok(Report {
                 text: format!("pepper {id} retired: {revoked} keys revoked\n"),

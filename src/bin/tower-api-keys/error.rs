@@ -23,6 +23,10 @@ pub(crate) enum Kind {
 pub(crate) struct CliError {
     pub(crate) kind: Kind,
     message: String,
+    /// Whether the message was written without any part of the database
+    /// URL, so that redacting it would only garble it (a URL that is no URL,
+    /// `x` say, would have every `x` of the text replaced).
+    holds_no_url: bool,
 }
 
 impl CliError {
@@ -34,10 +38,23 @@ impl CliError {
         Self::new(Kind::Unavailable, message)
     }
 
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(Kind::NotFound, message)
+    }
+
+    /// A usage error whose message quotes nothing of the database URL.
+    pub(crate) fn usage_without_url(message: impl Into<String>) -> Self {
+        Self {
+            holds_no_url: true,
+            ..Self::usage(message)
+        }
+    }
+
     fn new(kind: Kind, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
+            holds_no_url: false,
         }
     }
 
@@ -53,7 +70,7 @@ impl CliError {
     /// The message on one line, without any secret of `database_url` (the
     /// URL itself redacted, its password in any form hidden).
     pub(crate) fn line(&self, database_url: Option<&str>) -> String {
-        one_line(&self.message, database_url)
+        one_line(&self.message, database_url.filter(|_| !self.holds_no_url))
     }
 }
 
@@ -85,8 +102,9 @@ impl From<StoreError> for CliError {
 /// spaces), without any secret of `database_url`.
 pub(crate) fn one_line(text: &str, database_url: Option<&str>) -> String {
     let text = match database_url {
-        Some(url) => redact_secrets(text, url),
-        None => text.to_owned(),
+        // An empty URL has no secret, and replacing "" would garble the text.
+        Some(url) if !url.trim().is_empty() => redact_secrets(text, url),
+        _ => text.to_owned(),
     };
     let mut line = String::with_capacity(text.len());
     let mut last_space = false;
@@ -114,6 +132,16 @@ mod tests {
             ),
             "cannot open postgres://***@h/db: bad *** x"
         );
+    }
+
+    #[test]
+    fn an_empty_or_odd_url_leaves_the_message_readable() {
+        assert_eq!(one_line("cannot open x", Some("")), "cannot open x");
+        assert_eq!(
+            CliError::usage_without_url("expected sqlite://…").line(Some("x")),
+            "expected sqlite://…"
+        );
+        assert_eq!(CliError::usage("x").line(Some("x")), "<not a URL>");
     }
 
     #[test]

@@ -29,8 +29,11 @@
 //! commands neither hash nor need it.
 //!
 //! With `--json` a command prints one JSON document on stdout, with the field
-//! names of the HTTP API. Exit status: `0` ok, `1` usage or validation error,
-//! `2` no such key, `3` key store unavailable. An error is one line on stderr.
+//! names of the HTTP API. Exit status: `0` ok, `1` usage or validation error
+//! (a bad command line, with clap's whole message and tip; a `DATABASE_URL`
+//! that is empty, no URL or of an unknown kind), `2` no such key or pepper,
+//! `3` key store unavailable (with the driver's reason: connection refused,
+//! unknown host, access denied). An error is one line on stderr.
 //! Logs are off unless `RUST_LOG` is set. Only `create` and `rotate` print a
 //! secret; no command prints a hash or a pepper, and database URLs in errors
 //! are redacted.
@@ -38,6 +41,7 @@
 mod cli;
 mod commands;
 mod config;
+mod database;
 mod error;
 mod import;
 mod output;
@@ -131,27 +135,40 @@ fn init_logs() {
         .init();
 }
 
-/// Help and version go to stdout (exit 0); a usage error is one line on
-/// stderr (exit 1).
+/// Help and version go to stdout (exit 0). Any other clap error is a usage
+/// error (exit 1): clap's whole message (what is wrong, which argument, its
+/// tip, the usage line) on the one line of stderr every error gets.
 fn usage_error(err: &clap::Error) -> ExitCode {
     match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = write!(std::io::stdout(), "{}", err.render());
             ExitCode::SUCCESS
         }
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
-            fail(&CliError::usage("a command is required (see --help)"))
-        }
-        _ => {
-            let text = err.render().to_string();
-            let first = text
+        _ => fail(&CliError::usage(clap_message(&err.render().to_string()))),
+    }
+}
+
+/// clap's rendering of an error (plain text) on one line: the lines of a
+/// paragraph joined by spaces, the paragraphs by `; `, without the leading
+/// `error: ` (which [`fail`] prints).
+fn clap_message(rendered: &str) -> String {
+    let paragraphs: Vec<String> = rendered
+        .split("\n\n")
+        .map(|paragraph| {
+            paragraph
                 .lines()
                 .map(str::trim)
-                .find(|line| !line.is_empty())
-                .unwrap_or("error: invalid command line");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            fail(&CliError::usage(format!("{first} (see --help)")))
-        }
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|paragraph| !paragraph.is_empty())
+        .collect();
+    let message = paragraphs.join("; ");
+    match message.strip_prefix("error: ") {
+        Some(rest) => rest.to_owned(),
+        None if message.is_empty() => "invalid command line; try '--help'".to_owned(),
+        None => message,
     }
 }
 
@@ -159,4 +176,38 @@ fn usage_error(err: &clap::Error) -> ExitCode {
 fn fail(err: &CliError) -> ExitCode {
     let _ = writeln!(std::io::stderr(), "error: {}", err.line(None));
     err.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's error for `args`, folded as the tool prints it.
+    fn message(args: &[&str]) -> String {
+        let err = Cli::command()
+            .try_get_matches_from(std::iter::once("tower-api-keys").chain(args.iter().copied()))
+            .expect_err("a usage error");
+        clap_message(&err.render().to_string())
+    }
+
+    #[test]
+    fn clap_errors_keep_the_argument_the_tip_and_the_usage() {
+        assert_eq!(
+            message(&["list"]),
+            "the following required arguments were not provided: --account <UUID>; \
+             Usage: tower-api-keys list --account <UUID>; For more information, try '--help'."
+        );
+        let typo = message(&["list", "--acount", "x"]);
+        assert!(
+            typo.starts_with("unexpected argument '--acount' found; tip: a similar argument exists: '--account'; Usage: tower-api-keys list"),
+            "{typo}"
+        );
+        let missing = message(&["pepper"]);
+        assert!(
+            missing.contains("requires a subcommand") && missing.contains("status, retire"),
+            "{missing}"
+        );
+        let missing = message(&[]);
+        assert!(missing.contains("migrate, create, list"), "{missing}");
+    }
 }
