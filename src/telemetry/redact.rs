@@ -105,6 +105,12 @@ fn redact_one(url: &str) -> String {
 /// );
 /// ```
 pub fn redact_secrets(text: &str, url: &str) -> String {
+    // Text without a `:` names no scheme and holds no password: there is
+    // nothing to hide, and replacing it (or an empty string) would mangle
+    // the message.
+    if !url.contains(':') {
+        return text.to_owned();
+    }
     let mut text = text.replace(url, &redact_url(url));
     let mut secrets = url_secrets(url);
     // Longest first, so that a piece never breaks up a longer secret.
@@ -228,6 +234,14 @@ fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_that_is_no_url_leaves_the_message_alone() {
+        let message = "cannot open x: box is full";
+        assert_eq!(redact_secrets(message, ""), message);
+        assert_eq!(redact_secrets(message, "x"), message);
+        assert_eq!(redact_secrets(message, "box"), message);
+    }
 
     #[test]
     fn passwords_are_redacted_wherever_they_appear() {
