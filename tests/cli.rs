@@ -1,8 +1,9 @@
 //! The command-line tool, run as a process.
 //!
 //! Each test gets a temporary working directory and a fresh database: a SQLite
-//! file always, and a fresh PostgreSQL schema / MySQL database when
-//! `TEST_POSTGRES_URL` / `TEST_MYSQL_URL` are set. Every run checks that stdout
+//! file always, and a fresh PostgreSQL schema / MySQL database on
+//! `TEST_POSTGRES_URL` / `TEST_MYSQL_URL` (those tests are ignored unless run
+//! with `--include-ignored`). Every run checks that stdout
 //! and stderr hold no 64-hex-digit string and no pepper, and that an error is
 //! one line.
 
@@ -42,26 +43,28 @@ impl Db {
         }
     }
 
-    /// A fresh schema of `TEST_POSTGRES_URL`, named in the URL's `options`.
-    async fn postgres() -> Option<Self> {
-        let schema = provision::postgres_schema("tak_cli_", |_| String::new()).await?;
+    /// A fresh schema of `TEST_POSTGRES_URL`, named in the URL's `options`;
+    /// panics when it is unset.
+    async fn postgres() -> Self {
+        let schema = provision::postgres_schema("tak_cli_", |_| String::new()).await;
         let (url, name) = (&schema.admin_url, &schema.name);
         let separator = if url.contains('?') { '&' } else { '?' };
-        Some(Self {
+        Self {
             url: format!("{url}{separator}options=-c%20search_path%3D{name}"),
             backend: "postgres",
             cleanup: Some(schema),
-        })
+        }
     }
 
-    /// A fresh database on the server of `TEST_MYSQL_URL`.
-    async fn mysql() -> Option<Self> {
-        let (database, url) = provision::mysql_database("tak_cli_").await?;
-        Some(Self {
+    /// A fresh database on the server of `TEST_MYSQL_URL`; panics when it is
+    /// unset.
+    async fn mysql() -> Self {
+        let (database, url) = provision::mysql_database("tak_cli_").await;
+        Self {
             url,
             backend: "mysql",
             cleanup: Some(database),
-        })
+        }
     }
 
     async fn drop_it(self) {
@@ -251,7 +254,8 @@ fn foreign_key(account: Uuid, title: &str, pepper: &str, extra: Value) -> (Strin
     (line.to_string(), pair.credential())
 }
 
-/// Runs a test on SQLite, and on PostgreSQL / MySQL when their URLs are set.
+/// Runs a test on SQLite, and on PostgreSQL / MySQL: those are ignored unless
+/// run with `--include-ignored`, and fail there if their URL is unset.
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -261,17 +265,15 @@ macro_rules! on_every_backend {
             }
 
             #[tokio::test]
+            #[ignore = "needs TEST_POSTGRES_URL"]
             async fn postgres() {
-                if let Some(db) = super::Db::postgres().await {
-                    super::$name(super::Tool::on(db)).await;
-                }
+                super::$name(super::Tool::on(super::Db::postgres().await)).await;
             }
 
             #[tokio::test]
+            #[ignore = "needs TEST_MYSQL_URL"]
             async fn mysql() {
-                if let Some(db) = super::Db::mysql().await {
-                    super::$name(super::Tool::on(db)).await;
-                }
+                super::$name(super::Tool::on(super::Db::mysql().await)).await;
             }
         }
     )*};

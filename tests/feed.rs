@@ -125,12 +125,16 @@ async fn every_replica_refuses_a_key_changed_by_any_writer(db: &TestDb) {
 }
 
 /// A writer transaction that stays open across several polls and commits late
-/// is still seen (MySQL/MariaDB and SQLite poll; PostgreSQL notifies at commit).
+/// is still seen (MySQL/MariaDB and SQLite poll; PostgreSQL notifies at commit,
+/// so the test does not apply to it).
 async fn a_slow_writer_transaction_is_not_skipped(db: &TestDb) {
     let reader = replica(db.connect_again().await, Duration::from_millis(50)).await;
-    if reader.change_feed().unwrap().mode != FeedMode::Poll {
-        return;
-    }
+    assert_eq!(
+        reader.change_feed().unwrap().mode,
+        FeedMode::Poll,
+        "{}: the test needs a polling feed",
+        db.backend
+    );
     let manager = KeyManager::new(ApiKeyValidator::new(db.repo.clone(), pepper()));
     let account = AccountId::new(Uuid::new_v4());
     let slow = manager
@@ -167,19 +171,15 @@ async fn a_slow_writer_transaction_is_not_skipped(db: &TestDb) {
     reader.shutdown().await;
 }
 
-backend_tests!(
-    every_replica_refuses_a_key_changed_by_any_writer,
-    a_slow_writer_transaction_is_not_skipped,
-);
+backend_tests!(every_replica_refuses_a_key_changed_by_any_writer);
+backend_tests!(sqlite_and_mysql: a_slow_writer_transaction_is_not_skipped);
 
 /// PostgreSQL: the listener's session is killed and a key is revoked at once;
 /// the validator reconnects, catches up and still refuses the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs TEST_POSTGRES_URL"]
 async fn a_killed_listener_reconnects_and_catches_up() {
-    let Some(db) = common::postgres().await else {
-        eprintln!("TEST_POSTGRES_URL not set; PostgreSQL not exercised");
-        return;
-    };
+    let db = common::postgres().await;
     let validator = replica(db.repo.clone(), Duration::from_secs(1)).await;
     // The writer has no feed of its own: the one listener in this schema is the
     // validator's.

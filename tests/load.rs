@@ -112,6 +112,7 @@ async fn misses_for_different_keys_are_not_serialized() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: 100,000 requests through the layer"]
 async fn a_hundred_thousand_requests_make_one_batched_write_per_flush() {
     let probe = Probe::new(MemoryRepository::new());
     let interval = Duration::from_millis(250);
@@ -167,6 +168,7 @@ fn peak_rss_kib() -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: 200,000 requests with unknown keys"]
 async fn a_flood_of_unknown_keys_never_evicts_a_valid_one() {
     let repo = repo();
     let validator = ApiKeyValidator::builder(repo.clone(), pepper())

@@ -16,8 +16,11 @@ backend_tests!(
     a_limited_key_recovers_after_its_period,
     a_limit_changed_through_patch_takes_effect_on_the_next_request,
     the_default_limit_applies_to_keys_without_one,
-    in_process_limits_multiply_with_replicas_and_redis_ones_do_not,
+    in_process_limits_multiply_with_replicas,
 );
+
+#[cfg(feature = "redis")]
+backend_tests!(redis: redis_limits_hold_for_the_replicas_together);
 
 /// Creates a key over HTTP with `body` and returns its credential and id.
 async fn create(h: &Harness, account: AccountId, body: Value) -> (String, String) {
@@ -222,11 +225,16 @@ async fn the_default_limit_applies_to_keys_without_one(db: &TestDb) {
     assert_eq!(statuses(own).await, [200, 200, 200, 200, 429]);
 }
 
+/// The budget every replica test gives its key.
+fn replica_limit() -> Value {
+    json!({"requests": 4, "period_seconds": 3600})
+}
+
 /// Two replicas on one database: with in-process limits each allows the whole
-/// budget; with the limits in Redis the budget holds for both together.
-async fn in_process_limits_multiply_with_replicas_and_redis_ones_do_not(db: &TestDb) {
+/// budget.
+async fn in_process_limits_multiply_with_replicas(db: &TestDb) {
     let account = AccountId::new(Uuid::new_v4());
-    let limit = json!({"requests": 4, "period_seconds": 3600});
+    let limit = replica_limit();
 
     let mut local = Vec::new();
     for _ in 0..2 {
@@ -242,11 +250,15 @@ async fn in_process_limits_multiply_with_replicas_and_redis_ones_do_not(db: &Tes
     )
     .await;
     assert_eq!(allowed(&local, &credential).await, 8, "4 per replica");
+}
 
-    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
-        eprintln!("TEST_REDIS_URL not set; cluster-wide limits not exercised");
-        return;
-    };
+/// Two replicas on one database with their limits in Redis: the budget holds
+/// for both together.
+#[cfg(feature = "redis")]
+async fn redis_limits_hold_for_the_replicas_together(db: &TestDb) {
+    let account = AccountId::new(Uuid::new_v4());
+    let limit = replica_limit();
+    let url = common::provision::required("TEST_REDIS_URL", "a Redis server");
     let mut shared = Vec::new();
     // One key prefix per test run, shared by both replicas.
     let prefix = format!("tower_api_keys_test:{}:", Uuid::new_v4());
@@ -349,15 +361,13 @@ async fn a_flood_of_distinct_keys_keeps_the_limiter_bounded() {
 /// `503`; no request waits past the Redis timeout.
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs TEST_REDIS_URL"]
 async fn redis_cut_mid_test_falls_back_or_refuses_as_configured() {
     use std::time::Duration;
 
     use tower_api_keys::OnRedisError;
 
-    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
-        eprintln!("TEST_REDIS_URL not set; losing Redis not exercised");
-        return;
-    };
+    let url = common::provision::required("TEST_REDIS_URL", "a Redis server");
     let target = url
         .trim_start_matches("redis://")
         .split('/')

@@ -4,9 +4,10 @@
 //! failover, and every in-process fallback counted in
 //! `tower_api_keys_ratelimit_fallbacks_total`.
 //!
-//! The cluster tests run when `TEST_REDIS_CLUSTER_URL` (a comma-separated list
-//! of the cluster's nodes) is set; `.ci/run` starts a cluster of 3 masters and
-//! 3 replicas (`.ci/redis-cluster.sh`) and sets it. A test that changes the
+//! The cluster tests need `TEST_REDIS_CLUSTER_URL` (a comma-separated list of
+//! the cluster's nodes): they are ignored unless run with `--include-ignored`;
+//! `.ci/run` starts a cluster of 3 masters and 3 replicas
+//! (`.ci/redis-cluster.sh`) and sets it. A test that changes the
 //! whole cluster (a failover, paused masters, flushed scripts) holds the
 //! cluster alone; the others share it, each with keys of its own.
 #![cfg(all(unix, feature = "axum", feature = "sqlite", feature = "redis"))]
@@ -35,12 +36,15 @@ const PREFIX: &str = "tower_api_keys:rl:";
 /// How soon after a failover limits must hold again.
 const FAILOVER_BOUND: Duration = Duration::from_secs(5);
 
-fn cluster_urls() -> Option<Vec<String>> {
-    let Ok(list) = std::env::var("TEST_REDIS_CLUSTER_URL") else {
-        eprintln!("TEST_REDIS_CLUSTER_URL not set; rate limits on a Redis Cluster not exercised");
-        return None;
-    };
-    Some(list.split(',').map(|url| url.trim().to_owned()).collect())
+/// The nodes of `TEST_REDIS_CLUSTER_URL`; panics when it is unset.
+fn cluster_urls() -> Vec<String> {
+    common::provision::required(
+        "TEST_REDIS_CLUSTER_URL",
+        "a Redis Cluster (`.ci/redis-cluster.sh start` makes one)",
+    )
+    .split(',')
+    .map(|url| url.trim().to_owned())
+    .collect()
 }
 
 async fn connect(url: &str) -> MultiplexedConnection {
@@ -316,16 +320,18 @@ async fn assert_limits_hold_once_on_every_master(urls: &[String], redis_a: &str,
 }
 
 #[tokio::test]
+#[ignore = "needs TEST_REDIS_CLUSTER_URL"]
 async fn one_node_url_finds_the_cluster_and_limits_hold_once_on_every_master() {
-    let Some(urls) = cluster_urls() else { return };
+    let urls = cluster_urls();
     let _shared = CLUSTER.read().await;
     // Two different nodes, whatever their roles.
     assert_limits_hold_once_on_every_master(&urls, &urls[0], &urls[urls.len() - 1]).await;
 }
 
 #[tokio::test]
+#[ignore = "needs TEST_REDIS_CLUSTER_URL"]
 async fn a_comma_separated_node_list_works_too() {
-    let Some(urls) = cluster_urls() else { return };
+    let urls = cluster_urls();
     let _shared = CLUSTER.read().await;
     let reversed: Vec<&str> = urls.iter().rev().map(String::as_str).collect();
     assert_limits_hold_once_on_every_master(&urls, &urls.join(","), &reversed.join(", ")).await;
@@ -336,8 +342,9 @@ async fn a_comma_separated_node_list_works_too() {
 /// stays spent, and from 5 s after the promotion limits are exact again for
 /// keys on every master, the promoted one included.
 #[tokio::test]
+#[ignore = "needs TEST_REDIS_CLUSTER_URL"]
 async fn limits_hold_again_within_5s_of_a_failover() {
-    let Some(urls) = cluster_urls() else { return };
+    let urls = cluster_urls();
     let _alone = CLUSTER.write().await;
     let topology = Topology::read(&urls[0]).await;
     let mut conn = connect(&urls[0]).await;
@@ -438,8 +445,9 @@ async fn limits_hold_again_within_5s_of_a_failover() {
 /// Masters that cannot answer (paused): each request is limited in process,
 /// counted once in `tower_api_keys_ratelimit_fallbacks_total`, and logged once.
 #[tokio::test]
+#[ignore = "needs TEST_REDIS_CLUSTER_URL"]
 async fn every_fallback_is_counted_and_logged_once_per_10s() {
-    let Some(urls) = cluster_urls() else { return };
+    let urls = cluster_urls();
     let _alone = CLUSTER.write().await;
     let topology = Topology::read(&urls[0]).await;
     let replicas = Replicas::start(&urls[0], &urls[1]).await;
@@ -540,8 +548,9 @@ async fn key_ids_on_every_master(
 /// Through the library: a limiter on one node and one on the node list share
 /// each key's budget under concurrent checks, for keys on every master.
 #[tokio::test]
+#[ignore = "needs TEST_REDIS_CLUSTER_URL"]
 async fn concurrent_checks_never_exceed_a_budget_on_any_master() {
-    let Some(urls) = cluster_urls() else { return };
+    let urls = cluster_urls();
     let _shared = CLUSTER.read().await;
     let topology = Topology::read(&urls[0]).await;
     let mut conn = connect(&urls[0]).await;
@@ -579,8 +588,9 @@ async fn concurrent_checks_never_exceed_a_budget_on_any_master() {
 /// every node, the first check of a key on each master answers (`NOSCRIPT`,
 /// `SCRIPT LOAD`, `EVALSHA` again) and every master holds the script again.
 #[tokio::test]
+#[ignore = "needs TEST_REDIS_CLUSTER_URL"]
 async fn the_script_loads_itself_on_every_master() {
-    let Some(urls) = cluster_urls() else { return };
+    let urls = cluster_urls();
     let _alone = CLUSTER.write().await;
     let topology = Topology::read(&urls[0]).await;
     let mut conn = connect(&urls[0]).await;

@@ -6,7 +6,9 @@
 //!
 //! PgBouncer is Debian's package (`.ci/run` installs it); the standby is a
 //! private PostgreSQL primary and `pg_basebackup -R` of it, made by the test.
-//! The PgBouncer tests also need `TEST_POSTGRES_URL`.
+//! The PgBouncer tests also need `TEST_POSTGRES_URL`. Every test here is
+//! ignored unless run with `--include-ignored` (CI does), and fails there when
+//! what it needs is missing.
 #![cfg(all(unix, feature = "axum", feature = "sqlite", feature = "postgres"))]
 
 mod common;
@@ -172,16 +174,11 @@ async fn every_route_through(a: &Server, b: &Server, bound: Duration) {
 /// polls the change log through it (no `FEED_DATABASE_URL`) or listens on a
 /// direct URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs TEST_POSTGRES_URL and PgBouncer"]
 async fn two_processes_through_pgbouncer_in_transaction_mode() {
-    let Ok(direct) = std::env::var("TEST_POSTGRES_URL") else {
-        eprintln!("TEST_POSTGRES_URL not set; PgBouncer not exercised");
-        return;
-    };
+    let direct = common::provision::required("TEST_POSTGRES_URL", "a PostgreSQL server");
     let upstream = common::faults::upstream_of(&direct).port();
-    let Some(bouncer) = PgBouncer::start(upstream, PoolMode::Transaction) else {
-        eprintln!("PgBouncer is not installed; the transaction-mode test needs it");
-        return;
-    };
+    let bouncer = PgBouncer::start(upstream, PoolMode::Transaction);
     for listen in [false, true] {
         let (root, database) = fresh_database(&direct).await;
         let dir = tempfile::tempdir().unwrap();
@@ -212,16 +209,11 @@ async fn two_processes_through_pgbouncer_in_transaction_mode() {
 /// PgBouncer in session mode, reached in the default mode: the feed listens
 /// through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs TEST_POSTGRES_URL and PgBouncer"]
 async fn two_processes_through_pgbouncer_in_session_mode() {
-    let Ok(direct) = std::env::var("TEST_POSTGRES_URL") else {
-        eprintln!("TEST_POSTGRES_URL not set; PgBouncer not exercised");
-        return;
-    };
+    let direct = common::provision::required("TEST_POSTGRES_URL", "a PostgreSQL server");
     let upstream = common::faults::upstream_of(&direct).port();
-    let Some(bouncer) = PgBouncer::start(upstream, PoolMode::Session) else {
-        eprintln!("PgBouncer is not installed; the session-mode test needs it");
-        return;
-    };
+    let bouncer = PgBouncer::start(upstream, PoolMode::Session);
     let (root, database) = fresh_database(&direct).await;
     let dir = tempfile::tempdir().unwrap();
     let pooled = bouncer.url_of(&database);
@@ -234,24 +226,20 @@ async fn two_processes_through_pgbouncer_in_session_mode() {
     drop_database(root, &database).await;
 }
 
-/// A private primary and a streaming standby of it; `None` (with a note)
-/// when PostgreSQL's server binaries are missing.
-fn primary_and_standby() -> Option<(PgCluster, PgCluster)> {
-    let Some(primary) = PgCluster::start() else {
-        eprintln!("PostgreSQL's server binaries are not installed; the standby tests need them");
-        return None;
-    };
+/// A private primary and a streaming standby of it; panics when
+/// PostgreSQL's server binaries are missing.
+fn primary_and_standby() -> (PgCluster, PgCluster) {
+    let primary = PgCluster::start();
     let standby = primary.standby();
-    Some((primary, standby))
+    (primary, standby)
 }
 
 /// `DATABASE_URL` naming a standby stops the server (exit 1) before any
 /// migration, with a message that says so; the CLI exits 1 too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL's server binaries (initdb)"]
 async fn a_standby_as_database_url_is_refused_at_start() {
-    let Some((_primary, standby)) = tokio::task::block_in_place(primary_and_standby) else {
-        return;
-    };
+    let (_primary, standby) = tokio::task::block_in_place(primary_and_standby);
     let dir = tempfile::tempdir().unwrap();
     let url = standby.url();
     let mut server = Server::start_with(
@@ -313,10 +301,9 @@ async fn on(cluster: &PgCluster, statement: &str) {
 /// primary is refused within the bound and stays refused; once it replays
 /// again, cache misses are read from the standby.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL's server binaries (initdb)"]
 async fn a_lagging_read_replica_never_weakens_a_promise() {
-    let Some((primary, standby)) = tokio::task::block_in_place(primary_and_standby) else {
-        return;
-    };
+    let (primary, standby) = tokio::task::block_in_place(primary_and_standby);
     let dir = tempfile::tempdir().unwrap();
     let (primary_url, standby_url) = (primary.url(), standby.url());
     let env = [

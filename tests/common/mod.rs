@@ -147,9 +147,10 @@ pub async fn sqlite() -> TestDb {
     TestDb::open(connect_options(&url), "sqlite", None, Some(dir)).await
 }
 
-pub async fn postgres() -> Option<TestDb> {
-    let schema = provision::postgres_schema("tak_", |_| String::new()).await?;
-    Some(TestDb::open_schema(schema, "postgres").await)
+/// A fresh schema on `TEST_POSTGRES_URL`; panics when it is unset.
+pub async fn postgres() -> TestDb {
+    let schema = provision::postgres_schema("tak_", |_| String::new()).await;
+    TestDb::open_schema(schema, "postgres").await
 }
 
 /// The reference service's own `api_keys` table (PostgreSQL), created in
@@ -181,70 +182,69 @@ CREATE INDEX ix_api_keys_public_key ON "{schema}".api_keys (public_key);"#
 
 /// A fresh PostgreSQL schema holding the reference service's table
 /// ([`reference_table_ddl`]), adopted by the crate: its migration runs on top.
-pub async fn postgres_adopted() -> Option<TestDb> {
-    let schema = provision::postgres_schema("tak_", reference_table_ddl).await?;
-    Some(TestDb::open_schema(schema, "postgres_adopted").await)
+/// Panics when `TEST_POSTGRES_URL` is unset.
+pub async fn postgres_adopted() -> TestDb {
+    let schema = provision::postgres_schema("tak_", reference_table_ddl).await;
+    TestDb::open_schema(schema, "postgres_adopted").await
 }
 
-pub async fn mysql() -> Option<TestDb> {
-    let (database, url) = provision::mysql_database("tak_").await?;
-    Some(TestDb::open(connect_options(&url), "mysql", Some(database), None).await)
+/// A fresh database on the server of `TEST_MYSQL_URL`; panics when it is unset.
+pub async fn mysql() -> TestDb {
+    let (database, url) = provision::mysql_database("tak_").await;
+    TestDb::open(connect_options(&url), "mysql", Some(database), None).await
 }
 
-/// Runs `test` against SQLite always, and PostgreSQL (the crate's own table and
-/// the reference service's adopted one) / MySQL when their URLs are set.
+/// Runs each test on SQLite, and on PostgreSQL (the crate's own table and the
+/// reference service's adopted one) and MySQL. The server backends are
+/// `#[ignore = "needs TEST_…_URL"]`: `cargo test -- --include-ignored` runs
+/// them, and fails them if their variable is unset.
+///
+/// `backend_tests!(redis: …)` runs tests that also need `TEST_REDIS_URL`, on
+/// every backend, all ignored, in modules `sqlite_redis`, `postgres_redis`, ….
+///
+/// `backend_tests!(sqlite_and_mysql: …)` runs tests that only apply to SQLite
+/// and MySQL (whose change feeds poll), as `<test>::sqlite` and
+/// `<test>::mysql`.
 #[macro_export]
 macro_rules! backend_tests {
+    (sqlite_and_mysql: $($name:ident),* $(,)?) => {$(
+        mod $name {
+            $crate::backend_tests!(@test sqlite, sqlite, [], $name);
+            $crate::backend_tests!(@test mysql, mysql, [ignore = "needs TEST_MYSQL_URL"], $name);
+        }
+    )*};
+    (redis: $($name:ident),* $(,)?) => {
+        $crate::backend_tests!(@backend sqlite_redis, sqlite,
+            [ignore = "needs TEST_REDIS_URL"]; $($name),*);
+        $crate::backend_tests!(@backend postgres_redis, postgres,
+            [ignore = "needs TEST_POSTGRES_URL and TEST_REDIS_URL"]; $($name),*);
+        $crate::backend_tests!(@backend postgres_adopted_redis, postgres_adopted,
+            [ignore = "needs TEST_POSTGRES_URL and TEST_REDIS_URL"]; $($name),*);
+        $crate::backend_tests!(@backend mysql_redis, mysql,
+            [ignore = "needs TEST_MYSQL_URL and TEST_REDIS_URL"]; $($name),*);
+    };
+    (@backend $module:ident, $open:ident, $attributes:tt; $($name:ident),*) => {
+        mod $module {
+            $($crate::backend_tests!(@test $name, $open, $attributes, $name);)*
+        }
+    };
+    // The test `$test`: `$name` on a fresh database of `common::$open`.
+    (@test $test:ident, $open:ident, [$($attribute:meta),*], $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attribute])*
+        async fn $test() {
+            let db = $crate::common::$open().await;
+            super::$name(&db).await;
+            db.cleanup().await;
+        }
+    };
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = $crate::common::sqlite().await;
-                    super::$name(&db).await;
-                    db.cleanup().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = $crate::common::postgres().await else {
-                        eprintln!("TEST_POSTGRES_URL not set; PostgreSQL not exercised");
-                        return;
-                    };
-                    super::$name(&db).await;
-                    db.cleanup().await;
-                }
-            )*
-        }
-        mod postgres_adopted {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = $crate::common::postgres_adopted().await else {
-                        eprintln!("TEST_POSTGRES_URL not set; the adopted PostgreSQL table not exercised");
-                        return;
-                    };
-                    super::$name(&db).await;
-                    db.cleanup().await;
-                }
-            )*
-        }
-        mod mysql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = $crate::common::mysql().await else {
-                        eprintln!("TEST_MYSQL_URL not set; MySQL not exercised");
-                        return;
-                    };
-                    super::$name(&db).await;
-                    db.cleanup().await;
-                }
-            )*
-        }
+        $crate::backend_tests!(@backend sqlite, sqlite, []; $($name),*);
+        $crate::backend_tests!(@backend postgres, postgres,
+            [ignore = "needs TEST_POSTGRES_URL"]; $($name),*);
+        $crate::backend_tests!(@backend postgres_adopted, postgres_adopted,
+            [ignore = "needs TEST_POSTGRES_URL"]; $($name),*);
+        $crate::backend_tests!(@backend mysql, mysql, [ignore = "needs TEST_MYSQL_URL"]; $($name),*);
     };
 }
 

@@ -46,10 +46,16 @@ impl PgCluster {
         dir
     }
 
-    /// Makes and starts a cluster; `None` when PostgreSQL's server binaries
+    /// Makes and starts a cluster; panics when PostgreSQL's server binaries
     /// are not installed.
-    pub fn start() -> Option<Self> {
-        let bin = Self::binaries()?;
+    pub fn start() -> Self {
+        let bin = Self::binaries().unwrap_or_else(|| {
+            panic!(
+                "PostgreSQL's server binaries are not installed (no \
+                 /usr/lib/postgresql/*/bin/initdb): this test needs them; install the \
+                 PostgreSQL server package or run without `--include-ignored`"
+            )
+        });
         let cluster = Self {
             dir: Self::owned_dir("tak-pg-"),
             bin,
@@ -69,7 +75,7 @@ impl PgCluster {
         );
         cluster.configure();
         cluster.start_again();
-        Some(cluster)
+        cluster
     }
 
     /// A streaming standby of this cluster (`pg_basebackup -R`), started, in
@@ -208,9 +214,14 @@ impl PgBouncer {
             .find(|path| path.exists())
     }
 
-    /// Starts it; `None` when PgBouncer is not installed.
-    pub fn start(upstream: u16, mode: PoolMode) -> Option<Self> {
-        let binary = Self::binary()?;
+    /// Starts it; panics when PgBouncer is not installed.
+    pub fn start(upstream: u16, mode: PoolMode) -> Self {
+        let binary = Self::binary().unwrap_or_else(|| {
+            panic!(
+                "PgBouncer is not installed (no /usr/sbin/pgbouncer): this test needs it; \
+                 install the `pgbouncer` package or run without `--include-ignored`"
+            )
+        });
         let dir = tempfile::Builder::new()
             .prefix("tak-pgbouncer-")
             .tempdir()
@@ -242,7 +253,7 @@ impl PgBouncer {
         let bouncer = Self { dir, port };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(bouncer);
+                return bouncer;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }

@@ -39,20 +39,43 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}", Uuid::new_v4().simple())
 }
 
-/// The URL in `variable`, unless it is unset or the driver's feature is off.
-fn configured(variable: &str, feature: &str, enabled: bool) -> Option<String> {
-    let url = std::env::var(variable).ok()?;
-    if !enabled {
-        eprintln!("{variable} is set but the `{feature}` feature is off");
-        return None;
+/// The value of `variable`; panics, saying what it is for, when it is unset.
+///
+/// The tests that need a server are `#[ignore = "needs TEST_…"]`: they run
+/// with `cargo test -- --include-ignored` (`.ci/run` does), and there a
+/// missing variable is a failure, never a silent pass.
+pub fn required(variable: &str, what: &str) -> String {
+    match std::env::var(variable) {
+        Ok(value) if !value.trim().is_empty() => value,
+        _ => panic!(
+            "{variable} is not set: this test needs {what}; set it (see `.ci/run`) \
+             or run without `--include-ignored`"
+        ),
     }
-    Some(url)
+}
+
+/// The URL in `variable`; panics when it is unset or the driver's feature is
+/// off.
+fn configured(variable: &str, what: &str, feature: &str, enabled: bool) -> String {
+    let url = required(variable, what);
+    assert!(
+        enabled,
+        "{variable} is set but the `{feature}` feature is off: build the tests with \
+         `--features {feature}` (or `--all-features`)"
+    );
+    url
 }
 
 /// A fresh schema named `prefix…` on `TEST_POSTGRES_URL`; `then(schema)`, if
 /// not empty, runs right after `CREATE SCHEMA` in the same batch.
-pub async fn postgres_schema(prefix: &str, then: impl FnOnce(&str) -> String) -> Option<Fresh> {
-    let url = configured("TEST_POSTGRES_URL", "postgres", cfg!(feature = "postgres"))?;
+/// Panics when `TEST_POSTGRES_URL` is unset.
+pub async fn postgres_schema(prefix: &str, then: impl FnOnce(&str) -> String) -> Fresh {
+    let url = configured(
+        "TEST_POSTGRES_URL",
+        "a PostgreSQL server",
+        "postgres",
+        cfg!(feature = "postgres"),
+    );
     let schema = unique_name(prefix);
     let mut create = format!("CREATE SCHEMA \"{schema}\"");
     let more = then(&schema);
@@ -62,17 +85,22 @@ pub async fn postgres_schema(prefix: &str, then: impl FnOnce(&str) -> String) ->
     admin(&url, &create)
         .await
         .expect("TEST_POSTGRES_URL: creating the test's schema");
-    Some(Fresh {
+    Fresh {
         drop: format!("DROP SCHEMA \"{schema}\" CASCADE"),
         admin_url: url,
         name: schema,
-    })
+    }
 }
 
 /// A fresh database named `prefix…` on the server of `TEST_MYSQL_URL`, and the
-/// URL that reaches it.
-pub async fn mysql_database(prefix: &str) -> Option<(Fresh, String)> {
-    let url = configured("TEST_MYSQL_URL", "mysql", cfg!(feature = "mysql"))?;
+/// URL that reaches it. Panics when `TEST_MYSQL_URL` is unset.
+pub async fn mysql_database(prefix: &str) -> (Fresh, String) {
+    let url = configured(
+        "TEST_MYSQL_URL",
+        "a MySQL or MariaDB server",
+        "mysql",
+        cfg!(feature = "mysql"),
+    );
     let database = unique_name(prefix);
     admin(
         &url,
@@ -84,12 +112,12 @@ pub async fn mysql_database(prefix: &str) -> Option<(Fresh, String)> {
         .rsplit_once('/')
         .expect("TEST_MYSQL_URL names a database");
     let test_url = format!("{base}/{database}");
-    Some((
+    (
         Fresh {
             drop: format!("DROP DATABASE `{database}`"),
             admin_url: url,
             name: database,
         },
         test_url,
-    ))
+    )
 }

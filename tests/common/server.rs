@@ -23,8 +23,12 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 pub fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        // Known features, so that the example links the library as this test does.
+        // Every feature this test was built with (`default` included), so that
+        // the example links the library `cargo test` built with it, not a
+        // second build of it.
         let features: Vec<&str> = [
+            ("default", cfg!(feature = "default")),
+            ("test-util", cfg!(feature = "test-util")),
             ("axum", cfg!(feature = "axum")),
             ("sqlite", cfg!(feature = "sqlite")),
             ("postgres", cfg!(feature = "postgres")),
@@ -39,6 +43,25 @@ pub fn server_binary() -> &'static Path {
         .filter_map(|(name, on)| on.then_some(name))
         .collect();
         let mut cargo = Command::new(env!("CARGO"));
+        // Without the variables cargo sets for this test run: a build script
+        // that reads one (ring's reads CARGO_MANIFEST_DIR) would run again, and
+        // everything above it be rebuilt here, and again by the next `cargo test`.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+                || name == "CARGO_TARGET_TMPDIR"
+            {
+                cargo.env_remove(name.as_ref());
+            }
+        }
         cargo
             .args(["build", "--example", "server", "--message-format=json"])
             .args(["--no-default-features", "--features", &features.join(",")])
