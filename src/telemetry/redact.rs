@@ -105,10 +105,10 @@ fn redact_one(url: &str) -> String {
 /// );
 /// ```
 pub fn redact_secrets(text: &str, url: &str) -> String {
-    // Text without a `:` names no scheme and holds no password: there is
-    // nothing to hide, and replacing it (or an empty string) would mangle
-    // the message.
-    if !url.contains(':') {
+    // An empty URL holds nothing to hide, and replacing "" would put the
+    // replacement between every character. (Any other value that is no URL
+    // is hidden wherever it appears: it may be a misplaced password.)
+    if url.is_empty() {
         return text.to_owned();
     }
     let mut text = text.replace(url, &redact_url(url));
@@ -236,11 +236,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn text_that_is_no_url_leaves_the_message_alone() {
-        let message = "cannot open x: box is full";
+    fn an_empty_url_leaves_the_message_alone_and_a_non_url_is_hidden() {
+        let message = "cannot open hunter2: box is full";
         assert_eq!(redact_secrets(message, ""), message);
-        assert_eq!(redact_secrets(message, "x"), message);
-        assert_eq!(redact_secrets(message, "box"), message);
+        assert_eq!(
+            redact_secrets(message, "hunter2"),
+            "cannot open <not a URL>: box is full"
+        );
     }
 
     #[test]
