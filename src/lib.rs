@@ -273,7 +273,9 @@ pub use key::pepper::{Pepper, PepperError, PepperFileError, PepperSource};
 pub use key::ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
 pub use key::{Credential, KeyPair, MalformedCredential};
 pub use manager::rules::{FieldError, NewApiKey};
-pub use manager::{ApiKeyInfo, CreatedKey, KeyManager, ManagerError, PepperRole, PepperStatus};
+pub use manager::{
+    ApiKeyInfo, CreatedKey, KeyManager, LeakedKey, ManagerError, PepperRole, PepperStatus,
+};
 pub use manager::{DayUsage, KeyUsage};
 pub use policy::limits;
 pub use policy::rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};

@@ -1,7 +1,26 @@
-//! Revocation by the key holder, who presents the full credential.
+//! Revocation by whoever presents the full credential: the key holder, or a
+//! secret scanner that found the key leaked.
 
 use super::{KeyManager, ManagerError, to_completion};
-use crate::policy::rejection::Rejection;
+use crate::{
+    identity::{AccountId, ApiKeyId},
+    policy::rejection::Rejection,
+    store::KeyStatus,
+};
+
+/// A key that a leak report named with its verified secret, as
+/// [`KeyManager::revoke_leaked`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeakedKey {
+    /// The account that owns the key.
+    pub account_id: AccountId,
+    /// The key's id.
+    pub key_id: ApiKeyId,
+    /// Whether this report revoked it: `false` when it was revoked already
+    /// (a repeated report).
+    pub newly_revoked: bool,
+}
 
 /// A credential as a key holder presents it for revocation, without ASCII
 /// whitespace around it and without a `Bearer ` prefix (the scheme in any
@@ -56,9 +75,77 @@ impl KeyManager {
     }
 }
 
+impl KeyManager {
+    /// Revokes the key a leaked credential names, as a secret scanner reports
+    /// it, and says whose key it was: `Some` when the credential is a key of
+    /// this store **and its secret verifies** (one HMAC, compared in constant
+    /// time), whatever the key's status or expiry, so that a repeated report
+    /// of a key revoked already is still recognised; `None` for anything else
+    /// (malformed, unknown public key, wrong secret), after the same one HMAC.
+    ///
+    /// The credential is read by the same parser as the layer's. The row is
+    /// read from the store, not the cache, and the revoke takes effect like
+    /// any other: this process's cache at once, other replicas through the
+    /// change feed. [`ManagerError::Store`] or [`ManagerError::Unavailable`]
+    /// only when the store could not be reached.
+    pub async fn revoke_leaked(&self, credential: &str) -> Result<Option<LeakedKey>, ManagerError> {
+        let credential = credential.to_owned();
+        let this = self.clone();
+        to_completion(async move { this.revoke_leaked_now(&credential).await }).await
+    }
+
+    async fn revoke_leaked_now(&self, text: &str) -> Result<Option<LeakedKey>, ManagerError> {
+        let Ok(credential) = self.validator.parse(text) else {
+            // No lookup for a malformed token, but the same HMAC as a refusal.
+            let secret = text.get(text.len().saturating_sub(35)..);
+            self.validator.verify_dummy(secret.unwrap_or(text));
+            return Ok(None);
+        };
+        let found = self
+            .store
+            .find_by_public_key(credential.public_key())
+            .await?
+            // A case-insensitive collation (MySQL) may match another spelling:
+            // only the exact public key is this key.
+            .filter(|record| record.public_key == credential.public_key());
+        let Some(record) = found else {
+            self.validator.verify_dummy(credential.secret_key());
+            return Ok(None);
+        };
+        if !self
+            .validator
+            .secret_matches(credential.secret_key(), &record)
+        {
+            return Ok(None);
+        }
+        let leaked = LeakedKey {
+            account_id: record.account_id.into(),
+            key_id: record.key_id.into(),
+            newly_revoked: record.status != KeyStatus::Revoked,
+        };
+        if leaked.newly_revoked {
+            let revoked = self.store.revoke(record.account_id, record.key_id).await;
+            self.validator.invalidate(&record.public_key);
+            revoked?;
+            tracing::info!(
+                key_id = %leaked.key_id,
+                account_id = %leaked.account_id,
+                "API key revoked: reported leaked"
+            );
+        } else {
+            // Revoked elsewhere: this cache may not have heard yet.
+            self.validator.invalidate(&record.public_key);
+        }
+        Ok(Some(leaked))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        ApiKeyValidator, KeyPair, NewApiKey, store::MemoryRepository, testing::fixtures::pepper,
+    };
 
     #[test]
     fn a_presented_credential_loses_whitespace_and_a_bearer_prefix() {
@@ -78,5 +165,41 @@ mod tests {
         assert_eq!(presented_credential("pk_a: sk_b"), "pk_a: sk_b");
         assert_eq!(presented_credential("Bearer"), "Bearer");
         assert_eq!(presented_credential("\u{a0}pk_a:sk_b"), "\u{a0}pk_a:sk_b");
+    }
+
+    #[tokio::test]
+    async fn a_leaked_key_is_recognised_by_its_secret_whatever_its_status() {
+        let validator = ApiKeyValidator::new(MemoryRepository::new(), pepper());
+        let manager = KeyManager::new(validator.clone());
+        let account = AccountId::new(uuid::Uuid::new_v4());
+        let created = manager.create(account, NewApiKey::new("ci")).await.unwrap();
+        let credential = created.credential();
+        validator.validate(&credential).await.unwrap(); // cached as active
+
+        let leaked = manager.revoke_leaked(&credential).await.unwrap().unwrap();
+        assert_eq!(
+            (leaked.account_id, leaked.key_id),
+            (account, created.key.key_id)
+        );
+        assert!(leaked.newly_revoked);
+        assert!(validator.validate(&credential).await.is_err());
+        // Reported again: still its key, nothing more to revoke.
+        let again = manager.revoke_leaked(&credential).await.unwrap().unwrap();
+        assert!(!again.newly_revoked);
+
+        let wrong_secret = format!("{}:sk_{}", created.key.public_key, "x".repeat(32));
+        let unknown = KeyPair::generate().unwrap().credential();
+        for other in [
+            wrong_secret.as_str(),
+            unknown.as_str(),
+            "pk_short:sk_short",
+            "",
+        ] {
+            assert_eq!(
+                manager.revoke_leaked(other).await.unwrap(),
+                None,
+                "{other:?}"
+            );
+        }
     }
 }

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 pub use self::{
     error::ManagerError,
+    holder::LeakedKey,
     info::{ApiKeyInfo, CreatedKey},
     pepper::{PepperRole, PepperStatus},
     usage::{DayUsage, KeyUsage},

@@ -5,7 +5,12 @@
 use std::{sync::Arc, time::Instant};
 
 use super::{ApiKeyValidator, admission::Limits, cache::CachedKey};
-use crate::{key::hash::SecretHash, key::ring::PepperId, store::Store, telemetry::Telemetry};
+use crate::{
+    key::hash::SecretHash,
+    key::ring::PepperId,
+    store::{ApiKeyRecord, Store},
+    telemetry::Telemetry,
+};
 
 impl ApiKeyValidator {
     /// The timed store boundary, for the key manager to hold its own copy of.
@@ -26,6 +31,21 @@ impl ApiKeyValidator {
     pub(crate) fn verify_dummy(&self, secret: &str) {
         let inner = &*self.inner;
         inner.hashers.current().verify(secret, &inner.dummy_hash);
+    }
+
+    /// Whether `secret` is the secret of the stored `record`, whatever its
+    /// status or expiry: exactly one HMAC (with the pepper that made the
+    /// row's hash), compared in constant time. A row whose pepper this
+    /// validator does not hold, or whose hash is unreadable, costs the same
+    /// HMAC (against the dummy hash) and never matches.
+    pub(crate) fn secret_matches(&self, secret: &str, record: &ApiKeyRecord) -> bool {
+        let hashers = &self.inner.hashers;
+        hashers.verify(
+            secret,
+            hashers.index_of(record.pepper_id.as_deref()),
+            SecretHash::from_hex(&record.secret_key_hash).as_ref(),
+            &self.inner.dummy_hash,
+        )
     }
 
     /// The rate limiter and default limit the layer applies after

@@ -122,8 +122,7 @@ impl ApiKeyValidator {
 
     /// Validates a whole credential `pk_…:sk_…`.
     pub async fn validate(&self, credential: &str) -> Result<AuthenticatedKey, Rejection> {
-        let credential =
-            Credential::parse(credential).map_err(|_| Rejection::MalformedCredential)?;
+        let credential = self.parse(credential)?;
         match self.check_cached(&credential, Instant::now()) {
             Some(result) => result.map(|hit| hit.key),
             None => self
@@ -131,6 +130,12 @@ impl ApiKeyValidator {
                 .await
                 .map(|hit| hit.key),
         }
+    }
+
+    /// The crate's one parse of a whole credential, for every caller that
+    /// takes one as text (validation, leak reports).
+    pub(crate) fn parse<'a>(&self, credential: &'a str) -> Result<Credential<'a>, Rejection> {
+        Credential::parse(credential).map_err(|_| Rejection::MalformedCredential)
     }
 
     /// Answers from the cache alone, without awaiting: `None` when the store must
