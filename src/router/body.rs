@@ -1,10 +1,11 @@
 //! Reading a request body: JSON by `Content-Type`, at most
-//! [`MAX_BODY_BYTES`], declared or streamed.
+//! [`MAX_BODY_BYTES`], declared or streamed; raw bytes up to a given limit
+//! (leak reports, whose signature covers the exact bytes).
 
 use std::time::Duration;
 
 use axum::{
-    body::Body,
+    body::{Body, Bytes},
     extract::Request,
     http::{HeaderMap, header},
 };
@@ -40,36 +41,15 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 /// Reads the body up to [`MAX_BODY_BYTES`], declared or streamed. `None` for an
 /// empty body when none is `required`. A body must be JSON by `Content-Type`.
 pub(super) async fn json_body(request: Request, required: bool) -> Result<Option<Value>, ApiError> {
-    let (parts, mut body) = request.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    // What may be read out of a body refused before reading it: nothing when
-    // the client waits for `100 Continue` (it has not sent the body) or when
-    // the body is declared past the bound.
-    let unsent = parts
-        .headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let drain = if unsent || declared.is_some_and(|len| len > DRAIN_BYTES) {
-        0
-    } else {
-        DRAIN_BYTES
-    };
+    let (parts, body) = request.into_parts();
     if required && !is_json(&parts.headers) {
+        let drain = drain_allowance(&parts.headers);
         return Err(refuse(body, drain, ApiError::UnsupportedMediaType).await);
     }
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(refuse(body, drain, ApiError::TooLarge).await);
-    }
-    let bytes = match Limited::new(&mut body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => {
-            return Err(refuse(body, DRAIN_BYTES, ApiError::TooLarge).await);
-        }
-        Err(_) => return Err(ApiError::MalformedJson),
+    let bytes = match bytes_up_to(&parts.headers, body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => return Err(ApiError::TooLarge),
+        Err(BodyError::Unreadable) => return Err(ApiError::MalformedJson),
     };
     if bytes.is_empty() && !required {
         return Ok(None);
@@ -82,10 +62,61 @@ pub(super) async fn json_body(request: Request, required: bool) -> Result<Option
         .map_err(|_| ApiError::MalformedJson)
 }
 
+/// Why a body could not be read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyError {
+    /// Longer than the limit, declared or streamed.
+    TooLarge,
+    /// The connection failed while the body was read.
+    Unreadable,
+}
+
+/// Reads a body of at most `limit` bytes, declared or streamed; what is left
+/// of a longer one is drained (within [`DRAIN_BYTES`] and [`DRAIN_TIME`])
+/// before the refusal.
+pub(super) async fn bytes_up_to(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
+    if declared_length(headers).is_some_and(|len| len > limit as u64) {
+        let drain = drain_allowance(headers);
+        return Err(refuse(body, drain, BodyError::TooLarge).await);
+    }
+    match Limited::new(&mut body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => {
+            Err(refuse(body, DRAIN_BYTES, BodyError::TooLarge).await)
+        }
+        Err(_) => Err(BodyError::Unreadable),
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// What may be read out of a body refused before reading it: nothing when the
+/// client waits for `100 Continue` (it has not sent the body) or when the body
+/// is declared past the bound.
+fn drain_allowance(headers: &HeaderMap) -> u64 {
+    let unsent = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if unsent || declared_length(headers).is_some_and(|len| len > DRAIN_BYTES) {
+        0
+    } else {
+        DRAIN_BYTES
+    }
+}
+
 /// Reads out what is left of a refused body, at most `limit` bytes within
 /// [`DRAIN_TIME`], then gives back `error` to answer with. Past either limit
 /// the answer goes out at once and the server closes the connection.
-async fn refuse(mut body: Body, limit: u64, error: ApiError) -> ApiError {
+async fn refuse<E>(mut body: Body, limit: u64, error: E) -> E {
     if limit == 0 {
         return error;
     }

@@ -19,6 +19,9 @@
 //!
 //! [`RevocationRouter`] is the one route for key holders, `POST /` with
 //! `{"credential": "pk_…:sk_…"}`: the host mounts it *without* its own login.
+//! `SecretScanningRouter` (feature `secret-scanning`) is GitHub's
+//! secret-scanning partner endpoint, `POST /` with a signed leak report: it
+//! too is mounted without the host's login (GitHub's signature authenticates).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -60,6 +63,14 @@ mod fields;
 #[cfg(feature = "openapi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
 pub mod openapi;
+#[cfg(feature = "secret-scanning")]
+mod scanning;
+
+#[cfg(feature = "secret-scanning")]
+#[cfg_attr(docsrs, doc(cfg(feature = "secret-scanning")))]
+pub use self::scanning::{
+    MAX_REPORT_BYTES, MAX_REPORT_ITEMS, ScanningKeys, ScanningKeysError, SecretScanningRouter,
+};
 
 /// Largest accepted request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 65_536;
