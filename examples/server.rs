@@ -23,6 +23,7 @@
 //! | `READ_DATABASE_URL` | PostgreSQL: a read replica (streaming standby) for cache-miss lookups | none |
 //! | `MAX_KEYS_PER_ACCOUNT` | the most keys one account may have (keys not deleted count, revoked and expired ones too); one more is `409` | 1000 |
 //! | `REDIS_URL` | keeps per-key rate limits in Redis, shared by every replica (feature `redis`, on by default): one server, any node of a Redis Cluster (detected at start), or a comma-separated list of cluster nodes (`redis://a:6379,redis://b:6379`); a Redis that cannot be used stops the server at start | rate limits kept in this process |
+//! | `GITHUB_SCANNING_KEYS_FILE` | a JSON file of GitHub's secret-scanning public keys (as `https://api.github.com/meta/public_keys/secret_scanning` answers): mounts `POST /v1/secret-scanning/github`; a file that cannot be read or used stops the server at start | the route is not mounted |
 //! | `RUST_LOG` | log filter (logs go to stderr); `tower_api_keys::auth=debug` adds one span per authenticated request | `info` |
 //! | `LOG_FORMAT` | `json` for one JSON object per log line | text |
 //!
@@ -48,6 +49,10 @@
 //! - `POST /v1/api-keys/revocations`: revocation by the key holder
 //!   ([`RevocationRouter`](tower_api_keys::router::RevocationRouter)), body
 //!   `{"credential": "pk_…:sk_…"}`, no admin token.
+//! - `POST /v1/secret-scanning/github`: GitHub's secret-scanning partner
+//!   endpoint ([`SecretScanningRouter`](tower_api_keys::router::SecretScanningRouter)),
+//!   when `GITHUB_SCANNING_KEYS_FILE` is set; GitHub's signature is the
+//!   authentication, no admin token.
 //!
 //! ```text
 //! ADMIN_TOKEN=change-me-to-a-long-secret cargo run --example server
@@ -88,7 +93,7 @@ use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair,
     PepperRing, PepperSource, RateLimiter, RequireScopesLayer, Scopes,
     headers::PROBLEM_JSON,
-    router::{ManagementRouter, RevocationRouter},
+    router::{ManagementRouter, RevocationRouter, ScanningKeys, SecretScanningRouter},
     store::{
         ApiKeyRepository, ConnectError, PoolMode, SeaOrmRepository, redact_secrets, redact_url,
     },
@@ -170,6 +175,7 @@ async fn run() -> Result<(), String> {
     let (admin_token, admin_token_generated) = admin_token()?;
     let max_keys = max_keys_per_account()?;
     let peppers = peppers()?;
+    let scanning_keys = scanning_keys()?;
 
     // Before the validator is built: it registers its metrics with the recorder.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -182,7 +188,7 @@ async fn run() -> Result<(), String> {
         .with_rate_limiter(rate_limiter().await?)
         .build();
     let manager = KeyManager::new(validator.clone()).with_max_keys_per_account(max_keys);
-    let app = app(validator.clone(), manager, admin_token).route(
+    let app = app(validator.clone(), manager, admin_token, scanning_keys).route(
         "/metrics",
         get(move || std::future::ready(metrics.render())),
     );
@@ -247,9 +253,16 @@ async fn run() -> Result<(), String> {
     served
 }
 
-/// The whole application: health check, the protected route and key management.
-fn app(validator: ApiKeyValidator, manager: KeyManager, admin_token: String) -> Router {
+/// The whole application: health check, the protected route, key management
+/// and, with GitHub's keys, the secret-scanning endpoint.
+fn app(
+    validator: ApiKeyValidator,
+    manager: KeyManager,
+    admin_token: String,
+    scanning_keys: Option<ScanningKeys>,
+) -> Router {
     let revocations = RevocationRouter::new(manager.clone()).build();
+    let scanning = scanning_keys.map(|keys| SecretScanningRouter::new(manager.clone(), keys));
     let management = ManagementRouter::new(manager)
         .build()
         .layer(middleware::from_fn_with_state(
@@ -271,6 +284,9 @@ fn app(validator: ApiKeyValidator, manager: KeyManager, admin_token: String) -> 
         )
         .nest("/v1/api-keys/revocations", revocations)
         .nest("/v1/api-keys", management)
+        .merge(scanning.map_or_else(Router::new, |scanning| {
+            Router::new().nest("/v1/secret-scanning/github", scanning.build())
+        }))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {
             problem(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
@@ -477,6 +493,23 @@ fn peppers() -> Result<PepperRing, String> {
         "peppers loaded (ids only)"
     );
     Ok(ring)
+}
+
+/// GitHub's secret-scanning public keys from the file `GITHUB_SCANNING_KEYS_FILE`
+/// names, if set; a file that cannot be read or used stops the start.
+fn scanning_keys() -> Result<Option<ScanningKeys>, String> {
+    let Some(path) = std::env::var_os("GITHUB_SCANNING_KEYS_FILE") else {
+        return Ok(None);
+    };
+    let keys = ScanningKeys::from_file(&path)
+        .map_err(|err| format!("GITHUB_SCANNING_KEYS_FILE: {err}"))?;
+    let ids: Vec<&str> = keys.identifiers().collect();
+    tracing::info!(
+        keys = ids.len(),
+        key_identifiers = ?ids,
+        "GitHub secret-scanning reports accepted at POST /v1/secret-scanning/github"
+    );
+    Ok(Some(keys))
 }
 
 /// `MAX_KEYS_PER_ACCOUNT` (a positive integer), or the crate's default.

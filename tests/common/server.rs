@@ -37,6 +37,7 @@ pub fn server_binary() -> &'static Path {
             ("tonic", cfg!(feature = "tonic")),
             ("redis", cfg!(feature = "redis")),
             ("openapi", cfg!(feature = "openapi")),
+            ("secret-scanning", cfg!(feature = "secret-scanning")),
             ("cli", cfg!(feature = "cli")),
         ]
         .into_iter()
