@@ -170,7 +170,7 @@ async fn report(State(state): State<Arc<ScanState>>, request: Request<Body>) -> 
     }
     let items = match items(&body) {
         Ok(items) => items,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let mut labels = Vec::with_capacity(items.len());
     for item in items {
@@ -214,20 +214,18 @@ fn unauthorized(detail: &'static str) -> Response {
 /// with string `token` and `type`, and `url` and `source` strings when present
 /// (other members are ignored, as GitHub may add some). Anything else is the
 /// problem document to answer with.
-fn items(body: &[u8]) -> Result<Vec<Item>, Response> {
+fn items(body: &[u8]) -> Result<Vec<Item>, Problem> {
     let Ok(Value::Array(values)) = serde_json::from_slice::<Value>(body) else {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "Body must be a JSON array of {\"token\", \"type\", \"url\", \"source\"} objects",
-        )
-        .into_response());
+        ));
     };
     if values.len() > MAX_REPORT_ITEMS {
         return Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("A report may hold at most {MAX_REPORT_ITEMS} tokens"),
-        )
-        .into_response());
+        ));
     }
     let mut items = Vec::with_capacity(values.len());
     let mut errors = Vec::new();
@@ -245,9 +243,7 @@ fn items(body: &[u8]) -> Result<Vec<Item>, Response> {
         return Ok(items);
     }
     errors.truncate(MAX_LISTED_ERRORS);
-    Err(Problem::new(StatusCode::BAD_REQUEST, "Invalid report item")
-        .with_errors(errors)
-        .into_response())
+    Err(Problem::new(StatusCode::BAD_REQUEST, "Invalid report item").with_errors(errors))
 }
 
 /// One item of a report, or what is wrong with it (field, message).
