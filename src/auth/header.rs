@@ -2,51 +2,65 @@ use http::{HeaderMap, header::AUTHORIZATION};
 
 use crate::{
     headers::X_API_KEY,
-    key::{Credential, MalformedCredential},
+    key::{Credential, KeyPrefix, MalformedCredential},
 };
 
-/// Finds the API-key credential in a request's headers.
-///
-/// - `X-API-Key` wins when present; more than one `X-API-Key` header is malformed.
-/// - Otherwise `Authorization: Bearer pk_…` (scheme case-insensitive, `pk_`
-///   case-sensitive) is ours. Any other `Authorization` value (`Basic …`, a JWT,
-///   `Bearer PK_…`) belongs to the host and counts as no credential.
-/// - A credential that is ours but not exactly `pk_<32>:sk_<32>` is malformed.
-///   The shape check looks at the length first, so an over-long value costs
-///   nothing more.
-///
-/// `Ok(None)` means no credential at all.
+/// Finds the API-key credential `pk_…:sk_…` in a request's headers; the same
+/// as [`extract_credential_with_prefix`] without a key prefix.
 pub fn extract_credential(
     headers: &HeaderMap,
 ) -> Result<Option<Credential<'_>>, MalformedCredential> {
+    extract_credential_with_prefix(headers, None)
+}
+
+/// Finds the API-key credential in a request's headers, in either spelling
+/// when the host configured a key `prefix` (`pk_…:sk_…` or the token `P_…`).
+///
+/// - `X-API-Key` wins when present; more than one `X-API-Key` header is malformed.
+/// - Otherwise `Authorization: Bearer pk_…` or `Bearer P_…` (scheme
+///   case-insensitive, `pk_` and `P_` case-sensitive) is ours. Any other
+///   `Authorization` value (`Basic …`, a JWT, `Bearer PK_…`, another
+///   service's token) belongs to the host and counts as no credential.
+/// - A credential that is ours but not exactly `pk_<32>:sk_<32>` or a token
+///   of `prefix` with its right checksum is malformed. The shape check looks
+///   at the length first, so an over-long value costs nothing more.
+///
+/// `Ok(None)` means no credential at all.
+pub fn extract_credential_with_prefix<'h>(
+    headers: &'h HeaderMap,
+    prefix: Option<&KeyPrefix>,
+) -> Result<Option<Credential<'h>>, MalformedCredential> {
     let mut api_keys = headers.get_all(&X_API_KEY).iter();
     if let Some(value) = api_keys.next() {
         if api_keys.next().is_some() {
             return Err(MalformedCredential);
         }
-        return Credential::parse_bytes(trim(value.as_bytes())).map(Some);
+        return Credential::parse_bytes_with_prefix(trim(value.as_bytes()), prefix).map(Some);
     }
     let mut ours = None;
     for value in headers.get_all(AUTHORIZATION) {
-        if let Some(token) = bearer_api_key(value.as_bytes()) {
+        if let Some(token) = bearer_api_key(value.as_bytes(), prefix) {
             if ours.is_some() {
                 return Err(MalformedCredential);
             }
             ours = Some(token);
         }
     }
-    ours.map(Credential::parse_bytes).transpose()
+    ours.map(|token| Credential::parse_bytes_with_prefix(token, prefix))
+        .transpose()
 }
 
-/// The token of `Bearer pk_…`, or `None` when the value is not ours.
-fn bearer_api_key(value: &[u8]) -> Option<&[u8]> {
+/// The token of `Bearer pk_…` or `Bearer P_…`, or `None` when the value is
+/// not ours.
+fn bearer_api_key<'v>(value: &'v [u8], prefix: Option<&KeyPrefix>) -> Option<&'v [u8]> {
     let value = trim(value);
     let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return None;
     }
     let token = trim(rest);
-    token.starts_with(b"pk_").then_some(token)
+    let ours = token.starts_with(b"pk_") || prefix.is_some_and(|prefix| prefix.starts(token));
+    ours.then_some(token)
 }
 
 /// Removes optional whitespace (RFC 9110 §5.6.3) around a field value. HTTP/1

@@ -34,9 +34,9 @@ use self::{
 use crate::{
     feed::{Evict, Feed, FeedStatus},
     identity::AuthenticatedKey,
-    key::Credential,
     key::hash::SecretHash,
     key::ring::{Hashers, PepperRing},
+    key::{Credential, KeyPrefix},
     policy::rejection::Rejection,
     store::{ApiKeyRepository, Store, StoreError},
     telemetry::Telemetry,
@@ -101,6 +101,8 @@ struct Inner {
     feed_down_ttl: Option<Duration>,
     stale_if_error: Duration,
     limits: Limits,
+    /// The host's key prefix, for the token form.
+    key_prefix: Option<KeyPrefix>,
     telemetry: Telemetry,
 }
 
@@ -120,10 +122,17 @@ impl ApiKeyValidator {
         ValidatorBuilder::new(repository, peppers.into())
     }
 
-    /// Validates a whole credential `pk_…:sk_…`.
+    /// The host's key prefix, if one is configured
+    /// ([`ValidatorBuilder::with_key_prefix`]).
+    pub fn key_prefix(&self) -> Option<&KeyPrefix> {
+        self.inner.key_prefix.as_ref()
+    }
+
+    /// Validates a whole credential: `pk_…:sk_…`, or the token `P_…` when a
+    /// key prefix is configured.
     pub async fn validate(&self, credential: &str) -> Result<AuthenticatedKey, Rejection> {
-        let credential =
-            Credential::parse(credential).map_err(|_| Rejection::MalformedCredential)?;
+        let credential = Credential::parse_with_prefix(credential, self.key_prefix())
+            .map_err(|_| Rejection::MalformedCredential)?;
         match self.check_cached(&credential, Instant::now()) {
             Some(result) => result.map(|hit| hit.key),
             None => self
@@ -373,6 +382,7 @@ impl fmt::Debug for ApiKeyValidator {
             .field("feed_down_ttl", &self.inner.feed_down_ttl)
             .field("stale_if_error", &self.inner.stale_if_error)
             .field("store_timeout", &self.inner.store.timeout())
+            .field("key_prefix", &self.inner.key_prefix)
             .finish_non_exhaustive()
     }
 }
