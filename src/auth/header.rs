@@ -171,6 +171,63 @@ mod tests {
         );
     }
 
+    const TOKEN: &str =
+        "acme_yrnTu6uwTKEiuUnscbyAm7BdtEt8Wmij5cQiqrdARB4q5yzCfkxZ60PitIFPL5t62Rki9u";
+
+    fn with_prefix(map: &HeaderMap) -> Result<Option<String>, MalformedCredential> {
+        let acme = KeyPrefix::new("acme").unwrap();
+        extract_credential_with_prefix(map, Some(&acme))
+            .map(|c| c.map(|c| c.public_key().to_owned()))
+    }
+
+    #[test]
+    fn a_token_of_the_prefix_is_read_from_either_header() {
+        for (name, value) in [
+            ("x-api-key", TOKEN.to_owned()),
+            ("authorization", format!("Bearer {TOKEN}")),
+            ("authorization", format!("bearer  {TOKEN} ")),
+        ] {
+            let map = headers(&[(name, value.as_bytes())]);
+            assert_eq!(with_prefix(&map).unwrap().unwrap(), &GOOD[..35]);
+            // Without the prefix configured, the token is not a credential.
+            let expected = if name == "x-api-key" {
+                Err(MalformedCredential)
+            } else {
+                Ok(None)
+            };
+            assert_eq!(public_key(&map), expected, "{value}");
+        }
+        let map = headers(&[("x-api-key", GOOD.as_bytes())]);
+        assert_eq!(with_prefix(&map).unwrap().unwrap(), &GOOD[..35]);
+    }
+
+    #[test]
+    fn a_bad_token_is_malformed_and_a_foreign_bearer_is_no_credential() {
+        let bad = TOKEN.replace("2Rki9u", "2Rki9v");
+        let foreign = TOKEN.replacen("acme_", "acmf_", 1);
+        for value in [&bad, &foreign] {
+            let map = headers(&[("x-api-key", value.as_bytes())]);
+            assert_eq!(with_prefix(&map), Err(MalformedCredential), "{value}");
+        }
+        let bearer = format!("Bearer {bad}");
+        assert_eq!(
+            with_prefix(&headers(&[("authorization", bearer.as_bytes())])),
+            Err(MalformedCredential)
+        );
+        for value in [
+            format!("Bearer {foreign}"),
+            format!("Bearer {}", TOKEN.to_uppercase()),
+            "Bearer acme".to_owned(),
+            "Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig".to_owned(),
+        ] {
+            assert_eq!(
+                with_prefix(&headers(&[("authorization", value.as_bytes())])),
+                Ok(None),
+                "{value}"
+            );
+        }
+    }
+
     #[test]
     fn several_x_api_key_headers_are_malformed() {
         let map = headers(&[
