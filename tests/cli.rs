@@ -332,12 +332,14 @@ async fn create_prints_the_secret_once_and_the_key_validates(tool: Tool) {
             "scopes",
             "secret_key",
             "status",
-            "title"
+            "title",
+            "token"
         ],
         "{}",
         tool.db.backend
     );
     assert_eq!(created["title"], "CI deploys");
+    assert_eq!(created["token"], credential(&created), "no key prefix");
     assert_eq!(created["description"], "from the pipeline");
     assert_eq!(created["status"], "active");
     assert_eq!(created["scopes"], json!(["reports:read", "reports:write"]));
@@ -356,6 +358,7 @@ async fn create_prints_the_secret_once_and_the_key_validates(tool: Tool) {
     assert!(!shown.stdout.contains(secret));
     let mut expected = created.clone();
     expected.as_object_mut().unwrap().remove("secret_key");
+    expected.as_object_mut().unwrap().remove("token");
     assert_eq!(shown.json(), expected);
     let listed = tool.run(&["list", "--account", &account.to_string()]).ok();
     assert!(!listed.stdout.contains(secret));
@@ -580,7 +583,8 @@ async fn rotate_prints_a_new_secret_and_revokes_the_old_key(tool: Tool) {
     let text = tool
         .run(&["rotate", new_id, "--grace-period-seconds", "60"])
         .ok();
-    assert_eq!(text.stdout.matches("sk_").count(), 1, "{text:?}");
+    // The secret, and the token (pk_…:sk_… without a key prefix).
+    assert_eq!(text.stdout.matches("sk_").count(), 2, "{text:?}");
     assert!(
         text.stdout.contains(&format!("rotated_from  {new_id}")),
         "{text:?}"

@@ -39,7 +39,10 @@ async fn a_token_authenticates_as_its_key_in_either_header(db: &TestDb) {
         .build();
     let (h, account, created) = Harness::with_key(validator, "ci").await;
     let token = created.token.expose().to_owned();
-    assert!(token.starts_with("acme_"), "the manager hands out the token");
+    assert!(
+        token.starts_with("acme_"),
+        "the manager hands out the token"
+    );
     assert_eq!(token.len(), prefix().token_len());
 
     for response in [
@@ -89,7 +92,11 @@ async fn a_bad_checksum_or_a_foreign_prefix_is_malformed_without_a_lookup(db: &T
         .await,
         MALFORMED
     );
-    assert_eq!(probe.lookups(), lookups, "no store lookup for a malformed token");
+    assert_eq!(
+        probe.lookups(),
+        lookups,
+        "no store lookup for a malformed token"
+    );
 }
 
 async fn a_bearer_value_with_neither_prefix_is_no_api_key(db: &TestDb) {
@@ -274,7 +281,9 @@ mod server {
         let status = server.exit().await;
         assert_eq!(status.code(), Some(1));
         assert!(
-            server.stderr().contains("API_KEY_PREFIX: invalid key prefix"),
+            server
+                .stderr()
+                .contains("API_KEY_PREFIX: invalid key prefix"),
             "{}",
             server.stderr()
         );
