@@ -3,9 +3,11 @@
 //!
 //! - (a) no authentication at all (the baseline);
 //! - (b) tower-http's static bearer check (`ValidateRequestHeaderLayer::bearer`);
-//! - (c) `ApiKeyAuthLayer`, cache hit;
+//! - (c) `ApiKeyAuthLayer`, cache hit; (c2) the same key presented as a token
+//!   `P_…` (the layer's validator has a key prefix, so both run through it);
 //! - (d) `ApiKeyAuthLayer`, cache miss on a SQLite file;
-//! - (e) `ApiKeyAuthLayer`, malformed credential;
+//! - (e) `ApiKeyAuthLayer`, malformed credential; (e2) a token of the right
+//!   prefix and length whose checksum is wrong (malformed: no lookup, no HMAC);
 //! - (f) `ApiKeyAuthLayer`, unknown well-formed key answered from the negative cache;
 //! - (g) `ApiKeyAuthLayer` and a `RequireScopesLayer` inside it, cache hit of a
 //!   key with three scopes (the route requires one of them);
@@ -27,7 +29,7 @@
 //! takes a few seconds, and is skipped when a run is filtered to other cases.
 //!
 //! The `parts` group times pieces of a hit on their own: the pre-keyed HMAC,
-//! its verification, the credential's parse, the clock reading, and the
+//! its verification, the credential's and the token's parse, the clock reading, and the
 //! three extensions a hit inserts into a request that axum's router has
 //! already given two.
 //!
@@ -41,9 +43,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use tower::ServiceExt;
 use tower_api_keys::{
-    AccountId, ApiKeyAuthLayer, ApiKeyValidator, KeyManager, KeyPair, NewApiKey, Pepper, RateLimit,
-    RequireScopesLayer, Scopes,
+    AccountId, ApiKeyAuthLayer, ApiKeyValidator, KeyManager, KeyPair, KeyPrefix, NewApiKey, Pepper,
+    RateLimit, RequireScopesLayer, Scopes,
     hash::KeyHasher,
+    key::PublicKey,
     store::{
         ApiKeyRecord, ApiKeyRepository, KeyStatus, MemoryRepository, SeaOrmRepository, StoredHash,
     },
@@ -72,7 +75,8 @@ fn bench_auth(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let pepper = || Pepper::try_from("benchmark-pepper-0123456789").unwrap();
-    let (repo, credential, scoped_credential, limited_credential) = rt.block_on(async {
+    let prefix = KeyPrefix::new("bench").unwrap();
+    let (repo, credential, token, scoped_credential, limited_credential) = rt.block_on(async {
         let repo = SeaOrmRepository::connect(&url).await.unwrap();
         let manager = KeyManager::new(ApiKeyValidator::new(repo.clone(), pepper()));
         let account = AccountId::new(uuid::Uuid::new_v4());
@@ -92,14 +96,25 @@ fn bench_auth(c: &mut Criterion) {
             )
             .await
             .unwrap();
+        let token = prefix.token(
+            &PublicKey::parse(&created.key.public_key).unwrap(),
+            &created.secret_key,
+        );
         (
             repo,
             created.credential(),
+            token.expose().to_owned(),
             scoped.credential(),
             limited.credential(),
         )
     });
     let unknown = KeyPair::generate().unwrap().credential();
+    let bad_checksum = {
+        let pair = KeyPair::generate().unwrap();
+        let token = prefix.token(&pair.public_key, &pair.secret_key);
+        let (head, last) = token.expose().split_at(token.expose().len() - 1);
+        format!("{head}{}", if last == "0" { "1" } else { "0" })
+    };
 
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let recorded = rt.block_on(async {
@@ -107,7 +122,9 @@ fn bench_auth(c: &mut Criterion) {
     });
     let keyed_recorded = app().layer(ApiKeyAuthLayer::new(recorded));
     let (hit, miss) = rt.block_on(async {
-        let cached = ApiKeyValidator::new(repo.clone(), pepper());
+        let cached = ApiKeyValidator::builder(repo.clone(), pepper())
+            .with_key_prefix(prefix)
+            .build();
         // TTL zero: every request asks the store.
         let uncached = ApiKeyValidator::builder(repo.clone(), pepper())
             .with_positive_ttl(Duration::ZERO)
@@ -141,6 +158,12 @@ fn bench_auth(c: &mut Criterion) {
                 .await
                 .unwrap();
         }
+        let response = keyed
+            .clone()
+            .oneshot(request(Some(("x-api-key", &token))))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "the token is a hit");
         keyed_recorded
             .clone()
             .oneshot(request(Some(("x-api-key", &credential))))
@@ -182,6 +205,10 @@ fn bench_auth(c: &mut Criterion) {
                 .oneshot(request(Some(("x-api-key", &credential))))
         })
     });
+    group.bench_function("c2_api_key_cache_hit_token", |b| {
+        b.to_async(&rt)
+            .iter(|| keyed.clone().oneshot(request(Some(("x-api-key", &token)))))
+    });
     group.bench_function("d_api_key_cache_miss_sqlite", |b| {
         b.to_async(&rt).iter(|| {
             keyed_miss
@@ -194,6 +221,13 @@ fn bench_auth(c: &mut Criterion) {
             keyed
                 .clone()
                 .oneshot(request(Some(("x-api-key", "pk_short:sk_short"))))
+        })
+    });
+    group.bench_function("e2_malformed_bad_checksum", |b| {
+        b.to_async(&rt).iter(|| {
+            keyed
+                .clone()
+                .oneshot(request(Some(("x-api-key", &bad_checksum))))
         })
     });
     group.bench_function("f_unknown_negative_cache", |b| {
@@ -291,6 +325,15 @@ fn bench_auth(c: &mut Criterion) {
     parts.bench_function("generate_key_pair", |b| b.iter(KeyPair::generate));
     parts.bench_function("parse_credential", |b| {
         b.iter(|| tower_api_keys::Credential::parse(std::hint::black_box(&credential)).is_ok())
+    });
+    parts.bench_function("parse_token", |b| {
+        b.iter(|| {
+            tower_api_keys::Credential::parse_with_prefix(
+                std::hint::black_box(&token),
+                Some(&prefix),
+            )
+            .is_ok()
+        })
     });
     parts.finish();
 }

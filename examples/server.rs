@@ -16,6 +16,7 @@
 //! | `DATABASE_URL` | key store; `sqlite://…`, or `postgres://…` / `mysql://…` with the crate features `postgres` / `mysql`. Migrations run at start. | `sqlite://api-keys.db` (created if missing) |
 //! | `API_KEY_PEPPER` | the current HMAC key for stored secrets (its UTF-8 bytes, at least 16) | generated once (32 random characters), kept in `api-keys.pepper` (mode 0600) and reused |
 //! | `API_KEY_PREVIOUS_PEPPERS` | previous peppers during a rotation, comma-separated, newest first; the last one made the rows without a `pepper_id` | none |
+//! | `API_KEY_PREFIX` | the key prefix `P` (`[a-z][a-z0-9]{1,15}`, e.g. `acme`): keys are also accepted as the token `P_…`, and create and rotate answer with it in `token`; any other value stops the server at start | none: `token` is `pk_…:sk_…` |
 //! | `ADMIN_TOKEN` | stands in for the host's own login on the management routes (at least 16 bytes, no whitespace) | generated at each start and printed once to stdout as `ADMIN_TOKEN=…` |
 //! | `BIND` | listening address | `127.0.0.1:3000` |
 //! | `DATABASE_POOL_MODE` | `transaction` when `DATABASE_URL` is a transaction-mode pooler (PgBouncer `pool_mode = transaction`, Supavisor's port 6543): nothing session-level goes through it | `session` (a direct connection or a session-mode pooler) |
@@ -91,7 +92,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair,
-    PepperRing, PepperSource, RateLimiter, RequireScopesLayer, Scopes,
+    KeyPrefix, PepperRing, PepperSource, RateLimiter, RequireScopesLayer, Scopes,
     headers::PROBLEM_JSON,
     router::{ManagementRouter, RevocationRouter, ScanningKeys, SecretScanningRouter},
     store::{
@@ -176,6 +177,7 @@ async fn run() -> Result<(), String> {
     let max_keys = max_keys_per_account()?;
     let peppers = peppers()?;
     let scanning_keys = scanning_keys()?;
+    let key_prefix = key_prefix()?;
 
     // Before the validator is built: it registers its metrics with the recorder.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -184,9 +186,13 @@ async fn run() -> Result<(), String> {
 
     let repo = repository(&database_url).await?;
 
-    let validator = ApiKeyValidator::builder(repo.clone(), peppers)
-        .with_rate_limiter(rate_limiter().await?)
-        .build();
+    let mut validator =
+        ApiKeyValidator::builder(repo.clone(), peppers).with_rate_limiter(rate_limiter().await?);
+    if let Some(prefix) = key_prefix {
+        tracing::info!(%prefix, "keys are also accepted as tokens {prefix}_…");
+        validator = validator.with_key_prefix(prefix);
+    }
+    let validator = validator.build();
     let manager = KeyManager::new(validator.clone()).with_max_keys_per_account(max_keys);
     let app = app(validator.clone(), manager, admin_token, scanning_keys).route(
         "/metrics",
@@ -454,6 +460,18 @@ async fn repository(database_url: &str) -> Result<SeaOrmRepository, String> {
         "key store ready"
     );
     Ok(repo)
+}
+
+/// `API_KEY_PREFIX`: `None` when unset or empty, an error (the server does
+/// not start) when it is not a valid key prefix.
+fn key_prefix() -> Result<Option<KeyPrefix>, String> {
+    let text = env_or("API_KEY_PREFIX", "")?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    KeyPrefix::new(&text)
+        .map(Some)
+        .map_err(|err| format!("API_KEY_PREFIX: {err}"))
 }
 
 /// `name` from the environment, or `default` when it is unset.

@@ -265,13 +265,13 @@ pub use auth::MissingAuthentication;
 pub use auth::grpc;
 pub use auth::{
     ApiKeyAuth, ApiKeyAuthLayer, RequireScopes, RequireScopesLayer, ResponseBody, ResponseFuture,
-    ScopeFuture, extract_credential,
+    ScopeFuture, extract_credential, extract_credential_with_prefix,
 };
 pub use identity::{AccountId, ApiKeyId, AuthenticatedKey};
 pub use key::hash;
 pub use key::pepper::{Pepper, PepperError, PepperFileError, PepperSource};
 pub use key::ring::{InvalidPepperId, MAX_PEPPER_ID_LEN, PepperId, PepperRing};
-pub use key::{Credential, KeyPair, MalformedCredential};
+pub use key::{Credential, KeyPair, KeyPrefix, MalformedCredential, Token};
 pub use manager::rules::{FieldError, NewApiKey};
 pub use manager::{
     ApiKeyInfo, CreatedKey, KeyManager, LeakedKey, ManagerError, PepperRole, PepperStatus,

@@ -150,6 +150,7 @@ impl Tool {
             .env_remove("RUST_LOG")
             .env_remove("API_KEY_PEPPER")
             .env_remove("API_KEY_PREVIOUS_PEPPERS")
+            .env_remove("API_KEY_PREFIX")
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -331,12 +332,14 @@ async fn create_prints_the_secret_once_and_the_key_validates(tool: Tool) {
             "scopes",
             "secret_key",
             "status",
-            "title"
+            "title",
+            "token"
         ],
         "{}",
         tool.db.backend
     );
     assert_eq!(created["title"], "CI deploys");
+    assert_eq!(created["token"], credential(&created), "no key prefix");
     assert_eq!(created["description"], "from the pipeline");
     assert_eq!(created["status"], "active");
     assert_eq!(created["scopes"], json!(["reports:read", "reports:write"]));
@@ -355,6 +358,7 @@ async fn create_prints_the_secret_once_and_the_key_validates(tool: Tool) {
     assert!(!shown.stdout.contains(secret));
     let mut expected = created.clone();
     expected.as_object_mut().unwrap().remove("secret_key");
+    expected.as_object_mut().unwrap().remove("token");
     assert_eq!(shown.json(), expected);
     let listed = tool.run(&["list", "--account", &account.to_string()]).ok();
     assert!(!listed.stdout.contains(secret));
@@ -579,7 +583,8 @@ async fn rotate_prints_a_new_secret_and_revokes_the_old_key(tool: Tool) {
     let text = tool
         .run(&["rotate", new_id, "--grace-period-seconds", "60"])
         .ok();
-    assert_eq!(text.stdout.matches("sk_").count(), 1, "{text:?}");
+    // The secret, and the token (pk_…:sk_… without a key prefix).
+    assert_eq!(text.stdout.matches("sk_").count(), 2, "{text:?}");
     assert!(
         text.stdout.contains(&format!("rotated_from  {new_id}")),
         "{text:?}"
@@ -795,8 +800,10 @@ async fn create_without_json_prints_the_secret_once() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "keys.db has mode {mode:o}");
     }
-    assert_eq!(out.stdout.matches("sk_").count(), 1, "{out:?}");
+    // The secret, and the token (without a key prefix, pk_…:sk_…).
+    assert_eq!(out.stdout.matches("sk_").count(), 2, "{out:?}");
     assert!(out.stdout.contains("secret_key"));
+    assert!(out.stdout.contains("\ntoken "), "{out:?}");
     assert!(out.stdout.contains("laptop"));
     let listed = tool.run(&["list", "--account", &account]).ok();
     assert!(!listed.stdout.contains("sk_"));
@@ -1082,4 +1089,174 @@ async fn never_prints_a_password_whatever_its_characters() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The token form (API_KEY_PREFIX) and `scanning-pattern`.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn create_and_rotate_print_the_token_of_api_key_prefix() {
+    let tool = Tool::sqlite();
+    let account = Uuid::new_v4().to_string();
+    let prefix = [("API_KEY_PREFIX", "acme")];
+    let created = tool
+        .run_with(
+            &["create", "--json", "--account", &account, "--title", "ci"],
+            None,
+            &prefix,
+        )
+        .ok()
+        .json();
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("acme_") && token.len() == 75, "{token}");
+    let validator = {
+        let repo = SeaOrmRepository::connect(&tool.db.url).await.unwrap();
+        ApiKeyValidator::builder(repo, Pepper::try_from(PEPPER).unwrap())
+            .with_change_feed(false)
+            .with_key_prefix(tower_api_keys::KeyPrefix::new("acme").unwrap())
+            .build()
+    };
+    let key = validator.validate(&token).await.unwrap();
+    assert_eq!(
+        key.key_id().to_string(),
+        created["key_id"].as_str().unwrap()
+    );
+
+    let key_id = created["key_id"].as_str().unwrap();
+    let text = tool.run_with(&["rotate", key_id], None, &prefix).ok();
+    let line = text
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("token "))
+        .unwrap_or_else(|| panic!("no token line: {text:?}"));
+    let successor = line["token".len()..].trim();
+    assert!(
+        successor.starts_with("acme_") && successor != token,
+        "{line}"
+    );
+    assert!(validator.validate(successor).await.is_ok());
+    validator.shutdown().await;
+    tool.finish().await;
+}
+
+#[tokio::test]
+async fn a_bad_api_key_prefix_is_a_usage_error() {
+    let tool = Tool::sqlite();
+    for bad in ["Acme", "a", "acme_", "0acme", "abcdefghijklmnopq"] {
+        let out = tool
+            .run_with(&["scanning-pattern"], None, &[("API_KEY_PREFIX", bad)])
+            .fails(1);
+        assert!(
+            out.stderr.contains("API_KEY_PREFIX: invalid key prefix"),
+            "{out:?}"
+        );
+        if bad.len() > 4 {
+            assert!(
+                !out.stderr.contains(bad),
+                "the value is not echoed: {out:?}"
+            );
+        }
+    }
+}
+
+/// Credentials and tokens of `prefix` made by the library, and near misses.
+fn samples(prefix: &str) -> (Vec<String>, Vec<String>) {
+    let key_prefix = tower_api_keys::KeyPrefix::new(prefix).unwrap();
+    let mut good = Vec::new();
+    let mut near = Vec::new();
+    for _ in 0..20 {
+        let pair = KeyPair::generate().unwrap();
+        let credential = pair.credential();
+        let token = key_prefix
+            .token(&pair.public_key, &pair.secret_key)
+            .expose()
+            .to_owned();
+        near.extend([
+            format!("{}_{}", prefix.to_uppercase(), &token[prefix.len() + 1..]),
+            format!("x{token}"),
+            format!("{token}a"),
+            token[..token.len() - 1].to_owned(),
+            token.replacen('_', "-", 1),
+            format!("other_{}", &token[prefix.len() + 1..]),
+            format!("{}_{}", prefix, &token[prefix.len() + 2..]),
+            credential.replacen("pk_", "PK_", 1),
+            credential.replacen(':', "", 1),
+            credential.replacen(':', " : ", 1),
+            format!("{credential}a"),
+            credential[..credential.len() - 1].to_owned(),
+            format!("x{credential}"),
+        ]);
+        good.extend([credential, token]);
+    }
+    (good, near)
+}
+
+#[test]
+fn scanning_pattern_matches_exactly_tokens_and_credentials() {
+    let tool = Tool::sqlite();
+    let out = tool
+        .run_with(&["scanning-pattern"], None, &[("API_KEY_PREFIX", "acme")])
+        .ok();
+    let pattern = out.stdout.trim_end();
+    let whole = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
+    let found = regex::Regex::new(pattern).unwrap();
+    let (good, near) = samples("acme");
+    for value in &good {
+        assert!(whole.is_match(value), "{value}");
+        // Found inside text, as a scanner reads it.
+        let text = format!("export API_KEY=\"{value}\" # deploy");
+        assert_eq!(found.find(&text).map(|m| m.as_str()), Some(value.as_str()));
+    }
+    for value in &near {
+        assert!(!found.is_match(value), "a near miss matched: {value}");
+    }
+    // The JSON form carries the same pattern.
+    let json = tool
+        .run_with(
+            &["scanning-pattern", "--json"],
+            None,
+            &[("API_KEY_PREFIX", "acme")],
+        )
+        .ok()
+        .json();
+    assert_eq!(json["regex"], pattern);
+
+    // Without a prefix: the credential form only.
+    let plain = tool.run(&["scanning-pattern"]).ok();
+    let plain = regex::Regex::new(plain.stdout.trim_end()).unwrap();
+    assert!(
+        good.iter()
+            .any(|value| value.starts_with("pk_") && plain.is_match(value))
+    );
+    assert!(
+        !good
+            .iter()
+            .any(|value| value.starts_with("acme_") && plain.is_match(value))
+    );
+}
+
+#[test]
+fn scanning_pattern_as_a_gitleaks_rule() {
+    let tool = Tool::sqlite();
+    let out = tool
+        .run_with(
+            &["scanning-pattern", "--format", "gitleaks"],
+            None,
+            &[("API_KEY_PREFIX", "acme")],
+        )
+        .ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "[[rules]]", "{out:?}");
+    assert_eq!(lines[1], "id = \"tower-api-keys-acme\"");
+    assert!(lines[2].starts_with("description = \""));
+    assert_eq!(lines[4], r#"keywords = ["acme_", "pk_"]"#);
+    let regex = lines[3]
+        .strip_prefix("regex = '''")
+        .and_then(|rest| rest.strip_suffix("'''"))
+        .unwrap_or_else(|| panic!("{}", lines[3]));
+    let regex = regex::Regex::new(regex).unwrap();
+    let (good, near) = samples("acme");
+    assert!(good.iter().all(|value| regex.is_match(value)));
+    assert!(!near.iter().any(|value| regex.is_match(value)));
 }

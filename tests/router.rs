@@ -146,9 +146,12 @@ async fn create_returns_the_secret_once(db: &TestDb) {
             "scopes",
             "secret_key",
             "status",
-            "title"
+            "title",
+            "token"
         ]
     );
+    // Without a key prefix, the token is the whole credential.
+    assert_eq!(created["token"], format!("{public_key}:{secret_key}"));
     assert_eq!(created["scopes"], Value::Null);
     assert_eq!(created["metadata"], Value::Null);
     assert_eq!(created["rotated_from"], Value::Null);

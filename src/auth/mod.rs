@@ -38,7 +38,7 @@ pub use self::extract::MissingAuthentication;
 pub use self::{
     body::ResponseBody,
     future::ResponseFuture,
-    header::extract_credential,
+    header::{extract_credential, extract_credential_with_prefix},
     layer::ApiKeyAuthLayer,
     scope::{RequireScopes, RequireScopesLayer, ScopeFuture},
     service::ApiKeyAuth,

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::body::ResponseBody;
 use super::{
-    ResponseFuture, extract_credential,
+    ResponseFuture, extract_credential_with_prefix,
     future::Check,
     outcome::{insert_extensions, outcome, record_key, refusal_response},
 };
@@ -130,7 +130,10 @@ where
         // The request's one clock reading: cache freshness, expiry, the
         // `last_used_at` throttle and the usage day all use it.
         let now = Instant::now();
-        let verdict = match extract_credential(request.headers()) {
+        let verdict = match extract_credential_with_prefix(
+            request.headers(),
+            self.config.validator.key_prefix(),
+        ) {
             Err(_) => Verdict::Reject(Rejection::MalformedCredential),
             Ok(None) if self.config.allow_anonymous => Verdict::Pass(None),
             Ok(None) => Verdict::Reject(Rejection::MissingCredential),

@@ -1,10 +1,13 @@
-//! Key material: generation, the `pk_…:sk_…` credential and its strict parser;
-//! below it, what checks a secret: the [`hash`] of a secret under a pepper, the
+//! Key material: generation, the `pk_…:sk_…` credential and its strict parser,
+//! the [`token`] form `P_…` for a host's [`KeyPrefix`]; below it, what checks a secret: the [`hash`] of a secret under a pepper, the
 //! pepper itself and the ring of peppers a validator knows.
 
 pub mod hash;
 pub(crate) mod pepper;
 pub(crate) mod ring;
+pub mod token;
+
+pub use self::token::{InvalidKeyPrefix, KeyPrefix, Token};
 
 use std::fmt;
 
@@ -160,62 +163,127 @@ impl fmt::Debug for KeyPair {
     }
 }
 
-/// A parsed credential `pk_…:sk_…`, borrowed from the request header.
+/// A parsed credential: `pk_…:sk_…`, or the [`token`] form `P_…` when the host
+/// configured a [`KeyPrefix`].
 ///
-/// Parsing checks the exact shape and nothing else; it allocates nothing.
-#[derive(Clone, Copy)]
+/// Parsing checks the exact shape (and a token's checksum) and nothing else;
+/// it allocates nothing. Both halves are held inline, in their `pk_…` and
+/// `sk_…` spellings whatever form was presented; the secret is zeroed on drop.
+#[derive(Clone)]
 pub struct Credential<'a> {
-    public_key: &'a str,
-    secret_key: &'a str,
+    public_key: [u8; KEY_LEN],
+    secret_key: [u8; KEY_LEN],
+    /// Borrowed from the presented value, as the shape of the API promises.
+    _presented: std::marker::PhantomData<&'a [u8]>,
 }
 
 impl<'a> Credential<'a> {
     /// Parses `pk_<32 alphanumerics>:sk_<32 alphanumerics>`, exactly 71 bytes.
     ///
     /// Everything else is refused: other lengths, other characters, other
-    /// prefixes (`PK_`, `pk-`), whitespace anywhere, a second `:`.
+    /// prefixes (`PK_`, `pk-`), whitespace anywhere, a second `:`, a token.
     pub fn parse(value: &'a str) -> Result<Self, MalformedCredential> {
         Self::parse_bytes(value.as_bytes())
     }
 
     /// Same as [`Credential::parse`], for raw header bytes (which may not be UTF-8).
     pub fn parse_bytes(value: &'a [u8]) -> Result<Self, MalformedCredential> {
-        if value.len() != CREDENTIAL_LEN || value[KEY_LEN] != b':' {
-            return Err(MalformedCredential);
-        }
-        let (public, rest) = value.split_at(KEY_LEN);
-        let secret = &rest[1..];
-        if !is_key_shaped(public, PUBLIC_KEY_PREFIX) || !is_key_shaped(secret, SECRET_KEY_PREFIX) {
-            return Err(MalformedCredential);
-        }
-        // Both halves are ASCII, checked above.
-        match (std::str::from_utf8(public), std::str::from_utf8(secret)) {
-            (Ok(public_key), Ok(secret_key)) => Ok(Self {
-                public_key,
-                secret_key,
-            }),
-            _ => Err(MalformedCredential),
-        }
+        Self::parse_bytes_with_prefix(value, None)
     }
 
-    /// The public key.
-    pub fn public_key(&self) -> &'a str {
-        self.public_key
+    /// Parses either spelling: `pk_…:sk_…`, or with `prefix` also the token
+    /// `P_<32><32><checksum>` of that prefix. A token of another prefix, or
+    /// with a wrong checksum, is malformed.
+    ///
+    /// ```
+    /// use tower_api_keys::{Credential, key::KeyPrefix};
+    ///
+    /// let acme: KeyPrefix = "acme".parse()?;
+    /// let token = "acme_yrnTu6uwTKEiuUnscbyAm7BdtEt8Wmij5cQiqrdARB4q5yzCfkxZ60PitIFPL5t62Rki9u";
+    /// let credential = Credential::parse_with_prefix(token, Some(&acme))?;
+    /// assert_eq!(credential.public_key(), "pk_yrnTu6uwTKEiuUnscbyAm7BdtEt8Wmij");
+    /// // One character off: the checksum no longer matches.
+    /// let typo = token.replace("2Rki9u", "2Rki9v");
+    /// assert!(Credential::parse_with_prefix(&typo, Some(&acme)).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn parse_with_prefix(
+        value: &'a str,
+        prefix: Option<&KeyPrefix>,
+    ) -> Result<Self, MalformedCredential> {
+        Self::parse_bytes_with_prefix(value.as_bytes(), prefix)
     }
 
-    /// The secret key in clear. Never log it.
-    pub fn secret_key(&self) -> &'a str {
-        self.secret_key
+    /// Same as [`Credential::parse_with_prefix`], for raw header bytes.
+    pub fn parse_bytes_with_prefix(
+        value: &'a [u8],
+        prefix: Option<&KeyPrefix>,
+    ) -> Result<Self, MalformedCredential> {
+        // A token is at least 73 bytes: the two lengths never meet.
+        let (public, secret) = if value.len() == CREDENTIAL_LEN {
+            if value[KEY_LEN] != b':' {
+                return Err(MalformedCredential);
+            }
+            let (public, rest) = value.split_at(KEY_LEN);
+            let secret = &rest[1..];
+            if !is_key_shaped(public, PUBLIC_KEY_PREFIX)
+                || !is_key_shaped(secret, SECRET_KEY_PREFIX)
+            {
+                return Err(MalformedCredential);
+            }
+            (
+                &public[PUBLIC_KEY_PREFIX.len()..],
+                &secret[SECRET_KEY_PREFIX.len()..],
+            )
+        } else {
+            let (public, secret) = prefix
+                .and_then(|prefix| prefix.split_token(value))
+                .ok_or(MalformedCredential)?;
+            if !is_body_shaped(public) || !is_body_shaped(secret) {
+                return Err(MalformedCredential);
+            }
+            (public, secret)
+        };
+        Ok(Self {
+            public_key: spelled(PUBLIC_KEY_PREFIX, public),
+            secret_key: spelled(SECRET_KEY_PREFIX, secret),
+            _presented: std::marker::PhantomData,
+        })
+    }
+
+    /// The public key, `pk_…`.
+    pub fn public_key(&self) -> &str {
+        // Checked ASCII: this never falls back.
+        std::str::from_utf8(&self.public_key).unwrap_or_default()
+    }
+
+    /// The secret key in clear, `sk_…`. Never log it.
+    pub fn secret_key(&self) -> &str {
+        std::str::from_utf8(&self.secret_key).unwrap_or_default()
+    }
+}
+
+impl Drop for Credential<'_> {
+    fn drop(&mut self) {
+        self.secret_key.zeroize();
     }
 }
 
 impl fmt::Debug for Credential<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credential")
-            .field("public_key", &self.public_key)
+            .field("public_key", &self.public_key())
             .field("secret_key", &"<redacted>")
             .finish()
     }
+}
+
+/// `prefix` + `body` inline (both checked ASCII, `body` 32 bytes).
+fn spelled(prefix: &str, body: &[u8]) -> [u8; KEY_LEN] {
+    let mut key = [0u8; KEY_LEN];
+    key[..prefix.len()].copy_from_slice(prefix.as_bytes());
+    key[prefix.len()..].copy_from_slice(body);
+    key
 }
 
 /// The credential `pk_…:sk_…` for a public key and its secret.
@@ -257,8 +325,14 @@ impl PublicKeyBytes {
 fn is_key_shaped(value: &[u8], prefix: &str) -> bool {
     value.len() == KEY_LEN
         && value.starts_with(prefix.as_bytes())
+        && is_body_shaped(&value[prefix.len()..])
+}
+
+/// Whether `body` is 32 characters of `[A-Za-z0-9]`.
+fn is_body_shaped(body: &[u8]) -> bool {
+    body.len() == KEY_BODY_LEN
         // A table and no early exit: the loop has no branch per byte.
-        && value[prefix.len()..]
+        && body
             .iter()
             .fold(true, |shaped, &byte| shaped & ALPHANUMERIC[usize::from(byte)])
 }

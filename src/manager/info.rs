@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::{
     identity::ApiKeyId,
-    key::SecretKey,
+    key::{SecretKey, Token},
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
     store::{ApiKeyRecord, EffectiveStatus},
@@ -71,10 +71,15 @@ pub struct CreatedKey {
     pub key: ApiKeyInfo,
     /// The secret half. Show it to its owner once; it is not stored.
     pub secret_key: SecretKey,
+    /// The whole credential in the form to hand out: the token `P_…` when
+    /// the validator has a [`KeyPrefix`](crate::KeyPrefix), else
+    /// `pk_…:sk_…`. Shown once, as the secret is.
+    pub token: Token,
 }
 
 impl CreatedKey {
-    /// The credential a client sends: `pk_…:sk_…`. Never log it.
+    /// The credential a client sends: `pk_…:sk_…` (whatever the
+    /// [`token`](Self::token) form). Never log it.
     pub fn credential(&self) -> String {
         crate::key::credential(&self.key.public_key, &self.secret_key)
     }
@@ -85,6 +90,7 @@ impl fmt::Debug for CreatedKey {
         f.debug_struct("CreatedKey")
             .field("key", &self.key)
             .field("secret_key", &self.secret_key)
+            .field("token", &self.token)
             .finish()
     }
 }

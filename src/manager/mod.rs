@@ -34,7 +34,7 @@ pub use self::{
 };
 use crate::{
     identity::{AccountId, ApiKeyId},
-    key::KeyPair,
+    key::{KeyPair, Token},
     policy::Scopes,
     policy::limits::{DEFAULT_MAX_KEYS_PER_ACCOUNT, MAX_GRACE_PERIOD_SECONDS},
     store::{
@@ -214,10 +214,21 @@ impl KeyManager {
         self.validator.invalidate(&record.public_key);
         inserted.map_err(ManagerError::from_store)?;
         tracing::info!(key_id = %record.key_id, account_id = %account, "API key created");
-        Ok(CreatedKey {
-            key: ApiKeyInfo::from_record(record, created_at),
+        Ok(self.created(ApiKeyInfo::from_record(record, created_at), pair))
+    }
+
+    /// A new key with its secret and its token, in the validator's form.
+    fn created(&self, key: ApiKeyInfo, pair: KeyPair) -> CreatedKey {
+        let token = Token::new(
+            self.validator.key_prefix(),
+            &pair.public_key,
+            &pair.secret_key,
+        );
+        CreatedKey {
+            key,
             secret_key: pair.secret_key,
-        })
+            token,
+        }
     }
 
     /// The account's keys, newest first.
@@ -383,10 +394,7 @@ impl KeyManager {
         };
         tracing::info!(%key_id, new_key_id = %successor.key_id, account_id = %account, grace_seconds = grace_period.as_secs(), "API key rotated");
         let now = successor.created_at.unwrap_or_else(Utc::now);
-        Ok(CreatedKey {
-            key: ApiKeyInfo::from_record(successor, now),
-            secret_key: pair.secret_key,
-        })
+        Ok(self.created(ApiKeyInfo::from_record(successor, now), pair))
     }
 
     /// Deletes the key. Requests on this process are refused from the moment

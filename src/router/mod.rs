@@ -314,6 +314,10 @@ fn created_response(created: CreatedKey, location: String) -> Response {
         "secret_key".to_owned(),
         Value::String(created.secret_key.expose().to_owned()),
     );
+    body.insert(
+        "token".to_owned(),
+        Value::String(created.token.expose().to_owned()),
+    );
     (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -495,6 +499,15 @@ mod tests {
             format!("/v1/api-keys/{}", body["key_id"].as_str().unwrap())
         );
         assert!(body["secret_key"].as_str().unwrap().starts_with("sk_"));
+        // Without a key prefix, the token is the whole credential.
+        assert_eq!(
+            body["token"].as_str().unwrap(),
+            format!(
+                "{}:{}",
+                body["public_key"].as_str().unwrap(),
+                body["secret_key"].as_str().unwrap()
+            )
+        );
     }
 
     #[tokio::test]

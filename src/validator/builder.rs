@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     feed::{ChangeSource, Evict, Feed},
+    key::KeyPrefix,
     key::ring::{Hashers, PepperId, PepperRing},
     ratelimit::{RateLimit, RateLimiter},
     store::{ApiKeyRepository, Store},
@@ -68,6 +69,7 @@ pub struct ValidatorBuilder {
     stale_if_error: Duration,
     limiter: Option<RateLimiter>,
     default_rate_limit: Option<RateLimit>,
+    key_prefix: Option<KeyPrefix>,
 }
 
 impl ValidatorBuilder {
@@ -166,6 +168,30 @@ impl ValidatorBuilder {
         self
     }
 
+    /// The host's key prefix `P`: default **none**. With one, every key also
+    /// has a token form `P_…` (CONTRACT §14.1) that is accepted wherever
+    /// `pk_…:sk_…` is (`X-API-Key`, `Bearer`, revocation by the holder), and
+    /// that [`KeyManager`](crate::KeyManager) hands out on create and rotate.
+    /// A token of another prefix or with a wrong checksum is malformed,
+    /// refused before any lookup.
+    ///
+    /// ```
+    /// use tower_api_keys::{ApiKeyValidator, KeyPrefix, Pepper, store::MemoryRepository};
+    ///
+    /// let validator = ApiKeyValidator::builder(
+    ///     MemoryRepository::new(),
+    ///     Pepper::try_from("a-pepper-of-at-least-16-bytes")?,
+    /// )
+    /// .with_key_prefix(KeyPrefix::new("acme")?)
+    /// .build();
+    /// assert_eq!(validator.key_prefix().map(KeyPrefix::as_str), Some("acme"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_key_prefix(mut self, prefix: KeyPrefix) -> Self {
+        self.key_prefix = Some(prefix);
+        self
+    }
+
     /// Whether the validator follows the store's change feed, so that a key
     /// changed by any writer (another replica, the reference service, plain
     /// SQL) is dropped from this process's cache at once: default **on** when
@@ -215,6 +241,7 @@ impl ValidatorBuilder {
                 positive_ttl: self.positive_ttl,
                 feed_down_ttl: self.feed_down_ttl.filter(|ttl| *ttl < self.positive_ttl),
                 stale_if_error: self.stale_if_error,
+                key_prefix: self.key_prefix,
                 telemetry: crate::telemetry::Telemetry::register(),
                 limits: Limits {
                     limiter: self.limiter.unwrap_or_default(),
@@ -279,6 +306,7 @@ impl fmt::Debug for ValidatorBuilder {
             )
             .field("poll_interval", &self.poll_interval)
             .field("peppers", &self.peppers)
+            .field("key_prefix", &self.key_prefix)
             .finish_non_exhaustive()
     }
 }
@@ -302,6 +330,7 @@ impl ValidatorBuilder {
             stale_if_error: Duration::from_secs(300),
             limiter: None,
             default_rate_limit: None,
+            key_prefix: None,
         }
     }
 }

@@ -34,9 +34,9 @@ use self::{
 use crate::{
     feed::{Evict, Feed, FeedStatus},
     identity::AuthenticatedKey,
-    key::Credential,
     key::hash::SecretHash,
     key::ring::{Hashers, PepperRing},
+    key::{Credential, KeyPrefix},
     policy::rejection::Rejection,
     store::{ApiKeyRepository, Store, StoreError},
     telemetry::Telemetry,
@@ -101,6 +101,8 @@ struct Inner {
     feed_down_ttl: Option<Duration>,
     stale_if_error: Duration,
     limits: Limits,
+    /// The host's key prefix, for the token form.
+    key_prefix: Option<KeyPrefix>,
     telemetry: Telemetry,
 }
 
@@ -120,7 +122,14 @@ impl ApiKeyValidator {
         ValidatorBuilder::new(repository, peppers.into())
     }
 
-    /// Validates a whole credential `pk_…:sk_…`.
+    /// The host's key prefix, if one is configured
+    /// ([`ValidatorBuilder::with_key_prefix`]).
+    pub fn key_prefix(&self) -> Option<&KeyPrefix> {
+        self.inner.key_prefix.as_ref()
+    }
+
+    /// Validates a whole credential: `pk_…:sk_…`, or the token `P_…` when a
+    /// key prefix is configured.
     pub async fn validate(&self, credential: &str) -> Result<AuthenticatedKey, Rejection> {
         let credential = self.parse(credential)?;
         match self.check_cached(&credential, Instant::now()) {
@@ -135,7 +144,8 @@ impl ApiKeyValidator {
     /// The crate's one parse of a whole credential, for every caller that
     /// takes one as text (validation, leak reports).
     pub(crate) fn parse<'a>(&self, credential: &'a str) -> Result<Credential<'a>, Rejection> {
-        Credential::parse(credential).map_err(|_| Rejection::MalformedCredential)
+        Credential::parse_with_prefix(credential, self.key_prefix())
+            .map_err(|_| Rejection::MalformedCredential)
     }
 
     /// Answers from the cache alone, without awaiting: `None` when the store must
@@ -378,6 +388,7 @@ impl fmt::Debug for ApiKeyValidator {
             .field("feed_down_ttl", &self.inner.feed_down_ttl)
             .field("stale_if_error", &self.inner.stale_if_error)
             .field("store_timeout", &self.inner.store.timeout())
+            .field("key_prefix", &self.inner.key_prefix)
             .finish_non_exhaustive()
     }
 }

@@ -141,6 +141,7 @@ impl Server {
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .env_remove("API_KEY_PEPPER")
+            .env_remove("API_KEY_PREFIX")
             .env_remove("ADMIN_TOKEN")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

@@ -14,7 +14,8 @@ pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://api-keys.db";
 ///
 /// Reads the store from DATABASE_URL and the peppers from API_KEY_PEPPER and
 /// API_KEY_PREVIOUS_PEPPERS, or else from the file `api-keys.pepper` in the
-/// working directory, as the example server does. The tool never creates a
+/// working directory, as the example server does; with API_KEY_PREFIX set,
+/// `create` and `rotate` also print the key's token form. The tool never creates a
 /// pepper: `create`, `rotate` and `pepper …` need one. Every command runs the crate's
 /// migrations first.
 ///
@@ -132,6 +133,24 @@ pub(crate) enum Command {
     /// Pepper rotation: keys per pepper, and retiring an old pepper.
     #[command(subcommand, arg_required_else_help = false)]
     Pepper(PepperCommand),
+    /// Print a pattern for secret scanners that matches exactly this service's
+    /// credentials: the token form of API_KEY_PREFIX (when set) and
+    /// `pk_…:sk_…`. Reads neither the store nor the pepper.
+    ScanningPattern {
+        /// `regex` (one line) or `gitleaks` (a `[[rules]]` entry for its TOML
+        /// configuration).
+        #[arg(long, value_enum, default_value_t = PatternFormat::Regex)]
+        format: PatternFormat,
+    },
+}
+
+/// The forms `scanning-pattern` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PatternFormat {
+    /// The regular expression alone.
+    Regex,
+    /// A gitleaks rule.
+    Gitleaks,
 }
 
 /// `pepper …`.

@@ -26,6 +26,10 @@ use crate::{
 /// migrates), acts, and shuts the validator down so that nothing pending is
 /// lost.
 pub(crate) async fn run(cli: Cli) -> Result<Report, CliError> {
+    let prefix = config::key_prefix()?;
+    if let Command::ScanningPattern { format } = cli.command {
+        return Ok(output::scanning_pattern(prefix.as_ref(), format));
+    }
     let need = match &cli.command {
         Command::Create(_) | Command::Rotate { .. } | Command::Pepper(_) => PepperNeed::Configured,
         _ => PepperNeed::None,
@@ -48,9 +52,11 @@ pub(crate) async fn run(cli: Cli) -> Result<Report, CliError> {
     };
     tracing::debug!(database = %shown_url, "key store connected and migrated");
     // A one-shot process has no cache worth keeping fresh: no change feed.
-    let validator = ApiKeyValidator::builder(repo.clone(), peppers)
-        .with_change_feed(false)
-        .build();
+    let mut builder = ApiKeyValidator::builder(repo.clone(), peppers).with_change_feed(false);
+    if let Some(prefix) = prefix {
+        builder = builder.with_key_prefix(prefix);
+    }
+    let validator = builder.build();
     let manager =
         KeyManager::new(validator.clone()).with_max_keys_per_account(cli.max_keys_per_account);
     let result = execute(cli.command, &repo, &manager, lines, &shown_url).await;
@@ -135,6 +141,11 @@ async fn execute(
             let status = manager.pepper_status().await?;
             Ok(output::pepper_status(&status))
         }
+        // Answered in `run` before connecting; the same answer here.
+        Command::ScanningPattern { format } => Ok(output::scanning_pattern(
+            config::key_prefix()?.as_ref(),
+            format,
+        )),
         Command::Pepper(PepperCommand::Retire { pepper_id }) => {
             let id: PepperId = pepper_id
                 .parse()

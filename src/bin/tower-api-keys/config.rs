@@ -1,8 +1,8 @@
-//! Configuration from the environment: the peppers.
+//! Configuration from the environment: the peppers and the key prefix.
 
 use std::path::Path;
 
-use tower_api_keys::{Pepper, PepperRing, PepperSource};
+use tower_api_keys::{KeyPrefix, Pepper, PepperRing, PepperSource};
 
 use crate::error::CliError;
 
@@ -10,6 +10,8 @@ use crate::error::CliError;
 pub(crate) const PEPPER_VAR: &str = "API_KEY_PEPPER";
 /// The previous peppers' environment variable (comma-separated, newest first).
 pub(crate) const PREVIOUS_PEPPERS_VAR: &str = "API_KEY_PREVIOUS_PEPPERS";
+/// The key prefix's environment variable (the token form `P_…`).
+pub(crate) const PREFIX_VAR: &str = "API_KEY_PREFIX";
 /// The pepper file read when `API_KEY_PEPPER` is unset, in the working directory.
 pub(crate) const PEPPER_FILE: &str = "api-keys.pepper";
 
@@ -55,4 +57,20 @@ pub(crate) fn peppers(need: PepperNeed) -> Result<PepperRing, CliError> {
     let ephemeral = Pepper::generate()
         .map_err(|err| CliError::unavailable(format!("cannot generate a pepper: {err}")))?;
     Ok(PepperRing::new(ephemeral))
+}
+
+/// The key prefix from `API_KEY_PREFIX`: `None` when unset or empty, a usage
+/// error (exit 1) when it is not `[a-z][a-z0-9]{1,15}`.
+pub(crate) fn key_prefix() -> Result<Option<KeyPrefix>, CliError> {
+    match std::env::var(PREFIX_VAR) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(text) if text.is_empty() => Ok(None),
+        Ok(text) => KeyPrefix::new(&text)
+            .map(Some)
+            .map_err(|err| CliError::usage(format!("{PREFIX_VAR}: {err}"))),
+        Err(std::env::VarError::NotUnicode(_)) => Err(CliError::usage(format!(
+            "{PREFIX_VAR}: {}",
+            tower_api_keys::key::InvalidKeyPrefix
+        ))),
+    }
 }

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use tower_api_keys::{ApiKeyInfo, CreatedKey, PepperStatus};
+use tower_api_keys::{ApiKeyInfo, CreatedKey, KeyPrefix, PepperStatus, key::token};
+
+use crate::cli::PatternFormat;
 
 /// A command's result, in both forms.
 #[derive(Debug)]
@@ -35,15 +37,53 @@ pub(crate) fn created(created: &CreatedKey) -> Report {
         _ => serde_json::Map::new(),
     };
     let secret = created.secret_key.expose();
+    let token = created.token.expose();
     body.insert("secret_key".to_owned(), Value::String(secret.to_owned()));
+    body.insert("token".to_owned(), Value::String(token.to_owned()));
     let mut text = details(&created.key);
     let _ = writeln!(text, "{:<14}{secret}", "secret_key");
+    let _ = writeln!(text, "{:<14}{token}", "token");
     text.push_str(
-        "\nThe secret key is shown this once and is not stored. \
-         Clients send public_key:secret_key.\n",
+        "\nThe secret key and the token are shown this once and are not stored. \
+         Clients send the token (or public_key:secret_key).\n",
     );
     Report {
         json: Value::Object(body),
+        text,
+    }
+}
+
+/// A pattern that matches exactly this service's credentials (the token form
+/// of `prefix` and `pk_…:sk_…`), for secret scanners. The JSON form names the
+/// format and carries the pattern's text.
+pub(crate) fn scanning_pattern(prefix: Option<&KeyPrefix>, format: PatternFormat) -> Report {
+    let regex = token::scanning_regex(prefix);
+    let (name, text) = match format {
+        PatternFormat::Regex => ("regex", format!("{regex}\n")),
+        PatternFormat::Gitleaks => {
+            let (id, description, keywords) = match prefix {
+                Some(prefix) => (
+                    format!("tower-api-keys-{prefix}"),
+                    format!("tower-api-keys API key: a {prefix}_ token or a pk_…:sk_… credential"),
+                    format!("[\"{prefix}_\", \"pk_\"]"),
+                ),
+                None => (
+                    "tower-api-keys".to_owned(),
+                    "tower-api-keys API key: a pk_…:sk_… credential".to_owned(),
+                    "[\"pk_\"]".to_owned(),
+                ),
+            };
+            (
+                "gitleaks",
+                format!(
+                    "[[rules]]\nid = \"{id}\"\ndescription = \"{description}\"\n\
+                     regex = '''{regex}'''\nkeywords = {keywords}\n"
+                ),
+            )
+        }
+    };
+    Report {
+        json: json!({"format": name, "regex": regex, "pattern": text}),
         text,
     }
 }

@@ -99,6 +99,13 @@ struct ApiKeyCreated {
     /// The secret half of the credential `pk_…:sk_…`; it is not stored.
     #[schema(pattern = "^sk_[A-Za-z0-9]{32}$")]
     secret_key: String,
+    /// The whole credential to hand out, shown this once as the secret is:
+    /// the token `P_…` (key prefix, both bodies, base-62 CRC-32) when the host
+    /// configured a key prefix, else `pk_…:sk_…`.
+    #[schema(
+        pattern = "^([a-z][a-z0-9]{1,15}_[A-Za-z0-9]{70}|pk_[A-Za-z0-9]{32}:sk_[A-Za-z0-9]{32})$"
+    )]
+    token: String,
 }
 
 /// A key's status.
