@@ -190,6 +190,67 @@ async fn a_signed_report_revokes_every_leaked_key_and_labels_each_token_in_order
     assert!(!output.contains(&leaked.secret_key));
 }
 
+/// With a key prefix, GitHub reports the token form: a token whose secret
+/// verifies is revoked, one with a broken checksum is a false positive.
+#[tokio::test]
+async fn a_reported_token_form_revokes_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let client = client();
+    let github = signing_key();
+    let keys_file = write_keys_file(dir.path(), &[(KEY_ID, &github)]);
+    let mut server = Server::start_with(
+        dir.path(),
+        logs.path(),
+        "token",
+        &[
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("GITHUB_SCANNING_KEYS_FILE", keys_file.as_str()),
+            ("API_KEY_PREFIX", "acme"),
+        ],
+    );
+    server.wait_ready(&client).await;
+
+    let account = Uuid::new_v4();
+    let response = admin(
+        &client,
+        reqwest::Method::POST,
+        server.url("/v1/api-keys"),
+        ADMIN_TOKEN,
+        account,
+    )
+    .json(&json!({"title": "leaked as a token"}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("acme_"), "{created}");
+    let credential = format!(
+        "{}:{}",
+        created["public_key"].as_str().unwrap(),
+        created["secret_key"].as_str().unwrap()
+    );
+    assert_eq!(whoami(&client, &server, &credential).await.status(), 200);
+
+    // The same token with its last checksum character changed.
+    let mut broken = token.clone();
+    let last = broken.pop().unwrap();
+    broken.push(if last == '0' { '1' } else { '0' });
+    let report = json!([item(&broken), item(&token)]);
+    let body = serde_json::to_vec(&report).unwrap();
+    let response = post_report(&client, &server, Some((KEY_ID, &github)), body).await;
+    assert_eq!(response.status(), 200);
+    let labels: Value = response.json().await.unwrap();
+    assert_eq!(labels[0]["label"], "false_positive", "{labels}");
+    assert_eq!(labels[1]["label"], "true_positive", "{labels}");
+    assert_eq!(labels[1]["token_raw"], token.as_str());
+    assert_eq!(whoami(&client, &server, &credential).await.status(), 401);
+    assert_eq!(whoami(&client, &server, &token).await.status(), 401);
+    server.stop("TERM").await;
+}
+
 #[tokio::test]
 async fn refused_reports_revoke_nothing() {
     let dir = tempfile::tempdir().unwrap();
