@@ -378,6 +378,9 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
+        // Tests on other threads may have registered the span's callsite with
+        // no subscriber meanwhile: ask every callsite again, with this one.
+        tracing::callsite::rebuild_interest_cache();
 
         let repository = Scripted::default();
         let (pair, account) = stored_key(&repository).await;
