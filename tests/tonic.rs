@@ -21,7 +21,7 @@ use tonic_health::pb::{
 };
 use tonic_prost::ProstCodec;
 use tower_api_keys::{
-    AccountId, ApiKeyValidator, CreatedKey, KeyManager, NewApiKey, RateLimit, Rejection,
+    AccountId, ApiKeyValidator, CreatedKey, KeyManager, KeyPrefix, NewApiKey, RateLimit, Rejection,
     store::SeaOrmRepository,
 };
 use uuid::Uuid;
@@ -42,9 +42,18 @@ struct Grpc {
 
 impl Grpc {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// With a key prefix: keys are also accepted in their token form.
+    async fn start_with(prefix: Option<KeyPrefix>) -> Self {
         let db = common::sqlite().await;
         let probe = Probe::new(db.repo.clone());
-        let validator = ApiKeyValidator::new(probe.clone(), common::pepper());
+        let mut builder = ApiKeyValidator::builder(probe.clone(), common::pepper());
+        if let Some(prefix) = prefix {
+            builder = builder.with_key_prefix(prefix);
+        }
+        let validator = builder.build();
         let manager = KeyManager::new(validator.clone());
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -177,6 +186,39 @@ async fn a_valid_key_reaches_the_services_and_the_handler_reads_the_account() {
             .unwrap(),
         ServingStatus::Serving
     );
+    grpc.stop().await;
+}
+
+/// With a key prefix, the token form is accepted in `x-api-key` and Bearer
+/// metadata; a token with a broken checksum is refused without a lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_form_is_accepted_in_metadata() {
+    let grpc = Grpc::start_with(Some(KeyPrefix::new("acme").unwrap())).await;
+    let account = AccountId::new(Uuid::new_v4());
+    let key = grpc.create_key(account).await;
+    let token = key.token.expose().to_owned();
+    assert!(token.starts_with("acme_"), "{token}");
+
+    let me = grpc.whoami(&token).await.unwrap();
+    assert_eq!(me.account_id, account.to_string());
+    let bearer = format!("Bearer {token}");
+    assert_eq!(
+        grpc.check_service("", &[("authorization", &bearer)])
+            .await
+            .unwrap(),
+        ServingStatus::Serving
+    );
+
+    let mut broken = token.clone();
+    let last = broken.pop().unwrap();
+    broken.push(if last == '0' { '1' } else { '0' });
+    let lookups = grpc.probe.lookups();
+    assert_refused(
+        grpc.check(Some(&broken)).await,
+        Code::Unauthenticated,
+        Rejection::MalformedCredential,
+    );
+    assert_eq!(grpc.probe.lookups(), lookups);
     grpc.stop().await;
 }
 
