@@ -212,26 +212,9 @@ async fn a_reported_token_form_revokes_its_key() {
     server.wait_ready(&client).await;
 
     let account = Uuid::new_v4();
-    let response = admin(
-        &client,
-        reqwest::Method::POST,
-        server.url("/v1/api-keys"),
-        ADMIN_TOKEN,
-        account,
-    )
-    .json(&json!({"title": "leaked as a token"}))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(response.status(), 201);
-    let created: Value = response.json().await.unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
-    assert!(token.starts_with("acme_"), "{created}");
-    let credential = format!(
-        "{}:{}",
-        created["public_key"].as_str().unwrap(),
-        created["secret_key"].as_str().unwrap()
-    );
+    let created = create_key(&client, &server, ADMIN_TOKEN, account, "leaked as a token").await;
+    let (token, credential) = (created.token, created.credential);
+    assert!(token.starts_with("acme_"), "{token}");
     assert_eq!(whoami(&client, &server, &credential).await.status(), 200);
 
     // The same token with its last checksum character changed.

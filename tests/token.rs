@@ -180,7 +180,7 @@ mod server {
     use serde_json::{Value, json};
     use uuid::Uuid;
 
-    use super::common::server::{ADMIN_TOKEN, Server, admin, client, problem, whoami};
+    use super::common::server::{ADMIN_TOKEN, Server, admin, client, create_key, problem, whoami};
 
     #[tokio::test]
     async fn create_hands_out_a_token_that_whoami_and_revocation_accept() {
@@ -196,22 +196,9 @@ mod server {
         );
         server.wait_ready(&client).await;
 
-        let response = admin(
-            &client,
-            reqwest::Method::POST,
-            server.url("/v1/api-keys"),
-            ADMIN_TOKEN,
-            account,
-        )
-        .json(&json!({"title": "scannable"}))
-        .send()
-        .await
-        .unwrap();
-        assert_eq!(response.status(), 201);
-        let created: Value = response.json().await.unwrap();
-        let token = created["token"].as_str().unwrap().to_owned();
-        let public_key = created["public_key"].as_str().unwrap();
-        let secret_key = created["secret_key"].as_str().unwrap();
+        let created = create_key(&client, &server, ADMIN_TOKEN, account, "scannable").await;
+        let token = created.token.clone();
+        let (public_key, secret_key) = created.credential.split_once(':').unwrap();
         assert_eq!(token.len(), "acme_".len() + 64 + 6);
         assert_eq!(&token[..5], "acme_");
         assert_eq!(&token[5..37], &public_key[3..]);
@@ -221,7 +208,7 @@ mod server {
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["account_id"], account.to_string());
-        assert_eq!(body["key_id"], created["key_id"]);
+        assert_eq!(body["key_id"], created.key_id);
         let bearer = client
             .get(server.url("/v1/whoami"))
             .bearer_auth(&token)
@@ -234,10 +221,7 @@ mod server {
         let response = admin(
             &client,
             reqwest::Method::POST,
-            server.url(&format!(
-                "/v1/api-keys/{}/rotate",
-                created["key_id"].as_str().unwrap()
-            )),
+            server.url(&format!("/v1/api-keys/{}/rotate", created.key_id)),
             ADMIN_TOKEN,
             account,
         )

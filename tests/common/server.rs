@@ -281,6 +281,8 @@ pub struct Created {
     pub key_id: String,
     pub secret_key: String,
     pub credential: String,
+    /// The answer's `token`: `P_…` with `API_KEY_PREFIX`, else the credential.
+    pub token: String,
 }
 
 pub async fn create_key(
@@ -325,6 +327,7 @@ pub async fn create_key_with(
     Created {
         key_id,
         credential: format!("{public_key}:{secret_key}"),
+        token: body["token"].as_str().unwrap().to_owned(),
         secret_key,
     }
 }
