@@ -56,20 +56,13 @@ impl KeyManager {
             Ok(key) => key,
             Err(Rejection::StoreUnavailable) => return Err(ManagerError::Unavailable),
             Err(Rejection::MalformedCredential | Rejection::MissingCredential) => {
-                // The layer refuses these before any HMAC; here the answer must
-                // not come back faster than for an unknown key.
-                let secret = credential.get(credential.len().saturating_sub(35)..);
-                self.validator.verify_dummy(secret.unwrap_or(credential));
+                self.verify_unparsed(credential);
                 return Ok(());
             }
             Err(_) => return Ok(()),
         };
-        let revoked = self
-            .store
-            .revoke(key.account_id().into_inner(), key.key_id().into_inner())
-            .await;
-        self.validator.invalidate(key.public_key());
-        revoked?;
+        self.revoke_and_evict(key.account_id(), key.key_id(), key.public_key())
+            .await?;
         tracing::info!(key_id = %key.key_id(), account_id = %key.account_id(), "API key revoked by its holder");
         Ok(())
     }
@@ -96,9 +89,7 @@ impl KeyManager {
 
     async fn revoke_leaked_now(&self, text: &str) -> Result<Option<LeakedKey>, ManagerError> {
         let Ok(credential) = self.validator.parse(text) else {
-            // No lookup for a malformed token, but the same HMAC as a refusal.
-            let secret = text.get(text.len().saturating_sub(35)..);
-            self.validator.verify_dummy(secret.unwrap_or(text));
+            self.verify_unparsed(text);
             return Ok(None);
         };
         let found = self
@@ -124,9 +115,8 @@ impl KeyManager {
             newly_revoked: record.status != KeyStatus::Revoked,
         };
         if leaked.newly_revoked {
-            let revoked = self.store.revoke(record.account_id, record.key_id).await;
-            self.validator.invalidate(&record.public_key);
-            revoked?;
+            self.revoke_and_evict(leaked.account_id, leaked.key_id, &record.public_key)
+                .await?;
             tracing::info!(
                 key_id = %leaked.key_id,
                 account_id = %leaked.account_id,
@@ -137,6 +127,34 @@ impl KeyManager {
             self.validator.invalidate(&record.public_key);
         }
         Ok(Some(leaked))
+    }
+}
+
+impl KeyManager {
+    /// The one HMAC a refusal costs, spent on text that did not parse as a
+    /// credential: the layer refuses it before any HMAC, but a revocation's
+    /// answer must not come back faster than for an unknown key.
+    fn verify_unparsed(&self, text: &str) {
+        let secret = text.get(text.len().saturating_sub(35)..);
+        self.validator.verify_dummy(secret.unwrap_or(text));
+    }
+
+    /// Revokes a key found by its credential and evicts it from this
+    /// process's cache, whether or not the write succeeded (a write that timed
+    /// out may still have committed).
+    async fn revoke_and_evict(
+        &self,
+        account: AccountId,
+        key_id: ApiKeyId,
+        public_key: &str,
+    ) -> Result<(), ManagerError> {
+        let revoked = self
+            .store
+            .revoke(account.into_inner(), key_id.into_inner())
+            .await;
+        self.validator.invalidate(public_key);
+        revoked?;
+        Ok(())
     }
 }
 
