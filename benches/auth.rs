@@ -13,6 +13,10 @@
 //!   key with three scopes (the route requires one of them);
 //! - (h) `ApiKeyAuthLayer`, cache hit of a key with a rate limit (in-process
 //!   GCRA, never exhausted: 1,000,000 per second), its headers added;
+//! - (l) `ApiKeyAuthLayer`, cache hit of a key with a 64-entry address
+//!   allowlist whose last entry holds the client (the whole list is scanned);
+//!   (c3) the key of (c), no allowlist, in the same request, which carries
+//!   axum's `ConnectInfo` as a server with connect info gives every request;
 //! - (i) as (c), with a Prometheus metrics recorder installed when the
 //!   validator was built (its counters then really count);
 //! - (j) a cache hit on a key drawn uniformly at random from 1,000 cached keys;
@@ -35,16 +39,16 @@
 //!
 //! Run with `cargo bench --bench auth`.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
-use axum::{Router, body::Body, routing::get};
+use axum::{Router, body::Body, extract::ConnectInfo, routing::get};
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use tower::ServiceExt;
 use tower_api_keys::{
-    AccountId, ApiKeyAuthLayer, ApiKeyValidator, KeyManager, KeyPair, KeyPrefix, NewApiKey, Pepper,
-    RateLimit, RequireScopesLayer, Scopes,
+    AccountId, AllowedNetworks, ApiKeyAuthLayer, ApiKeyValidator, KeyManager, KeyPair, KeyPrefix,
+    NewApiKey, Pepper, RateLimit, RequireScopesLayer, Scopes,
     hash::KeyHasher,
     key::PublicKey,
     store::{
@@ -67,6 +71,16 @@ fn request(header: Option<(&'static str, &str)>) -> Request<Body> {
     builder.body(Body::empty()).unwrap()
 }
 
+/// A request as a server with connect info gives it: axum's `ConnectInfo`
+/// holds the peer, an address inside the allowlisted key's last network.
+fn connected_request(credential: &str) -> Request<Body> {
+    let mut request = request(Some(("x-api-key", credential)));
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 77], 40_000))));
+    request
+}
+
 fn bench_auth(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -76,38 +90,52 @@ fn bench_auth(c: &mut Criterion) {
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let pepper = || Pepper::try_from("benchmark-pepper-0123456789").unwrap();
     let prefix = KeyPrefix::new("bench").unwrap();
-    let (repo, credential, token, scoped_credential, limited_credential) = rt.block_on(async {
-        let repo = SeaOrmRepository::connect(&url).await.unwrap();
-        let manager = KeyManager::new(ApiKeyValidator::new(repo.clone(), pepper()));
-        let account = AccountId::new(uuid::Uuid::new_v4());
-        let created = manager
-            .create(account, NewApiKey::new("bench"))
-            .await
-            .unwrap();
-        let scopes = Scopes::new(["billing:read", "reports:read", "reports:write"]).unwrap();
-        let scoped = manager
-            .create(account, NewApiKey::new("scoped").with_scopes(scopes))
-            .await
-            .unwrap();
-        let limited = manager
-            .create(
-                account,
-                NewApiKey::new("limited").with_rate_limit(RateLimit::new(1_000_000, 1).unwrap()),
+    let (repo, credential, token, scoped_credential, limited_credential, allowlisted_credential) =
+        rt.block_on(async {
+            let repo = SeaOrmRepository::connect(&url).await.unwrap();
+            let manager = KeyManager::new(ApiKeyValidator::new(repo.clone(), pepper()));
+            let account = AccountId::new(uuid::Uuid::new_v4());
+            let created = manager
+                .create(account, NewApiKey::new("bench"))
+                .await
+                .unwrap();
+            let scopes = Scopes::new(["billing:read", "reports:read", "reports:write"]).unwrap();
+            let scoped = manager
+                .create(account, NewApiKey::new("scoped").with_scopes(scopes))
+                .await
+                .unwrap();
+            let limited = manager
+                .create(
+                    account,
+                    NewApiKey::new("limited")
+                        .with_rate_limit(RateLimit::new(1_000_000, 1).unwrap()),
+                )
+                .await
+                .unwrap();
+            // 63 networks that miss, then the client's.
+            let mut networks: Vec<String> = (0..63).map(|i| format!("10.{i}.0.0/16")).collect();
+            networks.push("192.0.2.0/24".to_owned());
+            let allowlisted = manager
+                .create(
+                    account,
+                    NewApiKey::new("allowlisted")
+                        .with_allowed_cidrs(AllowedNetworks::new(&networks).unwrap()),
+                )
+                .await
+                .unwrap();
+            let token = prefix.token(
+                &PublicKey::parse(&created.key.public_key).unwrap(),
+                &created.secret_key,
+            );
+            (
+                repo,
+                created.credential(),
+                token.expose().to_owned(),
+                scoped.credential(),
+                limited.credential(),
+                allowlisted.credential(),
             )
-            .await
-            .unwrap();
-        let token = prefix.token(
-            &PublicKey::parse(&created.key.public_key).unwrap(),
-            &created.secret_key,
-        );
-        (
-            repo,
-            created.credential(),
-            token.expose().to_owned(),
-            scoped.credential(),
-            limited.credential(),
-        )
-    });
+        });
     let unknown = KeyPair::generate().unwrap().credential();
     let bad_checksum = {
         let pair = KeyPair::generate().unwrap();
@@ -181,6 +209,18 @@ fn bench_auth(c: &mut Criterion) {
             .await
             .unwrap();
         assert!(response.headers().contains_key("ratelimit"));
+        let response = keyed
+            .clone()
+            .oneshot(connected_request(&allowlisted_credential))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "the client is in the allowlist");
+        let response = keyed
+            .clone()
+            .oneshot(request(Some(("x-api-key", &allowlisted_credential))))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "an unknown address is refused");
     });
 
     let mut group = c.benchmark_group("auth");
@@ -208,6 +248,17 @@ fn bench_auth(c: &mut Criterion) {
     group.bench_function("c2_api_key_cache_hit_token", |b| {
         b.to_async(&rt)
             .iter(|| keyed.clone().oneshot(request(Some(("x-api-key", &token)))))
+    });
+    group.bench_function("c3_cache_hit_connect_info", |b| {
+        b.to_async(&rt)
+            .iter(|| keyed.clone().oneshot(connected_request(&credential)))
+    });
+    group.bench_function("l_allowlist_64_cache_hit", |b| {
+        b.to_async(&rt).iter(|| {
+            keyed
+                .clone()
+                .oneshot(connected_request(&allowlisted_credential))
+        })
     });
     group.bench_function("d_api_key_cache_miss_sqlite", |b| {
         b.to_async(&rt).iter(|| {
@@ -365,6 +416,7 @@ async fn filled(keys: usize, pepper: Pepper) -> Router {
             metadata: None,
             rotated_from: None,
             rate_limit: None,
+            allowed_cidrs: None,
         };
         rows.push(record);
     }

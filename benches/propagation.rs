@@ -173,6 +173,7 @@ async fn measure_large(name: &str, options: ConnectOptions) {
                 metadata: None,
                 rotated_from: None,
                 rate_limit: None,
+                allowed_cidrs: None,
             })
             .collect();
         writer.insert_many(records).await.unwrap();

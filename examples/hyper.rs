@@ -17,7 +17,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming, server::conn::http1};
 use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown, service::TowerToHyperService};
 use tower_api_keys::{
-    AccountId, ApiKeyAuthLayer, ApiKeyValidator, PepperRing,
+    AccountId, ApiKeyAuthLayer, ApiKeyValidator, PeerAddr, PepperRing,
     store::{SeaOrmRepository, redact_secrets},
 };
 
@@ -56,9 +56,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = accepted?;
+                let (stream, remote) = accepted?;
+                // The peer address, for keys with an address allowlist.
+                let service = tower::ServiceBuilder::new()
+                    .map_request(move |mut request: Request<Incoming>| {
+                        request.extensions_mut().insert(PeerAddr::from(remote));
+                        request
+                    })
+                    .service(service.clone());
                 let connection = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()));
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
                 let connection = graceful.watch(connection);
                 tokio::spawn(connection);
             }

@@ -19,6 +19,7 @@
 //! | `API_KEY_PREFIX` | the key prefix `P` (`[a-z][a-z0-9]{1,15}`, e.g. `acme`): keys are also accepted as the token `P_…`, and create and rotate answer with it in `token`; any other value stops the server at start | none: `token` is `pk_…:sk_…` |
 //! | `ADMIN_TOKEN` | stands in for the host's own login on the management routes (at least 16 bytes, no whitespace) | generated at each start and printed once to stdout as `ADMIN_TOKEN=…` |
 //! | `BIND` | listening address | `127.0.0.1:3000` |
+//! | `TRUSTED_PROXIES` | the proxies or load balancers in front of the server, comma-separated CIDRs or addresses (e.g. `10.0.0.0/8,127.0.0.1`): from them, the client address is the rightmost `X-Forwarded-For` entry that is not one of them; anything else stops the server at start | none: `X-Forwarded-For` is never read, the client is the connection's peer |
 //! | `DATABASE_POOL_MODE` | `transaction` when `DATABASE_URL` is a transaction-mode pooler (PgBouncer `pool_mode = transaction`, Supavisor's port 6543): nothing session-level goes through it | `session` (a direct connection or a session-mode pooler) |
 //! | `FEED_DATABASE_URL` | PostgreSQL: a direct or session-mode URL of the primary for the change feed's `LISTEN` | `DATABASE_URL` in session mode; none in transaction mode (the feed polls the change log through the pooler) |
 //! | `READ_DATABASE_URL` | PostgreSQL: a read replica (streaming standby) for cache-miss lookups | none |
@@ -92,7 +93,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tower_api_keys::{
     AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, AuthenticatedKey, KeyManager, KeyPair,
-    KeyPrefix, PepperRing, PepperSource, RateLimiter, RequireScopesLayer, Scopes,
+    KeyPrefix, PepperRing, PepperSource, RateLimiter, RequireScopesLayer, Scopes, TrustedProxies,
     headers::PROBLEM_JSON,
     router::{ManagementRouter, RevocationRouter, ScanningKeys, SecretScanningRouter},
     store::{
@@ -178,6 +179,7 @@ async fn run() -> Result<(), String> {
     let peppers = peppers()?;
     let scanning_keys = scanning_keys()?;
     let key_prefix = key_prefix()?;
+    let trusted_proxies = trusted_proxies()?;
 
     // Before the validator is built: it registers its metrics with the recorder.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -191,6 +193,10 @@ async fn run() -> Result<(), String> {
     if let Some(prefix) = key_prefix {
         tracing::info!(%prefix, "keys are also accepted as tokens {prefix}_…");
         validator = validator.with_key_prefix(prefix);
+    }
+    if let Some(proxies) = trusted_proxies {
+        tracing::info!(?proxies, "X-Forwarded-For is read from these proxies");
+        validator = validator.with_trusted_proxies(proxies);
     }
     let validator = validator.build();
     let manager = KeyManager::new(validator.clone()).with_max_keys_per_account(max_keys);
@@ -234,11 +240,15 @@ async fn run() -> Result<(), String> {
 
     let mut drain = shutdown.clone();
     let mut graceful = shutdown;
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = graceful.wait_for(|stop| *stop).await;
-        })
-        .into_future();
+    // With connect info: the peer address is what key allowlists check.
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = graceful.wait_for(|stop| *stop).await;
+    })
+    .into_future();
     let served = tokio::select! {
         served = server => served.map_err(|err| format!("server failed: {err}")),
         () = async {
@@ -472,6 +482,18 @@ fn key_prefix() -> Result<Option<KeyPrefix>, String> {
     KeyPrefix::new(&text)
         .map(Some)
         .map_err(|err| format!("API_KEY_PREFIX: {err}"))
+}
+
+/// `TRUSTED_PROXIES`: `None` when unset or empty, an error (the server does
+/// not start) when an entry is not a CIDR or an address.
+fn trusted_proxies() -> Result<Option<TrustedProxies>, String> {
+    let text = env_or("TRUSTED_PROXIES", "")?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|err| format!("TRUSTED_PROXIES: {err}"))
 }
 
 /// `name` from the environment, or `default` when it is unset.

@@ -28,8 +28,24 @@ mod support;
 
 use std::{error::Error, future::Future};
 
-use tonic::transport::{Server, server::TcpIncoming};
-use tower_api_keys::{ApiKeyAuthLayer, ApiKeyValidator, grpc::GrpcRejection};
+use tonic::transport::{
+    Server,
+    server::{TcpConnectInfo, TcpIncoming},
+};
+use tower_api_keys::{ApiKeyAuthLayer, ApiKeyValidator, PeerAddr, grpc::GrpcRejection};
+
+/// Hands tonic's remote address to the layer, for keys with an address
+/// allowlist.
+fn with_peer_addr<B>(mut request: http::Request<B>) -> http::Request<B> {
+    let remote = request
+        .extensions()
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr);
+    if let Some(remote) = remote {
+        request.extensions_mut().insert(PeerAddr::from(remote));
+    }
+    request
+}
 
 /// Serves the health and WhoAmI services behind the API-key layer on
 /// `incoming` until `shutdown` completes, then waits for in-flight calls.
@@ -42,6 +58,7 @@ pub async fn serve(
     health.set_serving::<whoami::WhoAmIServer>().await;
 
     Server::builder()
+        .layer(tower::util::MapRequestLayer::new(with_peer_addr))
         // Every service added below is behind the layer. Its rejections are
         // gRPC trailers-only responses instead of HTTP problem documents.
         .layer(ApiKeyAuthLayer::new(validator).with_rejection(GrpcRejection))

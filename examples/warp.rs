@@ -39,7 +39,7 @@ use hyper_util::{
 use serde_json::json;
 use tokio::net::TcpListener;
 use tower_api_keys::{
-    AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, headers::PROBLEM_JSON,
+    AccountId, ApiKeyAuthLayer, ApiKeyId, ApiKeyValidator, PeerAddr, headers::PROBLEM_JSON,
 };
 use warp::{
     Filter, Rejection, Reply, ext::MissingExtension, http::StatusCode, reject::MethodNotAllowed,
@@ -102,16 +102,23 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, remote) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(err) => {
                         tracing::warn!(error = %err, "accept failed");
                         continue;
                     }
                 };
+                // The peer address, for keys with an address allowlist.
+                let service = tower::ServiceBuilder::new()
+                    .map_request(move |mut request: http::Request<_>| {
+                        request.extensions_mut().insert(PeerAddr::from(remote));
+                        request
+                    })
+                    .service(service.clone());
                 let connection = builder.serve_connection_with_upgrades(
                     TokioIo::new(stream),
-                    TowerToHyperService::new(service.clone()),
+                    TowerToHyperService::new(service),
                 );
                 let connection = graceful.watch(connection.into_owned());
                 tokio::spawn(async move {

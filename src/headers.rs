@@ -4,6 +4,9 @@ use http::HeaderName;
 
 /// The reference service's header, `X-API-Key: pk_…:sk_…`.
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// `X-Forwarded-For`, read only from trusted proxies
+/// ([`TrustedProxies`](crate::TrustedProxies)).
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// The `WWW-Authenticate` challenge sent with every `401`.
 pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"api\"";
 /// The `WWW-Authenticate` challenge of a `403` for a missing scope (RFC 6750

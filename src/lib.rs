@@ -279,7 +279,7 @@ pub use manager::{
 pub use manager::{DayUsage, KeyUsage};
 pub use policy::limits;
 pub use policy::rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};
-pub use policy::{Metadata, Scopes};
+pub use policy::{AllowedNetworks, Metadata, NetworksError, PeerAddr, Scopes, TrustedProxies};
 #[cfg(feature = "redis")]
 pub use ratelimit::RateLimiterError;
 pub use ratelimit::{

@@ -448,6 +448,7 @@ async fn debug_and_errors_redact_every_secret() {
         rotated_from: None,
         rate_limit_requests: None,
         rate_limit_period_seconds: None,
+        allowed_cidrs: None,
     };
     let active_model = entity::ActiveModel::from(model.clone());
     assert_eq!(record.secret_key_hash, hash_hex);

@@ -10,6 +10,7 @@
 //! | missing, malformed or invalid credential | `16` (`UNAUTHENTICATED`) | [`Rejection::detail`], percent-encoded |
 //! | [`Rejection::StoreUnavailable`] | `14` (`UNAVAILABLE`) | `Authentication temporarily unavailable` |
 //! | [`Rejection::InsufficientScope`] (a scope guard) | `7` (`PERMISSION_DENIED`) | `Insufficient scope` |
+//! | [`Rejection::AddressNotAllowed`] (the key's allowlist) | `7` (`PERMISSION_DENIED`) | `API key not allowed from this address` |
 //! | [`Rejection::RateLimited`] | `8` (`RESOURCE_EXHAUSTED`) | `Rate limit exceeded` |
 //!
 //! so that a tonic client sees `Code::Unauthenticated` or `Code::Unavailable`
@@ -70,7 +71,8 @@ pub struct GrpcRejection;
 
 impl GrpcRejection {
     /// The gRPC status code for `rejection`: [`UNAVAILABLE`] for a store
-    /// outage (a client may retry), [`PERMISSION_DENIED`] for a missing scope,
+    /// outage (a client may retry), [`PERMISSION_DENIED`] for a missing scope
+    /// or an address outside the key's allowlist,
     /// [`RESOURCE_EXHAUSTED`] over the rate limit, otherwise
     /// [`UNAUTHENTICATED`].
     pub const fn code(rejection: Rejection) -> u16 {
@@ -122,13 +124,14 @@ mod tests {
 
     use super::*;
 
-    const ALL: [Rejection; 6] = [
+    const ALL: [Rejection; 7] = [
         Rejection::MissingCredential,
         Rejection::MalformedCredential,
         Rejection::InvalidCredential,
         Rejection::StoreUnavailable,
         Rejection::InsufficientScope,
         Rejection::RateLimited,
+        Rejection::AddressNotAllowed,
     ];
 
     #[test]
@@ -140,7 +143,7 @@ mod tests {
             assert_eq!(headers[header::CONTENT_TYPE], "application/grpc");
             let expected = match rejection {
                 Rejection::StoreUnavailable => "14",
-                Rejection::InsufficientScope => "7",
+                Rejection::InsufficientScope | Rejection::AddressNotAllowed => "7",
                 Rejection::RateLimited => "8",
                 _ => "16",
             };

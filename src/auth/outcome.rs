@@ -19,7 +19,7 @@ pub(crate) fn outcome(rejection: Rejection) -> &'static str {
         Rejection::InvalidCredential => "invalid",
         Rejection::StoreUnavailable => "unavailable",
         Rejection::RateLimited => "rate_limited",
-        Rejection::InsufficientScope => "forbidden",
+        Rejection::InsufficientScope | Rejection::AddressNotAllowed => "forbidden",
     }
 }
 

@@ -146,6 +146,18 @@ where
                 },
             },
         };
+        let verdict = match verdict {
+            Verdict::Pass(Some(hit))
+                if !self.config.validator.address_allowed(&hit, || {
+                    self.config
+                        .validator
+                        .client_address(request.extensions(), request.headers())
+                }) =>
+            {
+                Verdict::Reject(Rejection::AddressNotAllowed)
+            }
+            verdict => verdict,
+        };
         match verdict {
             Verdict::Reject(rejection) => {
                 self.config.validator.telemetry().verified(Err(rejection));
@@ -183,8 +195,14 @@ where
                 secret_key,
             } => {
                 let validator = self.config.validator.clone();
+                let client = validator.client_address(request.extensions(), request.headers());
                 let check = Box::pin(async move {
                     match validator.check_store(&public_key, &secret_key).await {
+                        Ok(hit) if !validator.address_allowed(&hit, || client) => {
+                            let rejection = Rejection::AddressNotAllowed;
+                            validator.telemetry().verified(Err(rejection));
+                            Err(rejection.into())
+                        }
                         Ok(hit) => validator.admit(hit).await,
                         Err(rejection) => {
                             validator.telemetry().verified(Err(rejection));

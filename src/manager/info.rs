@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::{
     identity::ApiKeyId,
     key::{SecretKey, Token},
-    policy::{Metadata, Scopes},
+    policy::{AllowedNetworks, Metadata, Scopes},
     ratelimit::RateLimit,
     store::{ApiKeyRecord, EffectiveStatus},
 };
@@ -43,6 +43,9 @@ pub struct ApiKeyInfo {
     pub rotated_from: Option<ApiKeyId>,
     /// The key's own rate limit, if any.
     pub rate_limit: Option<RateLimit>,
+    /// The networks the key may be used from, normalised; `None` (`null`):
+    /// any address.
+    pub allowed_cidrs: Option<AllowedNetworks>,
 }
 
 impl ApiKeyInfo {
@@ -60,6 +63,7 @@ impl ApiKeyInfo {
             metadata: record.metadata,
             rotated_from: record.rotated_from.map(ApiKeyId::new),
             rate_limit: record.rate_limit,
+            allowed_cidrs: record.allowed_cidrs,
         }
     }
 }

@@ -204,6 +204,7 @@ impl KeyManager {
             metadata: request.metadata,
             rotated_from: None,
             rate_limit: request.rate_limit,
+            allowed_cidrs: request.allowed_cidrs,
         };
         let inserted = self
             .store

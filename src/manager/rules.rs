@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::{
     policy::limits::{EXPIRES_IN_DAYS, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS},
-    policy::{Metadata, Scopes},
+    policy::{AllowedNetworks, Metadata, Scopes},
     ratelimit::RateLimit,
     store::KeyChanges,
 };
@@ -26,6 +26,8 @@ pub struct NewApiKey {
     pub metadata: Option<Metadata>,
     /// The key's own rate limit; `None`: the layer's default, if any.
     pub rate_limit: Option<RateLimit>,
+    /// The networks the key may be used from; `None`: any address.
+    pub allowed_cidrs: Option<AllowedNetworks>,
 }
 
 impl NewApiKey {
@@ -38,7 +40,15 @@ impl NewApiKey {
             scopes: None,
             metadata: None,
             rate_limit: None,
+            allowed_cidrs: None,
         }
+    }
+
+    /// Lets the key be used only from `networks`.
+    #[must_use]
+    pub fn with_allowed_cidrs(mut self, networks: AllowedNetworks) -> Self {
+        self.allowed_cidrs = Some(networks);
+        self
     }
 
     /// Limits the key to `limit`.

@@ -6,13 +6,18 @@
 //! a scope guard ([`RequireScopes`](crate::RequireScopes)) checks them in a few
 //! nanoseconds. Both are cheap to clone (shared, immutable).
 
+pub(crate) mod client;
 pub mod limits;
+pub(crate) mod networks;
 pub(crate) mod rejection;
 
 use std::{fmt, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use self::client::{PeerAddr, TrustedProxies};
+pub use self::networks::{AllowedNetworks, MAX_ALLOWED_CIDRS, NetworksError};
 
 /// Most scopes one key may carry.
 pub const MAX_SCOPES: usize = 32;

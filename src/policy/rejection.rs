@@ -92,15 +92,19 @@ pub enum Rejection {
     InsufficientScope,
     /// The key is over its rate limit.
     RateLimited,
+    /// A valid key used from an address outside its allowlist, or from an
+    /// unknown address (see [`AllowedNetworks`](crate::AllowedNetworks)).
+    AddressNotAllowed,
 }
 
 impl Rejection {
     /// The HTTP status: `401`, `503` for [`Rejection::StoreUnavailable`], `403`
-    /// for [`Rejection::InsufficientScope`], `429` for [`Rejection::RateLimited`].
+    /// for [`Rejection::InsufficientScope`] and [`Rejection::AddressNotAllowed`],
+    /// `429` for [`Rejection::RateLimited`].
     pub const fn status(self) -> StatusCode {
         match self {
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::InsufficientScope => StatusCode::FORBIDDEN,
+            Self::InsufficientScope | Self::AddressNotAllowed => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::MissingCredential | Self::MalformedCredential | Self::InvalidCredential => {
                 StatusCode::UNAUTHORIZED
@@ -117,6 +121,7 @@ impl Rejection {
             Self::StoreUnavailable => "Authentication temporarily unavailable",
             Self::InsufficientScope => "Insufficient scope",
             Self::RateLimited => "Rate limit exceeded",
+            Self::AddressNotAllowed => "API key not allowed from this address",
         }
     }
 
@@ -139,6 +144,9 @@ impl Rejection {
             }
             Self::RateLimited => {
                 r#"{"type":"about:blank","title":"Too Many Requests","status":429,"detail":"Rate limit exceeded"}"#
+            }
+            Self::AddressNotAllowed => {
+                r#"{"type":"about:blank","title":"Forbidden","status":403,"detail":"API key not allowed from this address"}"#
             }
         }
     }
@@ -172,6 +180,8 @@ impl Rejection {
                     HeaderValue::from_static(WWW_AUTHENTICATE),
                 );
             }
+            // Another credential would not help: no challenge.
+            Self::AddressNotAllowed => {}
         }
         response
     }
@@ -237,6 +247,7 @@ mod tests {
             Rejection::StoreUnavailable,
             Rejection::InsufficientScope,
             Rejection::RateLimited,
+            Rejection::AddressNotAllowed,
         ] {
             let doc: serde_json::Value = serde_json::from_str(rejection.body()).unwrap();
             assert_eq!(doc["type"], "about:blank");

@@ -9,7 +9,7 @@ use super::ApiError;
 use crate::{
     manager::rules::{FieldError, NewApiKey},
     policy::limits::MAX_GRACE_PERIOD_SECONDS,
-    policy::{Metadata, Scopes},
+    policy::{AllowedNetworks, Metadata, Scopes},
     ratelimit::RateLimit,
     store::KeyChanges,
 };
@@ -41,6 +41,13 @@ fn rate_limit(value: Value) -> Result<Option<RateLimit>, FieldError> {
     })
 }
 
+/// `allowed_cidrs`: `null` or an array of 1–64 CIDRs or addresses; the
+/// message names the position of a bad entry (never its text).
+fn allowed_cidrs(value: Value) -> Result<Option<AllowedNetworks>, FieldError> {
+    AllowedNetworks::from_json(&value)
+        .map_err(|err| FieldError::new("allowed_cidrs", err.to_string()))
+}
+
 /// Adds `more` to `errors`, leaving out fields a type error already covers.
 fn merge(errors: &mut Vec<FieldError>, more: Vec<FieldError>) {
     for error in more {
@@ -58,6 +65,7 @@ enum Field {
     Scopes(Option<Scopes>),
     Metadata(Option<Metadata>),
     RateLimit(Option<RateLimit>),
+    AllowedCidrs(Option<AllowedNetworks>),
     /// Any other field, unread: the body decides whether it knows it.
     Other(String, Value),
 }
@@ -77,6 +85,7 @@ fn field(name: String, value: Value) -> Result<Field, FieldError> {
         "scopes" => scopes(value).map(Field::Scopes),
         "metadata" => metadata(value).map(Field::Metadata),
         "rate_limit" => rate_limit(value).map(Field::RateLimit),
+        "allowed_cidrs" => allowed_cidrs(value).map(Field::AllowedCidrs),
         _ => Ok(Field::Other(name, value)),
     }
 }
@@ -97,7 +106,7 @@ fn expires_in_days(value: Value) -> Result<Option<i64>, FieldError> {
 }
 
 /// Reads a create body: `title`, `description`, `expires_in_days`, `scopes`,
-/// `metadata`, `rate_limit`.
+/// `metadata`, `rate_limit`, `allowed_cidrs`.
 pub(super) fn new_key(body: Map<String, Value>) -> Result<NewApiKey, ApiError> {
     let mut errors = Vec::new();
     let mut request = NewApiKey::new("");
@@ -112,6 +121,7 @@ pub(super) fn new_key(body: Map<String, Value>) -> Result<NewApiKey, ApiError> {
             Ok(Field::Scopes(scopes)) => request.scopes = scopes,
             Ok(Field::Metadata(metadata)) => request.metadata = metadata,
             Ok(Field::RateLimit(limit)) => request.rate_limit = limit,
+            Ok(Field::AllowedCidrs(networks)) => request.allowed_cidrs = networks,
             Ok(Field::Other(name, value)) if name == "expires_in_days" => {
                 match expires_in_days(value) {
                     Ok(days) => request.expires_in_days = days,
@@ -135,7 +145,8 @@ pub(super) fn new_key(body: Map<String, Value>) -> Result<NewApiKey, ApiError> {
 }
 
 /// Reads an update body (`PATCH /{key_id}`): any of `title`, `description`,
-/// `scopes`, `metadata`, `rate_limit`; `null` clears the last four, and `title: null` is an
+/// `scopes`, `metadata`, `rate_limit`, `allowed_cidrs`; `null` clears all but the
+/// title, and `title: null` is an
 /// error (a key always has a title).
 pub(super) fn key_changes(body: Map<String, Value>) -> Result<KeyChanges, ApiError> {
     let mut errors = Vec::new();
@@ -147,6 +158,7 @@ pub(super) fn key_changes(body: Map<String, Value>) -> Result<KeyChanges, ApiErr
             Ok(Field::Scopes(scopes)) => changes.scopes = Some(scopes),
             Ok(Field::Metadata(metadata)) => changes.metadata = Some(metadata),
             Ok(Field::RateLimit(limit)) => changes.rate_limit = Some(limit),
+            Ok(Field::AllowedCidrs(networks)) => changes.allowed_cidrs = Some(networks),
             Ok(Field::Other(name, _)) => errors.push(FieldError::new(name, "unknown field")),
             Err(error) => errors.push(error),
         }
@@ -339,6 +351,18 @@ mod tests {
             ("metadata", json!([])),
             ("rate_limit", json!(5)),
             ("rate_limit", json!({"requests": 0, "period_seconds": 1})),
+            ("allowed_cidrs", json!([])),
+            ("allowed_cidrs", json!("10.0.0.0/8")),
+            ("allowed_cidrs", json!(["10.0.0.0/8", "10.0.0.0/33"])),
+            ("allowed_cidrs", json!(["fe80::1%eth0"])),
+            (
+                "allowed_cidrs",
+                json!(
+                    (0..65)
+                        .map(|i| format!("10.{i}.0.0/16"))
+                        .collect::<Vec<_>>()
+                ),
+            ),
         ] {
             let mut create = object(json!({"title": "t"}));
             create.insert(name.to_owned(), bad.clone());

@@ -11,7 +11,7 @@
 //! | `POST /` | `201` + `Location`, the key with its secret (shown once) |
 //! | `GET /` | `200`, the account's keys, newest first |
 //! | `GET /{key_id}` | `200`, one key |
-//! | `PATCH /{key_id}` | `200`, the key after the change (title, description, scopes, metadata) |
+//! | `PATCH /{key_id}` | `200`, the key after the change (title, description, scopes, metadata, rate limit, allowed_cidrs) |
 //! | `POST /{key_id}/rotate` | `201` + `Location`, the successor with its secret (shown once) |
 //! | `PATCH /{key_id}/revoke` | `200 {"message":"API key revoked successfully"}` |
 //! | `DELETE /{key_id}` | `200 {"message":"API key deleted successfully"}` |

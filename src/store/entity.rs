@@ -59,6 +59,9 @@ pub struct Model {
     pub rate_limit_requests: Option<i32>,
     /// Rate limit: the period in seconds.
     pub rate_limit_period_seconds: Option<i32>,
+    /// The networks the key may be used from, as JSON text (an array of
+    /// CIDRs); `None`: any address. Typed as `scopes`.
+    pub allowed_cidrs: Option<String>,
 }
 
 /// `api_keys` has no relations.
@@ -67,7 +70,7 @@ pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
 
-/// `Entity::find()` that reads `status`, `scopes` and `metadata` as text
+/// `Entity::find()` that reads `status` and the JSON columns as text
 /// whatever the columns' types: on PostgreSQL it selects them cast to `text`, so
 /// that a table adopted from the reference service (where `status` is the ENUM
 /// `api_key_status`) and the `jsonb` columns decode; on MySQL the `json`
@@ -81,10 +84,17 @@ impl ActiveModelBehavior for ActiveModel {}
 /// ```
 pub fn find(backend: DatabaseBackend) -> Select<Entity> {
     let cast: &[(&str, &str)] = match backend {
-        DatabaseBackend::Postgres => {
-            &[("status", "text"), ("scopes", "text"), ("metadata", "text")]
-        }
-        DatabaseBackend::MySql => &[("scopes", "char"), ("metadata", "char")],
+        DatabaseBackend::Postgres => &[
+            ("status", "text"),
+            ("scopes", "text"),
+            ("metadata", "text"),
+            ("allowed_cidrs", "text"),
+        ],
+        DatabaseBackend::MySql => &[
+            ("scopes", "char"),
+            ("metadata", "char"),
+            ("allowed_cidrs", "char"),
+        ],
         _ => return Entity::find(),
     };
     let mut select = Entity::find().select_only().columns(
@@ -126,6 +136,7 @@ mod tests {
             rotated_from: None,
             rate_limit_requests: None,
             rate_limit_period_seconds: None,
+            allowed_cidrs: None,
         }
     }
 

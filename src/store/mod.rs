@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use self::feed::ChangeSource;
 use crate::{
-    policy::{Metadata, Scopes},
+    policy::{AllowedNetworks, Metadata, Scopes},
     ratelimit::RateLimit,
 };
 
@@ -146,6 +146,8 @@ pub struct ApiKeyRecord {
     pub rotated_from: Option<Uuid>,
     /// The key's own rate limit; `None`: the layer's default, if any.
     pub rate_limit: Option<RateLimit>,
+    /// The networks the key may be used from; `None`: any address.
+    pub allowed_cidrs: Option<AllowedNetworks>,
 }
 
 /// A change to a key (`PATCH`): each `Some` field is written, `None` leaves the
@@ -162,6 +164,8 @@ pub struct KeyChanges {
     pub metadata: Option<Option<Metadata>>,
     /// A new rate limit, or `Some(None)` to remove it.
     pub rate_limit: Option<Option<RateLimit>>,
+    /// A new allowlist, or `Some(None)` to allow any address.
+    pub allowed_cidrs: Option<Option<AllowedNetworks>>,
 }
 
 impl KeyChanges {
@@ -172,6 +176,7 @@ impl KeyChanges {
             && self.scopes.is_none()
             && self.metadata.is_none()
             && self.rate_limit.is_none()
+            && self.allowed_cidrs.is_none()
     }
 
     /// Applies the changes to a record (what the store does to the row).
@@ -190,6 +195,9 @@ impl KeyChanges {
         }
         if let Some(rate_limit) = self.rate_limit {
             record.rate_limit = rate_limit;
+        }
+        if let Some(allowed_cidrs) = &self.allowed_cidrs {
+            record.allowed_cidrs.clone_from(allowed_cidrs);
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::policy::Scopes;
 /// [`ApiKeyRepository::rotate`](super::ApiKeyRepository::rotate): limit the
 /// old key and insert its successor, atomically.
 ///
-/// The successor's policy (title, description, scopes, metadata, rate limit)
+/// The successor's policy (title, description, scopes, metadata, rate limit, allowlist)
 /// and lifetime are not given here: the store copies them from the old key as
 /// it reads it *inside* the rotation's transaction, after locking its row
 /// ([`Rotation::plan`]), so that a change committed just before the rotation
@@ -99,6 +99,7 @@ impl Rotation {
             metadata: old.metadata.clone(),
             rotated_from: Some(old.key_id),
             rate_limit: old.rate_limit,
+            allowed_cidrs: old.allowed_cidrs.clone(),
         };
         Ok((limit, successor))
     }

@@ -71,7 +71,7 @@ impl Telemetry {
             Err(Rejection::InvalidCredential) => &self.invalid,
             Err(Rejection::StoreUnavailable) => &self.unavailable,
             Err(Rejection::RateLimited) => &self.rate_limited,
-            Err(Rejection::InsufficientScope) => &self.forbidden,
+            Err(Rejection::InsufficientScope | Rejection::AddressNotAllowed) => &self.forbidden,
         };
         counter.increment(1);
     }

@@ -41,6 +41,7 @@ pub(crate) fn row(pair: &KeyPair, account_id: Uuid) -> ApiKeyRecord {
         metadata: None,
         rotated_from: None,
         rate_limit: None,
+        allowed_cidrs: None,
         created_at: Some(Utc::now()),
         pepper_id: None,
     }

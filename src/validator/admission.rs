@@ -1,9 +1,9 @@
 //! What happens after a key is authenticated and before the request goes on:
-//! the key's rate limit (its own, or the validator's default) and usage
-//! metering. Shared by the layer's cache-hit path (answered at once when the
+//! the key's address allowlist, then its rate limit (its own, or the
+//! validator's default) and usage metering. Shared by the layer's cache-hit path (answered at once when the
 //! limiter is in-process) and its store path (awaited).
 
-use std::time::Instant;
+use std::{net::IpAddr, time::Instant};
 
 use super::Hit;
 use crate::{
@@ -52,6 +52,22 @@ pub(crate) enum Now {
 }
 
 impl ApiKeyValidator {
+    /// Whether the key may be used from the client's address: always for a key
+    /// without an allowlist (`client` is then not called); otherwise only
+    /// from a known address inside it. Checked after verification and before
+    /// the rate limit, so a refused request spends no budget and counts no
+    /// usage.
+    pub(crate) fn address_allowed(
+        &self,
+        hit: &Hit,
+        client: impl FnOnce() -> Option<IpAddr>,
+    ) -> bool {
+        match &hit.entry.allowed_cidrs {
+            None => true,
+            Some(networks) => client().is_some_and(|address| networks.contains(address)),
+        }
+    }
+
     /// The limit that applies to `key`, if any.
     fn limit_of(&self, key: &AuthenticatedKey) -> Option<RateLimit> {
         key.rate_limit().or(self.limits().default)

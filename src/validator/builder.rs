@@ -18,6 +18,7 @@ use crate::{
     feed::{ChangeSource, Evict, Feed},
     key::KeyPrefix,
     key::ring::{Hashers, PepperId, PepperRing},
+    policy::TrustedProxies,
     ratelimit::{RateLimit, RateLimiter},
     store::{ApiKeyRepository, Store},
 };
@@ -70,6 +71,7 @@ pub struct ValidatorBuilder {
     limiter: Option<RateLimiter>,
     default_rate_limit: Option<RateLimit>,
     key_prefix: Option<KeyPrefix>,
+    trusted_proxies: Option<TrustedProxies>,
 }
 
 impl ValidatorBuilder {
@@ -192,6 +194,31 @@ impl ValidatorBuilder {
         self
     }
 
+    /// The proxies and load balancers in front of the host: default **none**,
+    /// and then `X-Forwarded-For` is never read. With them, a request whose
+    /// peer is one of them has as its client address the rightmost
+    /// `X-Forwarded-For` entry that is not a trusted proxy — what a key's
+    /// allowlist ([`NewApiKey::with_allowed_cidrs`](crate::NewApiKey::with_allowed_cidrs))
+    /// is checked against. Name only proxies that set or append the header
+    /// themselves: a client connecting directly could otherwise claim any
+    /// address.
+    ///
+    /// ```
+    /// use tower_api_keys::{ApiKeyValidator, Pepper, TrustedProxies, store::MemoryRepository};
+    ///
+    /// let validator = ApiKeyValidator::builder(
+    ///     MemoryRepository::new(),
+    ///     Pepper::try_from("a-pepper-of-at-least-16-bytes")?,
+    /// )
+    /// .with_trusted_proxies("10.0.0.0/8, 127.0.0.1".parse::<TrustedProxies>()?)
+    /// .build();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = Some(proxies);
+        self
+    }
+
     /// Whether the validator follows the store's change feed, so that a key
     /// changed by any writer (another replica, the reference service, plain
     /// SQL) is dropped from this process's cache at once: default **on** when
@@ -242,6 +269,7 @@ impl ValidatorBuilder {
                 feed_down_ttl: self.feed_down_ttl.filter(|ttl| *ttl < self.positive_ttl),
                 stale_if_error: self.stale_if_error,
                 key_prefix: self.key_prefix,
+                trusted_proxies: self.trusted_proxies,
                 telemetry: crate::telemetry::Telemetry::register(),
                 limits: Limits {
                     limiter: self.limiter.unwrap_or_default(),
@@ -307,6 +335,7 @@ impl fmt::Debug for ValidatorBuilder {
             .field("poll_interval", &self.poll_interval)
             .field("peppers", &self.peppers)
             .field("key_prefix", &self.key_prefix)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -331,6 +360,7 @@ impl ValidatorBuilder {
             limiter: None,
             default_rate_limit: None,
             key_prefix: None,
+            trusted_proxies: None,
         }
     }
 }

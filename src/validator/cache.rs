@@ -24,6 +24,7 @@ use crate::{
     key::PublicKeyBytes,
     key::hash::SecretHash,
     key::ring::Hashers,
+    policy::AllowedNetworks,
     store::{ApiKeyRecord, KeyStatus, StoredHash},
 };
 
@@ -53,6 +54,8 @@ pub(crate) struct CachedKey {
     pub(crate) rehash: Option<Box<Rehash>>,
     /// The requests the layer let through with this entry, not yet flushed.
     usage: DayCount,
+    /// The networks the key may be used from; `None`: any address.
+    pub(crate) allowed_cidrs: Option<AllowedNetworks>,
 }
 
 impl Counted for CachedKey {
@@ -117,6 +120,7 @@ impl CachedKey {
         );
         entry.pepper = pepper;
         entry.rehash = rehash;
+        entry.allowed_cidrs = record.allowed_cidrs;
         entry
     }
 
@@ -154,6 +158,7 @@ impl CachedKey {
             pepper: Some(0),
             rehash: None,
             usage: DayCount::default(),
+            allowed_cidrs: None,
         }
     }
 

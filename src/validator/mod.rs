@@ -37,6 +37,7 @@ use crate::{
     key::hash::SecretHash,
     key::ring::{Hashers, PepperRing},
     key::{Credential, KeyPrefix},
+    policy::TrustedProxies,
     policy::rejection::Rejection,
     store::{ApiKeyRepository, Store, StoreError},
     telemetry::Telemetry,
@@ -103,6 +104,8 @@ struct Inner {
     limits: Limits,
     /// The host's key prefix, for the token form.
     key_prefix: Option<KeyPrefix>,
+    /// Whose `X-Forwarded-For` is believed.
+    trusted_proxies: Option<TrustedProxies>,
     telemetry: Telemetry,
 }
 
@@ -126,6 +129,24 @@ impl ApiKeyValidator {
     /// ([`ValidatorBuilder::with_key_prefix`]).
     pub fn key_prefix(&self) -> Option<&KeyPrefix> {
         self.inner.key_prefix.as_ref()
+    }
+
+    /// The client address of a request, as a key's allowlist sees it: the
+    /// peer address the server put in the request's extensions (axum's
+    /// `ConnectInfo<SocketAddr>`, a [`PeerAddr`](crate::PeerAddr) or a
+    /// `SocketAddr`), or, when the peer is a trusted proxy
+    /// ([`ValidatorBuilder::with_trusted_proxies`]), the rightmost
+    /// `X-Forwarded-For` entry that is not one. `None` when unknown.
+    pub fn client_address(
+        &self,
+        extensions: &http::Extensions,
+        headers: &http::HeaderMap,
+    ) -> Option<std::net::IpAddr> {
+        crate::policy::client::client_address(
+            extensions,
+            headers,
+            self.inner.trusted_proxies.as_ref(),
+        )
     }
 
     /// Validates a whole credential: `pk_…:sk_…`, or the token `P_…` when a

@@ -519,6 +519,7 @@ pub fn record(public_key: &str, secret_key_hash: &str, account_id: Uuid) -> ApiK
         metadata: None,
         rotated_from: None,
         rate_limit: None,
+        allowed_cidrs: None,
     }
 }
 

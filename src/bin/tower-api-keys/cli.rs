@@ -106,7 +106,7 @@ pub(crate) enum Command {
         key_id: Uuid,
     },
     /// Replace a key with a new one (same title, description, scopes, metadata,
-    /// rate limit and lifetime); prints the new secret, this once.
+    /// rate limit, allowlist and lifetime); prints the new secret, this once.
     Rotate {
         /// The key to replace.
         key_id: Uuid,
@@ -120,7 +120,8 @@ pub(crate) enum Command {
     /// and `title` required; `key_id`, `description`, `status`
     /// (active|revoked|expired), `expires_at`, `last_used_at`, `created_at`
     /// (RFC 3339), `scopes`, `metadata`, `rate_limit` ({"requests",
-    /// "period_seconds"}) and `pepper_id` optional. Blank lines are skipped; a
+    /// "period_seconds"}), `allowed_cidrs` (an array of CIDRs) and `pepper_id`
+    /// optional. Blank lines are skipped; a
     /// member named twice in one object is refused.
     /// Every line is checked before any is written, and all are written in one
     /// transaction: one bad line, or a `public_key` or `key_id` that exists
@@ -192,6 +193,10 @@ pub(crate) struct CreateArgs {
     /// The key's own rate limit, `<requests>/<seconds>` (e.g. `100/60`).
     #[arg(long, value_name = "REQUESTS/SECONDS", value_parser = parse_rate_limit)]
     pub(crate) rate_limit: Option<RateLimit>,
+    /// A network the key may be used from, a CIDR or an address (repeat for
+    /// several, at most 64); without any, the key works from any address.
+    #[arg(long = "allow-cidr", value_name = "CIDR")]
+    pub(crate) allow_cidrs: Vec<String>,
 }
 
 /// `<requests>/<seconds>`, within the bounds of [`RateLimit::new`].

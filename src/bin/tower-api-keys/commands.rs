@@ -6,8 +6,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use sea_orm_migration::MigratorTrait;
 use serde_json::json;
 use tower_api_keys::{
-    AccountId, ApiKeyId, ApiKeyValidator, KeyManager, ManagerError, Metadata, NewApiKey, PepperId,
-    Scopes, entity,
+    AccountId, AllowedNetworks, ApiKeyId, ApiKeyValidator, KeyManager, ManagerError, Metadata,
+    NewApiKey, PepperId, Scopes, entity,
     migration::Migrator,
     store::{SeaOrmRepository, redact_url},
 };
@@ -199,6 +199,11 @@ fn new_key(args: CreateArgs) -> Result<NewApiKey, CliError> {
     }
     if let Some(limit) = args.rate_limit {
         request = request.with_rate_limit(limit);
+    }
+    if !args.allow_cidrs.is_empty() {
+        let networks = AllowedNetworks::new(&args.allow_cidrs)
+            .map_err(|err| CliError::usage(format!("invalid --allow-cidr: {err}")))?;
+        request = request.with_allowed_cidrs(networks);
     }
     Ok(request)
 }

@@ -213,6 +213,19 @@ fn details(key: &ApiKeyInfo) -> String {
                 },
             ),
         ),
+        (
+            "allowed_cidrs",
+            key.allowed_cidrs.as_ref().map_or_else(
+                || "(any address)".to_owned(),
+                |networks| {
+                    networks
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                },
+            ),
+        ),
         ("expires_at", time(key.expires_at, "never")),
         ("last_used_at", time(key.last_used_at, "never")),
         ("created_at", time(key.created_at, "-")),

@@ -142,7 +142,7 @@ fn create() -> OperationBuilder {
         true,
         false,
         "Invalid body: a blank or over-long title, `expires_in_days` out of range, \
-         invalid scopes, metadata or rate limit, a description over 4,096 characters, \
+         invalid scopes, metadata, rate limit or `allowed_cidrs`, a description over 4,096 characters, \
          an unknown field, or a body that is not an object.",
     )
     .response(
@@ -188,8 +188,8 @@ fn update() -> OperationBuilder {
         with_key_id(guarded(operation(
             "updateApiKey",
             "Change a key",
-            "Changes any of title, description, scopes, metadata and rate limit; \
-             `null` clears the last four. Takes effect like a revocation.",
+            "Changes any of title, description, scopes, metadata, rate limit and \
+             allowed_cidrs; `null` clears all but the title. Takes effect like a revocation.",
         ))),
         "ApiKeyUpdateRequest",
         true,
@@ -210,7 +210,7 @@ fn rotate() -> OperationBuilder {
             "rotateApiKey",
             "Rotate a key",
             "Creates the key's successor (same title, description, scopes, metadata, \
-             rate limit and lifetime) and retires the old key, at once or after a grace \
+             rate limit, allowlist and lifetime) and retires the old key, at once or after a grace \
              period. No body, `{}` or `{\"grace_period_seconds\": n}`.",
         ))),
         "ApiKeyRotateRequest",

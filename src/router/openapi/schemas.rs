@@ -88,6 +88,10 @@ struct ApiKey {
     /// The key's own rate limit, or `null`.
     #[schema(required = true)]
     rate_limit: Option<RateLimit>,
+    /// The networks the key may be used from (CIDRs, normalised), or `null`:
+    /// any address.
+    #[schema(required = true, min_items = 1, max_items = 64, example = json!(["203.0.113.0/24"]))]
+    allowed_cidrs: Option<Vec<String>>,
 }
 
 /// A key just created (or a rotation's successor), with its secret: the
@@ -148,10 +152,15 @@ struct ApiKeyCreateRequest {
     metadata: Option<Map<String, Value>>,
     /// The key's own rate limit, or `null`: none.
     rate_limit: Option<RateLimit>,
+    /// 1–64 IPv4 or IPv6 CIDRs (a bare address means `/32` or `/128`), stored
+    /// with host bits zeroed and duplicates dropped; `null`/absent: any
+    /// address. `[]` is refused.
+    #[schema(min_items = 1, max_items = 64, example = json!(["203.0.113.0/24", "2001:db8::/32"]))]
+    allowed_cidrs: Option<Vec<String>>,
 }
 
 /// Body of `PATCH {prefix}/{key_id}`: any of these; `null` clears
-/// `description`, `scopes`, `metadata` and `rate_limit`.
+/// `description`, `scopes`, `metadata`, `rate_limit` and `allowed_cidrs`.
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ApiKeyUpdateRequest {
@@ -170,6 +179,9 @@ struct ApiKeyUpdateRequest {
     metadata: Option<Map<String, Value>>,
     /// As for creation.
     rate_limit: Option<RateLimit>,
+    /// As for creation; `null` allows any address.
+    #[schema(min_items = 1, max_items = 64)]
+    allowed_cidrs: Option<Vec<String>>,
 }
 
 /// Body of `POST {prefix}/{key_id}/rotate` (optional).

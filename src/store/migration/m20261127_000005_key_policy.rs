@@ -33,7 +33,8 @@ pub(super) fn columns() -> Vec<&'static str> {
     columns
 }
 
-fn json_column(backend: DatabaseBackend, name: &'static str) -> ColumnDef {
+/// A nullable JSON column of `backend`'s JSON type (text on SQLite).
+pub(super) fn json_column(backend: DatabaseBackend, name: &'static str) -> ColumnDef {
     let mut column = ColumnDef::new(Alias::new(name));
     match backend {
         DatabaseBackend::Postgres => column.custom(Alias::new("jsonb")),

@@ -14,7 +14,7 @@ use sea_orm::{
 
 use uuid::Uuid;
 
-use crate::policy::{Metadata, Scopes};
+use crate::policy::{AllowedNetworks, Metadata, Scopes};
 use crate::ratelimit::RateLimit;
 use crate::store::entity::Model;
 use crate::store::{ApiKeyRecord, KeyStatus};
@@ -36,6 +36,7 @@ macro_rules! record_from_row {
                 row.try_get("metadata")?,
                 row.try_get("rate_limit_requests")?,
                 row.try_get("rate_limit_period_seconds")?,
+                row.try_get("allowed_cidrs")?,
             );
             Ok(ApiKeyRecord {
                 key_id,
@@ -55,6 +56,7 @@ macro_rules! record_from_row {
                 metadata: policy.metadata,
                 rotated_from: row.try_get("rotated_from")?,
                 rate_limit: policy.rate_limit,
+                allowed_cidrs: policy.allowed_cidrs,
             })
         })()
         .map_err(|err| StoreError::Database(Box::new(err)))
@@ -70,6 +72,7 @@ impl From<Model> for ApiKeyRecord {
             model.metadata,
             model.rate_limit_requests,
             model.rate_limit_period_seconds,
+            model.allowed_cidrs,
         );
         Self {
             key_id: model.key_id,
@@ -87,6 +90,7 @@ impl From<Model> for ApiKeyRecord {
             metadata: policy.metadata,
             rotated_from: model.rotated_from,
             rate_limit: policy.rate_limit,
+            allowed_cidrs: policy.allowed_cidrs,
         }
     }
 }
@@ -132,11 +136,13 @@ impl KeyStatus {
     }
 }
 
-/// The policy columns of a row (`scopes`, `metadata`, the rate limit), read.
+/// The policy columns of a row (`scopes`, `metadata`, the rate limit,
+/// `allowed_cidrs`), read.
 pub(super) struct StoredPolicy {
     pub(super) scopes: Option<Scopes>,
     pub(super) metadata: Option<Metadata>,
     pub(super) rate_limit: Option<RateLimit>,
+    pub(super) allowed_cidrs: Option<AllowedNetworks>,
     /// Whether every stored value is one the crate would accept on input.
     in_bounds: bool,
 }
@@ -144,7 +150,8 @@ pub(super) struct StoredPolicy {
 impl StoredPolicy {
     /// Reads the columns. JSON `null` reads as SQL NULL. A value the crate
     /// would refuse on input (scopes that are not a valid list, metadata that
-    /// is not a valid object, a rate limit out of bounds or half set) fails
+    /// is not a valid object, a rate limit out of bounds or half set, an
+    /// allowlist that is not a valid list of networks) fails
     /// closed: see [`status`](Self::status); a warning names the key (never
     /// the value).
     pub(super) fn from_columns(
@@ -153,6 +160,7 @@ impl StoredPolicy {
         metadata: Option<String>,
         requests: Option<i32>,
         period_seconds: Option<i32>,
+        allowed_cidrs: Option<String>,
     ) -> Self {
         let mut in_bounds = true;
         let mut refuse = |what: &str| {
@@ -190,10 +198,18 @@ impl StoredPolicy {
                 None
             }
         };
+        let allowed_cidrs = json_column(allowed_cidrs).and_then(|json| {
+            let networks = AllowedNetworks::from_stored(&json);
+            if networks.is_none() {
+                refuse("allowed_cidrs is not a valid list of networks");
+            }
+            networks
+        });
         Self {
             scopes,
             metadata,
             rate_limit,
+            allowed_cidrs,
             in_bounds,
         }
     }

@@ -30,8 +30,10 @@ macro_rules! select_by_public_key {
             $json,
             ") AS scopes, CAST(metadata AS ",
             $json,
-            ") AS metadata, rotated_from, rate_limit_requests, rate_limit_period_seconds \
-             FROM api_keys WHERE public_key = ",
+            ") AS metadata, rotated_from, rate_limit_requests, rate_limit_period_seconds, \
+             CAST(allowed_cidrs AS ",
+            $json,
+            ") AS allowed_cidrs FROM api_keys WHERE public_key = ",
             $placeholder
         )
     };

@@ -26,7 +26,7 @@ use super::{
     },
     transactions::{DEADLOCK_ATTEMPTS, is_deadlock, retry_pause},
 };
-use crate::policy::{Metadata, Scopes};
+use crate::policy::{AllowedNetworks, Metadata, Scopes};
 #[cfg(feature = "postgres")]
 use crate::store::conn::{Pool, PoolMode};
 use crate::store::entity::{self, Column, Entity};
@@ -161,6 +161,10 @@ impl ApiKeyRepository for SeaOrmRepository {
                 update = update
                     .col_expr(Column::RateLimitRequests, Expr::value(requests))
                     .col_expr(Column::RateLimitPeriodSeconds, Expr::value(period));
+            }
+            if let Some(allowed_cidrs) = &changes.allowed_cidrs {
+                let json = allowed_cidrs.as_ref().map(AllowedNetworks::to_json);
+                update = update.col_expr(Column::AllowedCidrs, json_value(backend, json));
             }
             update
                 .filter(Column::KeyId.eq(key_id))

@@ -15,7 +15,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::columns::{json_value, limit_column};
-use crate::policy::{Metadata, Scopes};
+use crate::policy::{AllowedNetworks, Metadata, Scopes};
 use crate::store::entity::{Column, Entity};
 use crate::store::{ApiKeyRecord, HashRewrite, StoreError, UsageCount};
 
@@ -46,6 +46,7 @@ pub(super) fn insert_statement(
             Column::RotatedFrom,
             Column::RateLimitRequests,
             Column::RateLimitPeriodSeconds,
+            Column::AllowedCidrs,
         ])
         .values([
             Expr::value(record.key_id),
@@ -71,6 +72,10 @@ pub(super) fn insert_statement(
                 record
                     .rate_limit
                     .map(|limit| limit_column(limit.period_seconds())),
+            ),
+            json_value(
+                backend,
+                record.allowed_cidrs.as_ref().map(AllowedNetworks::to_json),
             ),
         ])
         .map_err(|err| StoreError::Database(Box::new(err)))?;

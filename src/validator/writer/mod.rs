@@ -201,6 +201,7 @@ mod tests {
                     metadata: None,
                     rotated_from: None,
                     rate_limit: None,
+                    allowed_cidrs: None,
                 },
             )
             .await

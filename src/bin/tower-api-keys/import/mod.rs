@@ -12,7 +12,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use tower_api_keys::{
-    Metadata, RateLimit, Scopes,
+    AllowedNetworks, Metadata, RateLimit, Scopes,
     store::{ApiKeyRecord, KeyStatus, StoredHash},
 };
 use uuid::Uuid;
@@ -43,6 +43,7 @@ const FIELDS: &[&str] = &[
     "scopes",
     "metadata",
     "rate_limit",
+    "allowed_cidrs",
     "pepper_id",
 ];
 
@@ -191,6 +192,7 @@ fn parse_line(text: &str) -> Result<ApiKeyRecord, Vec<String>> {
     let scopes = fields.scopes();
     let metadata = fields.metadata();
     let rate_limit = fields.rate_limit();
+    let allowed_cidrs = fields.allowed_cidrs();
     let pepper_id = fields.string("pepper_id");
     if !errors.is_empty() {
         return Err(errors);
@@ -212,6 +214,7 @@ fn parse_line(text: &str) -> Result<ApiKeyRecord, Vec<String>> {
         metadata,
         rotated_from: None,
         rate_limit,
+        allowed_cidrs,
     })
 }
 
@@ -297,6 +300,13 @@ impl Fields<'_> {
     fn scopes(&mut self) -> Option<Scopes> {
         let scopes = Scopes::from_json(self.get("scopes")?);
         scopes.map_err(|err| self.error("scopes", err)).ok()?
+    }
+
+    fn allowed_cidrs(&mut self) -> Option<AllowedNetworks> {
+        let networks = AllowedNetworks::from_json(self.get("allowed_cidrs")?);
+        networks
+            .map_err(|err| self.error("allowed_cidrs", err))
+            .ok()?
     }
 
     fn metadata(&mut self) -> Option<Metadata> {
