@@ -292,7 +292,84 @@ on_every_backend!(
     pepper_status_counts_keys_per_pepper,
     create_refuses_metadata_no_database_could_store,
     create_and_import_stop_at_max_keys_per_account,
+    allowlists_are_checked_stored_normalised_and_imported,
 );
+
+/// `--allow-cidr` and an import's `allowed_cidrs`: a bad entry is exit 1 with
+/// nothing written; good ones are stored normalised, shown by `show`, and a
+/// key imported with one keeps it.
+async fn allowlists_are_checked_stored_normalised_and_imported(tool: Tool) {
+    let account = Uuid::new_v4();
+    let account_text = account.to_string();
+    for bad in ["10.0.0.0/33", "fe80::1%eth0", "example.com", ""] {
+        let out = tool
+            .run(&[
+                "create",
+                "--account",
+                &account_text,
+                "--title",
+                "t",
+                "--allow-cidr",
+                "127.0.0.1",
+                "--allow-cidr",
+                bad,
+            ])
+            .fails(1);
+        assert_eq!(
+            out.stderr,
+            "error: invalid --allow-cidr: entry 1 is not an IPv4 or IPv6 address or CIDR (e.g. 203.0.113.0/24)\n",
+            "{bad:?}"
+        );
+    }
+    let many: Vec<String> = (0..65).map(|i| format!("10.{i}.0.0/16")).collect();
+    let mut args = vec!["create", "--account", &account_text, "--title", "t"];
+    for cidr in &many {
+        args.extend(["--allow-cidr", cidr]);
+    }
+    let out = tool.run(&args).fails(1);
+    assert!(out.stderr.contains("at most 64"), "{out:?}");
+    assert!(tool.list(account).is_empty(), "nothing was written");
+
+    let created = tool.create(
+        account,
+        "fenced",
+        &[
+            "--allow-cidr",
+            "192.0.2.77/24",
+            "--allow-cidr",
+            "192.0.2.0/24",
+        ],
+    );
+    assert_eq!(created["allowed_cidrs"], json!(["192.0.2.0/24"]));
+    let shown = tool
+        .run(&["show", created["key_id"].as_str().unwrap()])
+        .ok();
+    assert!(
+        shown.stdout.contains("allowed_cidrs 192.0.2.0/24\n"),
+        "{}",
+        shown.stdout
+    );
+    let open = tool.create(account, "open", &[]);
+    assert_eq!(open["allowed_cidrs"], Value::Null);
+
+    let (line, _) = foreign_key(
+        account,
+        "imported",
+        PEPPER,
+        json!({"allowed_cidrs": ["::ffff:10.0.0.1/120", "2001:db8::/32"]}),
+    );
+    tool.run_with(&["import", "-"], Some(&line), &[]).ok();
+    let imported = tool
+        .list(account)
+        .into_iter()
+        .find(|key| key["title"] == "imported")
+        .unwrap();
+    assert_eq!(
+        imported["allowed_cidrs"],
+        json!(["::ffff:10.0.0.0/120", "2001:db8::/32"])
+    );
+    tool.finish().await;
+}
 
 async fn create_prints_the_secret_once_and_the_key_validates(tool: Tool) {
     let account = Uuid::new_v4();
@@ -312,6 +389,10 @@ async fn create_prints_the_secret_once_and_the_key_validates(tool: Tool) {
             r#"{"team":"ops","n":1}"#,
             "--rate-limit",
             "100/60",
+            "--allow-cidr",
+            "10.1.2.3/8",
+            "--allow-cidr",
+            "2001:db8::1",
         ],
     );
     let object = created.as_object().unwrap();
@@ -320,6 +401,7 @@ async fn create_prints_the_secret_once_and_the_key_validates(tool: Tool) {
     assert_eq!(
         fields,
         [
+            "allowed_cidrs",
             "created_at",
             "description",
             "expires_at",
@@ -347,6 +429,10 @@ async fn create_prints_the_secret_once_and_the_key_validates(tool: Tool) {
     assert_eq!(
         created["rate_limit"],
         json!({"requests": 100, "period_seconds": 60})
+    );
+    assert_eq!(
+        created["allowed_cidrs"],
+        json!(["10.0.0.0/8", "2001:db8::1/128"])
     );
     assert!(created["expires_at"].is_string());
     let secret = created["secret_key"].as_str().unwrap();
@@ -679,6 +765,14 @@ async fn import_with_a_bad_line_writes_nothing(tool: Tool) {
         foreign_key(account, "typo", PEPPER, json!({"expire_at": null})).0,
         foreign_key(account, "status", PEPPER, json!({"status": "paused"})).0,
         foreign_key(account, "scopes", PEPPER, json!({"scopes": ["Bad Scope"]})).0,
+        foreign_key(
+            account,
+            "cidrs",
+            PEPPER,
+            json!({"allowed_cidrs": ["10.0.0.0/33"]}),
+        )
+        .0,
+        foreign_key(account, "no cidrs", PEPPER, json!({"allowed_cidrs": []})).0,
         "{\"public_key\": ".to_owned(),
         r#"{"title": "no key"}"#.to_owned(),
         json!({

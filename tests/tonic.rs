@@ -189,6 +189,41 @@ async fn a_valid_key_reaches_the_services_and_the_handler_reads_the_account() {
     grpc.stop().await;
 }
 
+/// The example hands tonic's remote address to the layer: a key allowed from
+/// the client's address (127.0.0.1) gets through, one allowed only from
+/// elsewhere is `PERMISSION_DENIED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_outside_the_allowlist_is_permission_denied() {
+    let grpc = Grpc::start().await;
+    let account = AccountId::new(Uuid::new_v4());
+    let mut credentials = Vec::new();
+    for allowed in ["127.0.0.1/32", "127.0.0.2/32"] {
+        let key = grpc
+            .manager
+            .create(
+                account,
+                NewApiKey::new("fenced")
+                    .with_allowed_cidrs(tower_api_keys::AllowedNetworks::new([allowed]).unwrap()),
+            )
+            .await
+            .unwrap();
+        credentials.push(key.credential());
+    }
+    let me = grpc.whoami(&credentials[0]).await.unwrap();
+    assert_eq!(me.account_id, account.to_string());
+    for _ in 0..2 {
+        let status = grpc.whoami(&credentials[1]).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert_eq!(status.message(), Rejection::AddressNotAllowed.detail());
+        assert_refused(
+            grpc.check(Some(&credentials[1])).await,
+            Code::PermissionDenied,
+            Rejection::AddressNotAllowed,
+        );
+    }
+    grpc.stop().await;
+}
+
 /// With a key prefix, the token form is accepted in `x-api-key` and Bearer
 /// metadata; a token with a broken checksum is refused without a lookup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

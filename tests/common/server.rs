@@ -130,8 +130,15 @@ impl Server {
     }
 
     /// As [`Server::start`], with these variables set on top.
+    /// A `BIND` in `env` replaces the default `127.0.0.1:<free port>`; the
+    /// server is then reached on 127.0.0.1 at that port.
     pub fn start_with(dir: &Path, logs: &Path, run: &str, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        let port = env
+            .iter()
+            .find(|(name, _)| *name == "BIND")
+            .map_or_else(free_port, |(_, bind)| {
+                bind.parse::<std::net::SocketAddr>().unwrap().port()
+            });
         let stdout = logs.join(format!("{run}.stdout"));
         let stderr = logs.join(format!("{run}.stderr"));
         let mut command = Command::new(server_binary());
