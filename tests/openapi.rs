@@ -315,7 +315,8 @@ fn the_schema_check_catches_what_it_claims_to() {
     let mut created = json!({"key_id": id, "public_key": "pk_x", "secret_key": "sk_x", "token": "pk_x:sk_x", "title": "t",
         "description": null, "status": "active", "expires_at": "2026-01-01T00:00:00Z",
         "last_used_at": null, "created_at": "2025-01-01T00:00:00Z", "scopes": ["a"],
-        "metadata": {"k": 1}, "rotated_from": null, "rate_limit": {"requests": 1, "period_seconds": 1}});
+        "metadata": {"k": 1}, "rotated_from": null, "rate_limit": {"requests": 1, "period_seconds": 1},
+        "allowed_cidrs": ["203.0.113.0/24"]});
     assert_eq!(
         schema_errors(&doc, &key, &created, true),
         Vec::<String>::new()
@@ -324,6 +325,8 @@ fn the_schema_check_catches_what_it_claims_to() {
         ("status", json!("paused")),
         ("expires_at", json!("2026-01-01T02:00:00+02:00")),
         ("rate_limit", json!({"requests": 0, "period_seconds": 1})),
+        ("allowed_cidrs", json!([])),
+        ("allowed_cidrs", json!("203.0.113.0/24")),
         ("secret_key", Value::Null),
         ("token", Value::Null),
         ("unexpected", json!(1)),
