@@ -134,6 +134,7 @@ async fn create_returns_the_secret_once(db: &TestDb) {
     assert_eq!(
         keys,
         [
+            "allowed_cidrs",
             "created_at",
             "description",
             "expires_at",
@@ -187,6 +188,7 @@ async fn create_returns_the_secret_once(db: &TestDb) {
     assert_eq!(
         keys,
         [
+            "allowed_cidrs",
             "created_at",
             "description",
             "expires_at",
