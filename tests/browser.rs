@@ -699,3 +699,118 @@ async fn the_policy_holds_and_nothing_leaves_the_origin() {
     listener.abort();
     drop(server);
 }
+
+/// A host's own login in front of the page and the API, no sign-in form: the
+/// session cookie the host set (HttpOnly, out of the page's reach)
+/// authenticates the page's calls, and a session that ended (the host
+/// redirects to its login) is reported on the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn behind_the_hosts_own_login() {
+    use axum::{
+        Router,
+        extract::Request,
+        http::header,
+        middleware::{self, Next},
+        response::{IntoResponse, Redirect},
+        routing::get,
+    };
+    use tower_api_keys::{
+        AccountId, ApiKeyValidator, KeyManager, Pepper, router::ManagementRouter,
+        store::MemoryRepository, ui::KeysPage,
+    };
+
+    let pepper = Pepper::try_from("a-pepper-of-at-least-16-bytes").unwrap();
+    let validator = ApiKeyValidator::new(MemoryRepository::new(), pepper);
+    let account = AccountId::new(Uuid::new_v4());
+    let session = Uuid::new_v4().simple().to_string();
+    let sessions = Arc::new(std::sync::Mutex::new(vec![session.clone()]));
+    let open = Arc::clone(&sessions);
+    let login = move |request: Request, next: Next| {
+        let open = Arc::clone(&open);
+        async move {
+            let signed_in = request
+                .headers()
+                .get(header::COOKIE)
+                .and_then(|cookies| cookies.to_str().ok())
+                .is_some_and(|cookies| {
+                    cookies.split(';').any(|cookie| {
+                        cookie
+                            .trim()
+                            .strip_prefix("session=")
+                            .is_some_and(|id| open.lock().unwrap().iter().any(|open| open == id))
+                    })
+                });
+            if !signed_in {
+                return Redirect::to("/login").into_response();
+            }
+            let mut request = request;
+            request.extensions_mut().insert(account);
+            next.run(request).await
+        }
+    };
+    let cookie = format!("session={session}; Path=/; HttpOnly; SameSite=Strict");
+    let app = Router::new()
+        .nest(
+            "/v1/api-keys",
+            ManagementRouter::new(KeyManager::new(validator.clone())).build(),
+        )
+        .nest("/account/keys", KeysPage::new("/v1/api-keys").build())
+        .layer(middleware::from_fn(login))
+        .route(
+            "/login",
+            get(move || async move {
+                (
+                    [(header::SET_COOKIE, cookie)],
+                    Redirect::to("/account/keys"),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let host = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("{origin}/login"))
+        .await
+        .unwrap();
+    browser
+        .wait_text("#keys-state", |text| text.starts_with("No keys yet"))
+        .await;
+    assert_eq!(
+        browser.client.current_url().await.unwrap().as_str(),
+        format!("{origin}/account/keys")
+    );
+    assert!(!browser.displayed("#sign-in").await);
+    assert!(!browser.displayed("#sign-out").await);
+
+    create(&browser, "host session", "").await;
+    let credential = shown_credential(&browser).await;
+    let key = validator.validate(&credential).await.unwrap();
+    assert_eq!(key.account_id(), account);
+    dismiss_credential(&browser).await;
+    browser
+        .wait_text("#keys-state", |text| text.starts_with("1 key"))
+        .await;
+    let kept = kept_by_the_page(&browser).await;
+    assert_keeps_no_secret(
+        &kept,
+        &format!("{origin}/account/keys"),
+        &[&credential, &session],
+    );
+
+    // The host ends the session: its redirect to the login is not followed
+    // but said, and the page stays.
+    sessions.lock().unwrap().clear();
+    browser.click("#keys-refresh").await;
+    let problem = browser
+        .wait_text("#problem", |text| text.contains("redirected"))
+        .await;
+    assert!(problem.contains("sign in again"), "{problem}");
+    assert!(browser.displayed("#create").await);
+
+    browser.close().await;
+    host.abort();
+}
