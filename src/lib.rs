@@ -232,7 +232,7 @@
 //! Default: `sqlite` and `axum`. Others: `postgres`, `mysql`, `rustls` (TLS to
 //! the database), `tonic`, `redis`, `openapi` (an OpenAPI document of the
 //! management router), `cli` (the operators' tool), `ui` (the self-service
-//! key page, [`ui::KeysPage`]), `test-util`. The SeaORM
+//! key page, `ui::KeysPage`), `test-util`. The SeaORM
 //! store, its migrations and the change feed's SQL side are the feature `sql`,
 //! which each driver turns on: `default-features = false` builds the layer,
 //! the validator, the key manager and [`store::ApiKeyRepository`] for a host
