@@ -51,6 +51,10 @@
 //! - `POST /v1/api-keys/revocations`: revocation by the key holder
 //!   ([`RevocationRouter`](tower_api_keys::router::RevocationRouter)), body
 //!   `{"credential": "pk_…:sk_…"}`, no admin token.
+//! - `GET /keys`: the self-service key page
+//!   ([`KeysPage`](tower_api_keys::ui::KeysPage), feature `ui`, on by default
+//!   here); it asks for the admin token and an account id and keeps them in
+//!   the page's memory only.
 //! - `POST /v1/secret-scanning/github`: GitHub's secret-scanning partner
 //!   endpoint ([`SecretScanningRouter`](tower_api_keys::router::SecretScanningRouter)),
 //!   when `GITHUB_SCANNING_KEYS_FILE` is set; GitHub's signature is the
@@ -223,6 +227,16 @@ async fn run() -> Result<(), String> {
             }),
         )
     };
+
+    // The self-service key page over the routes above; its sign-in form
+    // stands in for a host's login, as the admin token does.
+    #[cfg(feature = "ui")]
+    let app = app.nest(
+        "/keys",
+        tower_api_keys::ui::KeysPage::new("/v1/api-keys")
+            .with_sign_in_form(true)
+            .build(),
+    );
 
     let listener = tokio::net::TcpListener::bind(bind)
         .await

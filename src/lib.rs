@@ -231,7 +231,8 @@
 //!
 //! Default: `sqlite` and `axum`. Others: `postgres`, `mysql`, `rustls` (TLS to
 //! the database), `tonic`, `redis`, `openapi` (an OpenAPI document of the
-//! management router), `cli` (the operators' tool), `test-util`. The SeaORM
+//! management router), `cli` (the operators' tool), `ui` (the self-service
+//! key page, `ui::KeysPage`), `test-util`. The SeaORM
 //! store, its migrations and the change feed's SQL side are the feature `sql`,
 //! which each driver turns on: `default-features = false` builds the layer,
 //! the validator, the key manager and [`store::ApiKeyRepository`] for a host
@@ -256,6 +257,9 @@ mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
+#[cfg(feature = "ui")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ui")))]
+pub mod ui;
 mod validator;
 
 #[cfg(feature = "axum")]

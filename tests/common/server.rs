@@ -39,6 +39,7 @@ pub fn server_binary() -> &'static Path {
             ("openapi", cfg!(feature = "openapi")),
             ("secret-scanning", cfg!(feature = "secret-scanning")),
             ("cli", cfg!(feature = "cli")),
+            ("ui", cfg!(feature = "ui")),
         ]
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))
@@ -129,22 +130,19 @@ impl Server {
         Self::start_with(dir, logs, run, &env)
     }
 
-    /// As [`Server::start`], with these variables set on top.
-    /// A `BIND` in `env` replaces the default `127.0.0.1:<free port>`; the
-    /// server is then reached on 127.0.0.1 at that port.
+    /// As [`Server::start`], with these variables set on top (a `BIND` among
+    /// them replaces the free port, so that a restart can keep the address).
     pub fn start_with(dir: &Path, logs: &Path, run: &str, env: &[(&str, &str)]) -> Self {
-        let port = env
-            .iter()
-            .find(|(name, _)| *name == "BIND")
-            .map_or_else(free_port, |(_, bind)| {
-                bind.parse::<std::net::SocketAddr>().unwrap().port()
-            });
+        let bind = env.iter().find(|(name, _)| *name == "BIND").map_or_else(
+            || format!("127.0.0.1:{}", free_port()),
+            |(_, bind)| (*bind).to_owned(),
+        );
         let stdout = logs.join(format!("{run}.stdout"));
         let stderr = logs.join(format!("{run}.stderr"));
         let mut command = Command::new(server_binary());
         command
             .current_dir(dir)
-            .env("BIND", format!("127.0.0.1:{port}"))
+            .env("BIND", &bind)
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .env_remove("API_KEY_PEPPER")
@@ -158,7 +156,7 @@ impl Server {
         let child = command.spawn().expect("the example server starts");
         Self {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://{bind}"),
             stdout,
             stderr,
         }
