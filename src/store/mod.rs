@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use self::feed::ChangeSource;
 use crate::{
+    audit::{AuditEntry, AuditQuery, ChangeRecord},
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
 };
@@ -222,6 +223,15 @@ pub struct UsageCount {
     pub requests: u64,
 }
 
+/// What one retention run of [`ApiKeyRepository::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Audit rows deleted.
+    pub audit_rows: u64,
+    /// Usage rows deleted.
+    pub usage_rows: u64,
+}
+
 /// How many keys that can still validate (not revoked, not expired) name one
 /// `pepper_id` (`None`: the legacy pepper).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,10 +313,16 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     /// counts inside the inserts' transaction, serialized per account: an
     /// advisory transaction lock on PostgreSQL, a locking read on
     /// MySQL/MariaDB, the database's write lock on SQLite).
+    ///
+    /// Each record is audited `created` (or `imported`, for
+    /// [`ChangeReason::Import`](crate::audit::ChangeReason::Import)) as
+    /// `change` says, in the same transaction, with its `key.created` event
+    /// in the outbox (none for an import).
     fn insert_within_limit(
         &self,
         records: Vec<ApiKeyRecord>,
         max_keys_per_account: u64,
+        change: &ChangeRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The account's keys, newest first (`created_at` descending; rows without a
@@ -324,19 +340,26 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
 
     /// Sets the key's status to revoked (idempotent) and returns the updated key.
+    /// A key that was not revoked yet is audited (`revoked`,
+    /// `revoked_by_holder` or `revoked_leaked`, as `change` says) and gets a
+    /// `key.revoked` event, in the revoke's transaction.
     fn revoke(
         &self,
         account_id: Uuid,
         key_id: Uuid,
+        change: &ChangeRecord,
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
 
     /// Writes `changes` to the key and returns it as it is now (`None`: no such
-    /// key in the account). With no changes, the key as it is.
+    /// key in the account). With no changes, the key as it is. Audited
+    /// `updated` (detail: the fields written) with a `key.updated` event, in
+    /// the update's transaction.
     fn update(
         &self,
         account_id: Uuid,
         key_id: Uuid,
         changes: &KeyChanges,
+        change: &ChangeRecord,
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
 
     /// Limits the old key and inserts its successor in one transaction: the
@@ -344,17 +367,22 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     /// from [`Rotation::plan`] applied to the old key as read inside that
     /// transaction, after its row is locked against concurrent changes. A key has at
     /// most one successor ([`RotateOutcome::AlreadyRotated`] otherwise), also
-    /// under concurrent rotations.
+    /// under concurrent rotations. Audited `rotated` on the old key and
+    /// `created` on the successor, with the events `key.rotated` then
+    /// `key.created`, in the rotation's transaction.
     fn rotate(
         &self,
         rotation: Rotation,
+        change: &ChangeRecord,
     ) -> impl Future<Output = Result<RotateOutcome, StoreError>> + Send;
 
-    /// Deletes the key and returns what was deleted.
+    /// Deletes the key and returns what was deleted; audited `deleted` with a
+    /// `key.deleted` event, in the delete's transaction.
     fn delete(
         &self,
         account_id: Uuid,
         key_id: Uuid,
+        change: &ChangeRecord,
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
 
     /// Writes `last_used_at` for every `(key_id, used_at)` pair where that moves
@@ -414,6 +442,30 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         pepper_id: &str,
         include_legacy: bool,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The audit rows `query` asks for, newest first (`id` descending).
+    /// Default: none (a store that keeps no audit log).
+    fn audit(
+        &self,
+        query: AuditQuery,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send {
+        let _ = query;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Deletes audit rows older than `audit_before` and usage rows of days
+    /// before `usage_before`, if no replica has done so within `every`
+    /// (one replica at a time: the first to claim the task runs it). `None`
+    /// when another replica ran it within `every`. Default: `None`.
+    fn prune(
+        &self,
+        audit_before: DateTime<Utc>,
+        usage_before: NaiveDate,
+        every: std::time::Duration,
+    ) -> impl Future<Output = Result<Option<Pruned>, StoreError>> + Send {
+        let _ = (audit_before, usage_before, every);
+        async { Ok(None) }
+    }
 
     /// Where the validator learns of changes made by other writers (see
     /// [`crate::feed`]). Default: none, so changes made elsewhere reach a

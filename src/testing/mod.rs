@@ -36,6 +36,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use crate::{
+    audit::{AuditEntry, AuditQuery, ChangeRecord},
     feed::ChangeSource,
     store::{
         ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, MemoryRepository, PepperCount,
@@ -307,11 +308,12 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         &self,
         records: Vec<ApiKeyRecord>,
         max_keys_per_account: u64,
+        change: &ChangeRecord,
     ) -> Result<(), StoreError> {
         self.write(
             "insert",
             self.inner
-                .insert_within_limit(records, max_keys_per_account),
+                .insert_within_limit(records, max_keys_per_account, change),
         )
         .await
     }
@@ -334,8 +336,9 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         &self,
         account_id: Uuid,
         key_id: Uuid,
+        change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.write("revoke", self.inner.revoke(account_id, key_id))
+        self.write("revoke", self.inner.revoke(account_id, key_id, change))
             .await
     }
 
@@ -344,22 +347,47 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         account_id: Uuid,
         key_id: Uuid,
         changes: &KeyChanges,
+        change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.write("update", self.inner.update(account_id, key_id, changes))
-            .await
+        self.write(
+            "update",
+            self.inner.update(account_id, key_id, changes, change),
+        )
+        .await
     }
 
-    async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
-        self.write("rotate", self.inner.rotate(rotation)).await
+    async fn rotate(
+        &self,
+        rotation: Rotation,
+        change: &ChangeRecord,
+    ) -> Result<RotateOutcome, StoreError> {
+        self.write("rotate", self.inner.rotate(rotation, change))
+            .await
     }
 
     async fn delete(
         &self,
         account_id: Uuid,
         key_id: Uuid,
+        change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.write("delete", self.inner.delete(account_id, key_id))
+        self.write("delete", self.inner.delete(account_id, key_id, change))
             .await
+    }
+
+    async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        self.check()?;
+        self.inner.audit(query).await
+    }
+
+    async fn prune(
+        &self,
+        audit_before: DateTime<Utc>,
+        usage_before: chrono::NaiveDate,
+        every: std::time::Duration,
+    ) -> Result<Option<crate::store::Pruned>, StoreError> {
+        self.check()?;
+        self.inner.prune(audit_before, usage_before, every).await
     }
 
     async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {

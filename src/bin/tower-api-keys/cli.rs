@@ -130,6 +130,22 @@ pub(crate) enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// The audit log, newest first: every account's, or one account's or
+    /// key's.
+    Audit {
+        /// Only this account's entries.
+        #[arg(long, value_name = "UUID")]
+        account: Option<Uuid>,
+        /// Only this key's entries.
+        #[arg(long = "key", value_name = "KEY_ID")]
+        key: Option<Uuid>,
+        /// At most this many entries, 1–500.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=500), value_name = "N")]
+        limit: u32,
+        /// Only entries with an id below this one (the next page).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..), value_name = "ID")]
+        before: Option<i64>,
+    },
     /// Pepper rotation: keys per pepper, and retiring an old pepper.
     #[command(subcommand, arg_required_else_help = false)]
     Pepper(PepperCommand),

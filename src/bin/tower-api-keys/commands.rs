@@ -7,7 +7,9 @@ use sea_orm_migration::MigratorTrait;
 use serde_json::json;
 use tower_api_keys::{
     AccountId, ApiKeyId, ApiKeyValidator, KeyManager, ManagerError, Metadata, NewApiKey, PepperId,
-    Scopes, entity,
+    Scopes,
+    audit::{Actor, AuditQuery, ChangeRecord},
+    entity,
     migration::Migrator,
     store::{SeaOrmRepository, redact_url},
 };
@@ -57,8 +59,9 @@ pub(crate) async fn run(cli: Cli) -> Result<Report, CliError> {
         builder = builder.with_key_prefix(prefix);
     }
     let validator = builder.build();
-    let manager =
-        KeyManager::new(validator.clone()).with_max_keys_per_account(cli.max_keys_per_account);
+    let manager = KeyManager::new(validator.clone())
+        .with_max_keys_per_account(cli.max_keys_per_account)
+        .acting(ChangeRecord::by(Actor::cli()));
     let result = execute(cli.command, &repo, &manager, lines, &shown_url).await;
     validator.shutdown().await;
     let _ = repo.connection().close_by_ref().await;
@@ -137,6 +140,20 @@ async fn execute(
             Ok(output::created(&created))
         }
         Command::Import { .. } => import_lines(repo, manager, lines).await,
+        Command::Audit {
+            account,
+            key,
+            limit,
+            before,
+        } => {
+            let query = AuditQuery {
+                account_id: account,
+                key_id: key,
+                before,
+                limit,
+            };
+            Ok(output::audit(&manager.audit_page(query).await?))
+        }
         Command::Pepper(PepperCommand::Status) => {
             let status = manager.pepper_status().await?;
             Ok(output::pepper_status(&status))

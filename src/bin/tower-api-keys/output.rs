@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use tower_api_keys::{ApiKeyInfo, CreatedKey, KeyPrefix, PepperStatus, key::token};
+use tower_api_keys::{ApiKeyInfo, AuditPage, CreatedKey, KeyPrefix, PepperStatus, key::token};
 
 use crate::cli::PatternFormat;
 
@@ -163,6 +163,40 @@ pub(crate) fn pepper_status(status: &[PepperStatus]) -> Report {
     );
     Report {
         json: serde_json::to_value(status).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+/// A page of the audit log: one line per entry, newest first.
+pub(crate) fn audit(page: &AuditPage) -> Report {
+    let text = if page.entries.is_empty() {
+        "no audit entries\n".to_owned()
+    } else {
+        let mut text = table(
+            &["ID", "AT", "KEY_ID", "ACTION", "ACTOR", "SOURCE"],
+            page.entries
+                .iter()
+                .map(|entry| {
+                    vec![
+                        entry.id.to_string(),
+                        entry
+                            .at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        entry.key_id.to_string(),
+                        entry.action.clone(),
+                        clean(entry.actor.as_deref().unwrap_or("-")),
+                        clean(entry.source.as_deref().unwrap_or("-")),
+                    ]
+                })
+                .collect(),
+        );
+        if let Some(next) = page.next_before {
+            text.push_str(&format!("more: --before {next}\n"));
+        }
+        text
+    };
+    Report {
+        json: serde_json::to_value(page).unwrap_or(Value::Null),
         text,
     }
 }

@@ -22,6 +22,7 @@ use super::{
 
 mod columns;
 mod connect;
+mod journal;
 mod lookup;
 mod repository;
 mod statements;
