@@ -243,6 +243,7 @@
 
 pub mod audit;
 mod auth;
+pub mod events;
 pub mod headers;
 mod identity;
 pub mod key;

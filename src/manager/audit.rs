@@ -7,6 +7,7 @@ use chrono::{TimeDelta, Utc};
 use super::{KeyManager, ManagerError};
 use crate::{
     audit::{AuditEntry, AuditQuery},
+    events::OutboxEvent,
     identity::{AccountId, ApiKeyId},
     store::Pruned,
 };
@@ -51,6 +52,19 @@ impl KeyManager {
             entries,
             next_before,
         })
+    }
+
+    /// Up to `limit` events kept as failed after 24 h of retries, oldest
+    /// first (CLI `events failed`).
+    pub async fn failed_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, ManagerError> {
+        Ok(self.store.failed_events(limit).await?)
+    }
+
+    /// Puts failed events back in the outbox (the one with `event_id`, or
+    /// all), due now with a new 24 h of retries; returns how many (CLI
+    /// `events retry`).
+    pub async fn retry_failed_events(&self, event_id: Option<&str>) -> Result<u64, ManagerError> {
+        Ok(self.store.retry_failed(event_id).await?)
     }
 
     /// Deletes audit rows older than `audit_retention_days` and usage rows

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use self::feed::ChangeSource;
 use crate::{
     audit::{AuditEntry, AuditQuery, ChangeRecord},
+    events::{OutboxEvent, Settle},
     policy::{Metadata, Scopes},
     ratelimit::RateLimit,
 };
@@ -26,6 +27,7 @@ mod conn;
 // their public paths are the crate root's (`tower_api_keys::entity`,
 // `::feed`, `::migration`), where they are documented. The feed's types stay
 // without the feature `sql`, for the repository trait and the validator.
+mod batches;
 #[cfg(feature = "sql")]
 #[doc(hidden)]
 pub mod entity;
@@ -45,6 +47,7 @@ mod timed;
 #[cfg(feature = "postgres")]
 mod unprepared;
 
+pub use self::batches::{HashRewrite, PepperCount, Pruned, UsageCount};
 #[cfg(feature = "sql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
 pub use self::conn::{PoolMode, UnknownPoolMode};
@@ -193,53 +196,6 @@ impl KeyChanges {
             record.rate_limit = rate_limit;
         }
     }
-}
-
-/// One re-hash for [`ApiKeyRepository::rewrite_hashes`]: the key's hash made
-/// again under the current pepper after a successful validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HashRewrite {
-    /// The key.
-    pub key_id: Uuid,
-    /// The hash the key had when it was validated; the rewrite happens only if
-    /// the row still holds it.
-    pub old_hash: StoredHash,
-    /// The hash under the current pepper.
-    pub new_hash: StoredHash,
-    /// The current pepper's id.
-    pub pepper_id: String,
-}
-
-/// Requests counted for one key on one UTC day (DECISIONS.md, "Usage metering in detail"):
-/// what [`ApiKeyRepository::record_usage`] adds to the table
-/// `tower_api_keys_usage`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct UsageCount {
-    /// The key.
-    pub key_id: Uuid,
-    /// The UTC day.
-    pub day: NaiveDate,
-    /// Requests to add to that day's count.
-    pub requests: u64,
-}
-
-/// What one retention run of [`ApiKeyRepository::prune`] deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pruned {
-    /// Audit rows deleted.
-    pub audit_rows: u64,
-    /// Usage rows deleted.
-    pub usage_rows: u64,
-}
-
-/// How many keys that can still validate (not revoked, not expired) name one
-/// `pepper_id` (`None`: the legacy pepper).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PepperCount {
-    /// The stored `pepper_id`.
-    pub pepper_id: Option<String>,
-    /// Keys that can still validate with it.
-    pub keys: u64,
 }
 
 impl ApiKeyRecord {
@@ -465,6 +421,64 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Pruned>, StoreError>> + Send {
         let _ = (audit_before, usage_before, every);
         async { Ok(None) }
+    }
+
+    /// Leases up to `limit` due events (pending, `next_attempt_at` passed, no
+    /// live lease) that are the earliest pending event of their key, until
+    /// `now + lease`; no other caller gets them meanwhile
+    /// ([`SeaOrmRepository`]: `FOR UPDATE SKIP LOCKED` on PostgreSQL and
+    /// MySQL/MariaDB, the write lock on SQLite). Oldest first. Default: none.
+    fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<OutboxEvent>, StoreError>> + Send {
+        let _ = (now, lease, limit);
+        async { Ok(Vec::new()) }
+    }
+
+    /// Records what became of an attempt to deliver event `id`, and ends
+    /// its lease. Default: nothing.
+    fn settle_event(
+        &self,
+        id: i64,
+        outcome: Settle,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (id, outcome);
+        async { Ok(()) }
+    }
+
+    /// Up to `limit` events kept as failed, oldest first. Default: none.
+    fn failed_events(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<OutboxEvent>, StoreError>> + Send {
+        let _ = limit;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Puts failed events back (the one with this `event_id`, or all), due
+    /// now, with a new 24 h of retries; returns how many. Default: 0.
+    fn retry_failed(
+        &self,
+        event_id: Option<&str>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let _ = event_id;
+        async { Ok(0) }
+    }
+
+    /// Writes `key.expiring` for keys that expire within `notice` of `now`
+    /// and `key.expired` for keys that expired within a week before `now`
+    /// (neither for a revoked key), each once per key and expiry; returns
+    /// how many were written. Default: 0.
+    fn emit_clock_events(
+        &self,
+        now: DateTime<Utc>,
+        notice: std::time::Duration,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let _ = (now, notice);
+        async { Ok(0) }
     }
 
     /// Where the validator learns of changes made by other writers (see

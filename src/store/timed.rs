@@ -9,6 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use crate::audit::{AuditEntry, AuditQuery, ChangeRecord};
+use crate::events::{OutboxEvent, Settle};
 
 use super::{
     ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, PepperCount, Pruned, RotateOutcome,
@@ -64,6 +65,16 @@ boundary! {
     fn delete(&self, account_id: Uuid, key_id: Uuid, change: &'a ChangeRecord) -> Option<ApiKeyRecord>;
     /// See [`ApiKeyRepository::audit`].
     fn audit(&self, query: AuditQuery) -> Vec<AuditEntry>;
+    /// See [`ApiKeyRepository::claim_events`].
+    fn claim_events(&self, now: DateTime<Utc>, lease: Duration, limit: u32) -> Vec<OutboxEvent>;
+    /// See [`ApiKeyRepository::settle_event`].
+    fn settle_event(&self, id: i64, outcome: Settle) -> ();
+    /// See [`ApiKeyRepository::failed_events`].
+    fn failed_events(&self, limit: u32) -> Vec<OutboxEvent>;
+    /// See [`ApiKeyRepository::retry_failed`].
+    fn retry_failed(&self, event_id: Option<&'a str>) -> u64;
+    /// See [`ApiKeyRepository::emit_clock_events`].
+    fn emit_clock_events(&self, now: DateTime<Utc>, notice: Duration) -> u64;
     /// See [`ApiKeyRepository::prune`].
     fn prune(&self, audit_before: DateTime<Utc>, usage_before: NaiveDate, every: Duration) -> Option<Pruned>;
     /// See [`ApiKeyRepository::record_last_used`].

@@ -37,6 +37,7 @@ use uuid::Uuid;
 
 use crate::{
     audit::{AuditEntry, AuditQuery, ChangeRecord},
+    events::{OutboxEvent, Settle},
     feed::ChangeSource,
     store::{
         ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, MemoryRepository, PepperCount,
@@ -378,6 +379,40 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
     async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         self.check()?;
         self.inner.audit(query).await
+    }
+
+    async fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.check()?;
+        self.inner.claim_events(now, lease, limit).await
+    }
+
+    async fn settle_event(&self, id: i64, outcome: Settle) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.settle_event(id, outcome).await
+    }
+
+    async fn failed_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.check()?;
+        self.inner.failed_events(limit).await
+    }
+
+    async fn retry_failed(&self, event_id: Option<&str>) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.retry_failed(event_id).await
+    }
+
+    async fn emit_clock_events(
+        &self,
+        now: DateTime<Utc>,
+        notice: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.emit_clock_events(now, notice).await
     }
 
     async fn prune(

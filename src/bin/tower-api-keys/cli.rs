@@ -149,6 +149,9 @@ pub(crate) enum Command {
     /// Pepper rotation: keys per pepper, and retiring an old pepper.
     #[command(subcommand, arg_required_else_help = false)]
     Pepper(PepperCommand),
+    /// Lifecycle events kept as failed after 24 h of retries.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Print a pattern for secret scanners that matches exactly this service's
     /// credentials: the token form of API_KEY_PREFIX (when set) and
     /// `pk_…:sk_…`. Reads neither the store nor the pepper.
@@ -167,6 +170,26 @@ pub(crate) enum PatternFormat {
     Regex,
     /// A gitleaks rule.
     Gitleaks,
+}
+
+/// `events …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum EventsCommand {
+    /// The failed events, oldest first.
+    Failed {
+        /// At most this many, 1–1000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000), value_name = "N")]
+        limit: u32,
+    },
+    /// Put failed events back for delivery (a running server sends them).
+    Retry {
+        /// The event's id (`webhook-id`, as `events failed` shows it).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        event_id: Option<String>,
+        /// Every failed event.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// `pepper …`.

@@ -16,7 +16,7 @@ use tower_api_keys::{
 use uuid::Uuid;
 
 use crate::{
-    cli::{Cli, Command, CreateArgs, PepperCommand},
+    cli::{Cli, Command, CreateArgs, EventsCommand, PepperCommand},
     config::{self, PepperNeed},
     database,
     error::CliError,
@@ -140,6 +140,16 @@ async fn execute(
             Ok(output::created(&created))
         }
         Command::Import { .. } => import_lines(repo, manager, lines).await,
+        Command::Events(EventsCommand::Failed { limit }) => {
+            Ok(output::failed_events(&manager.failed_events(limit).await?))
+        }
+        Command::Events(EventsCommand::Retry { event_id, all: _ }) => {
+            let count = manager.retry_failed_events(event_id.as_deref()).await?;
+            if count == 0 && event_id.is_some() {
+                return Err(CliError::not_found("no failed event with that id"));
+            }
+            Ok(output::retried(count))
+        }
         Command::Audit {
             account,
             key,

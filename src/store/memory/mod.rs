@@ -8,6 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use crate::audit::{AuditEntry, AuditQuery, ChangeRecord, journal::Change};
+use crate::events::{OutboxEvent, Settle};
 
 mod journal;
 
@@ -313,6 +314,40 @@ impl ApiKeyRepository for MemoryRepository {
 
     async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         Ok(self.rows().journal.read(query))
+    }
+
+    async fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let lease = chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
+        Ok(self.rows().journal.claim(now, lease, limit))
+    }
+
+    async fn settle_event(&self, id: i64, outcome: Settle) -> Result<(), StoreError> {
+        self.rows().journal.settle(id, outcome);
+        Ok(())
+    }
+
+    async fn failed_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        Ok(self.rows().journal.failed(limit))
+    }
+
+    async fn retry_failed(&self, event_id: Option<&str>) -> Result<u64, StoreError> {
+        Ok(self.rows().journal.retry(event_id, Utc::now()))
+    }
+
+    async fn emit_clock_events(
+        &self,
+        now: DateTime<Utc>,
+        notice: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        let notice = chrono::TimeDelta::from_std(notice).unwrap_or(chrono::TimeDelta::MAX);
+        let mut rows = self.rows();
+        let Rows { list, journal, .. } = &mut *rows;
+        Ok(journal.clock(list, now, notice))
     }
 
     async fn prune(

@@ -110,6 +110,29 @@ fn entry(row: &QueryResult) -> Result<AuditEntry, DbErr> {
 }
 
 impl SeaOrmRepository {
+    /// A repository that writes no audit rows and no events: only for
+    /// measuring what they cost (`benches/store.rs`).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn without_journal(mut self) -> Self {
+        self.journal = false;
+        self
+    }
+
+    /// Writes a change's journal on its transaction, unless
+    /// [`without_journal`](Self::without_journal).
+    pub(super) async fn write_journal(
+        &self,
+        db: &impl ConnectionTrait,
+        journal: Journal,
+    ) -> Result<(), DbErr> {
+        if self.journal {
+            write(db, journal).await
+        } else {
+            Ok(())
+        }
+    }
+
     /// See [`ApiKeyRepository::audit`](crate::store::ApiKeyRepository::audit).
     pub(super) async fn audit_rows(
         &self,

@@ -27,6 +27,7 @@ use super::{
     transactions::{DEADLOCK_ATTEMPTS, is_deadlock, retry_pause},
 };
 use crate::audit::{AuditEntry, AuditQuery, ChangeRecord, journal::Change};
+use crate::events::{OutboxEvent, Settle};
 use crate::policy::{Metadata, Scopes};
 #[cfg(feature = "postgres")]
 use crate::store::conn::{Pool, PoolMode};
@@ -131,7 +132,7 @@ impl ApiKeyRepository for SeaOrmRepository {
         let record = self.get_in(&transaction, account_id, key_id).await?;
         if let Some(record) = record.as_ref().filter(|_| revoked.rows_affected > 0) {
             let written = change.journal(Change::Revoked(record), Utc::now());
-            journal::write(&transaction, written)
+            self.write_journal(&transaction, written)
                 .await
                 .map_err(database)?;
         }
@@ -188,7 +189,7 @@ impl ApiKeyRepository for SeaOrmRepository {
         let record = self.get_in(&transaction, account_id, key_id).await?;
         if let Some(record) = &record {
             let written = change.journal(Change::Updated(record, changes), Utc::now());
-            journal::write(&transaction, written)
+            self.write_journal(&transaction, written)
                 .await
                 .map_err(database)?;
         }
@@ -243,7 +244,7 @@ impl ApiKeyRepository for SeaOrmRepository {
             return Ok(None);
         }
         let written = change.journal(Change::Deleted(&record), Utc::now());
-        journal::write(&transaction, written)
+        self.write_journal(&transaction, written)
             .await
             .map_err(database)?;
         transaction.commit().await.map_err(database)?;
@@ -252,6 +253,35 @@ impl ApiKeyRepository for SeaOrmRepository {
 
     async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         self.audit_rows(query).await
+    }
+
+    async fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.claim(now, lease, limit).await
+    }
+
+    async fn settle_event(&self, id: i64, outcome: Settle) -> Result<(), StoreError> {
+        self.settle(id, outcome).await
+    }
+
+    async fn failed_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.failed(limit).await
+    }
+
+    async fn retry_failed(&self, event_id: Option<&str>) -> Result<u64, StoreError> {
+        self.retry(event_id).await
+    }
+
+    async fn emit_clock_events(
+        &self,
+        now: DateTime<Utc>,
+        notice: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        self.clock_events(now, notice).await
     }
 
     async fn prune(

@@ -88,7 +88,7 @@ impl SeaOrmRepository {
         let at = chrono::Utc::now();
         for record in records {
             let written = change.journal(Change::Inserted(record), at);
-            journal::write(&transaction, written)
+            self.write_journal(&transaction, written)
                 .await
                 .map_err(database)?;
         }
@@ -158,7 +158,7 @@ impl SeaOrmRepository {
             successor: &successor,
             grace_period: rotation.grace_period,
         };
-        journal::write(&transaction, change.journal(rotated, chrono::Utc::now()))
+        self.write_journal(&transaction, change.journal(rotated, chrono::Utc::now()))
             .await
             .map_err(database)?;
         transaction.commit().await.map_err(database)?;

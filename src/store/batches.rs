@@ -1,0 +1,56 @@
+//! The values of the store's batch and maintenance calls: re-hashes, usage
+//! counts, counts per pepper and what a retention run deleted.
+
+use chrono::NaiveDate;
+use uuid::Uuid;
+
+#[allow(unused_imports)] // Named by the docs' links.
+use super::ApiKeyRepository;
+use super::StoredHash;
+
+/// One re-hash for [`ApiKeyRepository::rewrite_hashes`]: the key's hash made
+/// again under the current pepper after a successful validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashRewrite {
+    /// The key.
+    pub key_id: Uuid,
+    /// The hash the key had when it was validated; the rewrite happens only if
+    /// the row still holds it.
+    pub old_hash: StoredHash,
+    /// The hash under the current pepper.
+    pub new_hash: StoredHash,
+    /// The current pepper's id.
+    pub pepper_id: String,
+}
+
+/// Requests counted for one key on one UTC day (DECISIONS.md, "Usage metering in detail"):
+/// what [`ApiKeyRepository::record_usage`] adds to the table
+/// `tower_api_keys_usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UsageCount {
+    /// The key.
+    pub key_id: Uuid,
+    /// The UTC day.
+    pub day: NaiveDate,
+    /// Requests to add to that day's count.
+    pub requests: u64,
+}
+
+/// What one retention run of [`ApiKeyRepository::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Audit rows deleted.
+    pub audit_rows: u64,
+    /// Usage rows deleted.
+    pub usage_rows: u64,
+}
+
+/// How many keys that can still validate (not revoked, not expired) name one
+/// `pepper_id` (`None`: the legacy pepper).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PepperCount {
+    /// The stored `pepper_id`.
+    pub pepper_id: Option<String>,
+    /// Keys that can still validate with it.
+    pub keys: u64,
+}
