@@ -19,7 +19,7 @@ use super::statements::POSTGRES_LAST_USED;
 use super::{
     SeaOrmRepository,
     columns::{json_value, limit_column},
-    database, is_unique_violation, journal,
+    database, is_unique_violation,
     statements::{
         REWRITE_CHUNK, insert_statement, last_used_statement, merge_usage, rewrite_statement,
         still_valid, usage_statement,

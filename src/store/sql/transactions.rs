@@ -13,9 +13,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{
-    SeaOrmRepository, database, is_unique_violation, journal, statements::insert_statement,
-};
+use super::{SeaOrmRepository, database, is_unique_violation, statements::insert_statement};
 use crate::audit::{ChangeRecord, journal::Change};
 use crate::store::entity::{self, Column, Entity};
 use crate::store::{ApiKeyRecord, KeyStatus, OldKeyLimit, RotateOutcome, Rotation, StoreError};
