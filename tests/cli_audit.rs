@@ -124,3 +124,76 @@ fn bad_audit_arguments_exit_1_and_change_nothing() {
     let (_, text, _) = run(dir, &["audit"]);
     assert_eq!(text, "no audit entries\n");
 }
+
+#[tokio::test]
+async fn events_failed_lists_and_events_retry_puts_back() {
+    use sea_orm::ConnectionTrait;
+
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let account = Uuid::new_v4().to_string();
+    let created = json(
+        dir,
+        &["create", "--json", "--account", &account, "--title", "a"],
+    );
+    // As the dispatcher leaves an event after 24 h of failed attempts.
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let repo = tower_api_keys::store::SeaOrmRepository::connect(&url)
+        .await
+        .unwrap();
+    repo.connection()
+        .execute_unprepared(
+            "UPDATE tower_api_keys_outbox SET state = 'failed', attempts = 30, \
+             last_error = 'answered 503 Service Unavailable'",
+        )
+        .await
+        .unwrap();
+
+    let failed = json(dir, &["events", "failed", "--json"]);
+    let failed = failed.as_array().unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["type"], "key.created");
+    assert_eq!(failed[0]["key_id"], created["key_id"]);
+    assert_eq!(failed[0]["attempts"], 30);
+    assert_eq!(failed[0]["payload"]["data"]["key_id"], created["key_id"]);
+    let event_id = failed[0]["event_id"].as_str().unwrap().to_owned();
+    let (code, text, _) = run(dir, &["events", "failed"]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains(&event_id) && text.contains("answered 503"),
+        "{text}"
+    );
+
+    // Unknown id: exit 2; neither an id nor --all: exit 1; nothing changed.
+    assert_eq!(run(dir, &["events", "retry", "msg_unknown"]).0, 2);
+    assert_eq!(run(dir, &["events", "retry"]).0, 1);
+    assert_eq!(run(dir, &["events", "retry", &event_id, "--all"]).0, 1);
+    assert_eq!(
+        json(dir, &["events", "failed", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    assert_eq!(
+        json(dir, &["events", "retry", "--json", &event_id])["retried"],
+        1
+    );
+    assert_eq!(
+        json(dir, &["events", "failed", "--json"]),
+        serde_json::json!([])
+    );
+    let (_, text, _) = run(dir, &["events", "failed"]);
+    assert_eq!(text, "no failed events\n");
+    let state: Option<String> = repo
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Sqlite,
+            "SELECT state FROM tower_api_keys_outbox",
+        ))
+        .await
+        .unwrap()
+        .map(|row| row.try_get("", "state").unwrap());
+    assert_eq!(state.as_deref(), Some("pending"));
+}

@@ -178,3 +178,79 @@ impl MemoryJournal {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeDelta, Utc};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::audit::journal::event;
+    use crate::store::ApiKeyRecord;
+
+    fn key(key_id: Uuid) -> ApiKeyRecord {
+        ApiKeyRecord {
+            key_id,
+            public_key: format!("pk_{}", key_id.simple()),
+            secret_key_hash: "0".repeat(64).into(),
+            account_id: Uuid::nil(),
+            title: "t".into(),
+            description: None,
+            status: KeyStatus::Active,
+            expires_at: None,
+            last_used_at: None,
+            created_at: None,
+            pepper_id: None,
+            scopes: None,
+            metadata: None,
+            rotated_from: None,
+            rate_limit: None,
+        }
+    }
+
+    #[test]
+    fn a_claim_takes_the_earliest_pending_event_of_each_key_once() {
+        let (a, b) = (key(Uuid::new_v4()), key(Uuid::new_v4()));
+        let now = Utc::now();
+        let mut journal = MemoryJournal::default();
+        for (record, kind) in [
+            (&a, "key.created"),
+            (&b, "key.created"),
+            (&a, "key.revoked"),
+        ] {
+            journal.queue(event(now, kind, record, None));
+        }
+        let lease = TimeDelta::seconds(60);
+        let first: Vec<i64> = journal.claim(now, lease, 10).iter().map(|e| e.id).collect();
+        assert_eq!(first, [1, 2]);
+        // Leased: nobody else gets them; the key's second event waits.
+        assert!(journal.claim(now, lease, 10).is_empty());
+        journal.settle(1, Settle::Delivered);
+        journal.settle(
+            2,
+            Settle::Retry {
+                at: now + TimeDelta::seconds(1),
+                error: "answered 503".into(),
+            },
+        );
+        let next: Vec<i64> = journal.claim(now, lease, 10).iter().map(|e| e.id).collect();
+        assert_eq!(next, [3]);
+        // A lease that has passed is claimed again (a replica that died).
+        let later = now + TimeDelta::seconds(120);
+        let again: Vec<i64> = journal
+            .claim(later, lease, 10)
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(again, [2, 3]);
+        journal.settle(
+            2,
+            Settle::Failed {
+                error: "gone".into(),
+            },
+        );
+        assert_eq!(journal.failed(10).len(), 1);
+        assert_eq!(journal.retry(None, later), 1);
+        assert!(journal.failed(10).is_empty());
+    }
+}
