@@ -54,3 +54,14 @@ pub struct PepperCount {
     /// Keys that can still validate with it.
     pub keys: u64,
 }
+
+/// Most `(key_id, used_at)` pairs written by one statement, and handed to
+/// [`ApiKeyRepository::record_last_used`] by one call of the usage writer.
+/// Two bound values per pair stay well below SQLite's 32,766 and MySQL's 65,535
+/// parameters.
+pub(crate) const LAST_USED_CHUNK: usize = 5_000;
+
+/// Most usage rows written by one statement, and handed to
+/// [`ApiKeyRepository::record_usage`] by one call of the usage writer (three
+/// bound values per row).
+pub(crate) const USAGE_CHUNK: usize = 5_000;

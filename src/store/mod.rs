@@ -48,6 +48,7 @@ mod timed;
 mod unprepared;
 
 pub use self::batches::{HashRewrite, PepperCount, Pruned, UsageCount};
+pub(crate) use self::batches::{LAST_USED_CHUNK, USAGE_CHUNK};
 #[cfg(feature = "sql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
 pub use self::conn::{PoolMode, UnknownPoolMode};
@@ -423,11 +424,9 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         async { Ok(None) }
     }
 
-    /// Leases up to `limit` due events (pending, `next_attempt_at` passed, no
-    /// live lease) that are the earliest pending event of their key, until
-    /// `now + lease`; no other caller gets them meanwhile
-    /// ([`SeaOrmRepository`]: `FOR UPDATE SKIP LOCKED` on PostgreSQL and
-    /// MySQL/MariaDB, the write lock on SQLite). Oldest first. Default: none.
+    /// Leases until `now + lease` up to `limit` due events, each the earliest
+    /// pending one of its key, oldest first, that no other caller gets meanwhile
+    /// (`FOR UPDATE SKIP LOCKED`, or SQLite's write lock). Default: none.
     fn claim_events(
         &self,
         now: DateTime<Utc>,
@@ -468,10 +467,8 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         async { Ok(0) }
     }
 
-    /// Writes `key.expiring` for keys that expire within `notice` of `now`
-    /// and `key.expired` for keys that expired within a week before `now`
-    /// (neither for a revoked key), each once per key and expiry; returns
-    /// how many were written. Default: 0.
+    /// Writes `key.expiring` (expiry within `notice`) and `key.expired` (within
+    /// the past week), once per key and expiry, never for a revoked key; how many. Default: 0.
     fn emit_clock_events(
         &self,
         now: DateTime<Utc>,
@@ -489,16 +486,6 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         None
     }
 }
-/// Most `(key_id, used_at)` pairs written by one statement, and handed to
-/// [`ApiKeyRepository::record_last_used`] by one call of the usage writer.
-/// Two bound values per pair stay well below SQLite's 32,766 and MySQL's 65,535
-/// parameters.
-pub(crate) const LAST_USED_CHUNK: usize = 5_000;
-
-/// Most usage rows written by one statement, and handed to
-/// [`ApiKeyRepository::record_usage`] by one call of the usage writer (three
-/// bound values per row).
-pub(crate) const USAGE_CHUNK: usize = 5_000;
 
 /// How many keys of each account `records` add, by account (in account
 /// order, so that writers that lock accounts lock them in the same order).
