@@ -274,6 +274,30 @@ async fn every_change_writes_its_audit_row_and_its_event(db: &TestDb) {
     );
     let at = by_action("deleted")["at"].as_str().unwrap();
     assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{at}");
+    // The same rows through the SeaORM entities.
+    {
+        use sea_orm::{EntityTrait, QueryOrder};
+        use tower_api_keys::audit::entity::{audit, outbox};
+        let rows = audit::Entity::find()
+            .order_by_desc(audit::Column::Id)
+            .all(db.repo.connection())
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), entries.len());
+        assert_eq!(rows[0].action, "imported");
+        assert_eq!(rows[0].id, entries[0]["id"].as_i64().unwrap());
+        assert_eq!(rows[1].key_id.to_string(), first_id);
+        let events = outbox::Entity::find()
+            .all(db.repo.connection())
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 7);
+        assert!(
+            events
+                .iter()
+                .all(|e| e.state == "pending" && e.attempts == 0)
+        );
+    }
     // No secret, hash or token anywhere in the log.
     let text = page.to_string();
     for secret in [

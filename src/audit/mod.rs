@@ -9,9 +9,13 @@
 //! (the action, its detail, the event) from the rows it changes, so that the
 //! audit row always describes what was committed.
 //!
-//! By concern: who acted (`actor`), the rows a change writes (`journal`).
+//! By concern: who acted (`actor`), the rows a change writes (`journal`),
+//! the tables' SeaORM entities (`entity`, feature `sql`).
 
 mod actor;
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
+pub mod entity;
 pub(crate) mod journal;
 
 use std::net::IpAddr;
