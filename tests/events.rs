@@ -55,7 +55,23 @@ async fn receiver(hits: Hits) -> SocketAddr {
             }
         })
     };
+    let slow = {
+        let hits = hits.clone();
+        post(move || async move {
+            hits.0
+                .lock()
+                .unwrap()
+                .entry("/slow".to_owned())
+                .or_default()
+                .push(String::new());
+            // Longer than the sender's 10 s timeout.
+            tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+            StatusCode::OK
+        })
+    };
     let app = Router::new()
+        .route("/slow", slow)
+        .route("/gone", record("/gone", StatusCode::GONE))
         .route("/ok", record("/ok", StatusCode::NO_CONTENT))
         .route("/fail", record("/fail", StatusCode::SERVICE_UNAVAILABLE))
         .route("/redirect", record("/redirect", StatusCode::FOUND));
@@ -172,6 +188,78 @@ async fn an_event_failing_past_a_day_is_kept_as_failed_counted_and_retried(db: &
     let rows = outbox(db).await;
     let last = rows.last().unwrap();
     assert_eq!((last.2.as_str(), last.3), ("pending", 1));
+}
+
+/// A receiver that answers 4xx, or too slowly, fails the attempt (retried
+/// later, nothing lost); while a slow delivery is in flight, changes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_or_refusing_receiver_fails_the_attempt_and_blocks_no_change() {
+    let db = common::sqlite().await;
+    let hits = Hits::default();
+    let addr = receiver(hits.clone()).await;
+    let validator = ApiKeyValidator::new(db.repo.clone(), pepper());
+    let manager = KeyManager::new(validator.clone());
+    let account = AccountId::new(Uuid::new_v4());
+    manager.create(account, NewApiKey::new("a")).await.unwrap();
+
+    let refusing = EventDispatcher::new(&validator, sender(addr, "/gone"));
+    assert_eq!(refusing.deliver_due().await.unwrap(), 1);
+    let rows = outbox(&db).await;
+    assert_eq!((rows[0].2.as_str(), rows[0].3), ("pending", 1));
+    assert!(
+        last_errors(&db).await[0]
+            .as_deref()
+            .unwrap()
+            .contains("410")
+    );
+
+    let slow = EventDispatcher::new(&validator, sender(addr, "/slow"))
+        .with_poll_interval(std::time::Duration::from_millis(50))
+        .start();
+    // A second key's event is delivered by the running loop: wait until the
+    // slow receiver holds it, then change keys meanwhile.
+    manager.create(account, NewApiKey::new("b")).await.unwrap();
+    while !hits.0.lock().unwrap().contains_key("/slow") {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for title in ["c", "d"] {
+        manager
+            .create(account, NewApiKey::new(title))
+            .await
+            .unwrap();
+    }
+    assert_eq!(manager.list(account).await.unwrap().len(), 4);
+    // The slow attempt ends as a timeout: retried later, the event kept.
+    loop {
+        let rows = outbox(&db).await;
+        if rows[1].3 >= 1 {
+            assert_eq!(rows[1].2, "pending");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    slow.shutdown().await;
+    assert_eq!(last_errors(&db).await[1].as_deref(), Some("timed out"));
+    // Nothing lost: every event still waits for a receiver that answers.
+    let rows = outbox(&db).await;
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|row| row.2 == "pending"), "{rows:?}");
+}
+
+/// Every outbox row's `last_error`, oldest first.
+async fn last_errors(db: &TestDb) -> Vec<Option<String>> {
+    let backend = db.repo.connection().get_database_backend();
+    db.repo
+        .executor()
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT last_error FROM tower_api_keys_outbox ORDER BY id",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get("", "last_error").unwrap())
+        .collect()
 }
 
 /// The metric, on one backend (a local recorder sees only its own thread).

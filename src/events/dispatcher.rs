@@ -95,7 +95,9 @@ impl<S: EventSink> EventDispatcher<S> {
     pub async fn deliver_due(&self) -> Result<usize, StoreError> {
         let now = Utc::now();
         let events = self.store.claim_events(now, self.lease, self.batch).await?;
-        for event in &events {
+        // At most one event per key is claimed: the keys' deliveries run side
+        // by side, so that one slow receiver answer holds up no other key.
+        let attempts = events.iter().map(|event| async move {
             let attempt = tokio::time::timeout(self.lease / 2, self.sink.deliver(event)).await;
             let outcome = match attempt {
                 Ok(Ok(())) => Settle::Delivered,
@@ -106,7 +108,10 @@ impl<S: EventSink> EventDispatcher<S> {
                 metrics::counter!(WEBHOOK_FAILURES).increment(1);
                 tracing::warn!(event_id = %event.event_id, event_type = %event.event_type, key_id = %event.key_id, %error, "event kept as failed after 24 h of retries");
             }
-            self.store.settle_event(event.id, outcome).await?;
+            self.store.settle_event(event.id, outcome).await
+        });
+        for settled in futures_util::future::join_all(attempts).await {
+            settled?;
         }
         Ok(events.len())
     }
