@@ -11,6 +11,9 @@
 //! ([`PoolMode::Transaction`]) with the same lookup direct, and with the
 //! transaction mode's statements sent direct, on one fresh database of 1,000
 //! keys, in the same run.
+//!
+//! The group `management` compares a create and a revoke with their audit
+//! row and outbox event against the same store writing neither.
 
 use std::time::Duration;
 
@@ -296,5 +299,100 @@ fn bench_pooler(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_cold, bench_pooler);
+/// The management path with and without its audit row and outbox event, on
+/// the same database in the same run: one create (`insert_within_limit`, as
+/// the manager calls it, without the HMAC) and one revoke of an active key,
+/// each on a store that writes its journal (`audited`) and one that does
+/// not (`bare`, [`SeaOrmRepository::without_journal`]). SQLite always,
+/// PostgreSQL with `TEST_POSTGRES_URL`.
+fn bench_management(c: &mut Criterion) {
+    use std::time::Instant;
+    use tower_api_keys::{
+        audit::{Actor, ChangeRecord},
+        store::{ApiKeyRecord, KeyStatus},
+    };
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut backends = vec![rt.block_on(sqlite())];
+    backends.extend(rt.block_on(postgres()));
+    let change = ChangeRecord::by(Actor::new("user:42")).from("203.0.113.7".parse().ok());
+    let record = |account_id| ApiKeyRecord {
+        key_id: uuid::Uuid::new_v4(),
+        public_key: format!("pk_{}", uuid::Uuid::new_v4().simple()),
+        secret_key_hash: "0".repeat(64).into(),
+        account_id,
+        title: "bench".to_owned(),
+        description: None,
+        status: KeyStatus::Active,
+        expires_at: None,
+        last_used_at: None,
+        created_at: Some(chrono::Utc::now()),
+        pepper_id: None,
+        scopes: None,
+        metadata: None,
+        rotated_from: None,
+        rate_limit: None,
+        allowed_cidrs: None,
+    };
+    let mut group = c.benchmark_group("management");
+    group.measurement_time(Duration::from_secs(5));
+    for backend in &backends {
+        for (label, repo) in [
+            ("audited", backend.repo.clone()),
+            ("bare", backend.repo.clone().without_journal()),
+        ] {
+            let id = format!("{}/{label}", backend.name);
+            group.bench_function(BenchmarkId::new("create", &id), |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let (repo, change) = (repo.clone(), change.clone());
+                    async move {
+                        let mut spent = Duration::ZERO;
+                        for _ in 0..iters {
+                            // A fresh account each time: the count is of one row.
+                            let key = record(uuid::Uuid::new_v4());
+                            let started = Instant::now();
+                            repo.insert_within_limit(vec![key], 1_000, &change)
+                                .await
+                                .unwrap();
+                            spent += started.elapsed();
+                        }
+                        spent
+                    }
+                });
+            });
+            group.bench_function(BenchmarkId::new("revoke", &id), |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let (repo, change) = (repo.clone(), change.clone());
+                    async move {
+                        let mut spent = Duration::ZERO;
+                        for _ in 0..iters {
+                            let key = record(uuid::Uuid::new_v4());
+                            let (account_id, key_id) = (key.account_id, key.key_id);
+                            repo.insert(key).await.unwrap();
+                            let started = Instant::now();
+                            repo.revoke(account_id, key_id, &change).await.unwrap();
+                            spent += started.elapsed();
+                        }
+                        spent
+                    }
+                });
+            });
+        }
+    }
+    group.finish();
+    rt.block_on(async {
+        for backend in backends {
+            backend.repo.connection().clone().close().await.ok();
+            if let Some((url, drop)) = backend.cleanup {
+                let admin = Database::connect(url.as_str()).await.unwrap();
+                admin.execute_unprepared(&drop).await.ok();
+            }
+        }
+    });
+}
+
+criterion_group!(benches, bench_cold, bench_pooler, bench_management);
 criterion_main!(benches);

@@ -26,6 +26,8 @@
 //! | `MAX_KEYS_PER_ACCOUNT` | the most keys one account may have (keys not deleted count, revoked and expired ones too); one more is `409` | 1000 |
 //! | `REDIS_URL` | keeps per-key rate limits in Redis, shared by every replica (feature `redis`, on by default): one server, any node of a Redis Cluster (detected at start), or a comma-separated list of cluster nodes (`redis://a:6379,redis://b:6379`); a Redis that cannot be used stops the server at start | rate limits kept in this process |
 //! | `GITHUB_SCANNING_KEYS_FILE` | a JSON file of GitHub's secret-scanning public keys (as `https://api.github.com/meta/public_keys/secret_scanning` answers): mounts `POST /v1/secret-scanning/github`; a file that cannot be read or used stops the server at start | the route is not mounted |
+//! | `WEBHOOK_URL`, `WEBHOOK_SECRET` | lifecycle events (`key.created`, …) go to this URL as Standard Webhooks signed with the `whsec_…` secret; a bad value stops the server at start | no webhooks (events stay in the outbox) |
+//! | `EXPIRY_NOTICE_DAYS` | `key.expiring` is sent this many days (1–365) before a key expires | 7 |
 //! | `RUST_LOG` | log filter (logs go to stderr); `tower_api_keys::auth=debug` adds one span per authenticated request | `info` |
 //! | `LOG_FORMAT` | `json` for one JSON object per log line | text |
 //!
@@ -105,6 +107,9 @@ use tower_api_keys::{
     },
 };
 use tracing_subscriber::EnvFilter;
+
+#[path = "support/events.rs"]
+mod events;
 
 const DEFAULT_DATABASE_URL: &str = "sqlite://api-keys.db";
 const DEFAULT_BIND: &str = "127.0.0.1:3000";
@@ -204,6 +209,7 @@ async fn run() -> Result<(), String> {
     }
     let validator = validator.build();
     let manager = KeyManager::new(validator.clone()).with_max_keys_per_account(max_keys);
+    let events = events::start(&validator, &manager)?;
     let app = app(validator.clone(), manager, admin_token, scanning_keys).route(
         "/metrics",
         get(move || std::future::ready(metrics.render())),
@@ -274,6 +280,7 @@ async fn run() -> Result<(), String> {
         }
     };
 
+    events.shutdown().await;
     // Writes the pending `last_used_at` values.
     validator.shutdown().await;
     if let Err(err) = repo.connection().clone().close().await {
@@ -412,6 +419,10 @@ async fn admin_auth(
         return problem(StatusCode::BAD_REQUEST, "X-Account-Id must be a UUID");
     };
     request.extensions_mut().insert(account);
+    // The audit log's actor for every change made with the admin token.
+    request
+        .extensions_mut()
+        .insert(tower_api_keys::audit::Actor::new("admin"));
     next.run(request).await
 }
 

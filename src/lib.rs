@@ -242,7 +242,9 @@
 #![warn(unreachable_pub, missing_debug_implementations, rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit;
 mod auth;
+pub mod events;
 pub mod headers;
 mod identity;
 pub mod key;
@@ -280,6 +282,7 @@ pub use manager::rules::{FieldError, NewApiKey};
 pub use manager::{
     ApiKeyInfo, CreatedKey, KeyManager, LeakedKey, ManagerError, PepperRole, PepperStatus,
 };
+pub use manager::{AuditPage, RETENTION_EVERY};
 pub use manager::{DayUsage, KeyUsage};
 pub use policy::limits;
 pub use policy::rejection::{ProblemJson, Rejection, RejectionBody, RejectionHandler};

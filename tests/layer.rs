@@ -272,7 +272,11 @@ async fn revoked_key_is_refused_right_after_invalidate(db: &TestDb) {
 
     // Revoked behind the cache's back (another process): still cached...
     db.repo
-        .revoke(account.into_inner(), created.key.key_id.into_inner())
+        .revoke(
+            account.into_inner(),
+            created.key.key_id.into_inner(),
+            &Default::default(),
+        )
         .await
         .unwrap();
     assert_eq!(

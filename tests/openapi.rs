@@ -66,6 +66,7 @@ const ANSWERS: &[(&str, &str, &[u16])] = &[
         &[200, 400, 401, 403, 404, 413, 415, 422, 503],
     ),
     ("get", "/{key_id}/usage", &[200, 400, 401, 403, 404, 503]),
+    ("get", "/audit", &[200, 400, 401, 403, 503]),
     ("post", "/revocations", &[200, 400, 413, 415, 422, 503]),
 ];
 
@@ -801,14 +802,19 @@ async fn battery(api: &Api, path: &str, method: &str) -> BTreeSet<u16> {
             continue;
         }
         let name = parameter["name"].as_str().unwrap();
-        let max = parameter["schema"]["maximum"].as_i64().unwrap();
-        let min = parameter["schema"]["minimum"].as_i64().unwrap();
-        for (what, value) in [
-            ("query at its maximum", max.to_string()),
-            ("query over its maximum", (max + 1).to_string()),
-            ("query under its minimum", (min - 1).to_string()),
-            ("query not an integer", "x".to_owned()),
-        ] {
+        let mut cases = vec![("query not an integer", "x".to_owned())];
+        if parameter["schema"]["type"] == "string" {
+            // A UUID parameter (the audit log's `key_id`).
+            cases = vec![("query not a UUID", "x".to_owned())];
+        } else {
+            let min = parameter["schema"]["minimum"].as_i64().unwrap();
+            cases.push(("query under its minimum", (min - 1).to_string()));
+            if let Some(max) = parameter["schema"]["maximum"].as_i64() {
+                cases.push(("query at its maximum", max.to_string()));
+                cases.push(("query over its maximum", (max + 1).to_string()));
+            }
+        }
+        for (what, value) in cases {
             let query: &'static str = Box::leak(format!("{name}={value}").into_boxed_str());
             record(
                 what,
@@ -935,6 +941,35 @@ async fn specifics(api: &Api) {
     let default = &api.operation(&usage, "get")["parameters"][1]["schema"]["default"];
     assert_eq!(default, 30);
 
+    // The audit log: a page of entries as declared, and a bad limit's 400.
+    let audit = format!("{PREFIX}/audit");
+    let observed = api
+        .send(
+            &audit,
+            "get",
+            None,
+            Some("limit=2"),
+            Login::Documented,
+            Body::None,
+        )
+        .await;
+    assert_eq!(observed.status, 200);
+    let body = api.check(&audit, "get", "audit", &observed);
+    assert_eq!(body["entries"].as_array().unwrap().len(), 2);
+    assert!(body["next_before"].is_i64());
+    let observed = api
+        .send(
+            &audit,
+            "get",
+            None,
+            Some("limit=0"),
+            Login::Documented,
+            Body::None,
+        )
+        .await;
+    assert_eq!(observed.status, 400);
+    api.check(&audit, "get", "bad limit", &observed);
+
     // 422 names the unknown field.
     let unknown = api
         .send(
@@ -1026,6 +1061,7 @@ fn the_prefix_places_every_path() {
             format!("{base}/{{key_id}}/rotate"),
             format!("{base}/{{key_id}}/revoke"),
             format!("{base}/{{key_id}}/usage"),
+            format!("{base}/audit"),
             format!("{base}/revocations"),
         ]
         .into_iter()

@@ -3,6 +3,7 @@
 
 use super::{KeyManager, ManagerError, to_completion};
 use crate::{
+    audit::{Actor, ChangeReason, ChangeRecord},
     identity::{AccountId, ApiKeyId},
     policy::rejection::Rejection,
     store::KeyStatus,
@@ -61,7 +62,12 @@ impl KeyManager {
             }
             Err(_) => return Ok(()),
         };
-        self.revoke_and_evict(key.account_id(), key.key_id(), key.public_key())
+        let change = ChangeRecord {
+            actor: Some(Actor::holder()),
+            source: self.change.source,
+            reason: ChangeReason::Holder,
+        };
+        self.revoke_and_evict(key.account_id(), key.key_id(), key.public_key(), &change)
             .await?;
         tracing::info!(key_id = %key.key_id(), account_id = %key.account_id(), "API key revoked by its holder");
         Ok(())
@@ -115,8 +121,21 @@ impl KeyManager {
             newly_revoked: record.status != KeyStatus::Revoked,
         };
         if leaked.newly_revoked {
-            self.revoke_and_evict(leaked.account_id, leaked.key_id, &record.public_key)
-                .await?;
+            // The report's URL, when the caller gave one through `acting`.
+            let change = match &self.change.reason {
+                ChangeReason::Leaked { .. } => self.change.clone(),
+                _ => self
+                    .change
+                    .clone()
+                    .because(ChangeReason::Leaked { url: None }),
+            };
+            self.revoke_and_evict(
+                leaked.account_id,
+                leaked.key_id,
+                &record.public_key,
+                &change,
+            )
+            .await?;
             tracing::info!(
                 key_id = %leaked.key_id,
                 account_id = %leaked.account_id,
@@ -147,10 +166,11 @@ impl KeyManager {
         account: AccountId,
         key_id: ApiKeyId,
         public_key: &str,
+        change: &ChangeRecord,
     ) -> Result<(), ManagerError> {
         let revoked = self
             .store
-            .revoke(account.into_inner(), key_id.into_inner())
+            .revoke(account.into_inner(), key_id.into_inner(), change)
             .await;
         self.validator.invalidate(public_key);
         revoked?;

@@ -1,7 +1,7 @@
 //! Import of keys hashed elsewhere, across accounts: an operator's tool.
 
 use super::{KeyManager, ManagerError, creation_time, to_completion};
-use crate::store::ApiKeyRecord;
+use crate::{audit::ChangeReason, store::ApiKeyRecord};
 
 impl KeyManager {
     /// Imports keys that were made elsewhere (already hashed; the secrets are
@@ -32,6 +32,7 @@ impl KeyManager {
             self.within_ceiling(record.scopes.as_ref())?;
         }
         let count = records.len();
+        let change = self.change.clone().because(ChangeReason::Import);
         let public_keys: Vec<String> = records.iter().map(|r| r.public_key.clone()).collect();
         let records = records
             .into_iter()
@@ -42,7 +43,7 @@ impl KeyManager {
             .collect();
         let inserted = self
             .store
-            .insert_within_limit(records, self.max_keys_per_account)
+            .insert_within_limit(records, self.max_keys_per_account, &change)
             .await;
         for public_key in &public_keys {
             self.validator.invalidate(public_key);

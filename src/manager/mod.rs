@@ -7,6 +7,7 @@
 //! operator's tools across accounts, import (`import`) and pepper rotation
 //! (`pepper`).
 
+mod audit;
 mod error;
 mod holder;
 mod import;
@@ -26,6 +27,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 pub use self::{
+    audit::{AuditPage, RETENTION_EVERY},
     error::ManagerError,
     holder::LeakedKey,
     info::{ApiKeyInfo, CreatedKey},
@@ -33,6 +35,7 @@ pub use self::{
     usage::{DayUsage, KeyUsage},
 };
 use crate::{
+    audit::ChangeRecord,
     identity::{AccountId, ApiKeyId},
     key::{KeyPair, Token},
     policy::Scopes,
@@ -81,6 +84,8 @@ pub struct KeyManager {
     scope_ceiling: Option<Scopes>,
     /// See [`KeyManager::with_max_keys_per_account`].
     max_keys_per_account: u64,
+    /// Who acts, from where: see [`KeyManager::acting`].
+    change: ChangeRecord,
 }
 
 /// Runs a change (its store calls and the cache evictions after them) to the
@@ -123,7 +128,24 @@ impl KeyManager {
             validator,
             scope_ceiling: None,
             max_keys_per_account: DEFAULT_MAX_KEYS_PER_ACCOUNT,
+            change: ChangeRecord::default(),
         }
+    }
+
+    /// A manager whose changes the audit log records as `change` says (who
+    /// acts, from which address, why): the management router makes one per
+    /// request from the `Actor` extension and the client's address. Default:
+    /// no actor, no address, for the owner.
+    ///
+    /// ```
+    /// # fn doc(manager: tower_api_keys::KeyManager) {
+    /// use tower_api_keys::audit::{Actor, ChangeRecord};
+    /// let manager = manager.acting(ChangeRecord::by(Actor::new("user:42")));
+    /// # }
+    /// ```
+    pub fn acting(mut self, change: ChangeRecord) -> Self {
+        self.change = change;
+        self
     }
 
     /// The most keys one account may have: creating or importing one more is
@@ -208,7 +230,11 @@ impl KeyManager {
         };
         let inserted = self
             .store
-            .insert_within_limit(vec![record.clone()], self.max_keys_per_account)
+            .insert_within_limit(
+                vec![record.clone()],
+                self.max_keys_per_account,
+                &self.change,
+            )
             .await;
         // A probe of this public key before it existed must not linger as
         // "unknown" (also when the insert's outcome is unknown).
@@ -275,7 +301,7 @@ impl KeyManager {
     ) -> Result<ApiKeyInfo, ManagerError> {
         let (account_id, id) = (account.into_inner(), key_id.into_inner());
         let public_key = self.public_key_of(account, key_id).await?;
-        let revoked = self.store.revoke(account_id, id).await;
+        let revoked = self.store.revoke(account_id, id, &self.change).await;
         self.validator.invalidate(&public_key);
         let record = revoked?.ok_or(ManagerError::NotFound)?;
         tracing::info!(%key_id, account_id = %account, "API key revoked");
@@ -318,7 +344,12 @@ impl KeyManager {
         let public_key = current.public_key;
         let updated = self
             .store
-            .update(account.into_inner(), key_id.into_inner(), &changes)
+            .update(
+                account.into_inner(),
+                key_id.into_inner(),
+                &changes,
+                &self.change,
+            )
             .await;
         self.validator.invalidate(&public_key);
         let record = updated?.ok_or(ManagerError::NotFound)?;
@@ -375,13 +406,16 @@ impl KeyManager {
         };
         let outcome = self
             .store
-            .rotate(Rotation {
-                account_id: account.into_inner(),
-                old_key_id: key_id.into_inner(),
-                grace_period,
-                successor: successor.clone(),
-                scope_ceiling: self.scope_ceiling.clone(),
-            })
+            .rotate(
+                Rotation {
+                    account_id: account.into_inner(),
+                    old_key_id: key_id.into_inner(),
+                    grace_period,
+                    successor: successor.clone(),
+                    scope_ceiling: self.scope_ceiling.clone(),
+                },
+                &self.change,
+            )
             .await;
         // Whatever the outcome, neither key may stay cached as it was.
         self.validator.invalidate(&old_public_key);
@@ -408,7 +442,7 @@ impl KeyManager {
     async fn delete_now(&self, account: AccountId, key_id: ApiKeyId) -> Result<(), ManagerError> {
         let (account_id, id) = (account.into_inner(), key_id.into_inner());
         let public_key = self.public_key_of(account, key_id).await?;
-        let deleted = self.store.delete(account_id, id).await;
+        let deleted = self.store.delete(account_id, id, &self.change).await;
         self.validator.invalidate(&public_key);
         deleted?.ok_or(ManagerError::NotFound)?;
         tracing::info!(%key_id, account_id = %account, "API key deleted");

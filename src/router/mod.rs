@@ -15,6 +15,7 @@
 //! | `POST /{key_id}/rotate` | `201` + `Location`, the successor with its secret (shown once) |
 //! | `PATCH /{key_id}/revoke` | `200 {"message":"API key revoked successfully"}` |
 //! | `DELETE /{key_id}` | `200 {"message":"API key deleted successfully"}` |
+//! | `GET /audit?key_id=&before=&limit=` | `200 {"entries":[…],"next_before"}`: the account's audit log, newest first (`limit` 1–500, default 100) |
 //! | `GET /{key_id}/usage?days=N` | `200 {"key_id","days":[{"date":"YYYY-MM-DD","requests":n},…]}`: N (1–90, default 30) UTC days, today first, zeros included; counts appear once flushed |
 //!
 //! [`RevocationRouter`] is the one route for key holders, `POST /` with
@@ -57,6 +58,7 @@ use crate::{
     manager::{CreatedKey, KeyManager},
 };
 
+mod audit;
 mod body;
 mod error;
 mod fields;
@@ -156,6 +158,7 @@ impl ManagementRouter {
     {
         Router::new()
             .route("/", get(list).post(create))
+            .route("/audit", get(audit::audit))
             .route("/{key_id}", get(show).patch(update).delete(remove))
             .route("/{key_id}/rotate", post(rotate))
             .route("/{key_id}/revoke", patch(revoke))
@@ -249,7 +252,8 @@ impl FromRequestParts<RouterState> for Owner {
         parts: &mut Parts,
         state: &RouterState,
     ) -> Result<Self, Self::Rejection> {
-        let mut manager = state.manager.clone();
+        let change = audit::change_of(&state.manager, parts);
+        let mut manager = state.manager.clone().acting(change);
         if let Some(key) = parts.extensions.get::<AuthenticatedKey>() {
             if !state.allow_api_key_auth {
                 return Err(ApiError::ApiKeyNotAllowed);
@@ -393,6 +397,13 @@ async fn revoke_by_credential(
     State(manager): State<KeyManager>,
     request: Request<Body>,
 ) -> Result<Response, ApiError> {
+    let source = manager
+        .validator()
+        .client_address(request.extensions(), request.headers());
+    let manager = manager.acting(crate::audit::ChangeRecord {
+        source,
+        ..Default::default()
+    });
     let body = json_body(request, true)
         .await?
         .ok_or(ApiError::MalformedJson)?;

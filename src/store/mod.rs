@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 use self::feed::ChangeSource;
 use crate::{
+    audit::{AuditEntry, AuditQuery, ChangeRecord},
+    events::{OutboxEvent, Settle},
     policy::{AllowedNetworks, Metadata, Scopes},
     ratelimit::RateLimit,
 };
@@ -25,6 +27,7 @@ mod conn;
 // their public paths are the crate root's (`tower_api_keys::entity`,
 // `::feed`, `::migration`), where they are documented. The feed's types stay
 // without the feature `sql`, for the repository trait and the validator.
+mod batches;
 #[cfg(feature = "sql")]
 #[doc(hidden)]
 pub mod entity;
@@ -44,6 +47,8 @@ mod timed;
 #[cfg(feature = "postgres")]
 mod unprepared;
 
+pub use self::batches::{HashRewrite, PepperCount, Pruned, UsageCount};
+pub(crate) use self::batches::{LAST_USED_CHUNK, USAGE_CHUNK};
 #[cfg(feature = "sql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
 pub use self::conn::{PoolMode, UnknownPoolMode};
@@ -202,44 +207,6 @@ impl KeyChanges {
     }
 }
 
-/// One re-hash for [`ApiKeyRepository::rewrite_hashes`]: the key's hash made
-/// again under the current pepper after a successful validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HashRewrite {
-    /// The key.
-    pub key_id: Uuid,
-    /// The hash the key had when it was validated; the rewrite happens only if
-    /// the row still holds it.
-    pub old_hash: StoredHash,
-    /// The hash under the current pepper.
-    pub new_hash: StoredHash,
-    /// The current pepper's id.
-    pub pepper_id: String,
-}
-
-/// Requests counted for one key on one UTC day (DECISIONS.md, "Usage metering in detail"):
-/// what [`ApiKeyRepository::record_usage`] adds to the table
-/// `tower_api_keys_usage`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct UsageCount {
-    /// The key.
-    pub key_id: Uuid,
-    /// The UTC day.
-    pub day: NaiveDate,
-    /// Requests to add to that day's count.
-    pub requests: u64,
-}
-
-/// How many keys that can still validate (not revoked, not expired) name one
-/// `pepper_id` (`None`: the legacy pepper).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PepperCount {
-    /// The stored `pepper_id`.
-    pub pepper_id: Option<String>,
-    /// Keys that can still validate with it.
-    pub keys: u64,
-}
-
 impl ApiKeyRecord {
     /// The status as of `now`.
     pub fn effective_status(&self, now: DateTime<Utc>) -> EffectiveStatus {
@@ -311,10 +278,16 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     /// counts inside the inserts' transaction, serialized per account: an
     /// advisory transaction lock on PostgreSQL, a locking read on
     /// MySQL/MariaDB, the database's write lock on SQLite).
+    ///
+    /// Each record is audited `created` (or `imported`, for
+    /// [`ChangeReason::Import`](crate::audit::ChangeReason::Import)) as
+    /// `change` says, in the same transaction, with its `key.created` event
+    /// in the outbox (none for an import).
     fn insert_within_limit(
         &self,
         records: Vec<ApiKeyRecord>,
         max_keys_per_account: u64,
+        change: &ChangeRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The account's keys, newest first (`created_at` descending; rows without a
@@ -332,19 +305,26 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
 
     /// Sets the key's status to revoked (idempotent) and returns the updated key.
+    /// A key that was not revoked yet is audited (`revoked`,
+    /// `revoked_by_holder` or `revoked_leaked`, as `change` says) and gets a
+    /// `key.revoked` event, in the revoke's transaction.
     fn revoke(
         &self,
         account_id: Uuid,
         key_id: Uuid,
+        change: &ChangeRecord,
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
 
     /// Writes `changes` to the key and returns it as it is now (`None`: no such
-    /// key in the account). With no changes, the key as it is.
+    /// key in the account). With no changes, the key as it is. Audited
+    /// `updated` (detail: the fields written) with a `key.updated` event, in
+    /// the update's transaction.
     fn update(
         &self,
         account_id: Uuid,
         key_id: Uuid,
         changes: &KeyChanges,
+        change: &ChangeRecord,
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
 
     /// Limits the old key and inserts its successor in one transaction: the
@@ -352,17 +332,22 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     /// from [`Rotation::plan`] applied to the old key as read inside that
     /// transaction, after its row is locked against concurrent changes. A key has at
     /// most one successor ([`RotateOutcome::AlreadyRotated`] otherwise), also
-    /// under concurrent rotations.
+    /// under concurrent rotations. Audited `rotated` on the old key and
+    /// `created` on the successor, with the events `key.rotated` then
+    /// `key.created`, in the rotation's transaction.
     fn rotate(
         &self,
         rotation: Rotation,
+        change: &ChangeRecord,
     ) -> impl Future<Output = Result<RotateOutcome, StoreError>> + Send;
 
-    /// Deletes the key and returns what was deleted.
+    /// Deletes the key and returns what was deleted; audited `deleted` with a
+    /// `key.deleted` event, in the delete's transaction.
     fn delete(
         &self,
         account_id: Uuid,
         key_id: Uuid,
+        change: &ChangeRecord,
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
 
     /// Writes `last_used_at` for every `(key_id, used_at)` pair where that moves
@@ -423,6 +408,84 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         include_legacy: bool,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// The audit rows `query` asks for, newest first (`id` descending).
+    /// Default: none (a store that keeps no audit log).
+    fn audit(
+        &self,
+        query: AuditQuery,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send {
+        let _ = query;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Deletes audit rows older than `audit_before` and usage rows of days
+    /// before `usage_before`, if no replica has done so within `every`
+    /// (one replica at a time: the first to claim the task runs it). `None`
+    /// when another replica ran it within `every`. Default: `None`.
+    fn prune(
+        &self,
+        audit_before: DateTime<Utc>,
+        usage_before: NaiveDate,
+        every: std::time::Duration,
+    ) -> impl Future<Output = Result<Option<Pruned>, StoreError>> + Send {
+        let _ = (audit_before, usage_before, every);
+        async { Ok(None) }
+    }
+
+    /// Leases until `now + lease` up to `limit` due events, each the earliest
+    /// pending one of its key, oldest first, that no other caller gets meanwhile
+    /// (`FOR UPDATE SKIP LOCKED`, or SQLite's write lock). Default: none.
+    fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<OutboxEvent>, StoreError>> + Send {
+        let _ = (now, lease, limit);
+        async { Ok(Vec::new()) }
+    }
+
+    /// Records what became of an attempt to deliver event `id`, and ends
+    /// its lease. Default: nothing.
+    fn settle_event(
+        &self,
+        id: i64,
+        outcome: Settle,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (id, outcome);
+        async { Ok(()) }
+    }
+
+    /// Up to `limit` events kept as failed, oldest first. Default: none.
+    fn failed_events(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<OutboxEvent>, StoreError>> + Send {
+        let _ = limit;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Puts failed events back (the one with this `event_id`, or all), due
+    /// now, with a new 24 h of retries; returns how many. Default: 0.
+    fn retry_failed(
+        &self,
+        event_id: Option<&str>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let _ = event_id;
+        async { Ok(0) }
+    }
+
+    /// Writes `key.expiring` (expiry within `notice`) and `key.expired` (within
+    /// the past week), once per key and expiry, never for a revoked key; how many. Default: 0.
+    fn emit_clock_events(
+        &self,
+        now: DateTime<Utc>,
+        notice: std::time::Duration,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let _ = (now, notice);
+        async { Ok(0) }
+    }
+
     /// Where the validator learns of changes made by other writers (see
     /// [`crate::feed`]). Default: none, so changes made elsewhere reach a
     /// validator within its positive TTL. A wrapper around another repository
@@ -431,16 +494,6 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         None
     }
 }
-/// Most `(key_id, used_at)` pairs written by one statement, and handed to
-/// [`ApiKeyRepository::record_last_used`] by one call of the usage writer.
-/// Two bound values per pair stay well below SQLite's 32,766 and MySQL's 65,535
-/// parameters.
-pub(crate) const LAST_USED_CHUNK: usize = 5_000;
-
-/// Most usage rows written by one statement, and handed to
-/// [`ApiKeyRepository::record_usage`] by one call of the usage writer (three
-/// bound values per row).
-pub(crate) const USAGE_CHUNK: usize = 5_000;
 
 /// How many keys of each account `records` add, by account (in account
 /// order, so that writers that lock accounts lock them in the same order).

@@ -8,9 +8,12 @@ use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
+use crate::audit::{AuditEntry, AuditQuery, ChangeRecord};
+use crate::events::{OutboxEvent, Settle};
+
 use super::{
-    ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, PepperCount, RotateOutcome, Rotation,
-    StoreError, UsageCount,
+    ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, PepperCount, Pruned, RotateOutcome,
+    Rotation, StoreError, UsageCount,
 };
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -47,19 +50,33 @@ boundary! {
     /// See [`ApiKeyRepository::find_by_public_key`].
     fn find_by_public_key(&self, public_key: &'a str) -> Option<ApiKeyRecord>;
     /// See [`ApiKeyRepository::insert_within_limit`].
-    fn insert_within_limit(&self, records: Vec<ApiKeyRecord>, max_keys_per_account: u64) -> ();
+    fn insert_within_limit(&self, records: Vec<ApiKeyRecord>, max_keys_per_account: u64, change: &'a ChangeRecord) -> ();
     /// See [`ApiKeyRepository::list_by_account`].
     fn list_by_account(&self, account_id: Uuid) -> Vec<ApiKeyRecord>;
     /// See [`ApiKeyRepository::get`].
     fn get(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord>;
     /// See [`ApiKeyRepository::revoke`].
-    fn revoke(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord>;
+    fn revoke(&self, account_id: Uuid, key_id: Uuid, change: &'a ChangeRecord) -> Option<ApiKeyRecord>;
     /// See [`ApiKeyRepository::update`].
-    fn update(&self, account_id: Uuid, key_id: Uuid, changes: &'a KeyChanges) -> Option<ApiKeyRecord>;
+    fn update(&self, account_id: Uuid, key_id: Uuid, changes: &'a KeyChanges, change: &'a ChangeRecord) -> Option<ApiKeyRecord>;
     /// See [`ApiKeyRepository::rotate`].
-    fn rotate(&self, rotation: Rotation) -> RotateOutcome;
+    fn rotate(&self, rotation: Rotation, change: &'a ChangeRecord) -> RotateOutcome;
     /// See [`ApiKeyRepository::delete`].
-    fn delete(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord>;
+    fn delete(&self, account_id: Uuid, key_id: Uuid, change: &'a ChangeRecord) -> Option<ApiKeyRecord>;
+    /// See [`ApiKeyRepository::audit`].
+    fn audit(&self, query: AuditQuery) -> Vec<AuditEntry>;
+    /// See [`ApiKeyRepository::claim_events`].
+    fn claim_events(&self, now: DateTime<Utc>, lease: Duration, limit: u32) -> Vec<OutboxEvent>;
+    /// See [`ApiKeyRepository::settle_event`].
+    fn settle_event(&self, id: i64, outcome: Settle) -> ();
+    /// See [`ApiKeyRepository::failed_events`].
+    fn failed_events(&self, limit: u32) -> Vec<OutboxEvent>;
+    /// See [`ApiKeyRepository::retry_failed`].
+    fn retry_failed(&self, event_id: Option<&'a str>) -> u64;
+    /// See [`ApiKeyRepository::emit_clock_events`].
+    fn emit_clock_events(&self, now: DateTime<Utc>, notice: Duration) -> u64;
+    /// See [`ApiKeyRepository::prune`].
+    fn prune(&self, audit_before: DateTime<Utc>, usage_before: NaiveDate, every: Duration) -> Option<Pruned>;
     /// See [`ApiKeyRepository::record_last_used`].
     fn record_last_used(&self, batch: &'a [(Uuid, DateTime<Utc>)]) -> ();
     /// See [`ApiKeyRepository::rewrite_hashes`].

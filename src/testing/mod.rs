@@ -36,6 +36,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use crate::{
+    audit::{AuditEntry, AuditQuery, ChangeRecord},
+    events::{OutboxEvent, Settle},
     feed::ChangeSource,
     store::{
         ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, MemoryRepository, PepperCount,
@@ -307,11 +309,12 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         &self,
         records: Vec<ApiKeyRecord>,
         max_keys_per_account: u64,
+        change: &ChangeRecord,
     ) -> Result<(), StoreError> {
         self.write(
             "insert",
             self.inner
-                .insert_within_limit(records, max_keys_per_account),
+                .insert_within_limit(records, max_keys_per_account, change),
         )
         .await
     }
@@ -334,8 +337,9 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         &self,
         account_id: Uuid,
         key_id: Uuid,
+        change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.write("revoke", self.inner.revoke(account_id, key_id))
+        self.write("revoke", self.inner.revoke(account_id, key_id, change))
             .await
     }
 
@@ -344,22 +348,81 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         account_id: Uuid,
         key_id: Uuid,
         changes: &KeyChanges,
+        change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.write("update", self.inner.update(account_id, key_id, changes))
-            .await
+        self.write(
+            "update",
+            self.inner.update(account_id, key_id, changes, change),
+        )
+        .await
     }
 
-    async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
-        self.write("rotate", self.inner.rotate(rotation)).await
+    async fn rotate(
+        &self,
+        rotation: Rotation,
+        change: &ChangeRecord,
+    ) -> Result<RotateOutcome, StoreError> {
+        self.write("rotate", self.inner.rotate(rotation, change))
+            .await
     }
 
     async fn delete(
         &self,
         account_id: Uuid,
         key_id: Uuid,
+        change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.write("delete", self.inner.delete(account_id, key_id))
+        self.write("delete", self.inner.delete(account_id, key_id, change))
             .await
+    }
+
+    async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        self.check()?;
+        self.inner.audit(query).await
+    }
+
+    async fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.check()?;
+        self.inner.claim_events(now, lease, limit).await
+    }
+
+    async fn settle_event(&self, id: i64, outcome: Settle) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.settle_event(id, outcome).await
+    }
+
+    async fn failed_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.check()?;
+        self.inner.failed_events(limit).await
+    }
+
+    async fn retry_failed(&self, event_id: Option<&str>) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.retry_failed(event_id).await
+    }
+
+    async fn emit_clock_events(
+        &self,
+        now: DateTime<Utc>,
+        notice: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.emit_clock_events(now, notice).await
+    }
+
+    async fn prune(
+        &self,
+        audit_before: DateTime<Utc>,
+        usage_before: chrono::NaiveDate,
+        every: std::time::Duration,
+    ) -> Result<Option<crate::store::Pruned>, StoreError> {
+        self.check()?;
+        self.inner.prune(audit_before, usage_before, every).await
     }
 
     async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {

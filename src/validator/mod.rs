@@ -458,7 +458,7 @@ mod tests {
         // Deleted by another process; the store says so once the entry is stale.
         repository
             .inner
-            .delete(record.account_id, record.key_id)
+            .delete(record.account_id, record.key_id, &Default::default())
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(40)).await;

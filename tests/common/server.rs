@@ -38,6 +38,7 @@ pub fn server_binary() -> &'static Path {
             ("redis", cfg!(feature = "redis")),
             ("openapi", cfg!(feature = "openapi")),
             ("secret-scanning", cfg!(feature = "secret-scanning")),
+            ("webhooks", cfg!(feature = "webhooks")),
             ("cli", cfg!(feature = "cli")),
             ("ui", cfg!(feature = "ui")),
         ]
@@ -164,6 +165,11 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stdout(&self) -> String {

@@ -131,9 +131,28 @@ pub(crate) enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// The audit log, newest first: every account's, or one account's or
+    /// key's.
+    Audit {
+        /// Only this account's entries.
+        #[arg(long, value_name = "UUID")]
+        account: Option<Uuid>,
+        /// Only this key's entries.
+        #[arg(long = "key", value_name = "KEY_ID")]
+        key: Option<Uuid>,
+        /// At most this many entries, 1–500.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=500), value_name = "N")]
+        limit: u32,
+        /// Only entries with an id below this one (the next page).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..), value_name = "ID")]
+        before: Option<i64>,
+    },
     /// Pepper rotation: keys per pepper, and retiring an old pepper.
     #[command(subcommand, arg_required_else_help = false)]
     Pepper(PepperCommand),
+    /// Lifecycle events kept as failed after 24 h of retries.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Print a pattern for secret scanners that matches exactly this service's
     /// credentials: the token form of API_KEY_PREFIX (when set) and
     /// `pk_…:sk_…`. Reads neither the store nor the pepper.
@@ -152,6 +171,26 @@ pub(crate) enum PatternFormat {
     Regex,
     /// A gitleaks rule.
     Gitleaks,
+}
+
+/// `events …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum EventsCommand {
+    /// The failed events, oldest first.
+    Failed {
+        /// At most this many, 1–1000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000), value_name = "N")]
+        limit: u32,
+    },
+    /// Put failed events back for delivery (a running server sends them).
+    Retry {
+        /// The event's id (`webhook-id`, as `events failed` shows it).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        event_id: Option<String>,
+        /// Every failed event.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// `pepper …`.

@@ -7,14 +7,16 @@ use sea_orm_migration::MigratorTrait;
 use serde_json::json;
 use tower_api_keys::{
     AccountId, AllowedNetworks, ApiKeyId, ApiKeyValidator, KeyManager, ManagerError, Metadata,
-    NewApiKey, PepperId, Scopes, entity,
+    NewApiKey, PepperId, Scopes,
+    audit::{Actor, AuditQuery, ChangeRecord},
+    entity,
     migration::Migrator,
     store::{SeaOrmRepository, redact_url},
 };
 use uuid::Uuid;
 
 use crate::{
-    cli::{Cli, Command, CreateArgs, PepperCommand},
+    cli::{Cli, Command, CreateArgs, EventsCommand, PepperCommand},
     config::{self, PepperNeed},
     database,
     error::CliError,
@@ -57,8 +59,9 @@ pub(crate) async fn run(cli: Cli) -> Result<Report, CliError> {
         builder = builder.with_key_prefix(prefix);
     }
     let validator = builder.build();
-    let manager =
-        KeyManager::new(validator.clone()).with_max_keys_per_account(cli.max_keys_per_account);
+    let manager = KeyManager::new(validator.clone())
+        .with_max_keys_per_account(cli.max_keys_per_account)
+        .acting(ChangeRecord::by(Actor::cli()));
     let result = execute(cli.command, &repo, &manager, lines, &shown_url).await;
     validator.shutdown().await;
     let _ = repo.connection().close_by_ref().await;
@@ -137,6 +140,30 @@ async fn execute(
             Ok(output::created(&created))
         }
         Command::Import { .. } => import_lines(repo, manager, lines).await,
+        Command::Events(EventsCommand::Failed { limit }) => {
+            Ok(output::failed_events(&manager.failed_events(limit).await?))
+        }
+        Command::Events(EventsCommand::Retry { event_id, all: _ }) => {
+            let count = manager.retry_failed_events(event_id.as_deref()).await?;
+            if count == 0 && event_id.is_some() {
+                return Err(CliError::not_found("no failed event with that id"));
+            }
+            Ok(output::retried(count))
+        }
+        Command::Audit {
+            account,
+            key,
+            limit,
+            before,
+        } => {
+            let query = AuditQuery {
+                account_id: account,
+                key_id: key,
+                before,
+                limit,
+            };
+            Ok(output::audit(&manager.audit_page(query).await?))
+        }
         Command::Pepper(PepperCommand::Status) => {
             let status = manager.pepper_status().await?;
             Ok(output::pepper_status(&status))

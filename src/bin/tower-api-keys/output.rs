@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use tower_api_keys::{ApiKeyInfo, CreatedKey, KeyPrefix, PepperStatus, key::token};
+use tower_api_keys::{
+    ApiKeyInfo, AuditPage, CreatedKey, KeyPrefix, PepperStatus, events::OutboxEvent, key::token,
+};
 
 use crate::cli::PatternFormat;
 
@@ -164,6 +166,89 @@ pub(crate) fn pepper_status(status: &[PepperStatus]) -> Report {
     Report {
         json: serde_json::to_value(status).unwrap_or(Value::Null),
         text,
+    }
+}
+
+/// A page of the audit log: one line per entry, newest first.
+pub(crate) fn audit(page: &AuditPage) -> Report {
+    let text = if page.entries.is_empty() {
+        "no audit entries\n".to_owned()
+    } else {
+        let mut text = table(
+            &["ID", "AT", "KEY_ID", "ACTION", "ACTOR", "SOURCE"],
+            page.entries
+                .iter()
+                .map(|entry| {
+                    vec![
+                        entry.id.to_string(),
+                        entry
+                            .at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        entry.key_id.to_string(),
+                        entry.action.clone(),
+                        clean(entry.actor.as_deref().unwrap_or("-")),
+                        clean(entry.source.as_deref().unwrap_or("-")),
+                    ]
+                })
+                .collect(),
+        );
+        if let Some(next) = page.next_before {
+            text.push_str(&format!("more: --before {next}\n"));
+        }
+        text
+    };
+    Report {
+        json: serde_json::to_value(page).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+/// Events kept as failed: one line each.
+pub(crate) fn failed_events(events: &[OutboxEvent]) -> Report {
+    let text = if events.is_empty() {
+        "no failed events\n".to_owned()
+    } else {
+        table(
+            &["EVENT_ID", "TYPE", "KEY_ID", "ATTEMPTS", "LAST_ERROR"],
+            events
+                .iter()
+                .map(|event| {
+                    vec![
+                        clean(&event.event_id),
+                        event.event_type.clone(),
+                        event.key_id.to_string(),
+                        event.attempts.to_string(),
+                        clean(event.last_error.as_deref().unwrap_or("-")),
+                    ]
+                })
+                .collect(),
+        )
+    };
+    let json: Vec<Value> = events
+        .iter()
+        .map(|event| {
+            json!({
+                "event_id": event.event_id,
+                "type": event.event_type,
+                "key_id": event.key_id,
+                "attempts": event.attempts,
+                "last_error": event.last_error,
+                "created_at": event.created_at,
+                "payload": serde_json::from_str::<Value>(&event.payload).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    Report {
+        json: Value::Array(json),
+        text,
+    }
+}
+
+/// How many failed events were put back.
+pub(crate) fn retried(count: u64) -> Report {
+    Report {
+        json: json!({ "retried": count }),
+        text: format!("{count} failed event(s) put back for delivery\n"),
     }
 }
 

@@ -112,6 +112,9 @@ const TAG: &str = "api-keys";
 #[must_use]
 pub fn openapi(prefix: &str) -> OpenApi {
     let mut components = schemas::components();
+    components
+        .schemas
+        .extend(paths::audit::components().schemas);
     add_security_schemes(&mut components);
 
     OpenApiBuilder::new()

@@ -13,6 +13,8 @@ use utoipa::openapi::{
 use super::{ACCOUNT_HEADER_SCHEME, HOST_LOGIN_SCHEME, TAG};
 use crate::{headers::PROBLEM_JSON, router::MAX_BODY_BYTES};
 
+pub(super) mod audit;
+
 const KEY_ID_NOT_UUID: &str = "`key_id` is not a UUID.";
 
 /// Every route, with the management router nested at `prefix` (a trailing
@@ -38,6 +40,10 @@ pub(super) fn paths(prefix: &str) -> Paths {
         .path(
             format!("{item}/usage"),
             PathItem::new(HttpMethod::Get, usage()),
+        )
+        .path(
+            format!("{base}/audit"),
+            PathItem::new(HttpMethod::Get, audit::audit()),
         )
         .path(
             format!("{base}/revocations"),

@@ -173,8 +173,17 @@ async fn report(State(state): State<Arc<ScanState>>, request: Request<Body>) -> 
         Err(refusal) => return refusal.into_response(),
     };
     let mut labels = Vec::with_capacity(items.len());
+    let source = super::audit::client_address(&state.manager, &parts);
     for item in items {
-        let leaked = match state.manager.revoke_leaked(&item.token).await {
+        let change = crate::audit::ChangeRecord {
+            actor: Some(crate::audit::Actor::github()),
+            source,
+            reason: crate::audit::ChangeReason::Leaked {
+                url: item.url.clone(),
+            },
+        };
+        let manager = state.manager.clone().acting(change);
+        let leaked = match manager.revoke_leaked(&item.token).await {
             Ok(leaked) => leaked,
             Err(err) => return ApiError::Manager(err).into_response(),
         };

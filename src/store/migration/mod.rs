@@ -23,6 +23,7 @@ mod m20261127_000006_usage;
 mod m20261205_000007_feed_faults;
 mod m20261205_000008_postgres_change_log;
 mod m20261206_000009_allowed_cidrs;
+pub(crate) mod m20261206_000010_audit_outbox;
 mod triggers;
 
 /// Name of the table in which [`Migrator`] records applied migrations.
@@ -40,6 +41,7 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m20261205_000007_feed_faults::Migration),
         Box::new(m20261205_000008_postgres_change_log::Migration),
         Box::new(m20261206_000009_allowed_cidrs::Migration),
+        Box::new(m20261206_000010_audit_outbox::Migration),
     ]
 }
 

@@ -22,7 +22,9 @@ use super::{
 
 mod columns;
 mod connect;
+mod journal;
 mod lookup;
+mod outbox;
 mod repository;
 mod statements;
 mod transactions;
@@ -42,6 +44,9 @@ pub struct SeaOrmRepository {
     /// The sqlx pool under `db`, if it has one.
     pool: Option<Pool>,
     mode: PoolMode,
+    /// Whether changes write their audit rows and events (always, but in a
+    /// benchmark's baseline).
+    journal: bool,
     /// PostgreSQL in transaction mode: the pool, without named statements.
     #[cfg(feature = "postgres")]
     unprepared: Option<super::unprepared::Unprepared>,
@@ -91,6 +96,7 @@ impl SeaOrmRepository {
             replica: None,
             pool,
             mode,
+            journal: true,
             db,
         }
     }

@@ -26,13 +26,15 @@ use super::{
     },
     transactions::{DEADLOCK_ATTEMPTS, is_deadlock, retry_pause},
 };
+use crate::audit::{AuditEntry, AuditQuery, ChangeRecord, journal::Change};
+use crate::events::{OutboxEvent, Settle};
 use crate::policy::{AllowedNetworks, Metadata, Scopes};
 #[cfg(feature = "postgres")]
 use crate::store::conn::{Pool, PoolMode};
 use crate::store::entity::{self, Column, Entity};
 use crate::store::{
     ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, LAST_USED_CHUNK,
-    PepperCount, RotateOutcome, Rotation, StoreError, USAGE_CHUNK, UsageCount,
+    PepperCount, Pruned, RotateOutcome, Rotation, StoreError, USAGE_CHUNK, UsageCount,
 };
 
 impl ApiKeyRepository for SeaOrmRepository {
@@ -71,6 +73,7 @@ impl ApiKeyRepository for SeaOrmRepository {
         &self,
         records: Vec<ApiKeyRecord>,
         max_keys_per_account: u64,
+        change: &ChangeRecord,
     ) -> Result<(), StoreError> {
         // Two creates for one new account can deadlock on MySQL/MariaDB (each
         // holds the gap lock of its locking read, each insert waits on the
@@ -79,7 +82,7 @@ impl ApiKeyRepository for SeaOrmRepository {
         let mut attempt = 1;
         loop {
             match self
-                .insert_within_limit_once(&records, max_keys_per_account)
+                .insert_within_limit_once(&records, max_keys_per_account, change)
                 .await
             {
                 Err(StoreError::Database(err))
@@ -108,28 +111,33 @@ impl ApiKeyRepository for SeaOrmRepository {
         account_id: Uuid,
         key_id: Uuid,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        entity::find(self.backend())
-            .filter(Column::KeyId.eq(key_id))
-            .filter(Column::AccountId.eq(account_id))
-            .one(&self.conn())
-            .await
-            .map(|row| row.map(ApiKeyRecord::from))
-            .map_err(database)
+        self.get_in(&self.conn(), account_id, key_id).await
     }
 
     async fn revoke(
         &self,
         account_id: Uuid,
         key_id: Uuid,
+        change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        Entity::update_many()
+        let transaction = self.conn().begin().await.map_err(database)?;
+        let revoked = Entity::update_many()
             .col_expr(Column::Status, Expr::cust(KeyStatus::Revoked.sql_literal()))
             .filter(Column::KeyId.eq(key_id))
             .filter(Column::AccountId.eq(account_id))
-            .exec(&self.conn())
+            .filter(not_revoked())
+            .exec(&transaction)
             .await
             .map_err(database)?;
-        self.get(account_id, key_id).await
+        let record = self.get_in(&transaction, account_id, key_id).await?;
+        if let Some(record) = record.as_ref().filter(|_| revoked.rows_affected > 0) {
+            let written = change.journal(Change::Revoked(record), Utc::now());
+            self.write_journal(&transaction, written)
+                .await
+                .map_err(database)?;
+        }
+        transaction.commit().await.map_err(database)?;
+        Ok(record)
     }
 
     async fn update(
@@ -137,7 +145,16 @@ impl ApiKeyRepository for SeaOrmRepository {
         account_id: Uuid,
         key_id: Uuid,
         changes: &KeyChanges,
+        change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let transaction = self.conn().begin().await.map_err(database)?;
+        if self
+            .get_in(&transaction, account_id, key_id)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
         if !changes.is_empty() {
             let backend = self.backend();
             let mut update = Entity::update_many();
@@ -169,14 +186,26 @@ impl ApiKeyRepository for SeaOrmRepository {
             update
                 .filter(Column::KeyId.eq(key_id))
                 .filter(Column::AccountId.eq(account_id))
-                .exec(&self.conn())
+                .exec(&transaction)
                 .await
                 .map_err(database)?;
         }
-        self.get(account_id, key_id).await
+        let record = self.get_in(&transaction, account_id, key_id).await?;
+        if let Some(record) = &record {
+            let written = change.journal(Change::Updated(record, changes), Utc::now());
+            self.write_journal(&transaction, written)
+                .await
+                .map_err(database)?;
+        }
+        transaction.commit().await.map_err(database)?;
+        Ok(record)
     }
 
-    async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
+    async fn rotate(
+        &self,
+        rotation: Rotation,
+        change: &ChangeRecord,
+    ) -> Result<RotateOutcome, StoreError> {
         // Concurrent rotations can deadlock on MySQL/MariaDB (the successor's
         // insert waits on index gaps another transaction locked): the
         // database rolls one back, and
@@ -187,7 +216,7 @@ impl ApiKeyRepository for SeaOrmRepository {
         // ones do not meet again; the store timeout bounds them all.
         let mut attempt = 1;
         loop {
-            match self.rotate_once(&rotation).await {
+            match self.rotate_once(&rotation, change).await {
                 Err(StoreError::Database(err))
                     if attempt < DEADLOCK_ATTEMPTS && is_deadlock(&*err) =>
                 {
@@ -203,17 +232,69 @@ impl ApiKeyRepository for SeaOrmRepository {
         &self,
         account_id: Uuid,
         key_id: Uuid,
+        change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let Some(record) = self.get(account_id, key_id).await? else {
+        let transaction = self.conn().begin().await.map_err(database)?;
+        let Some(record) = self.get_in(&transaction, account_id, key_id).await? else {
             return Ok(None);
         };
         let result = Entity::delete_many()
             .filter(Column::KeyId.eq(key_id))
             .filter(Column::AccountId.eq(account_id))
-            .exec(&self.conn())
+            .exec(&transaction)
             .await
             .map_err(database)?;
-        Ok((result.rows_affected > 0).then_some(record))
+        if result.rows_affected == 0 {
+            return Ok(None);
+        }
+        let written = change.journal(Change::Deleted(&record), Utc::now());
+        self.write_journal(&transaction, written)
+            .await
+            .map_err(database)?;
+        transaction.commit().await.map_err(database)?;
+        Ok(Some(record))
+    }
+
+    async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit_rows(query).await
+    }
+
+    async fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.claim(now, lease, limit).await
+    }
+
+    async fn settle_event(&self, id: i64, outcome: Settle) -> Result<(), StoreError> {
+        self.settle(id, outcome).await
+    }
+
+    async fn failed_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.failed(limit).await
+    }
+
+    async fn retry_failed(&self, event_id: Option<&str>) -> Result<u64, StoreError> {
+        self.retry(event_id).await
+    }
+
+    async fn emit_clock_events(
+        &self,
+        now: DateTime<Utc>,
+        notice: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        self.clock_events(now, notice).await
+    }
+
+    async fn prune(
+        &self,
+        audit_before: DateTime<Utc>,
+        usage_before: NaiveDate,
+        every: std::time::Duration,
+    ) -> Result<Option<Pruned>, StoreError> {
+        self.prune_rows(audit_before, usage_before, every).await
     }
 
     async fn rewrite_hashes(&self, batch: &[HashRewrite]) -> Result<(), StoreError> {
@@ -354,4 +435,29 @@ impl ApiKeyRepository for SeaOrmRepository {
         }
         Ok(())
     }
+}
+
+impl SeaOrmRepository {
+    /// One key of the account, read on `db` (a transaction's, say).
+    async fn get_in(
+        &self,
+        db: &impl ConnectionTrait,
+        account_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        entity::find(self.backend())
+            .filter(Column::KeyId.eq(key_id))
+            .filter(Column::AccountId.eq(account_id))
+            .one(db)
+            .await
+            .map(|row| row.map(ApiKeyRecord::from))
+            .map_err(database)
+    }
+}
+
+/// Rows whose status is not `revoked` (NULL reads as `active`).
+fn not_revoked() -> sea_orm::sea_query::SimpleExpr {
+    Column::Status
+        .is_null()
+        .or(Expr::col(Column::Status).ne(Expr::cust(KeyStatus::Revoked.sql_literal())))
 }

@@ -14,6 +14,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{SeaOrmRepository, database, is_unique_violation, statements::insert_statement};
+use crate::audit::{ChangeRecord, journal::Change};
 use crate::store::entity::{self, Column, Entity};
 use crate::store::{ApiKeyRecord, KeyStatus, OldKeyLimit, RotateOutcome, Rotation, StoreError};
 
@@ -23,6 +24,7 @@ impl SeaOrmRepository {
         &self,
         records: &[ApiKeyRecord],
         max_keys_per_account: u64,
+        change: &ChangeRecord,
     ) -> Result<(), StoreError> {
         let backend = self.backend();
         let transaction = self.conn().begin().await.map_err(database)?;
@@ -81,6 +83,13 @@ impl SeaOrmRepository {
                 Err(err) => return Err(database(err)),
             }
         }
+        let at = chrono::Utc::now();
+        for record in records {
+            let written = change.journal(Change::Inserted(record), at);
+            self.write_journal(&transaction, written)
+                .await
+                .map_err(database)?;
+        }
         transaction.commit().await.map_err(database)
     }
 
@@ -88,6 +97,7 @@ impl SeaOrmRepository {
     pub(super) async fn rotate_once(
         &self,
         rotation: &Rotation,
+        change: &ChangeRecord,
     ) -> Result<RotateOutcome, StoreError> {
         let backend = self.backend();
         let (account_id, old_key_id) = (rotation.account_id, rotation.old_key_id);
@@ -137,14 +147,23 @@ impl SeaOrmRepository {
             Err(err) if is_unique_violation(&err) => return Ok(RotateOutcome::AlreadyRotated),
             Err(err) => return Err(database(err)),
         }
-        let old = read_old().one(&transaction).await.map_err(database)?;
+        let Some(old) = read_old().one(&transaction).await.map_err(database)? else {
+            return Ok(RotateOutcome::NotFound);
+        };
+        let old = ApiKeyRecord::from(old);
+        let rotated = Change::Rotated {
+            old: &old,
+            successor: &successor,
+            grace_period: rotation.grace_period,
+        };
+        self.write_journal(&transaction, change.journal(rotated, chrono::Utc::now()))
+            .await
+            .map_err(database)?;
         transaction.commit().await.map_err(database)?;
-        Ok(
-            old.map_or(RotateOutcome::NotFound, |row| RotateOutcome::Rotated {
-                old: Box::new(ApiKeyRecord::from(row)),
-                successor: Box::new(successor),
-            }),
-        )
+        Ok(RotateOutcome::Rotated {
+            old: Box::new(old),
+            successor: Box::new(successor),
+        })
     }
 }
 

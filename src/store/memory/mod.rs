@@ -7,9 +7,15 @@ use std::{
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
+use crate::audit::{AuditEntry, AuditQuery, ChangeRecord, journal::Change};
+use crate::events::{OutboxEvent, Settle};
+
+mod journal;
+
+use self::journal::MemoryJournal;
 use super::{
     ApiKeyRecord, ApiKeyRepository, HashRewrite, KeyChanges, KeyStatus, OldKeyLimit, PepperCount,
-    RotateOutcome, Rotation, StoreError, UsageCount,
+    Pruned, RotateOutcome, Rotation, StoreError, UsageCount,
 };
 
 /// An in-memory [`ApiKeyRepository`], for unit tests and examples.
@@ -37,6 +43,8 @@ struct Rows {
     key_ids: HashSet<Uuid>,
     /// Rows per account.
     per_account: HashMap<Uuid, u64>,
+    /// The audit log and the outbox, written with the rows.
+    journal: MemoryJournal,
 }
 
 impl Rows {
@@ -99,10 +107,7 @@ impl MemoryRepository {
     }
 
     /// Inserts every record, all or none.
-    fn insert_all(
-        mut rows: MutexGuard<'_, Rows>,
-        records: Vec<ApiKeyRecord>,
-    ) -> Result<(), StoreError> {
+    fn insert_all(rows: &mut Rows, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
         let mut key_ids = HashSet::with_capacity(records.len());
         let mut public_keys = HashSet::with_capacity(records.len());
         for record in &records {
@@ -149,16 +154,17 @@ impl ApiKeyRepository for MemoryRepository {
     }
 
     async fn insert_many(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
-        Self::insert_all(self.rows(), records)
+        Self::insert_all(&mut self.rows(), records)
     }
 
     async fn insert_within_limit(
         &self,
         records: Vec<ApiKeyRecord>,
         max_keys_per_account: u64,
+        change: &ChangeRecord,
     ) -> Result<(), StoreError> {
-        // Under the lock: the count and the inserts are one step.
-        let rows = self.rows();
+        // Under the lock: the count, the inserts and their audit rows are one step.
+        let mut rows = self.rows();
         for (account_id, adding) in super::keys_per_account(&records) {
             let stored = rows.per_account.get(&account_id).copied().unwrap_or(0);
             if stored.saturating_add(adding) > max_keys_per_account {
@@ -168,7 +174,16 @@ impl ApiKeyRepository for MemoryRepository {
                 });
             }
         }
-        Self::insert_all(rows, records)
+        let at = Utc::now();
+        let journals: Vec<_> = records
+            .iter()
+            .map(|record| change.journal(Change::Inserted(record), at))
+            .collect();
+        Self::insert_all(&mut rows, records)?;
+        for journal in journals {
+            rows.journal.write(journal);
+        }
+        Ok(())
     }
 
     async fn list_by_account(&self, account_id: Uuid) -> Result<Vec<ApiKeyRecord>, StoreError> {
@@ -196,15 +211,23 @@ impl ApiKeyRepository for MemoryRepository {
         &self,
         account_id: Uuid,
         key_id: Uuid,
+        change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let mut rows = self.rows();
-        Ok(rows
+        let Some(row) = rows
             .iter_mut()
             .find(|row| row.key_id == key_id && row.account_id == account_id)
-            .map(|row| {
-                row.status = KeyStatus::Revoked;
-                row.clone()
-            }))
+        else {
+            return Ok(None);
+        };
+        let newly_revoked = row.status != KeyStatus::Revoked;
+        row.status = KeyStatus::Revoked;
+        let record = row.clone();
+        if newly_revoked {
+            let journal = change.journal(Change::Revoked(&record), Utc::now());
+            rows.journal.write(journal);
+        }
+        Ok(Some(record))
     }
 
     async fn update(
@@ -212,18 +235,27 @@ impl ApiKeyRepository for MemoryRepository {
         account_id: Uuid,
         key_id: Uuid,
         changes: &KeyChanges,
+        change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let mut rows = self.rows();
-        Ok(rows
+        let Some(row) = rows
             .iter_mut()
             .find(|row| row.key_id == key_id && row.account_id == account_id)
-            .map(|row| {
-                changes.apply_to(row);
-                row.clone()
-            }))
+        else {
+            return Ok(None);
+        };
+        changes.apply_to(row);
+        let record = row.clone();
+        let journal = change.journal(Change::Updated(&record, changes), Utc::now());
+        rows.journal.write(journal);
+        Ok(Some(record))
     }
 
-    async fn rotate(&self, rotation: Rotation) -> Result<RotateOutcome, StoreError> {
+    async fn rotate(
+        &self,
+        rotation: Rotation,
+        change: &ChangeRecord,
+    ) -> Result<RotateOutcome, StoreError> {
         // Under the lock: the old key is read as it is when the rotation
         // happens, and nothing changes it meanwhile.
         let mut rows = self.rows();
@@ -249,6 +281,13 @@ impl ApiKeyRepository for MemoryRepository {
         }
         let limited = rows[old].clone();
         rows.push(successor.clone());
+        let rotated = Change::Rotated {
+            old: &limited,
+            successor: &successor,
+            grace_period: rotation.grace_period,
+        };
+        let journal = change.journal(rotated, Utc::now());
+        rows.journal.write(journal);
         Ok(RotateOutcome::Rotated {
             old: Box::new(limited),
             successor: Box::new(successor),
@@ -259,12 +298,85 @@ impl ApiKeyRepository for MemoryRepository {
         &self,
         account_id: Uuid,
         key_id: Uuid,
+        change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let mut rows = self.rows();
         let position = rows
             .iter()
             .position(|row| row.key_id == key_id && row.account_id == account_id);
-        Ok(position.map(|index| rows.remove(index)))
+        let Some(deleted) = position.map(|index| rows.remove(index)) else {
+            return Ok(None);
+        };
+        let journal = change.journal(Change::Deleted(&deleted), Utc::now());
+        rows.journal.write(journal);
+        Ok(Some(deleted))
+    }
+
+    async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(self.rows().journal.read(query))
+    }
+
+    async fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let lease = chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
+        Ok(self.rows().journal.claim(now, lease, limit))
+    }
+
+    async fn settle_event(&self, id: i64, outcome: Settle) -> Result<(), StoreError> {
+        self.rows().journal.settle(id, outcome);
+        Ok(())
+    }
+
+    async fn failed_events(&self, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        Ok(self.rows().journal.failed(limit))
+    }
+
+    async fn retry_failed(&self, event_id: Option<&str>) -> Result<u64, StoreError> {
+        Ok(self.rows().journal.retry(event_id, Utc::now()))
+    }
+
+    async fn emit_clock_events(
+        &self,
+        now: DateTime<Utc>,
+        notice: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        let notice = chrono::TimeDelta::from_std(notice).unwrap_or(chrono::TimeDelta::MAX);
+        let mut rows = self.rows();
+        let Rows { list, journal, .. } = &mut *rows;
+        Ok(journal.clock(list, now, notice))
+    }
+
+    async fn prune(
+        &self,
+        audit_before: DateTime<Utc>,
+        usage_before: NaiveDate,
+        every: std::time::Duration,
+    ) -> Result<Option<Pruned>, StoreError> {
+        let now = Utc::now();
+        let mut rows = self.rows();
+        let journal = &mut rows.journal;
+        if journal
+            .pruned_at
+            .is_some_and(|at| (now - at).to_std().unwrap_or_default() < every)
+        {
+            return Ok(None);
+        }
+        journal.pruned_at = Some(now);
+        let before = journal.audit.len();
+        journal.audit.retain(|entry| entry.at >= audit_before);
+        let audit_rows = (before - journal.audit.len()) as u64;
+        drop(rows);
+        let mut usage = crate::sync::lock(&self.usage);
+        let before = usage.len();
+        usage.retain(|(_, day), _| *day >= usage_before);
+        Ok(Some(Pruned {
+            audit_rows,
+            usage_rows: (before - usage.len()) as u64,
+        }))
     }
 
     async fn record_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
@@ -386,7 +498,10 @@ mod tests {
             repository.insert(a.clone()).await,
             Err(StoreError::Conflict)
         ));
-        let removed = repository.delete(b.account_id, b.key_id).await.unwrap();
+        let removed = repository
+            .delete(b.account_id, b.key_id, &Default::default())
+            .await
+            .unwrap();
         assert_eq!(removed.map(|row| row.key_id), Some(b.key_id));
         for (kept, expected) in [(&a, true), (&b, false), (&c, true)] {
             let found = repository
