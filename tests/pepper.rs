@@ -108,7 +108,9 @@ async fn unused_keys_are_counted_until_retired(db: &TestDb) {
     let validator = ApiKeyValidator::builder(db.repo.clone(), ring)
         .with_change_feed(false)
         .build();
-    let manager = KeyManager::new(validator.clone());
+    let manager = KeyManager::new(validator.clone()).acting(
+        tower_api_keys::audit::ChangeRecord::by(tower_api_keys::audit::Actor::new("ops:retire")),
+    );
     let account = Uuid::new_v4();
     let (used, unused, named) = (
         KeyPair::generate().unwrap(),
@@ -158,6 +160,27 @@ async fn unused_keys_are_counted_until_retired(db: &TestDb) {
     assert!(validator.validate(&unused.credential()).await.is_err());
     assert!(validator.validate(&named.credential()).await.is_err());
     assert!(validator.validate(&used.credential()).await.is_ok());
+
+    // Each key the retirement revoked is audited, with the acting operator.
+    let page = manager
+        .audit(AccountId::new(account), None, None, 100)
+        .await
+        .unwrap();
+    let mut revoked: Vec<Uuid> = page
+        .entries
+        .iter()
+        .filter(|entry| entry.action == "revoked")
+        .inspect(|entry| assert_eq!(entry.actor.as_deref(), Some("ops:retire")))
+        .map(|entry| entry.key_id)
+        .collect();
+    revoked.sort_unstable();
+    let mut expected = Vec::new();
+    for pair in [&unused, &named] {
+        let row = db.repo.find_by_public_key(pair.public_key.as_str()).await;
+        expected.push(row.unwrap().unwrap().key_id);
+    }
+    expected.sort_unstable();
+    assert_eq!(revoked, expected, "one audit row per retired key");
 }
 
 async fn a_pepper_missing_from_the_ring_refuses_its_keys(db: &TestDb) {

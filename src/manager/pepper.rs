@@ -108,7 +108,7 @@ impl KeyManager {
         let include_legacy = ring.len() > 1 && ring.last() == Some(pepper_id);
         let revoked = self
             .store
-            .revoke_by_pepper(pepper_id.as_str(), include_legacy)
+            .revoke_by_pepper(pepper_id.as_str(), include_legacy, &self.change)
             .await;
         // Many keys may have changed: none of them may stay cached.
         self.validator.invalidate_all();

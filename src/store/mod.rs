@@ -402,10 +402,13 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
 
     /// Revokes every key that can still validate and names `pepper_id` (with
     /// `include_legacy`, also the rows with no `pepper_id`); returns how many.
+    /// Each key revoked is audited `revoked` as `change` says, in the same
+    /// transaction.
     fn revoke_by_pepper(
         &self,
         pepper_id: &str,
         include_legacy: bool,
+        change: &ChangeRecord,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// The audit rows `query` asks for, newest first (`id` descending).

@@ -88,7 +88,7 @@ boundary! {
     /// See [`ApiKeyRepository::count_by_pepper`].
     fn count_by_pepper(&self) -> Vec<PepperCount>;
     /// See [`ApiKeyRepository::revoke_by_pepper`].
-    fn revoke_by_pepper(&self, pepper_id: &'a str, include_legacy: bool) -> u64;
+    fn revoke_by_pepper(&self, pepper_id: &'a str, include_legacy: bool, change: &'a ChangeRecord) -> u64;
 }
 
 /// The repository behind the store timeout. Cheap to clone.

@@ -482,9 +482,12 @@ impl<R: ApiKeyRepository> ApiKeyRepository for Probe<R> {
         &self,
         pepper_id: &str,
         include_legacy: bool,
+        change: &ChangeRecord,
     ) -> Result<u64, StoreError> {
         self.check()?;
-        self.inner.revoke_by_pepper(pepper_id, include_legacy).await
+        self.inner
+            .revoke_by_pepper(pepper_id, include_legacy, change)
+            .await
     }
 
     fn change_source(&self) -> Option<ChangeSource> {

@@ -454,18 +454,24 @@ impl ApiKeyRepository for MemoryRepository {
         &self,
         pepper_id: &str,
         include_legacy: bool,
+        change: &ChangeRecord,
     ) -> Result<u64, StoreError> {
         let now = Utc::now();
-        let mut revoked = 0;
-        for row in self.rows().iter_mut() {
+        let mut rows = self.rows();
+        let mut journals = Vec::new();
+        for row in rows.iter_mut() {
             let names = match &row.pepper_id {
                 Some(id) => id == pepper_id,
                 None => include_legacy,
             };
             if names && still_valid(row, now) {
                 row.status = KeyStatus::Revoked;
-                revoked += 1;
+                journals.push(change.journal(Change::Revoked(row), now));
             }
+        }
+        let revoked = journals.len() as u64;
+        for journal in journals {
+            rows.journal.write(journal);
         }
         Ok(revoked)
     }

@@ -389,19 +389,48 @@ impl ApiKeyRepository for SeaOrmRepository {
         &self,
         pepper_id: &str,
         include_legacy: bool,
+        change: &ChangeRecord,
     ) -> Result<u64, StoreError> {
+        let now = Utc::now();
         let mut names = Column::PepperId.eq(pepper_id);
         if include_legacy {
             names = names.or(Column::PepperId.is_null());
         }
-        Entity::update_many()
-            .col_expr(Column::Status, Expr::cust(KeyStatus::Revoked.sql_literal()))
-            .filter(still_valid(Utc::now()))
+        let transaction = self.conn().begin().await.map_err(database)?;
+        let keys: Vec<(Uuid, Uuid)> = Entity::find()
+            .select_only()
+            .column(Column::AccountId)
+            .column(Column::KeyId)
+            .filter(still_valid(now))
             .filter(names)
-            .exec(&self.conn())
+            .into_tuple()
+            .all(&transaction)
             .await
-            .map(|done| done.rows_affected)
-            .map_err(database)
+            .map_err(database)?;
+        // One key at a time, each with its audit row and event, all in one
+        // transaction: a key another writer revoked meanwhile is skipped.
+        let mut revoked = 0;
+        for (account_id, key_id) in keys {
+            let done = Entity::update_many()
+                .col_expr(Column::Status, Expr::cust(KeyStatus::Revoked.sql_literal()))
+                .filter(Column::KeyId.eq(key_id))
+                .filter(still_valid(now))
+                .exec(&transaction)
+                .await
+                .map_err(database)?;
+            if done.rows_affected == 0 {
+                continue;
+            }
+            if let Some(record) = self.get_in(&transaction, account_id, key_id).await? {
+                let written = change.journal(Change::Revoked(&record), now);
+                self.write_journal(&transaction, written)
+                    .await
+                    .map_err(database)?;
+            }
+            revoked += 1;
+        }
+        transaction.commit().await.map_err(database)?;
+        Ok(revoked)
     }
 
     fn change_source(&self) -> Option<crate::store::feed::ChangeSource> {
