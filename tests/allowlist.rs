@@ -689,6 +689,32 @@ mod server {
             StatusCode::OK
         );
 
+        // The audit log records the same client: a key created through nginx
+        // from 127.0.0.2 has that source, whatever the request claimed.
+        let account = uuid::Uuid::new_v4();
+        let response = from_2
+            .post(format!("{proxy}/v1/api-keys"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("x-account-id", account.to_string())
+            .header("x-forwarded-for", "198.51.100.7")
+            .json(&json!({"title": "through the proxy"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let audit: Value = client()
+            .get(server.url("/v1/api-keys/audit"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("x-account-id", account.to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(audit["entries"][0]["action"], "created", "{audit}");
+        assert_eq!(audit["entries"][0]["source"], "127.0.0.2", "{audit}");
+
         // The same proxy in front of a server that does not trust it: every
         // request comes from nginx's address.
         let mut untrusting = start(dir.path(), logs.path(), "untrusting", None);
