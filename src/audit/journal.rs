@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{ChangeReason, ChangeRecord};
-use crate::store::{ApiKeyRecord, KeyChanges};
+use crate::store::{ApiKeyRecord, KeyChanges, KeyStatus};
 
 /// A change as the store committed it.
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +172,41 @@ pub(crate) fn event(
         key,
         extra,
     )
+}
+
+/// How far back `key.expired` is still sent (a replica down for longer
+/// sends nothing for keys that expired before).
+pub(crate) const EXPIRED_LOOKBACK: TimeDelta = TimeDelta::days(7);
+
+/// The clock's event due for `key` at `now`, as `(webhook-id, type)`:
+/// `key.expired` once `expires_at` has passed (within [`EXPIRED_LOOKBACK`]),
+/// `key.expiring` within `notice` before it; none for a revoked key or one
+/// that never expires. The id is made from the key and its expiry, so that
+/// each event is written once whatever replica or sweep finds it first.
+pub(crate) fn clock_event(
+    key: &ApiKeyRecord,
+    now: DateTime<Utc>,
+    notice: TimeDelta,
+) -> Option<(String, &'static str)> {
+    let expires_at = key.expires_at?;
+    let in_window = expires_at > now - EXPIRED_LOOKBACK
+        && now
+            .checked_add_signed(notice)
+            .is_none_or(|horizon| expires_at <= horizon);
+    if key.status == KeyStatus::Revoked || !in_window {
+        return None;
+    }
+    let (kind, event_type) = if expires_at <= now {
+        ("expired", "key.expired")
+    } else {
+        ("expiring", "key.expiring")
+    };
+    let event_id = format!(
+        "msg_{kind}_{}_{}",
+        key.key_id.simple(),
+        expires_at.timestamp_micros()
+    );
+    Some((event_id, event_type))
 }
 
 /// [`event`] with a given `webhook-id` (the clock's events use one made from

@@ -5,10 +5,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::audit::{
     AuditEntry, AuditQuery,
-    journal::{EventRow, Journal, event_with_id},
+    journal::{EventRow, Journal, clock_event, event_with_id},
 };
 use crate::events::{OutboxEvent, Settle};
-use crate::store::{ApiKeyRecord, KeyStatus};
+use crate::store::ApiKeyRecord;
 
 /// One outbox row.
 #[derive(Debug)]
@@ -144,22 +144,11 @@ impl MemoryJournal {
         notice: TimeDelta,
     ) -> u64 {
         let mut written = 0;
-        for key in keys.iter().filter(|key| key.status != KeyStatus::Revoked) {
-            let Some(expires_at) = key.expires_at else {
+        for key in keys {
+            let Some((event_id, event_type)) = clock_event(key, now, notice) else {
                 continue;
             };
-            let (kind, event_type) = if expires_at <= now {
-                ("expired", "key.expired")
-            } else {
-                ("expiring", "key.expiring")
-            };
-            let in_window = expires_at > now - TimeDelta::days(7) && expires_at <= now + notice;
-            let event_id = format!(
-                "msg_{kind}_{}_{}",
-                key.key_id.simple(),
-                expires_at.timestamp_micros()
-            );
-            if in_window && !self.events.iter().any(|q| q.event.event_id == event_id) {
+            if !self.events.iter().any(|q| q.event.event_id == event_id) {
                 self.queue(event_with_id(event_id, now, event_type, key, None));
                 written += 1;
             }
@@ -186,7 +175,7 @@ mod tests {
 
     use super::*;
     use crate::audit::journal::event;
-    use crate::store::ApiKeyRecord;
+    use crate::store::{ApiKeyRecord, KeyStatus};
 
     fn key(key_id: Uuid) -> ApiKeyRecord {
         ApiKeyRecord {

@@ -17,17 +17,13 @@ use sea_orm::{
 };
 
 use super::{SeaOrmRepository, database, is_unique_violation, journal::event_insert};
-use crate::audit::journal::event_with_id;
+use crate::audit::journal::{EXPIRED_LOOKBACK, clock_event, event_with_id};
 use crate::events::{OutboxEvent, Settle};
 use crate::store::migration::m20261206_000010_audit_outbox::OUTBOX_TABLE;
 use crate::store::{ApiKeyRecord, StoreError, entity::Column};
 
 const COLUMNS: &str =
     "o.id, o.event_id, o.key_id, o.event_type, o.payload, o.created_at, o.attempts, o.last_error";
-
-/// How far back `key.expired` is still sent (a replica down for longer
-/// sends nothing for keys that expired before).
-const EXPIRED_LOOKBACK: TimeDelta = TimeDelta::days(7);
 
 /// `text` with `?` placeholders numbered `$1, $2, …` for PostgreSQL.
 fn placeholders(backend: DatabaseBackend, text: &str) -> String {
@@ -209,19 +205,9 @@ impl SeaOrmRepository {
             .collect();
         let mut written = 0;
         for key in &keys {
-            let Some(expires_at) = key.expires_at else {
+            let Some((event_id, event_type)) = clock_event(key, now, notice) else {
                 continue;
             };
-            let (kind, event_type) = if expires_at <= now {
-                ("expired", "key.expired")
-            } else {
-                ("expiring", "key.expiring")
-            };
-            let event_id = format!(
-                "msg_{kind}_{}_{}",
-                key.key_id.simple(),
-                expires_at.timestamp_micros()
-            );
             let sent = self
                 .conn()
                 .query_one_raw(statement(
