@@ -294,4 +294,73 @@ fn a_failed_event_counts_in_the_metric() {
     assert_eq!(failures, [DebugValue::Counter(1)]);
 }
 
-backend_tests!(an_event_failing_past_a_day_is_kept_as_failed_counted_and_retried);
+/// The clock's events: `key.expiring` for a key due within the notice,
+/// `key.expired` for one just past its expiry, each written once however
+/// many sweeps (and replicas) find it; none for a revoked key, one far from
+/// expiry, or one that expired long ago.
+async fn the_clock_writes_expiring_and_expired_once_per_key(db: &TestDb) {
+    use tower_api_keys::{
+        KeyPair,
+        store::{ApiKeyRepository, KeyStatus},
+    };
+    let hits = Hits::default();
+    let addr = receiver(hits.clone()).await;
+    let account = Uuid::new_v4();
+    let now = Utc::now();
+    let mut keys = HashMap::new();
+    for (name, expires_in, status) in [
+        ("soon", TimeDelta::days(3), KeyStatus::Active),
+        ("later", TimeDelta::days(30), KeyStatus::Active),
+        ("past", TimeDelta::minutes(-1), KeyStatus::Active),
+        ("long past", TimeDelta::days(-10), KeyStatus::Active),
+        ("revoked", TimeDelta::days(3), KeyStatus::Revoked),
+    ] {
+        let pair = KeyPair::generate().unwrap();
+        let record = tower_api_keys::store::ApiKeyRecord {
+            expires_at: Some(now + expires_in),
+            status,
+            ..common::record(pair.public_key.as_str(), &"0".repeat(64), account)
+        };
+        keys.insert(name, record.key_id.simple().to_string());
+        db.repo.insert(record).await.unwrap();
+    }
+    let validator = ApiKeyValidator::new(db.repo.clone(), pepper());
+    let replica = ApiKeyValidator::new(db.connect_again().await, pepper());
+    let notice = std::time::Duration::from_secs(7 * 24 * 60 * 60);
+    let here = EventDispatcher::new(&validator, sender(addr, "/ok")).with_expiry_notice(notice);
+    let there = EventDispatcher::new(&replica, sender(addr, "/ok")).with_expiry_notice(notice);
+    let (a, b) = tokio::join!(here.emit_clock_events(), there.emit_clock_events());
+    assert_eq!(
+        a.unwrap() + b.unwrap(),
+        2,
+        "one event per due key, across replicas"
+    );
+    assert_eq!(here.emit_clock_events().await.unwrap(), 0);
+    let rows = outbox(db).await;
+    let written: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(id, kind, _, _)| (id.as_str(), kind.as_str()))
+        .collect();
+    assert_eq!(written.len(), 2, "{written:?}");
+    for (name, kind) in [("soon", "key.expiring"), ("past", "key.expired")] {
+        assert!(
+            written
+                .iter()
+                .any(|(id, event)| id.contains(&keys[name]) && *event == kind),
+            "{name}: {written:?}"
+        );
+    }
+    // Delivered once each.
+    while here.deliver_due().await.unwrap() > 0 {}
+    let mut delivered = hits.0.lock().unwrap()["/ok"].clone();
+    delivered.sort();
+    let mut ids: Vec<String> = rows.iter().map(|row| row.0.clone()).collect();
+    ids.sort();
+    assert_eq!(delivered, ids);
+    assert_eq!(here.emit_clock_events().await.unwrap(), 0, "never again");
+}
+
+backend_tests!(
+    an_event_failing_past_a_day_is_kept_as_failed_counted_and_retried,
+    the_clock_writes_expiring_and_expired_once_per_key,
+);
