@@ -6,12 +6,8 @@
 
 mod common;
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::{net::IpAddr, time::Duration};
 
-use axum::Router;
 use common::{TestDb, app, pepper};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -35,21 +31,6 @@ fn client_from(source: &str) -> reqwest::Client {
         .unwrap()
 }
 
-/// `router` served with connect info on `[::]`, an ephemeral port; its port.
-async fn serve_dual_stack(router: Router) -> u16 {
-    let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    port
-}
-
 /// A served app (whoami behind the layer, the management routes) over
 /// `validator`, reached from three source addresses.
 struct Site {
@@ -64,7 +45,9 @@ struct Site {
 impl Site {
     async fn start(validator: ApiKeyValidator, account: AccountId) -> Self {
         let manager = KeyManager::new(validator.clone());
-        let port = serve_dual_stack(app(ApiKeyAuthLayer::new(validator), manager.clone())).await;
+        let router = app(ApiKeyAuthLayer::new(validator), manager.clone());
+        // On `[::]`: IPv4 clients arrive IPv4-mapped.
+        let port = common::serve_with_connect_info(router, "[::]").await.port();
         Self {
             port,
             manager,
@@ -115,6 +98,15 @@ impl Site {
             .header("x-account-id", self.account.to_string())
     }
 
+    /// A management request's answer, as JSON.
+    async fn answer(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.admin(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
     /// The three source addresses' statuses for `credential`.
     async fn statuses(&self, credential: &str) -> [StatusCode; 3] {
         [
@@ -150,24 +142,12 @@ async fn an_allowlist_is_stored_normalised_and_enforced(db: &TestDb) {
         created["public_key"].as_str().unwrap(),
         created["secret_key"].as_str().unwrap()
     );
-    // Read back from the store by a fresh manager, show and list alike.
+    // Show and list read it back from the store.
     let shown: Value = site
-        .admin(reqwest::Method::GET, &format!("/{key_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .answer(reqwest::Method::GET, &format!("/{key_id}"), None)
+        .await;
     assert_eq!(shown["allowed_cidrs"], created["allowed_cidrs"]);
-    let listed: Value = site
-        .admin(reqwest::Method::GET, "")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = site.answer(reqwest::Method::GET, "", None).await;
     assert_eq!(listed[0]["allowed_cidrs"], created["allowed_cidrs"]);
 
     // 127.0.0.3 and ::1 are outside; IPv4 clients arrive IPv4-mapped on [::].
@@ -175,21 +155,22 @@ async fn an_allowlist_is_stored_normalised_and_enforced(db: &TestDb) {
 
     // A change takes effect at once.
     let patched: Value = site
-        .admin(reqwest::Method::PATCH, &format!("/{key_id}"))
-        .json(&json!({"allowed_cidrs": ["::1", "127.0.0.3/31"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .answer(
+            reqwest::Method::PATCH,
+            &format!("/{key_id}"),
+            Some(json!({"allowed_cidrs": ["::1", "127.0.0.3/31"]})),
+        )
+        .await;
     assert_eq!(patched["allowed_cidrs"], json!(["::1/128", "127.0.0.2/31"]));
     assert_eq!(site.statuses(&credential).await, [OK, OK, OK]);
-    site.admin(reqwest::Method::PATCH, &format!("/{key_id}"))
-        .json(&json!({"allowed_cidrs": ["::1"]}))
-        .send()
-        .await
-        .unwrap();
+    let narrowed = site
+        .answer(
+            reqwest::Method::PATCH,
+            &format!("/{key_id}"),
+            Some(json!({"allowed_cidrs": ["::1"]})),
+        )
+        .await;
+    assert_eq!(narrowed["allowed_cidrs"], json!(["::1/128"]));
     assert_eq!(site.statuses(&credential).await, [NO, NO, OK]);
 
     // Bad input: 422 naming the field, and nothing changes.
@@ -228,13 +209,8 @@ async fn an_allowlist_is_stored_normalised_and_enforced(db: &TestDb) {
 
     // A rotation's successor keeps the allowlist.
     let rotated: Value = site
-        .admin(reqwest::Method::POST, &format!("/{key_id}/rotate"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .answer(reqwest::Method::POST, &format!("/{key_id}/rotate"), None)
+        .await;
     assert_eq!(rotated["allowed_cidrs"], json!(["::1/128"]));
     let successor = format!(
         "{}:{}",
@@ -246,14 +222,12 @@ async fn an_allowlist_is_stored_normalised_and_enforced(db: &TestDb) {
     // `null` allows any address again.
     let successor_id = rotated["key_id"].as_str().unwrap();
     let cleared: Value = site
-        .admin(reqwest::Method::PATCH, &format!("/{successor_id}"))
-        .json(&json!({"allowed_cidrs": null}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .answer(
+            reqwest::Method::PATCH,
+            &format!("/{successor_id}"),
+            Some(json!({"allowed_cidrs": null})),
+        )
+        .await;
     assert_eq!(cleared["allowed_cidrs"], Value::Null);
     assert_eq!(site.statuses(&successor).await, [OK, OK, OK]);
 }

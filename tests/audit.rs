@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use axum::{
     Router,
     extract::Request,
@@ -74,16 +72,7 @@ impl App {
                     .build()
                     .layer(middleware::from_fn(host_auth)),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap();
-        });
+        let addr = common::serve_with_connect_info(router, "127.0.0.1").await;
         Self {
             base: format!("http://{addr}/v1/api-keys"),
             client: reqwest::Client::new(),

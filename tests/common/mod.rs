@@ -419,6 +419,25 @@ pub async fn serve(router: Router) -> SocketAddr {
     addr
 }
 
+/// Serves `router` on an ephemeral port of `host` (`127.0.0.1`, or `[::]` for
+/// IPv4 and IPv6 clients alike) with the connection's address in each
+/// request (`ConnectInfo`), as a host serves it; the bound address.
+pub async fn serve_with_connect_info(router: Router, host: &str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(format!("{host}:0"))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
 /// A validator, a manager and a served app over `repo`.
 pub struct Harness {
     pub validator: ApiKeyValidator,
