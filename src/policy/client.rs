@@ -244,6 +244,17 @@ mod tests {
     }
 
     #[test]
+    fn the_forwarded_header_is_not_read() {
+        let proxies: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        let (extensions, mut headers) = request("10.0.0.2", &[]);
+        headers.insert("forwarded", HeaderValue::from_static("for=203.0.113.9"));
+        assert_eq!(
+            client_address(&extensions, &headers, Some(&proxies)),
+            Some("10.0.0.2".parse().unwrap())
+        );
+    }
+
+    #[test]
     fn hostile_headers_make_the_address_unknown() {
         let trusted = Some("10.0.0.0/8");
         for hostile in [
