@@ -197,12 +197,14 @@ where
                 let validator = self.config.validator.clone();
                 let client = validator.client_address(request.extensions(), request.headers());
                 let check = Box::pin(async move {
-                    match validator.check_store(&public_key, &secret_key).await {
-                        Ok(hit) if !validator.address_allowed(&hit, || client) => {
-                            let rejection = Rejection::AddressNotAllowed;
-                            validator.telemetry().verified(Err(rejection));
-                            Err(rejection.into())
+                    let checked = validator.check_store(&public_key, &secret_key).await;
+                    match checked.and_then(|hit| {
+                        if validator.address_allowed(&hit, || client) {
+                            Ok(hit)
+                        } else {
+                            Err(Rejection::AddressNotAllowed)
                         }
+                    }) {
                         Ok(hit) => validator.admit(hit).await,
                         Err(rejection) => {
                             validator.telemetry().verified(Err(rejection));

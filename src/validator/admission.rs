@@ -1,7 +1,8 @@
 //! What happens after a key is authenticated and before the request goes on:
 //! the key's address allowlist, then its rate limit (its own, or the
-//! validator's default) and usage metering. Shared by the layer's cache-hit path (answered at once when the
-//! limiter is in-process) and its store path (awaited).
+//! validator's default) and usage metering. Shared by the layer's cache-hit
+//! path (answered at once when the limiter is in-process) and its store path
+//! (awaited).
 
 use std::{net::IpAddr, time::Instant};
 
