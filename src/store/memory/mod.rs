@@ -48,6 +48,13 @@ struct Rows {
 }
 
 impl Rows {
+    /// Where the account's key `key_id` is in `list`, if the account has it.
+    fn index_of(&self, account_id: Uuid, key_id: Uuid) -> Option<usize> {
+        self.list
+            .iter()
+            .position(|row| row.key_id == key_id && row.account_id == account_id)
+    }
+
     /// Whether `record` would clash with a stored row's unique columns.
     fn clashes(&self, record: &ApiKeyRecord) -> bool {
         self.key_ids.contains(&record.key_id) || self.by_public_key.contains_key(&record.public_key)
@@ -125,10 +132,9 @@ impl MemoryRepository {
     }
 
     fn find(&self, account_id: Uuid, key_id: Uuid) -> Option<ApiKeyRecord> {
-        self.rows()
-            .iter()
-            .find(|row| row.key_id == key_id && row.account_id == account_id)
-            .cloned()
+        let rows = self.rows();
+        rows.index_of(account_id, key_id)
+            .map(|index| rows.list[index].clone())
     }
 }
 
@@ -214,12 +220,10 @@ impl ApiKeyRepository for MemoryRepository {
         change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let mut rows = self.rows();
-        let Some(row) = rows
-            .iter_mut()
-            .find(|row| row.key_id == key_id && row.account_id == account_id)
-        else {
+        let Some(index) = rows.index_of(account_id, key_id) else {
             return Ok(None);
         };
+        let row = &mut rows.list[index];
         let newly_revoked = row.status != KeyStatus::Revoked;
         row.status = KeyStatus::Revoked;
         let record = row.clone();
@@ -238,12 +242,10 @@ impl ApiKeyRepository for MemoryRepository {
         change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let mut rows = self.rows();
-        let Some(row) = rows
-            .iter_mut()
-            .find(|row| row.key_id == key_id && row.account_id == account_id)
-        else {
+        let Some(index) = rows.index_of(account_id, key_id) else {
             return Ok(None);
         };
+        let row = &mut rows.list[index];
         changes.apply_to(row);
         let record = row.clone();
         let journal = change.journal(Change::Updated(&record, changes), Utc::now());
@@ -301,10 +303,8 @@ impl ApiKeyRepository for MemoryRepository {
         change: &ChangeRecord,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let mut rows = self.rows();
-        let position = rows
-            .iter()
-            .position(|row| row.key_id == key_id && row.account_id == account_id);
-        let Some(deleted) = position.map(|index| rows.remove(index)) else {
+        let index = rows.index_of(account_id, key_id);
+        let Some(deleted) = index.map(|index| rows.remove(index)) else {
             return Ok(None);
         };
         let journal = change.journal(Change::Deleted(&deleted), Utc::now());
