@@ -175,26 +175,14 @@ mod tests {
 
     use super::*;
     use crate::audit::journal::event;
-    use crate::store::{ApiKeyRecord, KeyStatus};
+    use crate::key::KeyPair;
+    use crate::store::ApiKeyRecord;
+    use crate::testing::fixtures::row;
 
     fn key(key_id: Uuid) -> ApiKeyRecord {
         ApiKeyRecord {
             key_id,
-            public_key: format!("pk_{}", key_id.simple()),
-            secret_key_hash: "0".repeat(64).into(),
-            account_id: Uuid::nil(),
-            title: "t".into(),
-            description: None,
-            status: KeyStatus::Active,
-            expires_at: None,
-            last_used_at: None,
-            created_at: None,
-            pepper_id: None,
-            scopes: None,
-            metadata: None,
-            rotated_from: None,
-            rate_limit: None,
-            allowed_cidrs: None,
+            ..row(&KeyPair::generate().unwrap(), Uuid::nil())
         }
     }
 
